@@ -1,0 +1,437 @@
+#!/usr/bin/env bash
+# Whole-system throughput benchmark (not run in CI).
+#
+# One random file (SIZE_MB MiB, default 1024) goes through:
+#   (a) the local floor: cp, b3sum (BLAKE3) and sha256sum of the file;
+#   (b) arca: push (upload + hashing + signing + entering dev) and a verified
+#       pull, with the server's peak RSS sampled during the push;
+#   (c) the CNCF distribution registry (Debian docker-registry): monolithic
+#       blob upload and blob download;
+#   (d) nginx serving the file as a static file (sendfile on).
+# and prints throughputs in MiB/s and the ratios arca is held to:
+#   arca push / registry upload          target >= 2.0
+#   arca pull time / nginx download time target <= 1.5
+#   arca server peak RSS                 target <  100 MiB
+#
+# Usage: bench/push_pull.sh [--json]
+# Env:   SIZE_MB=1024   file size in MiB
+#        SKIP_ARCA=1    skip part (b) (no cargo build, no arca figures)
+#        ARCA_BIN=PATH  use this arca binary instead of building target/release/arca
+#        SKIP_REGISTRY=1 / SKIP_NGINX=1  skip part (c) / (d)
+#        BENCH_TMP=DIR  parent of the scratch directory (default: $TMPDIR or /tmp)
+#        KEEP_TMP=1     keep the scratch directory
+# Progress goes to stderr; the table (or, with --json, one JSON object) to stdout.
+# Only loopback addresses are used. Every wait is bounded.
+set -euo pipefail
+export LC_ALL=C
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+JSON=0
+for arg in "$@"; do
+    case "$arg" in
+        --json) JSON=1 ;;
+        -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "push_pull.sh: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+SIZE_MB="${SIZE_MB:-1024}"
+[[ "$SIZE_MB" =~ ^[1-9][0-9]*$ ]] || { echo "push_pull.sh: SIZE_MB must be a positive integer" >&2; exit 2; }
+SKIP_ARCA="${SKIP_ARCA:-0}"
+SKIP_REGISTRY="${SKIP_REGISTRY:-0}"
+SKIP_NGINX="${SKIP_NGINX:-0}"
+XFER_TIMEOUT=900 # seconds, bound for any single transfer / hashing step
+
+log() { echo "[bench] $*" >&2; }
+die() { echo "[bench] error: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- cleanup
+PIDS=()
+TMP=""
+cleanup() {
+    local rc=$? pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n "$TMP" && -d "$TMP" ]]; then
+        if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+            log "kept $TMP"
+        else
+            rm -rf "$TMP"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
+
+free_port() {
+    python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+
+# wait_http URL SECONDS: until URL answers with any HTTP status
+wait_http() {
+    local url="$1" secs="$2" i
+    for ((i = 0; i < secs * 10; i++)); do
+        if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# timed NAME CMD...: run CMD, store its wall-clock seconds in T[NAME]
+declare -A T=()
+timed() {
+    local name="$1" t0 t1 rc=0
+    shift
+    sync
+    t0=$(now)
+    "$@" || rc=$?
+    t1=$(now)
+    T[$name]=$(elapsed "$t0" "$t1")
+    return "$rc"
+}
+
+apt_install() { # apt_install PACKAGE: install a Debian package (needs root)
+    log "installing Debian package $1"
+    if [[ ! -f /tmp/.arca-bench-apt-updated ]]; then
+        apt-get update -qq >&2 && touch /tmp/.arca-bench-apt-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >&2
+}
+
+# ---------------------------------------------------------------- setup
+BASE="${BENCH_TMP:-${TMPDIR:-/tmp}}"
+TMP="$(mktemp -d "$BASE/arca-bench.XXXXXX")"
+avail_mb=$(df -Pm "$TMP" | awk 'NR == 2 { print $4 }')
+need_mb=$((SIZE_MB * 5 + 256))
+((avail_mb >= need_mb)) || die "need ~${need_mb} MiB free under $BASE, have ${avail_mb} MiB"
+
+BYTES=$((SIZE_MB * 1024 * 1024))
+mkdir -p "$TMP/www"
+BLOB="$TMP/www/blob.bin" # nginx serves this very file
+log "scratch dir $TMP; writing ${SIZE_MB} MiB of random data"
+head -c "$BYTES" /dev/urandom >"$BLOB"
+SHA256=$(sha256sum "$BLOB" | cut -d' ' -f1)
+
+declare -A V=() # other figures: string values
+V[size_bytes]=$BYTES
+
+# ---------------------------------------------------------------- (a) local floor
+B3SUM=""
+HASH_TOOL=""
+TOOLS_ROOT="$REPO/target/bench-tools"
+if command -v b3sum >/dev/null 2>&1; then
+    B3SUM=$(command -v b3sum)
+elif [[ -x "$TOOLS_ROOT/bin/b3sum" ]]; then
+    B3SUM="$TOOLS_ROOT/bin/b3sum"
+else
+    log "installing b3sum from crates.io into $TOOLS_ROOT"
+    if timeout 1800 cargo install b3sum --locked --root "$TOOLS_ROOT" >"$TMP/b3sum-install.log" 2>&1; then
+        B3SUM="$TOOLS_ROOT/bin/b3sum"
+    else
+        log "b3sum install failed (see below); falling back to python hashlib"
+        tail -n 5 "$TMP/b3sum-install.log" >&2 || true
+    fi
+fi
+
+log "(a) cp"
+timed cp timeout "$XFER_TIMEOUT" cp "$BLOB" "$TMP/copy.bin"
+rm -f "$TMP/copy.bin"
+if [[ -n "$B3SUM" ]]; then
+    HASH_TOOL="b3sum ($("$B3SUM" --version 2>/dev/null | head -n1), BLAKE3, default threads)"
+    log "(a) b3sum"
+    timed hash timeout "$XFER_TIMEOUT" "$B3SUM" "$BLOB" >/dev/null
+else
+    HASH_TOOL="python3 hashlib.sha256 (b3sum unavailable)"
+    log "(a) python hashlib"
+    timed hash timeout "$XFER_TIMEOUT" python3 -c '
+import hashlib, sys
+h = hashlib.sha256()
+with open(sys.argv[1], "rb") as f:
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+print(h.hexdigest())' "$BLOB" >/dev/null
+fi
+V[hash_tool]=$HASH_TOOL
+log "(a) sha256sum"
+timed sha256sum timeout "$XFER_TIMEOUT" sha256sum "$BLOB" >/dev/null
+
+# ---------------------------------------------------------------- (b) arca
+ARCA_SERVER_PID=""
+if [[ "$SKIP_ARCA" == 1 ]]; then
+    log "(b) arca skipped (SKIP_ARCA=1)"
+else
+    if [[ -n "${ARCA_BIN:-}" ]]; then
+        ARCA="$ARCA_BIN"
+        log "(b) using ARCA_BIN=$ARCA (no build)"
+    else
+        log "(b) cargo build --release"
+        (cd "$REPO" && timeout 3600 cargo build --release --bin arca) >&2 || die "cargo build --release failed"
+        ARCA="$REPO/target/release/arca"
+    fi
+    [[ -x "$ARCA" ]] || die "$ARCA not found after build"
+    HOME_DIR="$TMP/home"
+    timeout 120 "$ARCA" init --home "$HOME_DIR" >"$TMP/arca-init.log" 2>&1 \
+        || { cat "$TMP/arca-init.log" >&2; die "arca init failed"; }
+
+    "$ARCA" serve --home "$HOME_DIR" --listen 127.0.0.1:0 </dev/null >"$TMP/arca-serve.log" 2>&1 &
+    ARCA_SERVER_PID=$!
+    PIDS+=("$ARCA_SERVER_PID")
+    PORT=""
+    for _ in $(seq 300); do # 30 s
+        kill -0 "$ARCA_SERVER_PID" 2>/dev/null || { cat "$TMP/arca-serve.log" >&2; die "arca serve exited"; }
+        PORT=$(grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' "$TMP/arca-serve.log" | head -n1 | grep -oE '[0-9]+$' || true)
+        [[ -n "$PORT" ]] && break
+        sleep 0.1
+    done
+    [[ -n "$PORT" ]] || { cat "$TMP/arca-serve.log" >&2; die "arca serve printed no 'listening on' line within 30 s"; }
+    log "(b) arca serving on port $PORT (pid $ARCA_SERVER_PID)"
+
+    export ARCA_SERVER="http://127.0.0.1:$PORT"
+    ARCA_TOKEN="$(cat "$HOME_DIR/admin.token")"
+    export ARCA_TOKEN
+    timeout 60 "$ARCA" key gen --out "$TMP/builder.key" >"$TMP/arca-keygen.log" 2>&1 \
+        || { cat "$TMP/arca-keygen.log" >&2; die "arca key gen failed"; }
+    timeout 60 "$ARCA" trust add-key "$TMP/builder.key.pub" --role builder --scope 'bench/*' \
+        --sign "$HOME_DIR/keys/root.key" >"$TMP/arca-trust.log" 2>&1 \
+        || { cat "$TMP/arca-trust.log" >&2; die "arca trust add-key failed"; }
+
+    # Sample the server's VmRSS every 0.2 s while the push runs.
+    RSS_FILE="$TMP/rss.max"
+    echo 0 >"$RSS_FILE"
+    (
+        max=0
+        while kill -0 "$ARCA_SERVER_PID" 2>/dev/null; do
+            rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$ARCA_SERVER_PID/status" 2>/dev/null || echo 0)
+            if [[ -n "$rss" ]] && ((rss > max)); then max=$rss; echo "$max" >"$RSS_FILE"; fi
+            sleep 0.2
+        done
+    ) &
+    SAMPLER_PID=$!
+    PIDS+=("$SAMPLER_PID")
+
+    log "(b) arca push"
+    timed arca_push timeout "$XFER_TIMEOUT" "$ARCA" push "$BLOB" --name bench/blob --version 1.0.0 \
+        --key "$TMP/builder.key" >"$TMP/arca-push.log" 2>&1 \
+        || { cat "$TMP/arca-push.log" >&2; die "arca push failed"; }
+    hwm_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$ARCA_SERVER_PID/status")
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    rss_kb=$(cat "$RSS_FILE")
+    V[arca_vmhwm_kb]=$hwm_kb
+    V[arca_vmrss_max_kb]=$rss_kb
+
+    log "(b) arca pull"
+    mkdir -p "$TMP/pulled"
+    timed arca_pull timeout "$XFER_TIMEOUT" "$ARCA" pull bench/blob --channel dev \
+        --root "$HOME_DIR/root.json" --out "$TMP/pulled" >"$TMP/arca-pull.log" 2>&1 \
+        || { cat "$TMP/arca-pull.log" >&2; die "arca pull failed"; }
+    PULLED="$TMP/pulled/$(basename "$BLOB")"
+    if [[ -f "$PULLED" ]] && cmp -s "$BLOB" "$PULLED"; then
+        V[arca_pull_cmp]=identical
+    else
+        V[arca_pull_cmp]=DIFFERENT
+        log "(b) pulled file differs from the original (or is missing: $PULLED)"
+        ls -l "$TMP/pulled" >&2 || true
+    fi
+    rm -rf "$TMP/pulled"
+    kill "$ARCA_SERVER_PID" 2>/dev/null || true
+fi
+
+# ---------------------------------------------------------------- (c) distribution registry
+if [[ "$SKIP_REGISTRY" == 1 ]]; then
+    log "(c) registry skipped (SKIP_REGISTRY=1)"
+else
+    [[ -x /usr/bin/docker-registry ]] || apt_install docker-registry
+    V[registry_version]=$(/usr/bin/docker-registry --version 2>/dev/null | awk '{ print $NF }')
+    RPORT=$(free_port)
+    mkdir -p "$TMP/registry"
+    cat >"$TMP/registry.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $TMP/registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$RPORT
+EOF
+    /usr/bin/docker-registry serve "$TMP/registry.yml" </dev/null >"$TMP/registry.log" 2>&1 &
+    REG_PID=$!
+    PIDS+=("$REG_PID")
+    RURL="http://127.0.0.1:$RPORT"
+    wait_http "$RURL/v2/" 30 || { cat "$TMP/registry.log" >&2; die "registry did not answer within 30 s"; }
+    log "(c) registry on port $RPORT (pid $REG_PID)"
+
+    loc=$(curl -s --max-time 30 -X POST -H 'Content-Length: 0' -D - -o /dev/null "$RURL/v2/bench/blobs/uploads/" \
+        | tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
+    [[ -n "$loc" ]] || die "registry: no Location header from POST /v2/bench/blobs/uploads/"
+    [[ "$loc" == http* ]] || loc="$RURL$loc"
+    if [[ "$loc" == *\?* ]]; then put_url="$loc&digest=sha256:$SHA256"; else put_url="$loc?digest=sha256:$SHA256"; fi
+
+    log "(c) registry upload"
+    timed registry_upload curl -sS --fail --max-time "$XFER_TIMEOUT" -o /dev/null \
+        -H 'Content-Type: application/octet-stream' -H 'Expect:' -T "$BLOB" "$put_url"
+    log "(c) registry download"
+    timed registry_download curl -sS --fail --max-time "$XFER_TIMEOUT" \
+        -o "$TMP/registry.out" "$RURL/v2/bench/blobs/sha256:$SHA256"
+    cmp -s "$BLOB" "$TMP/registry.out" || die "registry download differs from the original"
+    rm -f "$TMP/registry.out"
+    kill "$REG_PID" 2>/dev/null || true
+    rm -rf "$TMP/registry"
+fi
+
+# ---------------------------------------------------------------- (d) nginx
+if [[ "$SKIP_NGINX" == 1 ]]; then
+    log "(d) nginx skipped (SKIP_NGINX=1)"
+else
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    [[ -x "$NGINX" ]] || { apt_install nginx; NGINX=/usr/sbin/nginx; }
+    V[nginx_version]=$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')
+    NPORT=$(free_port)
+    N="$TMP/nginx"
+    mkdir -p "$N/tmp"
+    user_line=""
+    [[ $EUID -eq 0 ]] && user_line="user root;" # workers must read the 0700 scratch dir
+    cat >"$N/nginx.conf" <<EOF
+$user_line
+daemon off;
+worker_processes 1;
+pid $N/nginx.pid;
+error_log $N/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    client_body_temp_path $N/tmp/body;
+    proxy_temp_path $N/tmp/proxy;
+    fastcgi_temp_path $N/tmp/fastcgi;
+    uwsgi_temp_path $N/tmp/uwsgi;
+    scgi_temp_path $N/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NPORT;
+        root $TMP/www;
+    }
+}
+EOF
+    "$NGINX" -e "$N/error.log" -p "$N" -c "$N/nginx.conf" </dev/null >"$N/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    NURL="http://127.0.0.1:$NPORT"
+    wait_http "$NURL/" 30 || { cat "$N/error.log" "$N/stdout.log" >&2; die "nginx did not answer within 30 s"; }
+    log "(d) nginx on port $NPORT (pid $NGINX_PID)"
+    log "(d) nginx download"
+    timed nginx_download curl -sS --fail --max-time "$XFER_TIMEOUT" -o "$TMP/nginx.out" "$NURL/$(basename "$BLOB")"
+    cmp -s "$BLOB" "$TMP/nginx.out" || die "nginx download differs from the original"
+    rm -f "$TMP/nginx.out"
+    kill "$NGINX_PID" 2>/dev/null || true
+fi
+
+# ---------------------------------------------------------------- report
+args=()
+for k in "${!T[@]}"; do args+=("t_$k=${T[$k]}"); done
+for k in "${!V[@]}"; do args+=("v_$k=${V[$k]}"); done
+python3 - "$JSON" "$SIZE_MB" "${args[@]}" <<'PY'
+import json, sys
+
+as_json = sys.argv[1] == "1"
+size_mb = int(sys.argv[2])
+t, v = {}, {}
+for a in sys.argv[3:]:
+    k, _, val = a.partition("=")
+    (t if k.startswith("t_") else v)[k[2:]] = val
+t = {k: float(x) for k, x in t.items()}
+mib = int(v["size_bytes"]) / (1 << 20)
+
+def rate(name):
+    s = t.get(name)
+    return round(mib / s, 1) if s else None
+
+out = {"size_mib": size_mb, "seconds": {k: round(x, 4) for k, x in sorted(t.items())}}
+out["mib_per_s"] = {k: rate(k) for k in sorted(t)}
+if "cp" in t and "hash" in t:
+    out["mib_per_s"]["cp_plus_hash"] = round(mib / (t["cp"] + t["hash"]), 1)
+out["hash_tool"] = v.get("hash_tool")
+for k in ("registry_version", "nginx_version", "arca_pull_cmp"):
+    if k in v:
+        out[k] = v[k]
+ratios = {}
+if "arca_push" in t and "registry_upload" in t:
+    ratios["push_vs_registry_upload"] = round(t["registry_upload"] / t["arca_push"], 2)
+if "arca_pull" in t and "nginx_download" in t:
+    ratios["pull_time_vs_nginx_time"] = round(t["arca_pull"] / t["nginx_download"], 2)
+out["ratios"] = ratios
+if "arca_vmhwm_kb" in v:
+    hwm = int(v["arca_vmhwm_kb"] or 0) / 1024
+    rss = int(v["arca_vmrss_max_kb"] or 0) / 1024
+    out["arca_server_peak_rss_mib"] = round(max(hwm, rss), 1)
+    out["arca_server_vmhwm_mib"] = round(hwm, 1)
+    out["arca_server_vmrss_max_mib"] = round(rss, 1)
+targets = {}
+if "push_vs_registry_upload" in ratios:
+    targets["push_vs_registry_upload>=2.0"] = ratios["push_vs_registry_upload"] >= 2.0
+if "pull_time_vs_nginx_time" in ratios:
+    targets["pull_time_vs_nginx_time<=1.5"] = ratios["pull_time_vs_nginx_time"] <= 1.5
+if "arca_server_peak_rss_mib" in out:
+    targets["peak_rss_mib<100"] = out["arca_server_peak_rss_mib"] < 100
+out["targets_met"] = targets
+
+if as_json:
+    print(json.dumps(out, sort_keys=True))
+    sys.exit(0)
+
+labels = [
+    ("cp", "(a) cp"),
+    ("hash", "(a) " + (out["hash_tool"] or "hash")),
+    ("sha256sum", "(a) sha256sum (coreutils, no SHA-NI)"),
+    ("arca_push", "(b) arca push"),
+    ("arca_pull", "(b) arca pull (verified)"),
+    ("registry_upload", "(c) registry blob upload"),
+    ("registry_download", "(c) registry blob download"),
+    ("nginx_download", "(d) nginx download"),
+]
+print(f"file: {size_mb} MiB random")
+print(f"{'step':<58} {'seconds':>9} {'MiB/s':>9}")
+for key, label in labels:
+    if key in t:
+        print(f"{label:<58} {t[key]:>9.3f} {out['mib_per_s'][key]:>9.1f}")
+    if key == "sha256sum" and "cp_plus_hash" in out["mib_per_s"]:
+        print(f"{'(a) cp + hash (local floor)':<58} {t['cp'] + t['hash']:>9.3f} "
+              f"{out['mib_per_s']['cp_plus_hash']:>9.1f}")
+def verdict(ok):
+    return "ok" if ok else "MISSED"
+if "push_vs_registry_upload" in ratios:
+    r = ratios["push_vs_registry_upload"]
+    print(f"arca push / registry upload throughput: {r:.2f}x (target >= 2.0: {verdict(r >= 2.0)})")
+if "pull_time_vs_nginx_time" in ratios:
+    r = ratios["pull_time_vs_nginx_time"]
+    print(f"arca pull is {r:.2f}x nginx's time (target <= 1.5: {verdict(r <= 1.5)})")
+if "arca_server_peak_rss_mib" in out:
+    p = out["arca_server_peak_rss_mib"]
+    print(f"arca server peak RSS: {p:.1f} MiB (VmHWM {out['arca_server_vmhwm_mib']:.1f}, "
+          f"sampled VmRSS max {out['arca_server_vmrss_max_mib']:.1f}) (target < 100: {verdict(p < 100)})")
+if "arca_pull_cmp" in out:
+    print(f"pulled file vs original: {out['arca_pull_cmp']}")
+for k in ("registry_version", "nginx_version"):
+    if k in out:
+        print(f"{k.replace('_', ' ')}: {out[k]}")
+PY

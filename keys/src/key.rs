@@ -1,0 +1,353 @@
+//! ed25519 keys, TUF key ids and key files.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signer, Verifier};
+use ring::rand::SecureRandom;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{KeyError, canonical::to_canonical_json};
+
+/// A key id: the SHA-256 of the canonical JSON of the public key in TUF form (TUF's rule), as
+/// 64 lowercase hex characters. The only constructor validates, and serde goes through it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct KeyId(String);
+
+impl KeyId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        let ok = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if ok {
+            Ok(KeyId(s.to_owned()))
+        } else {
+            Err(KeyError::InvalidKeyId(s.to_owned()))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The TUF wire form of a public key:
+/// `{"keytype":"ed25519","scheme":"ed25519","keyval":{"public":"<hex>"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TufKey {
+    pub keytype: String,
+    pub scheme: String,
+    pub keyval: KeyVal,
+}
+
+/// The `keyval` of a [`TufKey`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyVal {
+    pub public: String,
+}
+
+/// An ed25519 public key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicKey(ed25519_dalek::VerifyingKey);
+
+impl PublicKey {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeyError::InvalidPublicKey(format!("{} bytes, not 32", bytes.len())))?;
+        ed25519_dalek::VerifyingKey::from_bytes(&arr)
+            .map(PublicKey)
+            .map_err(|e| KeyError::InvalidPublicKey(e.to_string()))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.as_bytes())
+    }
+
+    pub fn to_tuf(&self) -> TufKey {
+        TufKey {
+            keytype: "ed25519".into(),
+            scheme: "ed25519".into(),
+            keyval: KeyVal {
+                public: self.to_hex(),
+            },
+        }
+    }
+
+    /// Parses the TUF form; refuses anything but ed25519.
+    pub fn from_tuf(key: &TufKey) -> Result<Self, KeyError> {
+        if key.keytype != "ed25519" || key.scheme != "ed25519" {
+            return Err(KeyError::UnsupportedKey {
+                keytype: key.keytype.clone(),
+                scheme: key.scheme.clone(),
+            });
+        }
+        let raw = hex::decode(&key.keyval.public)
+            .map_err(|e| KeyError::InvalidPublicKey(e.to_string()))?;
+        Self::from_bytes(&raw)
+    }
+
+    /// TUF key id: SHA-256 over the canonical JSON of [`PublicKey::to_tuf`].
+    pub fn key_id(&self) -> KeyId {
+        let canonical = to_canonical_json(&self.to_tuf()).expect("a TUF key always encodes");
+        KeyId(hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            &canonical,
+        )))
+    }
+
+    /// Verifies a raw 64-byte ed25519 signature over `msg` (strict verification: no malleable
+    /// signatures, no weak keys).
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        let Ok(arr) = <[u8; 64]>::try_from(sig) else {
+            return false;
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&arr);
+        self.0.verify_strict(msg, &sig).is_ok() && self.0.verify(msg, &sig).is_ok()
+    }
+
+    /// Reads a `.pub` file (the TUF key JSON that `arca key gen` writes).
+    pub fn read_file(path: &Path) -> Result<Self, KeyError> {
+        let text = std::fs::read(path).map_err(|source| KeyError::ReadFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let tuf: TufKey = serde_json::from_slice(&text).map_err(|e| KeyError::BadKeyFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_tuf(&tuf)
+    }
+}
+
+/// The private key file: the TUF key form plus the 32-byte seed, as hex.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrivateKeyFile {
+    keytype: String,
+    scheme: String,
+    keyval: PrivateKeyVal,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrivateKeyVal {
+    public: String,
+    private: String,
+}
+
+/// An ed25519 signing key. Never printed, never logged.
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.key_id())
+    }
+}
+
+impl SigningKey {
+    /// A new key from a seed drawn from the operating system's secure random generator (ring).
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut seed)
+            .map_err(|_| KeyError::Random)?;
+        Ok(Self::from_seed(&seed))
+    }
+
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        SigningKey(ed25519_dalek::SigningKey::from_bytes(seed))
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.public().key_id()
+    }
+
+    /// A raw 64-byte ed25519 signature over `msg`.
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        self.0.sign(msg).to_bytes().to_vec()
+    }
+
+    /// Writes the private key to `path` (created with mode 0600, never overwriting) and the
+    /// public key to `path.pub`.
+    pub fn write_files(&self, path: &Path) -> Result<(), KeyError> {
+        let public = self.public();
+        let private = PrivateKeyFile {
+            keytype: "ed25519".into(),
+            scheme: "ed25519".into(),
+            keyval: PrivateKeyVal {
+                public: public.to_hex(),
+                private: hex::encode(self.0.to_bytes()),
+            },
+        };
+        let werr = |source| KeyError::WriteFile {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut body = serde_json::to_vec_pretty(&private).expect("key file encodes");
+        body.push(b'\n');
+        write_new(path, &body, 0o600).map_err(werr)?;
+        let pub_path = pub_path(path);
+        let mut pub_body = serde_json::to_vec_pretty(&public.to_tuf()).expect("key encodes");
+        pub_body.push(b'\n');
+        write_new(&pub_path, &pub_body, 0o644).map_err(|source| KeyError::WriteFile {
+            path: pub_path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Reads a private key file written by [`SigningKey::write_files`].
+    pub fn read_file(path: &Path) -> Result<Self, KeyError> {
+        let bad = |reason: String| KeyError::BadKeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read(path).map_err(|source| KeyError::ReadFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let file: PrivateKeyFile = serde_json::from_slice(&text)
+            .map_err(|e| bad(format!("{e} (is this a .pub file?)")))?;
+        if file.keytype != "ed25519" || file.scheme != "ed25519" {
+            return Err(bad(format!("key type {}/{}", file.keytype, file.scheme)));
+        }
+        let seed: [u8; 32] = hex::decode(&file.keyval.private)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| bad("private part is not 32 bytes of hex".into()))?;
+        let key = Self::from_seed(&seed);
+        if key.public().to_hex() != file.keyval.public {
+            return Err(bad("public part does not match the private seed".into()));
+        }
+        Ok(key)
+    }
+}
+
+/// `FILE` -> `FILE.pub`.
+pub fn pub_path(path: &Path) -> std::path::PathBuf {
+    let mut os = path.as_os_str().to_owned();
+    os.push(".pub");
+    os.into()
+}
+
+fn write_new(path: &Path, body: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path)?;
+    f.write_all(body)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_id_is_sha256_of_canonical_tuf_key() {
+        // RFC 8032 test vector 1 public key.
+        let public =
+            hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+                .unwrap();
+        let key = PublicKey::from_bytes(&public).unwrap();
+        let canonical = format!(
+            r#"{{"keytype":"ed25519","keyval":{{"public":"{}"}},"scheme":"ed25519"}}"#,
+            hex::encode(&public)
+        );
+        let expected = hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical.as_bytes(),
+        ));
+        assert_eq!(key.key_id().as_str(), expected);
+    }
+
+    #[test]
+    fn rfc8032_vector_signs_and_verifies() {
+        let seed: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let key = SigningKey::from_seed(&seed);
+        let sig = key.sign(b"");
+        assert_eq!(
+            hex::encode(&sig),
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+        );
+        assert!(key.public().verify(b"", &sig));
+        assert!(!key.public().verify(b"x", &sig));
+        let mut bad = sig.clone();
+        bad[0] ^= 1;
+        assert!(!key.public().verify(b"", &bad));
+        assert!(!key.public().verify(b"", &sig[..63]));
+    }
+
+    #[test]
+    fn key_files_round_trip_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        let key = SigningKey::generate().unwrap();
+        key.write_files(&path).unwrap();
+        let back = SigningKey::read_file(&path).unwrap();
+        assert_eq!(back.key_id(), key.key_id());
+        let public = PublicKey::read_file(&pub_path(&path)).unwrap();
+        assert_eq!(public.key_id(), key.key_id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Never overwrites an existing key.
+        assert!(SigningKey::generate().unwrap().write_files(&path).is_err());
+        // A public key file is not a private key.
+        assert!(SigningKey::read_file(&pub_path(&path)).is_err());
+    }
+
+    #[test]
+    fn key_id_parsing_is_strict() {
+        assert!("ab".parse::<KeyId>().is_err());
+        assert!("A".repeat(64).parse::<KeyId>().is_err());
+        assert!("g".repeat(64).parse::<KeyId>().is_err());
+        assert!("a".repeat(64).parse::<KeyId>().is_ok());
+        assert!(serde_json::from_str::<KeyId>("\"zz\"").is_err());
+    }
+
+    #[test]
+    fn refuses_other_key_types() {
+        let mut tuf = SigningKey::generate().unwrap().public().to_tuf();
+        tuf.keytype = "rsa".into();
+        assert!(matches!(
+            PublicKey::from_tuf(&tuf),
+            Err(KeyError::UnsupportedKey { .. })
+        ));
+    }
+}

@@ -1,0 +1,39 @@
+//! arca-keys: the signing and trust layer that arca's server, CLI and agent share.
+//!
+//! - [`SigningKey`] / [`PublicKey`]: ed25519 keys, key files (private key mode 0600, `.pub`
+//!   beside it) and TUF key ids ([`KeyId`]: SHA-256 of the canonical JSON of the public key).
+//! - [`canonical::to_canonical_json`]: OLPC canonical JSON, the only bytes arca signs.
+//! - [`SignedEnvelope`]: TUF-style `{"signed", "signatures"}` documents and threshold checks that
+//!   count distinct trusted key ids (a key listed twice counts once).
+//! - [`dsse::Envelope`] and [`intoto::Statement`]: statements about artifacts (build
+//!   signatures, attestations, approvals), as other in-toto tooling writes them.
+//! - [`trust::TrustDocument`]: the root-signed list of keys, roles and scopes, and its
+//!   rotation chain.
+//!
+//! No I/O happens here beyond reading and writing key files.
+//!
+//! ```
+//! use arca_keys::{SigningKey, SignedEnvelope};
+//! let key = SigningKey::generate().unwrap();
+//! let env = SignedEnvelope::sign(&serde_json::json!({"version": 1}), &[&key]).unwrap();
+//! let trusted = [(key.key_id(), key.public())].into();
+//! assert!(env.verify_threshold("root", &trusted, 1).is_ok());
+//! ```
+
+pub mod canonical;
+pub mod dsse;
+mod error;
+pub mod intoto;
+mod key;
+mod signed;
+pub mod trust;
+
+pub use error::KeyError;
+pub use key::{KeyId, KeyVal, PublicKey, SigningKey, TufKey, pub_path};
+pub use signed::{Signature, SignedEnvelope};
+pub use trust::{KeyEntry, KeyStatus, Role, RootRole, TrustDocument};
+
+/// Formats a time the way TUF and arca write it: exactly `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the Python environment the integration tests need:
+#   $REPO/.test-env/venv  with python-tuf (the reference TUF client used by
+#   tools/tuf_fetch_check.py) and moto's S3 server (`moto_server`).
+# Idempotent: a stamp file records the pinned requirements; when it matches
+# and the venv is intact, nothing is done.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ENV_DIR="$REPO/.test-env"
+VENV="$ENV_DIR/venv"
+STAMP="$ENV_DIR/stamp"
+
+# Pinned requirements. Changing this list reinstalls on the next run.
+# moto_server (flask + flask-cors come with moto[server]; pinned for repeatability).
+REQUIREMENTS="tuf==7.0.1
+securesystemslib[crypto]==1.6.0
+moto[server]==5.2.5
+flask==3.1.3
+flask-cors==6.0.5"
+
+want="$(printf '%s\n' "$REQUIREMENTS")"
+
+if [[ -f "$STAMP" && -x "$VENV/bin/python" && -x "$VENV/bin/moto_server" ]] \
+    && [[ "$(cat "$STAMP")" == "$want" ]]; then
+    echo "test-env: up to date ($VENV)"
+    exit 0
+fi
+
+# The machine's python3 (resolve pyenv shims etc. to the real interpreter).
+PYTHON="${PYTHON:-python3}"
+PYTHON="$("$PYTHON" -c 'import sys; print(sys.executable)')"
+
+mkdir -p "$ENV_DIR"
+rm -f "$STAMP"
+action="created"
+if [[ -x "$VENV/bin/python" ]]; then
+    action="updated"
+else
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+reqfile="$ENV_DIR/requirements.txt"
+printf '%s\n' "$want" >"$reqfile"
+log="$ENV_DIR/pip.log"
+if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$reqfile" >"$log" 2>&1; then
+    echo "test-env: pip install failed; see $log" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+fi
+
+# Sanity: the pieces the tests rely on import / exist.
+"$VENV/bin/python" -c 'import tuf.ngclient, securesystemslib, moto, flask, flask_cors' \
+    || { echo "test-env: installed packages do not import" >&2; exit 1; }
+[[ -x "$VENV/bin/moto_server" ]] || { echo "test-env: moto_server missing" >&2; exit 1; }
+
+printf '%s\n' "$want" >"$STAMP"
+echo "test-env: $action $VENV with $(paste -sd' ' <<<"$want")"

@@ -1,0 +1,104 @@
+//! The command line: one file per subcommand, each with its own `Args` and `run()`.
+
+mod init;
+mod key;
+mod pull;
+mod push;
+mod serve;
+mod trust;
+mod tuf_client;
+
+use std::io::IsTerminal;
+
+use clap::{Args, Parser, Subcommand};
+
+/// arca: a secure artifact repository and promotion service.
+#[derive(Parser)]
+#[command(name = "arca", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a home: config, database, online keys, development root key, admin token, root.json.
+    Init(init::Args),
+    /// Serve the API and every channel's TUF repository (initialising the home if it is empty).
+    Serve(serve::Args),
+    /// Generate and inspect keys.
+    #[command(subcommand)]
+    Key(key::Command),
+    /// Change and inspect the trust document (root-signed keys, roles, scopes).
+    #[command(subcommand)]
+    Trust(trust::Command),
+    /// Upload an artifact with its build signature into the first channel.
+    Push(push::Args),
+    /// Fetch a channel's release of NAME, verify everything, and write it to DIR.
+    Pull(pull::Args),
+    /// A generic TUF client (the command protocol of TUF's conformance suite).
+    TufClient(tuf_client::Args),
+}
+
+/// Flags every client command takes.
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// The arca server.
+    #[arg(long, env = "ARCA_SERVER", default_value = "http://127.0.0.1:8480")]
+    pub server: String,
+    /// API token (for commands that change something).
+    #[arg(long, env = "ARCA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientArgs {
+    pub fn client(&self) -> anyhow::Result<crate::client::ApiClient> {
+        crate::client::ApiClient::new(&self.server, self.token.clone())
+    }
+}
+
+/// A progress bar for a transfer of `len` bytes, only when stderr is a terminal.
+pub fn progress(len: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Init(a) => init::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Key(c) => key::run(c),
+        Command::Trust(c) => block_on(trust::run(c)),
+        Command::Push(a) => block_on(push::run(a)),
+        Command::Pull(a) => block_on(pull::run(a)),
+        Command::TufClient(a) => block_on(tuf_client::run(a)),
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: F) -> anyhow::Result<i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,173 @@
+//! `arca trust add-key | revoke | show`: each change is a new version of the trust document,
+//! built here, signed here with the root keys given, and submitted.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use arca_keys::{
+    KeyEntry, KeyId, KeyStatus, PublicKey, Role, SignedEnvelope, SigningKey, TrustDocument,
+};
+
+use super::ClientArgs;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Add a key with a role (and scope) in a new trust version signed by the root keys.
+    AddKey {
+        /// The public key file (FILE.pub from `arca key gen`).
+        public: PathBuf,
+        /// root, builder, approver or attestor (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<Role>,
+        /// Name globs for builders (`app/*`, `**`), channels for approvers (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// The key signs nothing new after this time (YYYY-MM-DDTHH:MM:SSZ).
+        #[arg(long)]
+        not_after: Option<String>,
+        /// Root private key to sign the change with (repeat up to the threshold).
+        #[arg(long = "sign", required = true)]
+        sign: Vec<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a key: it is valid for nothing, including what it signed before.
+    Revoke {
+        keyid: KeyId,
+        #[arg(long = "sign", required = true)]
+        sign: Vec<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the current trust document.
+    Show {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn run(c: Command) -> anyhow::Result<i32> {
+    match c {
+        Command::AddKey {
+            public,
+            roles,
+            scopes,
+            not_after,
+            sign,
+            client,
+        } => {
+            let key = PublicKey::read_file(&public)?;
+            let id = key.key_id();
+            let api = client.client()?;
+            let current: TrustDocument = api.trust().await?.decode("trust document")?;
+            if current.keys.contains_key(&id) {
+                bail!("key {id} is already in trust document v{}", current.version);
+            }
+            if let Some(t) = &not_after {
+                arca_keys::format_time(
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .with_context(|| format!("--not-after {t:?} is not YYYY-MM-DDTHH:MM:SSZ"))?
+                        .into(),
+                );
+            }
+            let mut next = current.next();
+            next.keys.insert(
+                id.clone(),
+                KeyEntry {
+                    public: key.to_tuf(),
+                    roles: roles.iter().copied().collect(),
+                    scope: scopes,
+                    status: KeyStatus::Active,
+                    not_after,
+                },
+            );
+            next.validate()?;
+            let v = submit(&api, &next, &sign).await?;
+            println!(
+                "trust v{v}: added key {id} ({})",
+                roles
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Command::Revoke {
+            keyid,
+            sign,
+            client,
+        } => {
+            let api = client.client()?;
+            let current: TrustDocument = api.trust().await?.decode("trust document")?;
+            let mut next = current.next();
+            let entry = next.keys.get_mut(&keyid).with_context(|| {
+                format!("key {keyid} is not in trust document v{}", current.version)
+            })?;
+            if entry.status == KeyStatus::Revoked {
+                bail!("key {keyid} is already revoked");
+            }
+            if next.root.keyids.contains(&keyid) {
+                bail!(
+                    "key {keyid} is a current root key: rotate the root keys instead of revoking it"
+                );
+            }
+            entry.status = KeyStatus::Revoked;
+            let v = submit(&api, &next, &sign).await?;
+            println!("trust v{v}: revoked key {keyid}");
+        }
+        Command::Show { json, client } => {
+            let env = client.client()?.trust().await?;
+            let doc: TrustDocument = env.decode("trust document")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&env)?);
+            } else {
+                print_doc(&doc);
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn submit(
+    api: &crate::client::ApiClient,
+    next: &TrustDocument,
+    sign: &[PathBuf],
+) -> anyhow::Result<u64> {
+    let keys = sign
+        .iter()
+        .map(|p| SigningKey::read_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&SigningKey> = keys.iter().collect();
+    let env = SignedEnvelope::sign(next, &refs)?;
+    Ok(api.submit_trust(&env).await?.version)
+}
+
+fn print_doc(doc: &TrustDocument) {
+    println!("trust document v{}", doc.version);
+    println!(
+        "root threshold {} of {}",
+        doc.root.threshold,
+        doc.root.keyids.len()
+    );
+    for (id, e) in &doc.keys {
+        let roles: Vec<String> = e.roles.iter().map(ToString::to_string).collect();
+        let status = match e.status {
+            KeyStatus::Active => "active",
+            KeyStatus::Retired => "retired",
+            KeyStatus::Revoked => "revoked",
+        };
+        let scope = if e.scope.is_empty() {
+            String::new()
+        } else {
+            format!(" scope [{}]", e.scope.join(", "))
+        };
+        let until = e
+            .not_after
+            .as_deref()
+            .map(|t| format!(" until {t}"))
+            .unwrap_or_default();
+        println!("{id}  {status:<8} {}{scope}{until}", roles.join(","));
+    }
+}

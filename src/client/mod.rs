@@ -1,0 +1,165 @@
+//! The API client that the CLI and the agent use (reqwest, rustls on ring).
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use arca_keys::SignedEnvelope;
+use base64::Engine as _;
+use reqwest::StatusCode;
+
+use crate::model::api::{
+    ErrorBody, PushQuery, PushResponse, STATEMENT_HEADER, TrustChangeResponse,
+};
+
+/// A client of one arca server.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Installs ring as rustls' crypto provider (once per process).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An HTTP client with arca's user agent.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    install_crypto();
+    reqwest::Client::builder()
+        .user_agent(concat!("arca/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")
+}
+
+impl ApiClient {
+    pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
+        Ok(ApiClient {
+            base: server.trim_end_matches('/').to_owned(),
+            token,
+            http: http_client()?,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::RequestBuilder> {
+        let token = self
+            .token
+            .as_deref()
+            .context("this command needs a token: pass --token or set ARCA_TOKEN")?;
+        Ok(req.bearer_auth(token))
+    }
+
+    /// Uploads `file` with its build statement; `progress` sees every byte sent.
+    pub async fn push(
+        &self,
+        file: &Path,
+        q: &PushQuery,
+        statement: &[u8],
+        progress: Option<indicatif::ProgressBar>,
+    ) -> anyhow::Result<PushResponse> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {}", file.display()))?;
+        let len = f.metadata().await?.len();
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20);
+        let stream = futures::StreamExt::inspect(stream, move |chunk| {
+            if let (Some(p), Ok(c)) = (&progress, chunk) {
+                p.inc(c.len() as u64);
+            }
+        });
+        let body = reqwest::Body::wrap_stream(stream);
+        let req = self
+            .http
+            .post(self.url("/api/v1/artifacts"))
+            .query(q)
+            .header(
+                STATEMENT_HEADER,
+                base64::engine::general_purpose::STANDARD.encode(statement),
+            )
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        let resp = self.authed(req)?.send().await.context("sending the push")?;
+        decode(resp).await
+    }
+
+    /// The current trust document.
+    pub async fn trust(&self) -> anyhow::Result<SignedEnvelope> {
+        let resp = self.http.get(self.url("/api/v1/trust")).send().await?;
+        let bytes = check(resp).await?.bytes().await?;
+        Ok(SignedEnvelope::from_slice(&bytes)?)
+    }
+
+    /// Trust document version `v`, or `None` if the server has no such version.
+    pub async fn trust_version(&self, v: u64) -> anyhow::Result<Option<Vec<u8>>> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/api/v1/trust/{v}")))
+            .send()
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(check(resp).await?.bytes().await?.to_vec()))
+    }
+
+    /// Submits a signed trust document.
+    pub async fn submit_trust(&self, env: &SignedEnvelope) -> anyhow::Result<TrustChangeResponse> {
+        let req = self
+            .http
+            .post(self.url("/api/v1/trust"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(env.to_bytes());
+        decode(self.authed(req)?.send().await?).await
+    }
+
+    /// A statement envelope by its SHA-256 (the bytes are checked against it).
+    pub async fn statement(&self, sha256: &str) -> anyhow::Result<Vec<u8>> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/api/v1/statements/{sha256}")))
+            .send()
+            .await?;
+        let bytes = check(resp).await?.bytes().await?.to_vec();
+        if crate::tuf::metadata::sha256_hex(&bytes) != sha256 {
+            bail!("statement {sha256}: the server sent other bytes");
+        }
+        Ok(bytes)
+    }
+}
+
+/// Turns a non-2xx answer into an error naming the server's code and message.
+async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => bail!(
+            "refused ({} {}): {}",
+            status.as_u16(),
+            b.error.code,
+            b.error.message
+        ),
+        Err(_) => bail!("server answered HTTP {status}"),
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+    let resp = check(resp).await?;
+    resp.json().await.context("decoding the server's answer")
+}

@@ -1,0 +1,201 @@
+//! Configuration: typed, layered defaults -> `HOME/arca.toml` -> `ARCA_*` environment.
+//! A commented example lives in `docs/operations.md`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::ChannelName;
+
+/// The config file's name inside the home directory.
+pub const CONFIG_FILE: &str = "arca.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+/// The server's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    pub store: StoreConfig,
+    pub tuf: TufConfig,
+    /// The ordered pipeline of channels; artifacts enter the first.
+    pub pipeline: Vec<ChannelName>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// object_store URL of the blob store; empty means `blobs/` under the home directory.
+    /// Examples: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`.
+    pub url: String,
+    /// Largest artifact accepted, in bytes. Uploads are cut off as soon as they pass it, so a
+    /// client cannot fill the disk; 16 GiB covers VM images and large containers.
+    pub max_blob_size: u64,
+    /// object_store options (e.g. `aws_endpoint`, `aws_allow_http`); credentials are better
+    /// given by the backend's own environment variables (`AWS_ACCESS_KEY_ID`, ...).
+    pub options: BTreeMap<String, String>,
+}
+
+/// Lifetimes of each channel's TUF metadata. Online roles are re-signed by the server when
+/// less than half of their lifetime is left, so clients never see them expire while it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TufConfig {
+    #[serde(with = "human")]
+    pub root_expiry: Duration,
+    #[serde(with = "human")]
+    pub targets_expiry: Duration,
+    #[serde(with = "human")]
+    pub snapshot_expiry: Duration,
+    #[serde(with = "human")]
+    pub timestamp_expiry: Duration,
+    /// How often the background task looks for metadata to re-sign.
+    #[serde(with = "human")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8480".into(),
+            store: StoreConfig::default(),
+            tuf: TufConfig::default(),
+            pipeline: ["dev", "staging", "prod"]
+                .iter()
+                .map(|c| c.parse().expect("valid channel"))
+                .collect(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: String::new(),
+            max_blob_size: 16 << 30,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+const DAY: u64 = 86_400;
+
+impl Default for TufConfig {
+    fn default() -> Self {
+        TufConfig {
+            root_expiry: Duration::from_secs(365 * DAY),
+            targets_expiry: Duration::from_secs(30 * DAY),
+            snapshot_expiry: Duration::from_secs(7 * DAY),
+            timestamp_expiry: Duration::from_secs(DAY),
+            refresh_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `HOME/arca.toml` (defaults when absent), then applies `ARCA_LISTEN`,
+    /// `ARCA_STORE_URL` and `ARCA_MAX_BLOB_SIZE` from the environment.
+    pub fn load(home: &Path) -> Result<Self, ConfigError> {
+        let path = home.join(CONFIG_FILE);
+        let mut cfg = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        if let Ok(v) = std::env::var("ARCA_LISTEN") {
+            cfg.listen = v;
+        }
+        if let Ok(v) = std::env::var("ARCA_STORE_URL") {
+            cfg.store.url = v;
+        }
+        if let Ok(v) = std::env::var("ARCA_MAX_BLOB_SIZE") {
+            cfg.store.max_blob_size = v.parse().map_err(|_| ConfigError::Invalid {
+                path: "ARCA_MAX_BLOB_SIZE".into(),
+                reason: format!("{v:?} is not a number of bytes"),
+            })?;
+        }
+        cfg.validate().map_err(|reason| ConfigError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.pipeline.is_empty() {
+            return Err("pipeline must name at least one channel".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.pipeline.iter().find(|c| !seen.insert(*c)) {
+            return Err(format!("channel {dup} appears twice in the pipeline"));
+        }
+        let t = &self.tuf;
+        if t.timestamp_expiry.is_zero() || t.snapshot_expiry.is_zero() || t.targets_expiry.is_zero()
+        {
+            return Err("metadata lifetimes must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The channel every push enters.
+    pub fn first_channel(&self) -> &ChannelName {
+        &self.pipeline[0]
+    }
+
+    /// The config file `init` writes: the defaults, commented.
+    pub fn initial_file(&self) -> String {
+        format!(
+            "# arca server configuration (see docs/operations.md for every field).\n{}",
+            toml::to_string_pretty(self).expect("config encodes")
+        )
+    }
+}
+
+/// Durations as humantime strings (`"24h"`, `"7days"`).
+mod human {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_file_round_trips_and_unknown_fields_fail() {
+        let text = Config::default().initial_file();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.tuf.timestamp_expiry, Duration::from_secs(DAY));
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<Config>("[tuf]\ntimestamp_expiry = \"soon\"").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! Blobs, artifacts and the statements about them.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{DbError, now_str};
+use crate::model::api::ArtifactInfo;
+
+/// One artifact row joined with its blob.
+#[derive(Debug, Clone)]
+pub struct ArtifactRow {
+    pub id: i64,
+    pub name: String,
+    pub version: String,
+    pub file_name: String,
+    pub blake3: String,
+    pub sha256: String,
+    pub size: u64,
+    pub media_type: String,
+    pub uploaded_by: String,
+    pub created_at: String,
+}
+
+/// A new artifact to register.
+pub struct NewArtifact<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub file_name: &'a str,
+    pub blake3: &'a str,
+    pub sha256: &'a str,
+    pub size: u64,
+    pub media_type: &'a str,
+    pub uploaded_by: &'a str,
+}
+
+const SELECT: &str = "SELECT a.id, a.name, a.version, a.file_name, a.blake3, b.sha256, b.size, \
+     a.media_type, a.uploaded_by, a.created_at FROM artifacts a JOIN blobs b ON b.blake3 = a.blake3";
+
+pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRow> {
+    Ok(ArtifactRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        version: r.get(2)?,
+        file_name: r.get(3)?,
+        blake3: r.get(4)?,
+        sha256: r.get(5)?,
+        size: r.get::<_, i64>(6)? as u64,
+        media_type: r.get(7)?,
+        uploaded_by: r.get(8)?,
+        created_at: r.get(9)?,
+    })
+}
+
+pub(crate) fn select_sql() -> &'static str {
+    SELECT
+}
+
+pub fn find(c: &Connection, name: &str, version: &str) -> Result<Option<ArtifactRow>, DbError> {
+    Ok(c.query_row(
+        &format!("{SELECT} WHERE a.name = ?1 AND a.version = ?2"),
+        params![name, version],
+        row,
+    )
+    .optional()?)
+}
+
+/// Registers the blob (if new) and the artifact; returns the artifact id.
+pub fn insert(c: &Connection, a: &NewArtifact<'_>) -> Result<i64, DbError> {
+    let now = now_str();
+    c.execute(
+        "INSERT OR IGNORE INTO blobs (blake3, sha256, size, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![a.blake3, a.sha256, a.size as i64, now],
+    )?;
+    c.execute(
+        "INSERT INTO artifacts (name, version, file_name, blake3, media_type, uploaded_by, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![a.name, a.version, a.file_name, a.blake3, a.media_type, a.uploaded_by, now],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+/// Stores a statement envelope under its SHA-256 (idempotent).
+pub fn insert_statement(
+    c: &Connection,
+    sha256: &str,
+    artifact_id: i64,
+    predicate_type: &str,
+    signers: &[String],
+    envelope: &[u8],
+) -> Result<(), DbError> {
+    c.execute(
+        "INSERT OR IGNORE INTO statements (sha256, artifact_id, predicate_type, signers, envelope, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            sha256,
+            artifact_id,
+            predicate_type,
+            serde_json::to_string(signers).expect("strings encode"),
+            envelope,
+            now_str()
+        ],
+    )?;
+    Ok(())
+}
+
+/// The envelope bytes of a statement.
+pub fn statement(c: &Connection, sha256: &str) -> Result<Option<Vec<u8>>, DbError> {
+    Ok(c.query_row(
+        "SELECT envelope FROM statements WHERE sha256 = ?1",
+        [sha256],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
+/// SHA-256 of each statement about an artifact, oldest first.
+pub fn statement_digests(c: &Connection, artifact_id: i64) -> Result<Vec<String>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT sha256 FROM statements WHERE artifact_id = ?1 ORDER BY created_at, sha256",
+    )?;
+    let rows = st.query_map([artifact_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The blob behind a TUF target of a channel: the artifact `name` with this SHA-256 and file
+/// name that the channel holds or held. Returns (blake3, size).
+pub fn channel_blob(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    sha256: &str,
+    file_name: &str,
+) -> Result<Option<(String, u64)>, DbError> {
+    Ok(c
+        .query_row(
+            "SELECT b.blake3, b.size FROM artifacts a JOIN blobs b ON b.blake3 = a.blake3 \
+             WHERE a.name = ?2 AND b.sha256 = ?3 AND a.file_name = ?4 \
+             AND EXISTS (SELECT 1 FROM releases r WHERE r.channel = ?1 AND r.artifact_id = a.id) LIMIT 1",
+            params![channel, name, sha256, file_name],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+        )
+        .optional()?)
+}
+
+impl ArtifactRow {
+    pub fn info(&self, statements: Vec<String>) -> Result<ArtifactInfo, DbError> {
+        let bad = |e: crate::model::NameError| DbError::Corrupt(e.to_string());
+        Ok(ArtifactInfo {
+            name: self.name.parse().map_err(bad)?,
+            version: self.version.parse().map_err(bad)?,
+            file_name: self.file_name.parse().map_err(bad)?,
+            size: self.size,
+            sha256: self.sha256.clone(),
+            blake3: self.blake3.clone(),
+            media_type: self.media_type.clone(),
+            uploaded_by: self.uploaded_by.clone(),
+            created_at: self.created_at.clone(),
+            statements,
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! Schema migrations, tracked in SQLite's `user_version`. Each step runs in one transaction.
+
+use rusqlite::Connection;
+
+use super::DbError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE blobs (
+        blake3 TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX blobs_sha256 ON blobs(sha256);
+    CREATE TABLE artifacts (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        file_name TEXT NOT NULL,
+        blake3 TEXT NOT NULL REFERENCES blobs(blake3),
+        media_type TEXT NOT NULL,
+        uploaded_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE(name, version)
+    );
+    CREATE TABLE statements (
+        sha256 TEXT PRIMARY KEY,
+        artifact_id INTEGER NOT NULL REFERENCES artifacts(id),
+        predicate_type TEXT NOT NULL,
+        signers TEXT NOT NULL,
+        envelope BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX statements_artifact ON statements(artifact_id);
+    CREATE TABLE trust (
+        version INTEGER PRIMARY KEY,
+        envelope BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE channels (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    );
+    CREATE TABLE releases (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL REFERENCES channels(name),
+        name TEXT NOT NULL,
+        artifact_id INTEGER NOT NULL REFERENCES artifacts(id),
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX releases_by_name ON releases(channel, name, id);
+    CREATE TABLE tuf_metadata (
+        channel TEXT NOT NULL REFERENCES channels(name),
+        role TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        expires TEXT NOT NULL,
+        PRIMARY KEY (channel, role, version)
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        hash BLOB NOT NULL,
+        role TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        details TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    "#,
+];
+
+/// Brings the schema up to date.
+pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(DbError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Published TUF metadata files, by channel, role and version. Files are immutable once written.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::DbError;
+
+/// One stored metadata file.
+#[derive(Debug, Clone)]
+pub struct MetaRow {
+    pub version: u64,
+    pub body: Vec<u8>,
+    pub expires: String,
+}
+
+pub fn insert(
+    c: &Connection,
+    channel: &str,
+    role: &str,
+    version: u64,
+    body: &[u8],
+    expires: &str,
+) -> Result<(), DbError> {
+    c.execute(
+        "INSERT INTO tuf_metadata (channel, role, version, body, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![channel, role, version as i64, body, expires],
+    )?;
+    Ok(())
+}
+
+pub fn latest(c: &Connection, channel: &str, role: &str) -> Result<Option<MetaRow>, DbError> {
+    Ok(c.query_row(
+        "SELECT version, body, expires FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
+             ORDER BY version DESC LIMIT 1",
+        params![channel, role],
+        |r| {
+            Ok(MetaRow {
+                version: r.get::<_, i64>(0)? as u64,
+                body: r.get(1)?,
+                expires: r.get(2)?,
+            })
+        },
+    )
+    .optional()?)
+}
+
+pub fn get(
+    c: &Connection,
+    channel: &str,
+    role: &str,
+    version: u64,
+) -> Result<Option<Vec<u8>>, DbError> {
+    Ok(c.query_row(
+        "SELECT body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 AND version = ?3",
+        params![channel, role, version as i64],
+        |r| r.get(0),
+    )
+    .optional()?)
+}

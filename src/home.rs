@@ -1,0 +1,182 @@
+//! The home directory: what `arca init` creates and `arca serve` opens.
+//!
+//! ```text
+//! HOME/arca.toml            config
+//! HOME/arca.db              SQLite (WAL)
+//! HOME/blobs/               the local blob store (when store.url is empty)
+//! HOME/keys/root.key        development root key (move it offline in production)
+//! HOME/keys/CHANNEL.online.key   each channel's online TUF key (targets, snapshot, timestamp)
+//! HOME/admin.token          the first admin token (the database keeps only its hash)
+//! HOME/root.json            the pinned root clients are given
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use arca_keys::{SignedEnvelope, SigningKey, TrustDocument};
+use chrono::Utc;
+
+use crate::auth;
+use crate::config::{CONFIG_FILE, Config};
+use crate::db::{self, Db};
+use crate::model::ChannelName;
+use crate::tuf::repo;
+
+pub const DB_FILE: &str = "arca.db";
+pub const ROOT_KEY: &str = "keys/root.key";
+pub const ADMIN_TOKEN: &str = "admin.token";
+pub const ROOT_JSON: &str = "root.json";
+
+/// Paths inside a home.
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+impl Home {
+    pub fn new(dir: &Path) -> Self {
+        Home {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.join(DB_FILE)
+    }
+
+    pub fn online_key(&self, channel: &ChannelName) -> PathBuf {
+        self.dir.join("keys").join(format!("{channel}.online.key"))
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        self.db().exists()
+    }
+
+    /// Loads the online key of every channel of the pipeline.
+    pub fn online_keys(&self, cfg: &Config) -> anyhow::Result<BTreeMap<ChannelName, SigningKey>> {
+        cfg.pipeline
+            .iter()
+            .map(|ch| {
+                let path = self.online_key(ch);
+                let key = SigningKey::read_file(&path)
+                    .with_context(|| format!("loading the online key of channel {ch}"))?;
+                Ok((ch.clone(), key))
+            })
+            .collect()
+    }
+}
+
+/// What `init` made.
+pub struct InitReport {
+    pub root_key_id: String,
+    pub channels: Vec<ChannelName>,
+}
+
+/// Creates a home: config, database, keys, admin token, trust document v1, and each channel's
+/// TUF repository (the shared root v1, the channel's root v2, empty targets).
+pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
+    let home = Home::new(dir);
+    if home.is_initialised() {
+        bail!(
+            "{} is already initialised ({} exists)",
+            dir.display(),
+            DB_FILE
+        );
+    }
+    std::fs::create_dir_all(dir.join("keys"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    restrict(&dir.join("keys"), 0o700)?;
+    let cfg_path = dir.join(CONFIG_FILE);
+    if !cfg_path.exists() {
+        std::fs::write(&cfg_path, Config::default().initial_file())
+            .with_context(|| format!("writing {}", cfg_path.display()))?;
+    }
+    let cfg = Config::load(dir)?;
+
+    let root = SigningKey::generate()?;
+    root.write_files(&dir.join(ROOT_KEY))?;
+    for ch in &cfg.pipeline {
+        SigningKey::generate()?.write_files(&home.online_key(ch))?;
+    }
+    let online = home.online_keys(&cfg)?;
+
+    let (token, token_id, token_hash) = auth::new_token()?;
+    write_private(&dir.join(ADMIN_TOKEN), format!("{token}\n").as_bytes())?;
+
+    let now = Utc::now();
+    let trust = SignedEnvelope::sign(&TrustDocument::genesis(&[root.public()], 1), &[&root])?;
+    let shared_root = repo::build_root(
+        1,
+        &[root.public()],
+        1,
+        None,
+        None,
+        repo::root_expiry(now, &cfg.tuf),
+    );
+    let database = Db::open(&home.db())?;
+    let root_json = database.call_sync(|c| {
+        let tx = c.transaction()?;
+        db::tokens::insert(&tx, &token_id, &token_hash, "admin")?;
+        db::trust::insert(&tx, 1, &trust.to_bytes())?;
+        let mut root_json = Vec::new();
+        for (pos, ch) in cfg.pipeline.iter().enumerate() {
+            db::channels::insert_channel(&tx, ch.as_str(), pos)?;
+            root_json = repo::store_root(&tx, ch.as_str(), &shared_root, &[&root])?;
+            let channel_root = repo::build_root(
+                2,
+                &[root.public()],
+                1,
+                Some(&online[ch].public()),
+                Some(ch.as_str()),
+                repo::root_expiry(now, &cfg.tuf),
+            );
+            repo::store_root(&tx, ch.as_str(), &channel_root, &[&root])?;
+            repo::publish_targets(&tx, ch.as_str(), &online[ch], &cfg.tuf, now)?;
+        }
+        db::audit::append(
+            &tx,
+            &db::audit::Entry {
+                actor: "init",
+                action: "init",
+                subject: "home",
+                outcome: "ok",
+                details: serde_json::json!({
+                    "root_key": root.key_id().to_string(),
+                    "channels": cfg.pipeline,
+                }),
+            },
+        )?;
+        tx.commit()?;
+        Ok(root_json)
+    })?;
+    std::fs::write(dir.join(ROOT_JSON), root_json).context("writing root.json")?;
+    Ok(InitReport {
+        root_key_id: root.key_id().to_string(),
+        channels: cfg.pipeline.clone(),
+    })
+}
+
+fn write_private(path: &Path, body: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", path.display()))?;
+    }
+    let _ = (path, mode);
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `POST /api/v1/artifacts` (push), `GET /api/v1/artifacts`, `GET /api/v1/statements/{sha256}`.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use base64::Engine as _;
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::auth::Actor;
+use crate::db;
+use crate::model::api::{PushQuery, STATEMENT_HEADER};
+use crate::model::{ArtifactName, Version};
+use crate::service::{App, Error, push};
+
+/// Longest accepted statement header (base64 of the DSSE envelope).
+const MAX_STATEMENT_HEADER: usize = 16 * 1024;
+
+#[post("/api/v1/artifacts")]
+async fn push_artifact(
+    app: web::Data<App>,
+    actor: Actor,
+    req: HttpRequest,
+    q: web::Query<PushQuery>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, Error> {
+    let header = req.headers().get(STATEMENT_HEADER).ok_or_else(|| {
+        Error::invalid(
+            "missing_statement",
+            format!("the {STATEMENT_HEADER} header (base64 DSSE build statement) is required"),
+        )
+    })?;
+    if header.len() > MAX_STATEMENT_HEADER {
+        return Err(Error::invalid(
+            "bad_statement",
+            "statement header too large",
+        ));
+    }
+    let statement = base64::engine::general_purpose::STANDARD
+        .decode(header.as_bytes())
+        .map_err(|e| {
+            Error::invalid(
+                "bad_statement",
+                format!("{STATEMENT_HEADER} is not base64: {e}"),
+            )
+        })?;
+
+    // actix's payload is bound to this worker thread; forward it through a bounded channel so
+    // the store sees a Send stream, with backpressure.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(16);
+    let body =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let forward = async move {
+        while let Some(chunk) = payload.next().await {
+            let item = chunk.map_err(|e| e.to_string());
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let q = q.into_inner();
+    let (result, ()) = futures::join!(push::push(&app, &actor.0, q, statement, body), forward);
+    let resp = result?;
+    Ok(if resp.created {
+        HttpResponse::Created().json(resp)
+    } else {
+        HttpResponse::Ok().json(resp)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArtifactQuery {
+    name: ArtifactName,
+    version: Version,
+}
+
+#[get("/api/v1/artifacts")]
+async fn get_artifact(
+    app: web::Data<App>,
+    q: web::Query<ArtifactQuery>,
+) -> Result<HttpResponse, Error> {
+    let (name, version) = (q.name.to_string(), q.version.to_string());
+    let found = app
+        .db
+        .call(move |c| {
+            let Some(a) = db::artifacts::find(c, &name, &version)? else {
+                return Ok(None);
+            };
+            let st = db::artifacts::statement_digests(c, a.id)?;
+            Ok(Some(a.info(st)?))
+        })
+        .await?;
+    let info = found.ok_or_else(|| {
+        Error::not_found(
+            "no_artifact",
+            format!("no artifact {}@{}", q.name, q.version),
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(info))
+}
+
+#[get("/api/v1/statements/{sha256}")]
+async fn get_statement(
+    app: web::Data<App>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let sha = path.into_inner();
+    if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(Error::invalid(
+            "bad_digest",
+            format!("{sha:?} is not a SHA-256 hex digest"),
+        ));
+    }
+    let key = sha.clone();
+    let body = app
+        .db
+        .call(move |c| db::artifacts::statement(c, &key))
+        .await?;
+    let body = body.ok_or_else(|| {
+        Error::not_found("no_statement", format!("no statement with sha256 {sha}"))
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("cache-control", "public, max-age=31536000, immutable"))
+        .body(body))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(push_artifact)
+        .service(get_artifact)
+        .service(get_statement);
+}

@@ -1,0 +1,52 @@
+//! The bearer-token extractor: every mutating endpoint takes an [`Actor`].
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+
+use crate::auth;
+use crate::db;
+use crate::service::{App, Error};
+
+/// Who made the request: `token:<id>`.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+impl FromRequest for Actor {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Actor, Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let app = req.app_data::<web::Data<App>>().cloned();
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Box::pin(async move {
+            let app = app.ok_or_else(|| Error::Internal("no app state".into()))?;
+            let token = header
+                .as_deref()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .ok_or_else(|| {
+                    Error::Unauthorized("missing bearer token (Authorization: Bearer ...)".into())
+                })?
+                .trim()
+                .to_owned();
+            let invalid = || Error::Unauthorized("invalid token".into());
+            let id = auth::token_id(&token).ok_or_else(invalid)?.to_owned();
+            let lookup_id = id.clone();
+            let row = app
+                .db
+                .call(move |c| db::tokens::lookup(c, &lookup_id))
+                .await?;
+            match row {
+                Some((hash, _role)) if auth::matches(&token, &hash) => {
+                    Ok(Actor(format!("token:{id}")))
+                }
+                _ => Err(invalid()),
+            }
+        })
+    }
+}

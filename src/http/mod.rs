@@ -1,0 +1,88 @@
+//! The HTTP server (actix-web): thin handlers that parse, call a use case and answer.
+
+mod artifacts;
+pub mod auth;
+mod error;
+mod trust;
+mod tuf;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpResponse, get, web};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::home::{self, Home};
+use crate::service::App;
+
+/// Largest JSON or trust document body accepted (statements, trust changes): far above any
+/// real document, small enough that a flood cannot exhaust memory.
+const MAX_JSON_BODY: usize = 4 << 20;
+
+#[get("/healthz")]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// Initialises `dir` if it is empty, then serves until stopped.
+pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
+    let home = Home::new(dir);
+    if !home.is_initialised() {
+        let report = home::init(dir)?;
+        tracing::info!(home = %dir.display(), root_key = %report.root_key_id, "initialised a new home");
+    }
+    let mut cfg = Config::load(dir)?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    let db = Db::open(&home.db())?;
+    let options: Vec<(String, String)> = cfg.store.options.clone().into_iter().collect();
+    let store = arca_store::BlobStore::open(&cfg.store.url, &dir.join("blobs"), &options)
+        .context("opening the blob store")?;
+    let online: BTreeMap<_, _> = home
+        .online_keys(&cfg)?
+        .into_iter()
+        .map(|(c, k)| (c, Arc::new(k)))
+        .collect();
+    let app = App {
+        db,
+        store,
+        cfg: Arc::new(cfg.clone()),
+        online: Arc::new(online),
+        home: dir.to_path_buf(),
+    };
+
+    match app.store.sweep_temp(Duration::from_secs(3600)).await {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "removed abandoned uploads"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot sweep abandoned uploads"),
+    }
+    actix_web::rt::spawn(crate::service::refresh::run(app.clone()));
+
+    let data = web::Data::new(app);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(MAX_JSON_BODY))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .wrap(TracingLogger::default())
+            .service(healthz)
+            .configure(artifacts::routes)
+            .configure(trust::routes)
+            .configure(tuf::routes)
+    })
+    .bind(&cfg.listen)
+    .with_context(|| format!("binding {}", cfg.listen))?;
+    for addr in server.addrs() {
+        // Tests and scripts read this line to learn the port.
+        println!("arca listening on http://{addr}");
+    }
+    std::io::stdout().flush().ok();
+    server.run().await.context("serving")
+}

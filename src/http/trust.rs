@@ -1,0 +1,51 @@
+//! `GET /api/v1/trust`, `GET /api/v1/trust/{version}`, `POST /api/v1/trust`.
+
+use actix_web::{HttpResponse, get, post, web};
+
+use super::auth::Actor;
+use crate::db;
+use crate::model::api::TrustChangeResponse;
+use crate::service::{App, Error, trust};
+
+#[get("/api/v1/trust")]
+async fn current(app: web::Data<App>) -> Result<HttpResponse, Error> {
+    let (_, body) = app
+        .db
+        .call(|c| db::trust::latest(c))
+        .await?
+        .ok_or_else(|| Error::Internal("no trust document".into()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+#[get("/api/v1/trust/{version}")]
+async fn by_version(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+    let raw = path.into_inner();
+    let v: u64 = raw
+        .trim_end_matches(".json")
+        .parse()
+        .map_err(|_| Error::invalid("bad_version", format!("{raw:?} is not a version number")))?;
+    let body = app.db.call(move |c| db::trust::get(c, v)).await?;
+    let body = body.ok_or_else(|| {
+        Error::not_found("no_trust_version", format!("no trust document version {v}"))
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("cache-control", "public, max-age=31536000, immutable"))
+        .body(body))
+}
+
+#[post("/api/v1/trust")]
+async fn change(
+    app: web::Data<App>,
+    actor: Actor,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
+    let version = trust::apply(&app, &actor.0, &body).await?;
+    Ok(HttpResponse::Created().json(TrustChangeResponse { version }))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(current).service(by_version).service(change);
+}

@@ -1,0 +1,196 @@
+//! Each channel's TUF repository: `/tuf/{channel}/metadata/{file}` and
+//! `/tuf/{channel}/targets/{name}/{sha256}.{file}` (consistent snapshots, streamed from the store).
+
+use actix_web::{HttpRequest, HttpResponse, body::SizedStream, get, web};
+
+use crate::db;
+use crate::model::{ArtifactName, FileName};
+use crate::service::{App, Error};
+
+const IMMUTABLE: (&str, &str) = ("cache-control", "public, max-age=31536000, immutable");
+
+/// Which metadata file a request names.
+#[derive(Debug, PartialEq)]
+enum MetaRequest {
+    Latest(&'static str),
+    Version(&'static str, u64),
+}
+
+fn parse_meta_file(file: &str) -> Option<MetaRequest> {
+    let stem = file.strip_suffix(".json")?;
+    let role = |r: &str| {
+        ["root", "targets", "snapshot", "timestamp"]
+            .into_iter()
+            .find(|x| *x == r)
+    };
+    match stem.split_once('.') {
+        None => role(stem).map(MetaRequest::Latest),
+        Some((v, r)) => {
+            let role = role(r).filter(|r| *r != "timestamp")?;
+            let v: u64 = v.parse().ok().filter(|v| *v > 0)?;
+            Some(MetaRequest::Version(role, v))
+        }
+    }
+}
+
+#[get("/tuf/{channel}/metadata/{file}")]
+async fn metadata(
+    app: web::Data<App>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (channel, file) = path.into_inner();
+    let (channel, _) = app.channel_key(&channel)?;
+    let not_found = || {
+        Error::not_found(
+            "no_metadata",
+            format!("no metadata file {file} in channel {channel}"),
+        )
+    };
+    let req = parse_meta_file(&file).ok_or_else(not_found)?;
+    let ch = channel.to_string();
+    let body = match req {
+        MetaRequest::Latest(role) => {
+            app.db
+                .call(move |c| Ok(db::tuf::latest(c, &ch, role)?.map(|m| m.body)))
+                .await?
+        }
+        MetaRequest::Version(role, v) => {
+            app.db.call(move |c| db::tuf::get(c, &ch, role, v)).await?
+        }
+    };
+    let body = body.ok_or_else(not_found)?;
+    let mut resp = HttpResponse::Ok();
+    resp.content_type("application/json");
+    match req {
+        MetaRequest::Version(..) => resp.insert_header(IMMUTABLE),
+        MetaRequest::Latest(_) => resp.insert_header(("cache-control", "no-cache")),
+    };
+    Ok(resp.body(body))
+}
+
+/// Splits `{name}/{sha256}.{file}` into its parts.
+fn parse_target_path(path: &str) -> Option<(ArtifactName, String, FileName)> {
+    let (dir, last) = path.rsplit_once('/')?;
+    let (sha, file) = last.split_once('.')?;
+    if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    Some((dir.parse().ok()?, sha.to_owned(), file.parse().ok()?))
+}
+
+/// Parses a single `Range: bytes=...` against `size` into `[start, end)`.
+fn parse_range(header: &str, size: u64) -> Option<std::ops::Range<u64>> {
+    let spec = header.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size)
+        }
+        (s, "") => (s.parse().ok()?, size),
+        (s, e) => (
+            s.parse().ok()?,
+            e.parse::<u64>().ok()?.saturating_add(1).min(size),
+        ),
+    };
+    (start < end && end <= size).then_some(start..end)
+}
+
+#[get("/tuf/{channel}/targets/{path:.*}")]
+async fn target(
+    app: web::Data<App>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (channel, target) = path.into_inner();
+    let (channel, _) = app.channel_key(&channel)?;
+    let not_found = || {
+        Error::not_found(
+            "no_target",
+            format!("no target {target} in channel {channel}"),
+        )
+    };
+    let (name, sha, file) = parse_target_path(&target).ok_or_else(not_found)?;
+    let ch = channel.to_string();
+    let found = app
+        .db
+        .call(move |c| db::artifacts::channel_blob(c, &ch, name.as_str(), &sha, file.as_str()))
+        .await?;
+    let (blake3, size) = found.ok_or_else(not_found)?;
+    let digest: arca_store::Blake3Digest = blake3
+        .parse()
+        .map_err(|e: arca_store::StoreError| Error::Internal(e.to_string()))?;
+    let range = req
+        .headers()
+        .get(actix_web::http::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| parse_range(h, size));
+    match range {
+        Some(None) => Ok(HttpResponse::RangeNotSatisfiable()
+            .insert_header(("content-range", format!("bytes */{size}")))
+            .finish()),
+        Some(Some(r)) => {
+            let len = r.end - r.start;
+            let header = format!("bytes {}-{}/{size}", r.start, r.end - 1);
+            let stream = app.store.get(&digest, Some(r)).await?;
+            Ok(HttpResponse::PartialContent()
+                .content_type("application/octet-stream")
+                .insert_header(("content-range", header))
+                .insert_header(IMMUTABLE)
+                .body(SizedStream::new(len, stream)))
+        }
+        None => {
+            let stream = app.store.get(&digest, None).await?;
+            Ok(HttpResponse::Ok()
+                .content_type("application/octet-stream")
+                .insert_header(("accept-ranges", "bytes"))
+                .insert_header(IMMUTABLE)
+                .body(SizedStream::new(size, stream)))
+        }
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(metadata).service(target);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_file_names() {
+        assert_eq!(
+            parse_meta_file("timestamp.json"),
+            Some(MetaRequest::Latest("timestamp"))
+        );
+        assert_eq!(
+            parse_meta_file("3.root.json"),
+            Some(MetaRequest::Version("root", 3))
+        );
+        assert_eq!(parse_meta_file("0.root.json"), None);
+        assert_eq!(parse_meta_file("2.timestamp.json"), None);
+        assert_eq!(parse_meta_file("x.root.json"), None);
+        assert_eq!(parse_meta_file("../root.json"), None);
+    }
+
+    #[test]
+    fn target_paths_and_ranges() {
+        let sha = "a".repeat(64);
+        let (n, s, f) = parse_target_path(&format!("app/web/{sha}.web-1.0.tgz")).unwrap();
+        assert_eq!(
+            (n.as_str(), s.as_str(), f.as_str()),
+            ("app/web", sha.as_str(), "web-1.0.tgz")
+        );
+        assert!(parse_target_path(&format!("../{sha}.x")).is_none());
+        assert!(parse_target_path("app/short.x").is_none());
+        assert_eq!(parse_range("bytes=0-9", 100), Some(0..10));
+        assert_eq!(parse_range("bytes=90-", 100), Some(90..100));
+        assert_eq!(parse_range("bytes=-10", 100), Some(90..100));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
+    }
+}

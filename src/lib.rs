@@ -1,0 +1,17 @@
+//! arca: a secure artifact repository and promotion service.
+//!
+//! Layers, top to bottom: `cli` / `http` (thin: parse, call, print) -> `service` (use cases,
+//! one transaction each) -> pure domain rules (`statements`, `tuf::repo`'s metadata building,
+//! `arca_keys`' trust chain) -> storage (`db`, `arca_store`). See `docs/architecture.md`.
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod home;
+pub mod http;
+pub mod model;
+pub mod service;
+pub mod statements;
+pub mod tuf;

@@ -1,0 +1,104 @@
+//! Wire types shared by the server, the CLI and the agent, so the two sides cannot drift.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ArtifactName, ChannelName, FileName, Version};
+
+/// API prefix of every JSON endpoint.
+pub const API: &str = "/api/v1";
+/// Request header that carries the base64 of the build statement's DSSE envelope on a push.
+pub const STATEMENT_HEADER: &str = "arca-statement";
+/// Predicate type of arca's minimal build statement.
+pub const BUILD_PREDICATE: &str = "https://arca.dev/build/v1";
+/// SLSA provenance v1, accepted as a build statement too.
+pub const SLSA_PROVENANCE: &str = "https://slsa.dev/provenance/v1";
+
+/// Whether a predicate type makes a statement a build signature.
+pub fn is_build_predicate(predicate_type: &str) -> bool {
+    predicate_type == BUILD_PREDICATE || predicate_type == SLSA_PROVENANCE
+}
+
+/// The subject name of an artifact in statements: `name@version`.
+pub fn subject_name(name: &ArtifactName, version: &Version) -> String {
+    format!("{name}@{version}")
+}
+
+/// The body of every 4xx/5xx answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// Query of `POST /api/v1/artifacts` (the body is the artifact's bytes).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushQuery {
+    pub name: ArtifactName,
+    pub version: Version,
+    pub file: FileName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+}
+
+/// The predicate of arca's minimal build statement.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildPredicate {
+    pub file_name: FileName,
+    pub size: u64,
+}
+
+/// One artifact as the API reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    pub name: ArtifactName,
+    pub version: Version,
+    pub file_name: FileName,
+    pub size: u64,
+    pub sha256: String,
+    pub blake3: String,
+    pub media_type: String,
+    pub uploaded_by: String,
+    pub created_at: String,
+    /// SHA-256 of each statement envelope about this artifact.
+    pub statements: Vec<String>,
+}
+
+/// Answer to a push.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PushResponse {
+    pub artifact: ArtifactInfo,
+    /// The channel the artifact entered.
+    pub channel: ChannelName,
+    /// False when the same bytes were already registered under this `name@version`.
+    pub created: bool,
+    /// The channel's targets metadata version that lists the release.
+    pub targets_version: u64,
+}
+
+/// Answer to a trust change.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TrustChangeResponse {
+    pub version: u64,
+}
+
+/// The `custom` field of a TUF target that arca publishes: what arca's own client checks on
+/// top of TUF (signed by the targets role with the rest of the entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetCustom {
+    pub name: ArtifactName,
+    pub version: Version,
+    pub blake3: String,
+    /// SHA-256 of each statement envelope (fetch from `/api/v1/statements/{sha256}`).
+    pub statements: Vec<String>,
+    /// The trust document version current when this entry was published; a client must know
+    /// at least this version before it checks the statements.
+    pub trust_version: u64,
+}

@@ -1,0 +1,6 @@
+//! Types shared across the layers: validated names and the API's wire types.
+
+pub mod api;
+mod names;
+
+pub use names::{ArtifactName, ChannelName, FileName, MAX_NAME_LEN, NameError, Version};

@@ -1,0 +1,202 @@
+//! Push: one request carries the build statement (header) and the bytes (body). The statement
+//! is checked before a byte is read, the bytes are hashed while they stream and must match the
+//! statement's digests, and only then do artifact, statement, channel entry, TUF metadata and
+//! audit entry land together in one transaction.
+
+use arca_keys::dsse::Envelope;
+use arca_store::{Blake3Digest, Expected, Sha256Digest};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::Stream;
+
+use super::{App, Error};
+use crate::db::{self, DbError};
+use crate::model::api::{PushQuery, PushResponse, subject_name};
+use crate::statements;
+use crate::tuf::{metadata::sha256_hex, repo};
+
+/// Default media type when the client names none.
+const OCTET_STREAM: &str = "application/octet-stream";
+
+pub async fn push<S, E>(
+    app: &App,
+    actor: &str,
+    q: PushQuery,
+    statement_bytes: Vec<u8>,
+    body: S,
+) -> Result<PushResponse, Error>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    let subject = subject_name(&q.name, &q.version);
+    match push_inner(app, actor, &q, statement_bytes, body).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            if !matches!(e, Error::Internal(_)) {
+                app.audit_refusal(actor, "push", subject, &e).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn push_inner<S, E>(
+    app: &App,
+    actor: &str,
+    q: &PushQuery,
+    statement_bytes: Vec<u8>,
+    body: S,
+) -> Result<PushResponse, Error>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    let env = Envelope::from_slice(&statement_bytes)
+        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+    let trust = app.trust().await?;
+    let checked = statements::check_build(&trust, &env, &q.name, &q.version, Utc::now())?;
+    let channel = app.cfg.first_channel().clone();
+
+    // Immutable name@version: decide before reading the body.
+    let (name, version) = (q.name.to_string(), q.version.to_string());
+    let existing = app
+        .db
+        .call(move |c| db::artifacts::find(c, &name, &version))
+        .await?;
+    if let Some(a) = existing {
+        return existing_answer(app, a, &checked.blake3, &channel).await;
+    }
+
+    let expected = Expected {
+        blake3: Some(parse_digest::<Blake3Digest>(&checked.blake3)?),
+        sha256: Some(parse_digest::<Sha256Digest>(&checked.sha256)?),
+        size: None,
+    };
+    let digests = app
+        .store
+        .put_stream(body, app.cfg.store.max_blob_size, &expected)
+        .await?;
+
+    let media_type = q
+        .media_type
+        .clone()
+        .unwrap_or_else(|| OCTET_STREAM.to_owned());
+    let statement_sha = sha256_hex(&statement_bytes);
+    let signers: Vec<String> = checked.signers.iter().map(ToString::to_string).collect();
+    let (key, tuf_cfg) = (app.channel_key(channel.as_str())?.1, app.cfg.tuf.clone());
+    let (name, version, file) = (
+        q.name.to_string(),
+        q.version.to_string(),
+        q.file.to_string(),
+    );
+    let (actor_s, ch, blake3, sha256) = (
+        actor.to_owned(),
+        channel.to_string(),
+        digests.blake3.hex(),
+        digests.sha256.hex(),
+    );
+    let predicate_type = checked.statement.predicate_type.clone();
+    let result = app
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            if let Some(a) = db::artifacts::find(&tx, &name, &version)? {
+                return Ok(Err(a));
+            }
+            let id = db::artifacts::insert(
+                &tx,
+                &db::artifacts::NewArtifact {
+                    name: &name,
+                    version: &version,
+                    file_name: &file,
+                    blake3: &blake3,
+                    sha256: &sha256,
+                    size: digests.size,
+                    media_type: &media_type,
+                    uploaded_by: &actor_s,
+                },
+            )?;
+            db::artifacts::insert_statement(
+                &tx,
+                &statement_sha,
+                id,
+                &predicate_type,
+                &signers,
+                &statement_bytes,
+            )?;
+            db::channels::record_release(&tx, &ch, &name, id, "push", &actor_s, None)?;
+            let targets_version = repo::publish_targets(&tx, &ch, &key, &tuf_cfg, Utc::now())?;
+            db::audit::append(
+                &tx,
+                &db::audit::Entry {
+                    actor: &actor_s,
+                    action: "push",
+                    subject: &format!("{name}@{version}"),
+                    outcome: "ok",
+                    details: serde_json::json!({
+                        "blake3": blake3, "sha256": sha256, "size": digests.size,
+                        "channel": ch, "signers": signers, "statement": statement_sha,
+                    }),
+                },
+            )?;
+            let row = db::artifacts::find(&tx, &name, &version)?
+                .ok_or_else(|| DbError::Corrupt("artifact vanished".into()))?;
+            let statements = db::artifacts::statement_digests(&tx, id)?;
+            tx.commit()?;
+            Ok(Ok((row.info(statements)?, targets_version)))
+        })
+        .await?;
+    match result {
+        Ok((artifact, targets_version)) => {
+            tracing::info!(artifact = %subject_name(&q.name, &q.version), blake3 = %artifact.blake3, "pushed");
+            Ok(PushResponse {
+                artifact,
+                channel,
+                created: true,
+                targets_version,
+            })
+        }
+        // A concurrent push of the same name@version won the race.
+        Err(a) => existing_answer(app, a, &checked.blake3, &channel).await,
+    }
+}
+
+/// The answer when `name@version` already exists: the same bytes are a no-op, others a conflict.
+async fn existing_answer(
+    app: &App,
+    a: db::artifacts::ArtifactRow,
+    blake3: &str,
+    channel: &crate::model::ChannelName,
+) -> Result<PushResponse, Error> {
+    if a.blake3 != blake3 {
+        return Err(Error::conflict(
+            "version_exists",
+            format!(
+                "{}@{} already exists with blake3 {}; versions are immutable",
+                a.name, a.version, a.blake3
+            ),
+        ));
+    }
+    let (id, ch) = (a.id, channel.to_string());
+    let (statements, targets_version) = app
+        .db
+        .call(move |c| {
+            Ok((
+                db::artifacts::statement_digests(c, id)?,
+                db::tuf::latest(c, &ch, "targets")?.map_or(0, |m| m.version),
+            ))
+        })
+        .await?;
+    Ok(PushResponse {
+        artifact: a.info(statements)?,
+        channel: channel.clone(),
+        created: false,
+        targets_version,
+    })
+}
+
+fn parse_digest<T: std::str::FromStr>(s: &str) -> Result<T, Error> {
+    s.parse()
+        .map_err(|_| Error::invalid("bad_statement", format!("invalid digest {s:?}")))
+}

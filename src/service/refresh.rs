@@ -1,0 +1,32 @@
+//! The background task that keeps every channel's online metadata from expiring.
+
+use chrono::Utc;
+
+use super::App;
+use crate::tuf::repo;
+
+/// Re-signs expiring metadata now and then every `tuf.refresh_interval`, forever.
+pub async fn run(app: App) {
+    loop {
+        for (channel, key) in app.online.iter() {
+            let (ch, key, cfg) = (channel.to_string(), key.clone(), app.cfg.tuf.clone());
+            let r = app
+                .db
+                .call(move |c| {
+                    let tx = c.transaction()?;
+                    let roles = repo::refresh_expiring(&tx, &ch, &key, &cfg, Utc::now())?;
+                    tx.commit()?;
+                    Ok(roles)
+                })
+                .await;
+            match r {
+                Ok(roles) if !roles.is_empty() => {
+                    tracing::info!(%channel, ?roles, "re-signed expiring metadata")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(%channel, error = %e, "cannot re-sign metadata"),
+            }
+        }
+        tokio::time::sleep(app.cfg.tuf.refresh_interval).await;
+    }
+}

@@ -1,0 +1,515 @@
+//! The TUF client workflow (specification §5.3-5.7): root chain, timestamp, snapshot, targets,
+//! then a target download that is length-capped and hash-checked while it streams. Trusted
+//! metadata persists in a directory, so versions never go back between runs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use super::metadata::{
+    Envelope, MetaFile, Root, Signed, Snapshot, TargetFile, Targets, Timestamp, TufError,
+};
+
+/// Most root versions followed in one refresh (TUF's bound against an endless chain).
+pub const MAX_ROOT_ROTATIONS: u64 = 256;
+/// Size limits of metadata whose length is not signed anywhere (TUF's endless-data defence).
+pub const MAX_ROOT_BYTES: u64 = 512 * 1024;
+pub const MAX_TIMESTAMP_BYTES: u64 = 16 * 1024;
+/// Defaults when snapshot or timestamp do not sign a length.
+pub const MAX_SNAPSHOT_BYTES: u64 = 2 << 20;
+pub const MAX_TARGETS_BYTES: u64 = 64 << 20;
+
+/// Fetches metadata and targets over HTTP with hard length limits.
+#[derive(Clone)]
+pub struct Fetcher {
+    http: reqwest::Client,
+}
+
+impl Fetcher {
+    pub fn new(http: reqwest::Client) -> Self {
+        Fetcher { http }
+    }
+
+    /// Fetches `url`, refusing more than `limit` bytes. `Ok(None)` on 404 (or 403, which some
+    /// static hosts answer for missing files).
+    pub async fn fetch(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, TufError> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| TufError::Other(format!("GET {url}: {e}")))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(TufError::Other(format!("GET {url}: HTTP {status}")));
+        }
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(TufError::TooLong {
+                what: url.into(),
+                limit,
+            });
+        }
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| TufError::Other(format!("GET {url}: {e}")))?;
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(TufError::TooLong {
+                    what: url.into(),
+                    limit,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
+    }
+}
+
+/// The verified top-level metadata after a refresh.
+#[derive(Debug, Clone)]
+pub struct Trusted {
+    pub root: Root,
+    pub timestamp: Timestamp,
+    pub snapshot: Snapshot,
+    pub targets: Targets,
+}
+
+/// One TUF repository, as a client sees it.
+pub struct Updater {
+    metadata_url: String,
+    dir: PathBuf,
+    fetcher: Fetcher,
+    now: DateTime<Utc>,
+}
+
+fn load_local(dir: &Path, name: &str) -> Option<Envelope> {
+    let bytes = std::fs::read(dir.join(name)).ok()?;
+    Envelope::from_slice(name, &bytes).ok()
+}
+
+/// Writes `bytes` to `dir/name` atomically (temp file + rename).
+fn persist(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TufError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let io =
+        |e: std::io::Error| TufError::Other(format!("writing {}: {e}", dir.join(name).display()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(io)
+}
+
+/// Checks `bytes` against the length and hashes a snapshot or timestamp signed for them.
+fn check_meta_file(what: &str, bytes: &[u8], meta: &MetaFile) -> Result<(), TufError> {
+    if meta.length.is_some_and(|n| n != bytes.len() as u64) {
+        return Err(TufError::HashMismatch { what: what.into() });
+    }
+    if let Some(hashes) = &meta.hashes {
+        check_hashes(what, hashes, &mut HashSet::new(hashes), bytes)?;
+    }
+    Ok(())
+}
+
+/// Incremental hashes of every algorithm a target lists that this client knows.
+pub struct HashSet {
+    sha256: Option<ring::digest::Context>,
+    sha512: Option<ring::digest::Context>,
+}
+
+impl HashSet {
+    pub fn new(hashes: &BTreeMap<String, String>) -> Self {
+        HashSet {
+            sha256: hashes
+                .contains_key("sha256")
+                .then(|| ring::digest::Context::new(&ring::digest::SHA256)),
+            sha512: hashes
+                .contains_key("sha512")
+                .then(|| ring::digest::Context::new(&ring::digest::SHA512)),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        if let Some(c) = &mut self.sha256 {
+            c.update(data);
+        }
+        if let Some(c) = &mut self.sha512 {
+            c.update(data);
+        }
+    }
+
+    pub fn finish(self) -> BTreeMap<&'static str, String> {
+        let mut out = BTreeMap::new();
+        if let Some(c) = self.sha256 {
+            out.insert("sha256", hex::encode(c.finish()));
+        }
+        if let Some(c) = self.sha512 {
+            out.insert("sha512", hex::encode(c.finish()));
+        }
+        out
+    }
+}
+
+/// Verifies `expected` against hashes computed by `set` (after feeding `tail`). Every listed
+/// algorithm must be known and match.
+fn check_hashes(
+    what: &str,
+    expected: &BTreeMap<String, String>,
+    set: &mut HashSet,
+    tail: &[u8],
+) -> Result<(), TufError> {
+    set.update(tail);
+    let got = std::mem::replace(set, HashSet::new(&BTreeMap::new())).finish();
+    if expected.is_empty() {
+        return Err(TufError::HashMismatch {
+            what: format!("{what} (no hashes listed)"),
+        });
+    }
+    for (alg, want) in expected {
+        match got.get(alg.as_str()) {
+            Some(h) if h == want => {}
+            Some(_) => return Err(TufError::HashMismatch { what: what.into() }),
+            None => {
+                return Err(TufError::HashMismatch {
+                    what: format!("{what} (unsupported hash {alg})"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Updater {
+    /// A client of the repository at `metadata_url` keeping its state in `dir`.
+    pub fn new(metadata_url: &str, dir: &Path, fetcher: Fetcher) -> Self {
+        let mut url = metadata_url.to_owned();
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        Updater {
+            metadata_url: url,
+            dir: dir.to_path_buf(),
+            fetcher,
+            now: Utc::now(),
+        }
+    }
+
+    /// Installs `root_bytes` as the trusted root of a new client state (it must be signed by
+    /// the threshold of its own root keys).
+    pub fn init(dir: &Path, root_bytes: &[u8]) -> Result<Root, TufError> {
+        let env = Envelope::from_slice("root", root_bytes)?;
+        let root: Root = env.decode()?;
+        env.verify_role(&root, "root")?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TufError::Other(format!("creating {}: {e}", dir.display())))?;
+        persist(dir, "root.json", root_bytes)?;
+        Ok(root)
+    }
+
+    /// Starts from the stored root if there is one, else installs `bootstrap`.
+    pub fn init_if_needed(dir: &Path, bootstrap: &[u8]) -> Result<(), TufError> {
+        if dir.join("root.json").exists() {
+            return Ok(());
+        }
+        Self::init(dir, bootstrap).map(|_| ())
+    }
+
+    /// Runs the whole refresh: root chain, timestamp, snapshot, targets.
+    pub async fn refresh(&self) -> Result<Trusted, TufError> {
+        let root = self.update_root().await?;
+        let timestamp = self.update_timestamp(&root).await?;
+        let snapshot = self.update_snapshot(&root, &timestamp).await?;
+        let targets = self.update_targets(&root, &snapshot).await?;
+        Ok(Trusted {
+            root,
+            timestamp,
+            snapshot,
+            targets,
+        })
+    }
+
+    async fn update_root(&self) -> Result<Root, TufError> {
+        let env = load_local(&self.dir, "root.json")
+            .ok_or_else(|| TufError::Other(format!("no trusted root in {}", self.dir.display())))?;
+        let mut root: Root = env.decode()?;
+        env.verify_role(&root, "root")?;
+        for _ in 0..MAX_ROOT_ROTATIONS {
+            let next_version = root.version + 1;
+            let url = format!("{}{next_version}.root.json", self.metadata_url);
+            let Some(bytes) = self.fetcher.fetch(&url, MAX_ROOT_BYTES).await? else {
+                break;
+            };
+            let env = Envelope::from_slice("root", &bytes)?;
+            let next: Root = env.decode()?;
+            env.verify_role(&root, "root")?;
+            env.verify_role(&next, "root")?;
+            if next.version != next_version {
+                return Err(TufError::BadVersion {
+                    role: "root".into(),
+                    expected: next_version.to_string(),
+                    got: next.version,
+                });
+            }
+            persist(&self.dir, "root.json", &bytes)?;
+            root = next;
+        }
+        root.check_not_expired(self.now)?;
+        Ok(root)
+    }
+
+    /// Local metadata of `role` that still verifies under `root` (expired or not).
+    fn trusted_local<T: Signed>(&self, root: &Root, file: &str) -> Option<T> {
+        let env = load_local(&self.dir, file)?;
+        env.verify_role(root, T::ROLE).ok()?;
+        env.decode().ok()
+    }
+
+    async fn update_timestamp(&self, root: &Root) -> Result<Timestamp, TufError> {
+        let url = format!("{}timestamp.json", self.metadata_url);
+        let bytes = self
+            .fetcher
+            .fetch(&url, MAX_TIMESTAMP_BYTES)
+            .await?
+            .ok_or_else(|| TufError::Other(format!("{url}: not found")))?;
+        let env = Envelope::from_slice("timestamp", &bytes)?;
+        env.verify_role(root, "timestamp")?;
+        let new: Timestamp = env.decode()?;
+        let snap = |t: &Timestamp| t.meta.get("snapshot.json").map(|m| m.version);
+        if snap(&new).is_none() {
+            return Err(TufError::Malformed {
+                role: "timestamp".into(),
+                reason: "no snapshot.json entry".into(),
+            });
+        }
+        if let Some(old) = self.trusted_local::<Timestamp>(root, "timestamp.json") {
+            if new.version < old.version {
+                return Err(TufError::Rollback {
+                    role: "timestamp".into(),
+                    trusted: old.version,
+                    got: new.version,
+                });
+            }
+            if snap(&new) < snap(&old) {
+                return Err(TufError::Rollback {
+                    role: "snapshot".into(),
+                    trusted: snap(&old).unwrap_or(0),
+                    got: snap(&new).unwrap_or(0),
+                });
+            }
+        }
+        new.check_not_expired(self.now)?;
+        persist(&self.dir, "timestamp.json", &bytes)?;
+        Ok(new)
+    }
+
+    fn versioned_url(&self, root: &Root, role: &str, version: u64) -> String {
+        if root.consistent_snapshot {
+            format!("{}{version}.{role}.json", self.metadata_url)
+        } else {
+            format!("{}{role}.json", self.metadata_url)
+        }
+    }
+
+    async fn update_snapshot(&self, root: &Root, ts: &Timestamp) -> Result<Snapshot, TufError> {
+        let meta = &ts.meta["snapshot.json"];
+        let url = self.versioned_url(root, "snapshot", meta.version);
+        let bytes = self
+            .fetcher
+            .fetch(&url, meta.length.unwrap_or(MAX_SNAPSHOT_BYTES))
+            .await?
+            .ok_or_else(|| TufError::Other(format!("{url}: not found")))?;
+        check_meta_file("snapshot", &bytes, meta)?;
+        let env = Envelope::from_slice("snapshot", &bytes)?;
+        env.verify_role(root, "snapshot")?;
+        let new: Snapshot = env.decode()?;
+        if new.version != meta.version {
+            return Err(TufError::BadVersion {
+                role: "snapshot".into(),
+                expected: meta.version.to_string(),
+                got: new.version,
+            });
+        }
+        if let Some(old) = self.trusted_local::<Snapshot>(root, "snapshot.json") {
+            for (file, old_meta) in &old.meta {
+                match new.meta.get(file) {
+                    Some(m) if m.version >= old_meta.version => {}
+                    Some(m) => {
+                        return Err(TufError::Rollback {
+                            role: file.clone(),
+                            trusted: old_meta.version,
+                            got: m.version,
+                        });
+                    }
+                    None => {
+                        return Err(TufError::Rollback {
+                            role: file.clone(),
+                            trusted: old_meta.version,
+                            got: 0,
+                        });
+                    }
+                }
+            }
+        }
+        new.check_not_expired(self.now)?;
+        persist(&self.dir, "snapshot.json", &bytes)?;
+        Ok(new)
+    }
+
+    async fn update_targets(&self, root: &Root, snapshot: &Snapshot) -> Result<Targets, TufError> {
+        let meta = snapshot
+            .meta
+            .get("targets.json")
+            .ok_or_else(|| TufError::Malformed {
+                role: "snapshot".into(),
+                reason: "no targets.json entry".into(),
+            })?;
+        let url = self.versioned_url(root, "targets", meta.version);
+        let bytes = self
+            .fetcher
+            .fetch(&url, meta.length.unwrap_or(MAX_TARGETS_BYTES))
+            .await?
+            .ok_or_else(|| TufError::Other(format!("{url}: not found")))?;
+        check_meta_file("targets", &bytes, meta)?;
+        let env = Envelope::from_slice("targets", &bytes)?;
+        env.verify_role(root, "targets")?;
+        let new: Targets = env.decode()?;
+        if new.version != meta.version {
+            return Err(TufError::BadVersion {
+                role: "targets".into(),
+                expected: meta.version.to_string(),
+                got: new.version,
+            });
+        }
+        new.check_not_expired(self.now)?;
+        persist(&self.dir, "targets.json", &bytes)?;
+        Ok(new)
+    }
+}
+
+/// What a verified download produced.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    pub length: u64,
+    pub sha256: String,
+    pub blake3: String,
+}
+
+/// The URL of a target under `base` (consistent snapshot: `{dir}/{hash}.{file}`).
+pub fn target_url(base: &str, root: &Root, path: &str, target: &TargetFile) -> String {
+    let base = base.trim_end_matches('/');
+    let hash = target
+        .hashes
+        .get("sha256")
+        .or_else(|| target.hashes.values().next());
+    match (root.consistent_snapshot, hash) {
+        (true, Some(h)) => match path.rsplit_once('/') {
+            Some((dir, file)) => format!("{base}/{dir}/{h}.{file}"),
+            None => format!("{base}/{h}.{path}"),
+        },
+        _ => format!("{base}/{path}"),
+    }
+}
+
+/// Downloads `url` into `out`, refusing more bytes than the target's signed length and checking
+/// every listed hash at the end; BLAKE3 is computed too. Hashing and writing run on a separate
+/// thread, so the network and the CPU work overlap.
+pub async fn download_target(
+    fetcher: &Fetcher,
+    url: &str,
+    target: &TargetFile,
+    out: std::fs::File,
+    progress: Option<indicatif::ProgressBar>,
+) -> Result<Downloaded, TufError> {
+    let resp = fetcher
+        .http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| TufError::Other(format!("GET {url}: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(TufError::Other(format!(
+            "GET {url}: HTTP {}",
+            resp.status()
+        )));
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
+    let hashes = target.hashes.clone();
+    let worker = std::thread::spawn(move || -> std::io::Result<(HashSet, blake3::Hasher)> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+        let mut set = HashSet::new(&hashes);
+        let mut b3 = blake3::Hasher::new();
+        for chunk in rx {
+            set.update(&chunk);
+            b3.update(&chunk);
+            out.write_all(&chunk)?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok((set, b3))
+    });
+    let mut length = 0u64;
+    let mut stream = resp.bytes_stream();
+    let mut failure = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                failure = Some(TufError::Other(format!("GET {url}: {e}")));
+                break;
+            }
+        };
+        length += chunk.len() as u64;
+        if length > target.length {
+            failure = Some(TufError::TooLong {
+                what: url.into(),
+                limit: target.length,
+            });
+            break;
+        }
+        if let Some(p) = &progress {
+            p.inc(chunk.len() as u64);
+        }
+        if tx.send(chunk).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let joined = worker
+        .join()
+        .map_err(|_| TufError::Other("the hashing thread panicked".into()))?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let (mut set, b3) =
+        joined.map_err(|e| TufError::Other(format!("writing the download: {e}")))?;
+    if length != target.length {
+        return Err(TufError::HashMismatch {
+            what: format!("{url} (length {length}, signed {})", target.length),
+        });
+    }
+    let sha256 = {
+        let mut probe = HashSet::new(&target.hashes);
+        std::mem::swap(&mut probe, &mut set);
+        let got = probe.finish();
+        for (alg, want) in &target.hashes {
+            match got.get(alg.as_str()) {
+                Some(h) if h == want => {}
+                _ => return Err(TufError::HashMismatch { what: url.into() }),
+            }
+        }
+        if target.hashes.is_empty() {
+            return Err(TufError::HashMismatch {
+                what: format!("{url} (no hashes listed)"),
+            });
+        }
+        got.get("sha256").cloned().unwrap_or_default()
+    };
+    Ok(Downloaded {
+        length,
+        sha256,
+        blake3: b3.finalize().to_hex().to_string(),
+    })
+}

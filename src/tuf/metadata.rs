@@ -1,0 +1,303 @@
+//! TUF metadata as arca writes and reads it (TUF specification 1.0; the subset python-tuf's
+//! `ngclient` needs). Parsing is lenient about fields arca does not know, as the specification
+//! asks; signatures are always checked over the raw `signed` object, never a re-encoding.
+
+use std::collections::BTreeMap;
+
+use arca_keys::{PublicKey, SigningKey, canonical::to_canonical_json};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The TUF specification version arca's metadata follows.
+pub const SPEC_VERSION: &str = "1.0.31";
+
+/// Errors of reading and verifying TUF metadata.
+#[derive(Debug, thiserror::Error)]
+pub enum TufError {
+    #[error("{role} metadata is malformed: {reason}")]
+    Malformed { role: String, reason: String },
+    #[error("{role} metadata: {valid} valid signature(s), threshold {threshold}")]
+    Threshold {
+        role: String,
+        valid: usize,
+        threshold: u32,
+    },
+    #[error("{role} metadata expired at {expires}")]
+    Expired { role: String, expires: String },
+    #[error("{role} metadata version {got} where {expected} was required")]
+    BadVersion {
+        role: String,
+        expected: String,
+        got: u64,
+    },
+    #[error("{role} rollback: version {got} is older than the trusted version {trusted}")]
+    Rollback {
+        role: String,
+        trusted: u64,
+        got: u64,
+    },
+    #[error("{what}: length or hash does not match the signed metadata")]
+    HashMismatch { what: String },
+    #[error("{what} exceeds its length limit of {limit} bytes")]
+    TooLong { what: String, limit: u64 },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A key as TUF metadata lists it (other key types parse, but only ed25519 verifies).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaKey {
+    pub keytype: String,
+    pub scheme: String,
+    pub keyval: BTreeMap<String, String>,
+}
+
+impl MetaKey {
+    pub fn from_public(k: &PublicKey) -> Self {
+        let tuf = k.to_tuf();
+        MetaKey {
+            keytype: tuf.keytype,
+            scheme: tuf.scheme,
+            keyval: [("public".to_owned(), tuf.keyval.public)].into(),
+        }
+    }
+
+    /// The ed25519 public key, if that is what this is.
+    pub fn ed25519(&self) -> Option<PublicKey> {
+        if self.keytype != "ed25519" || self.scheme != "ed25519" {
+            return None;
+        }
+        let raw = hex::decode(self.keyval.get("public")?).ok()?;
+        PublicKey::from_bytes(&raw).ok()
+    }
+}
+
+/// The keys and threshold of one top-level role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleKeys {
+    pub keyids: Vec<String>,
+    pub threshold: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Root {
+    #[serde(rename = "_type")]
+    pub kind: String,
+    pub spec_version: String,
+    pub version: u64,
+    pub expires: String,
+    pub consistent_snapshot: bool,
+    pub keys: BTreeMap<String, MetaKey>,
+    pub roles: BTreeMap<String, RoleKeys>,
+    /// The channel this root belongs to (absent in the shared root every channel starts from).
+    /// Generic TUF clients ignore it; arca's client requires it to name the channel it asked for.
+    #[serde(
+        rename = "x-arca-channel",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub channel: Option<String>,
+}
+
+/// Version (and optionally length and hashes) of a metadata file, as snapshot and timestamp list it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaFile {
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashes: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetFile {
+    pub length: u64,
+    pub hashes: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Targets {
+    #[serde(rename = "_type")]
+    pub kind: String,
+    pub spec_version: String,
+    pub version: u64,
+    pub expires: String,
+    pub targets: BTreeMap<String, TargetFile>,
+}
+
+macro_rules! meta_list {
+    ($(#[$doc:meta])* $ty:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        pub struct $ty {
+            #[serde(rename = "_type")]
+            pub kind: String,
+            pub spec_version: String,
+            pub version: u64,
+            pub expires: String,
+            pub meta: BTreeMap<String, MetaFile>,
+        }
+    };
+}
+meta_list!(
+    /// Snapshot: the version of every targets file.
+    Snapshot
+);
+meta_list!(
+    /// Timestamp: the version (length, hashes) of the current snapshot.
+    Timestamp
+);
+
+/// Common accessors of the four roles.
+pub trait Signed: Serialize + DeserializeOwned {
+    const ROLE: &'static str;
+    fn version(&self) -> u64;
+    fn expires(&self) -> &str;
+
+    fn expires_at(&self) -> Result<DateTime<Utc>, TufError> {
+        parse_time(self.expires()).ok_or_else(|| TufError::Malformed {
+            role: Self::ROLE.into(),
+            reason: format!("expires {:?} is not YYYY-MM-DDTHH:MM:SSZ", self.expires()),
+        })
+    }
+
+    fn check_not_expired(&self, now: DateTime<Utc>) -> Result<(), TufError> {
+        if self.expires_at()? <= now {
+            return Err(TufError::Expired {
+                role: Self::ROLE.into(),
+                expires: self.expires().into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+macro_rules! signed_role {
+    ($ty:ty, $role:literal) => {
+        impl Signed for $ty {
+            const ROLE: &'static str = $role;
+            fn version(&self) -> u64 {
+                self.version
+            }
+            fn expires(&self) -> &str {
+                &self.expires
+            }
+        }
+    };
+}
+signed_role!(Root, "root");
+signed_role!(Targets, "targets");
+signed_role!(Snapshot, "snapshot");
+signed_role!(Timestamp, "timestamp");
+
+/// `expires` exactly as TUF writes it.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if s.len() != 20 || !s.ends_with('Z') {
+        return None;
+    }
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// One signature in a metadata file (key ids kept as strings: other repositories may use
+/// other key id schemes, and an unknown key simply does not count).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaSignature {
+    pub keyid: String,
+    pub sig: String,
+}
+
+/// A metadata file: raw `signed` plus signatures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub signed: serde_json::Value,
+    pub signatures: Vec<MetaSignature>,
+}
+
+impl Envelope {
+    /// Serialises and signs `signed` with each key.
+    pub fn sign<T: Serialize>(signed: &T, keys: &[&SigningKey]) -> Self {
+        let signed = serde_json::to_value(signed).expect("metadata encodes");
+        let msg = to_canonical_json(&signed).expect("metadata has no floats");
+        let signatures = keys
+            .iter()
+            .map(|k| MetaSignature {
+                keyid: k.key_id().to_string(),
+                sig: hex::encode(k.sign(&msg)),
+            })
+            .collect();
+        Envelope { signed, signatures }
+    }
+
+    pub fn from_slice(role: &str, bytes: &[u8]) -> Result<Self, TufError> {
+        serde_json::from_slice(bytes).map_err(|e| TufError::Malformed {
+            role: role.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The bytes that are served: canonical JSON of the whole file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        to_canonical_json(self).expect("metadata has no floats")
+    }
+
+    /// Decodes `signed` as role `T`, checking `_type`.
+    pub fn decode<T: Signed>(&self) -> Result<T, TufError> {
+        let kind = self.signed.get("_type").and_then(|v| v.as_str());
+        if kind != Some(T::ROLE) {
+            return Err(TufError::Malformed {
+                role: T::ROLE.into(),
+                reason: format!("_type is {kind:?}, expected {:?}", T::ROLE),
+            });
+        }
+        serde_json::from_value(self.signed.clone()).map_err(|e| TufError::Malformed {
+            role: T::ROLE.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Verifies that the threshold of `role`'s keys in `root` signed this file.
+    pub fn verify_role(&self, root: &Root, role: &str) -> Result<(), TufError> {
+        let keys = root.roles.get(role).ok_or_else(|| TufError::Malformed {
+            role: "root".into(),
+            reason: format!("no {role} role"),
+        })?;
+        let msg = to_canonical_json(&self.signed).map_err(|e| TufError::Malformed {
+            role: role.into(),
+            reason: e.to_string(),
+        })?;
+        let mut valid = std::collections::BTreeSet::new();
+        for s in &self.signatures {
+            if valid.contains(&s.keyid) || !keys.keyids.contains(&s.keyid) {
+                continue;
+            }
+            let Some(key) = root.keys.get(&s.keyid).and_then(MetaKey::ed25519) else {
+                continue;
+            };
+            // A key id must be the key's own id: otherwise one key could count twice.
+            if key.key_id().as_str() != s.keyid {
+                continue;
+            }
+            if hex::decode(&s.sig).is_ok_and(|sig| key.verify(&msg, &sig)) {
+                valid.insert(s.keyid.clone());
+            }
+        }
+        if keys.threshold == 0 || valid.len() < keys.threshold as usize {
+            return Err(TufError::Threshold {
+                role: role.into(),
+                valid: valid.len(),
+                threshold: keys.threshold,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 hex of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}

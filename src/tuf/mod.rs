@@ -1,0 +1,5 @@
+//! Each channel as a TUF repository: metadata types, publishing, and the client workflow.
+
+pub mod client;
+pub mod metadata;
+pub mod repo;

@@ -1,0 +1,251 @@
+//! Publishing a channel's TUF repository: building and signing new metadata versions from the
+//! database's state, inside the caller's transaction (so state and metadata change together).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arca_keys::{PublicKey, SigningKey, format_time};
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use super::metadata::{
+    Envelope, MetaFile, MetaKey, RoleKeys, Root, SPEC_VERSION, Snapshot, TargetFile, Targets,
+    Timestamp, sha256_hex,
+};
+use crate::config::TufConfig;
+use crate::db::{self, DbError};
+use crate::model::api::TargetCustom;
+
+/// The four top-level roles.
+pub const ROLES: [&str; 4] = ["root", "targets", "snapshot", "timestamp"];
+
+fn expiry(now: DateTime<Utc>, life: Duration) -> String {
+    format_time(now + chrono::Duration::from_std(life).unwrap_or(chrono::Duration::days(365)))
+}
+
+/// A root whose root role is `root_keys`/`threshold` and whose online roles are `online`
+/// (or the root keys themselves, for the shared root every channel starts from).
+pub fn build_root(
+    version: u64,
+    root_keys: &[PublicKey],
+    threshold: u32,
+    online: Option<&PublicKey>,
+    channel: Option<&str>,
+    expires: String,
+) -> Root {
+    let mut keys = BTreeMap::new();
+    let root_ids: Vec<String> = root_keys
+        .iter()
+        .map(|k| {
+            keys.insert(k.key_id().to_string(), MetaKey::from_public(k));
+            k.key_id().to_string()
+        })
+        .collect();
+    let (online_ids, online_threshold) = match online {
+        Some(k) => {
+            keys.insert(k.key_id().to_string(), MetaKey::from_public(k));
+            (vec![k.key_id().to_string()], 1)
+        }
+        None => (root_ids.clone(), threshold),
+    };
+    let mut roles = BTreeMap::new();
+    roles.insert(
+        "root".to_owned(),
+        RoleKeys {
+            keyids: root_ids,
+            threshold,
+        },
+    );
+    for role in ["targets", "snapshot", "timestamp"] {
+        roles.insert(
+            role.to_owned(),
+            RoleKeys {
+                keyids: online_ids.clone(),
+                threshold: online_threshold,
+            },
+        );
+    }
+    Root {
+        kind: "root".into(),
+        spec_version: SPEC_VERSION.into(),
+        version,
+        expires,
+        consistent_snapshot: true,
+        keys,
+        roles,
+        channel: channel.map(str::to_owned),
+    }
+}
+
+/// Stores a signed root for `channel`.
+pub fn store_root(
+    c: &Connection,
+    channel: &str,
+    root: &Root,
+    signers: &[&SigningKey],
+) -> Result<Vec<u8>, DbError> {
+    let body = Envelope::sign(root, signers).to_bytes();
+    db::tuf::insert(c, channel, "root", root.version, &body, &root.expires)?;
+    Ok(body)
+}
+
+/// The root expiry for a new root version.
+pub fn root_expiry(now: DateTime<Utc>, cfg: &TufConfig) -> String {
+    expiry(now, cfg.root_expiry)
+}
+
+/// Publishes targets version N+1 listing the channel's current releases, then a new snapshot
+/// and timestamp. Returns the new targets version.
+pub fn publish_targets(
+    c: &Connection,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let version = db::tuf::latest(c, channel, "targets")?.map_or(1, |m| m.version + 1);
+    let trust_version = db::trust::latest(c)?.map_or(0, |(v, _)| v);
+    let mut targets = BTreeMap::new();
+    for a in db::channels::current_releases(c, channel)? {
+        let statements = db::artifacts::statement_digests(c, a.id)?;
+        let custom = TargetCustom {
+            name: parse(&a.name)?,
+            version: parse(&a.version)?,
+            blake3: a.blake3.clone(),
+            statements,
+            trust_version,
+        };
+        targets.insert(
+            format!("{}/{}", a.name, a.file_name),
+            TargetFile {
+                length: a.size,
+                hashes: [("sha256".to_owned(), a.sha256.clone())].into(),
+                custom: Some(serde_json::to_value(custom).expect("custom encodes")),
+            },
+        );
+    }
+    let t = Targets {
+        kind: "targets".into(),
+        spec_version: SPEC_VERSION.into(),
+        version,
+        expires: expiry(now, cfg.targets_expiry),
+        targets,
+    };
+    let body = Envelope::sign(&t, &[key]).to_bytes();
+    db::tuf::insert(c, channel, "targets", version, &body, &t.expires)?;
+    publish_snapshot(c, channel, key, cfg, now)?;
+    Ok(version)
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> Result<T, DbError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e: T::Err| DbError::Corrupt(e.to_string()))
+}
+
+/// Publishes snapshot N+1 naming the latest targets, then a new timestamp.
+pub fn publish_snapshot(
+    c: &Connection,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let targets = db::tuf::latest(c, channel, "targets")?
+        .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no targets metadata")))?;
+    let version = db::tuf::latest(c, channel, "snapshot")?.map_or(1, |m| m.version + 1);
+    let s = Snapshot {
+        kind: "snapshot".into(),
+        spec_version: SPEC_VERSION.into(),
+        version,
+        expires: expiry(now, cfg.snapshot_expiry),
+        meta: [(
+            "targets.json".to_owned(),
+            meta_file(targets.version, &targets.body),
+        )]
+        .into(),
+    };
+    let body = Envelope::sign(&s, &[key]).to_bytes();
+    db::tuf::insert(c, channel, "snapshot", version, &body, &s.expires)?;
+    publish_timestamp(c, channel, key, cfg, now)?;
+    Ok(version)
+}
+
+/// Publishes timestamp N+1 naming the latest snapshot.
+pub fn publish_timestamp(
+    c: &Connection,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let snapshot = db::tuf::latest(c, channel, "snapshot")?
+        .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no snapshot metadata")))?;
+    let version = db::tuf::latest(c, channel, "timestamp")?.map_or(1, |m| m.version + 1);
+    let t = Timestamp {
+        kind: "timestamp".into(),
+        spec_version: SPEC_VERSION.into(),
+        version,
+        expires: expiry(now, cfg.timestamp_expiry),
+        meta: [(
+            "snapshot.json".to_owned(),
+            meta_file(snapshot.version, &snapshot.body),
+        )]
+        .into(),
+    };
+    let body = Envelope::sign(&t, &[key]).to_bytes();
+    db::tuf::insert(c, channel, "timestamp", version, &body, &t.expires)?;
+    Ok(version)
+}
+
+fn meta_file(version: u64, body: &[u8]) -> MetaFile {
+    MetaFile {
+        version,
+        length: Some(body.len() as u64),
+        hashes: Some([("sha256".to_owned(), sha256_hex(body))].into()),
+    }
+}
+
+/// Re-signs each online role that has less than half of its lifetime left (targets, then
+/// snapshot, then timestamp; each new version cascades down). Returns which roles it re-signed.
+pub fn refresh_expiring(
+    c: &Connection,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+) -> Result<Vec<&'static str>, DbError> {
+    let due = |role: &str, life: Duration| -> Result<bool, DbError> {
+        let Some(m) = db::tuf::latest(c, channel, role)? else {
+            return Ok(true);
+        };
+        let expires = super::metadata::parse_time(&m.expires)
+            .ok_or_else(|| DbError::Corrupt(format!("{channel} {role} expiry {:?}", m.expires)))?;
+        let half = chrono::Duration::from_std(life / 2).unwrap_or(chrono::Duration::zero());
+        Ok(expires - now < half)
+    };
+    if due("targets", cfg.targets_expiry)? {
+        publish_targets(c, channel, key, cfg, now)?;
+        return Ok(vec!["targets", "snapshot", "timestamp"]);
+    }
+    if due("snapshot", cfg.snapshot_expiry)? {
+        publish_snapshot(c, channel, key, cfg, now)?;
+        return Ok(vec!["snapshot", "timestamp"]);
+    }
+    if due("timestamp", cfg.timestamp_expiry)? {
+        publish_timestamp(c, channel, key, cfg, now)?;
+        return Ok(vec!["timestamp"]);
+    }
+    Ok(Vec::new())
+}
+
+/// Reads the newest root of a channel.
+pub fn latest_root(c: &Connection, channel: &str) -> Result<Root, DbError> {
+    let m = db::tuf::latest(c, channel, "root")?
+        .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no root")))?;
+    Envelope::from_slice("root", &m.body)
+        .and_then(|e| e.decode::<Root>())
+        .map_err(|e| DbError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,280 @@
+//! The blob store: streaming upload with verification, dedup, download, sweep.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetResult, ObjectStore, ObjectStoreExt, WriteMultipart};
+
+use crate::hashing::Hasher;
+use crate::temp::{self, TempObject};
+use crate::verify::VerifyingStream;
+use crate::{Blake3Digest, Digests, Expected, StoreError};
+
+/// A blob's bytes as they come out of the store.
+pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+/// Multipart part size: S3's minimum for every part but the last.
+const PART_SIZE: usize = 5 * 1024 * 1024;
+/// Parts uploading at once per upload; with `PART_SIZE` this caps an upload's buffers near 15 MiB
+/// whatever the blob's size.
+const MAX_PARTS_IN_FLIGHT: usize = 2;
+/// Where verified blobs live, named by the hex of their BLAKE3 digest.
+const BLOBS_DIR: &str = "blobs";
+
+/// Content-addressed blobs over any `object_store` backend. Cheap to clone.
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// Set for the local disk backend, whose multipart staging files only a directory scan sees.
+    local_root: Option<Arc<PathBuf>>,
+}
+
+impl fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("backend", &format_args!("{}", self.store))
+            .finish()
+    }
+}
+
+impl BlobStore {
+    /// Opens the store named by `url`.
+    ///
+    /// `""` or `"file"` is the local directory `local_root` (created if missing);
+    /// `file:///abs/path` another local directory; `s3://bucket/prefix`, `gs://bucket/prefix`
+    /// and `az://container/prefix` a cloud bucket, configured from the environment and then
+    /// from `options` (object_store's config keys, e.g. `aws_endpoint`), with the URL's path
+    /// as a prefix for every object.
+    pub fn open(
+        url: &str,
+        local_root: &std::path::Path,
+        options: &[(String, String)],
+    ) -> Result<Self, StoreError> {
+        let backend = crate::open::open_backend(url, local_root, options)?;
+        Ok(Self {
+            store: backend.store,
+            local_root: backend.local_root.map(Arc::new),
+        })
+    }
+
+    /// Wraps an already built backend (tests, or a deployment that configures its own client).
+    pub fn with_object_store(store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            store,
+            local_root: None,
+        }
+    }
+
+    /// The object path of a blob (`"blobs/<hex>"`), for tests and diagnostics.
+    pub fn blob_path(blake3: &Blake3Digest) -> String {
+        format!("{BLOBS_DIR}/{}", blake3.hex())
+    }
+
+    /// Streams `body` into the store and returns its digests.
+    ///
+    /// The bytes are hashed and counted as they arrive, and written to a temporary object
+    /// with a multipart upload, so memory stays flat for any size. The upload stops as soon
+    /// as it exceeds `max_size` ([`StoreError::TooLarge`]). Once the body ends, every claim in
+    /// `expected` is checked ([`StoreError::DigestMismatch`]), and only then does the blob
+    /// appear under its BLAKE3 name. Storing bytes that are already there is a no-op.
+    ///
+    /// On any error, nothing new is visible and the temporary object is removed (best effort;
+    /// [`BlobStore::sweep_temp`] collects what a crash leaves behind).
+    pub async fn put_stream<S, E>(
+        &self,
+        body: S,
+        max_size: u64,
+        expected: &Expected,
+    ) -> Result<Digests, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: fmt::Display,
+    {
+        let tmp = temp::new_path()?;
+        let upload = self.store.put_multipart(&tmp).await?;
+        let writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut temp = TempObject::new(Arc::clone(&self.store), tmp, writer);
+        let result = self.upload(body, max_size, expected, &mut temp).await;
+        // Success or not, the temporary object goes: on success its bytes now live under blobs/.
+        temp.remove().await;
+        result
+    }
+
+    async fn upload<S, E>(
+        &self,
+        body: S,
+        max_size: u64,
+        expected: &Expected,
+        temp: &mut TempObject,
+    ) -> Result<Digests, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: fmt::Display,
+    {
+        let mut body = pin!(body);
+        let mut hasher = Hasher::new();
+        loop {
+            let chunk = match body.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => return Err(StoreError::Body(e.to_string())),
+                None => break,
+            };
+            if hasher.size().saturating_add(chunk.len() as u64) > max_size {
+                return Err(StoreError::TooLarge { limit: max_size });
+            }
+            hasher = hasher.update_async(chunk.clone()).await?;
+            let writer = temp.writer()?;
+            writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
+            writer.put(chunk);
+        }
+        temp.finish_upload().await?;
+        let digests = hasher.finish();
+        expected.check(&digests)?;
+        self.publish(temp.path(), &blob_object(&digests.blake3))
+            .await?;
+        tracing::debug!(blake3 = %digests.blake3, size = digests.size, "stored blob");
+        Ok(digests)
+    }
+
+    /// Makes the verified temporary object visible under its digest, never replacing a blob.
+    async fn publish(&self, tmp: &Path, dest: &Path) -> Result<(), object_store::Error> {
+        use object_store::Error as E;
+        match self.store.copy_if_not_exists(tmp, dest).await {
+            Ok(()) => Ok(()),
+            // Same name = same BLAKE3 = same bytes: the upload is a duplicate, nothing to do.
+            Err(E::AlreadyExists { .. }) => Ok(()),
+            // Plain S3 has no create-only copy. An ordinary copy is still safe here: `dest` is
+            // named by the digest of the content, and we only get here after that digest was
+            // computed from these very bytes, so the only object a racing upload could overwrite
+            // holds identical bytes. The head() merely saves a copy in the common duplicate case.
+            Err(E::NotSupported { .. } | E::NotImplemented { .. }) => {
+                match self.store.head(dest).await {
+                    Ok(_) => Ok(()),
+                    Err(E::NotFound { .. }) => self.store.copy(tmp, dest).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a blob with this digest is stored.
+    pub async fn exists(&self, blake3: &Blake3Digest) -> Result<bool, StoreError> {
+        match self.store.head(&blob_object(blake3)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The stored size of a blob; [`StoreError::NotFound`] if absent.
+    pub async fn size(&self, blake3: &Blake3Digest) -> Result<u64, StoreError> {
+        let meta = self.store.head(&blob_object(blake3)).await;
+        Ok(meta.map_err(|e| not_found(e, blake3))?.size)
+    }
+
+    /// Streams a blob, or the byte range `[start, end)` of it, as stored (unverified: see
+    /// [`BlobStore::get_verified`]).
+    pub async fn get(
+        &self,
+        blake3: &Blake3Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream, StoreError> {
+        let options = match range {
+            None => GetOptions::new(),
+            Some(Range { start, end }) => {
+                let size = self.size(blake3).await?;
+                if start > end || end > size {
+                    return Err(StoreError::InvalidRange { start, end, size });
+                }
+                if start == end {
+                    // Backends disagree about empty ranges; the answer is known anyway.
+                    return Ok(Box::pin(futures::stream::empty()));
+                }
+                GetOptions::new().with_range(Some(start..end))
+            }
+        };
+        let result = self.get_object(blake3, options).await?;
+        Ok(Box::pin(result.into_stream().map_err(StoreError::from)))
+    }
+
+    /// Streams a whole blob while re-hashing it. The last chunk is held back until the digest
+    /// is checked: if the bytes do not hash to `blake3`, or their length is not
+    /// `expected_size`, the stream ends with [`StoreError::Corrupt`] instead, so a consumer
+    /// never receives a complete, wrong body without an error.
+    pub async fn get_verified(
+        &self,
+        blake3: &Blake3Digest,
+        expected_size: u64,
+    ) -> Result<BlobStream, StoreError> {
+        let result = self.get_object(blake3, GetOptions::new()).await?;
+        if result.meta.size != expected_size {
+            return Err(StoreError::Corrupt {
+                digest: blake3.hex(),
+            });
+        }
+        let inner = result.into_stream().map_err(StoreError::from).boxed();
+        Ok(Box::pin(VerifyingStream::new(
+            inner,
+            *blake3,
+            expected_size,
+        )))
+    }
+
+    async fn get_object(
+        &self,
+        blake3: &Blake3Digest,
+        options: GetOptions,
+    ) -> Result<GetResult, StoreError> {
+        let path = blob_object(blake3);
+        let result = self.store.get_opts(&path, options).await;
+        result.map_err(|e| not_found(e, blake3))
+    }
+
+    /// Deletes temporary objects older than `older_than`: uploads abandoned by a crash.
+    /// Returns how many were removed. Pick an age well above the longest upload.
+    pub async fn sweep_temp(&self, older_than: Duration) -> Result<usize, StoreError> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut removed = temp::sweep_listed(self.store.as_ref(), cutoff).await?;
+        if let Some(root) = &self.local_root {
+            removed += temp::sweep_local_staging(root, cutoff).await?;
+        }
+        if removed > 0 {
+            tracing::info!(removed, "swept abandoned temporary uploads");
+        }
+        Ok(removed)
+    }
+
+    /// Convenience for bodies already in memory; see [`BlobStore::put_stream`].
+    pub async fn put_bytes(
+        &self,
+        bytes: Bytes,
+        max_size: u64,
+        expected: &Expected,
+    ) -> Result<Digests, StoreError> {
+        let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
+        self.put_stream(body, max_size, expected).await
+    }
+}
+
+fn blob_object(blake3: &Blake3Digest) -> Path {
+    Path::from_iter([BLOBS_DIR, &blake3.hex()])
+}
+
+fn not_found(e: object_store::Error, blake3: &Blake3Digest) -> StoreError {
+    match e {
+        object_store::Error::NotFound { .. } => StoreError::NotFound {
+            digest: blake3.hex(),
+        },
+        e => StoreError::Backend(e),
+    }
+}

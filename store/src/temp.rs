@@ -1,0 +1,180 @@
+//! Temporary upload objects under `tmp/`: naming, cleanup, and sweeping what a crash left.
+
+use std::future::Future;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::StoreError;
+
+/// Where uploads are written before their digests are checked.
+pub(crate) const TEMP_DIR: &str = "tmp";
+
+/// A fresh, unguessable temporary object path: `tmp/<32 hex chars>`.
+pub(crate) fn new_path() -> Result<Path, StoreError> {
+    let mut id = [0u8; 16];
+    SystemRandom::new().fill(&mut id).map_err(|_| {
+        StoreError::Backend(object_store::Error::Generic {
+            store: "arca-store",
+            source: "the system random number generator failed".into(),
+        })
+    })?;
+    Ok(Path::from_iter([TEMP_DIR, &hex::encode(id)]))
+}
+
+/// A temporary upload in progress. [`TempObject::remove`] cleans it up; if the owning future
+/// is dropped instead (a client hung up mid-upload), `Drop` spawns the same cleanup.
+pub(crate) struct TempObject {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    writer: Option<WriteMultipart>,
+    removed: bool,
+}
+
+impl TempObject {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, path: Path, writer: WriteMultipart) -> Self {
+        Self {
+            store,
+            path,
+            writer: Some(writer),
+            removed: false,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn writer(&mut self) -> Result<&mut WriteMultipart, StoreError> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| upload_closed(&self.path))
+    }
+
+    /// Uploads the last part and completes the multipart upload, making the object readable.
+    pub(crate) async fn finish_upload(&mut self) -> Result<(), StoreError> {
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| upload_closed(&self.path))?;
+        writer.finish().await?;
+        Ok(())
+    }
+
+    /// Aborts the upload if it is still open and deletes the temporary object (best effort).
+    pub(crate) async fn remove(mut self) {
+        self.cleanup().await;
+    }
+
+    fn cleanup(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        self.removed = true;
+        let writer = self.writer.take();
+        let store = Arc::clone(&self.store);
+        let path = self.path.clone();
+        async move {
+            if let Some(writer) = writer
+                && let Err(e) = writer.abort().await
+            {
+                tracing::warn!(%path, error = %e, "could not abort a multipart upload");
+            }
+            delete_quietly(store.as_ref(), &path).await;
+        }
+    }
+}
+
+impl Drop for TempObject {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        let cleanup = self.cleanup();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(cleanup);
+        }
+    }
+}
+
+fn upload_closed(path: &Path) -> StoreError {
+    StoreError::Backend(object_store::Error::Generic {
+        store: "arca-store",
+        source: format!("upload to {path} used after it was closed").into(),
+    })
+}
+
+/// Deletes an object, treating "already gone" as success and logging anything else.
+async fn delete_quietly(store: &dyn ObjectStore, path: &Path) {
+    match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => tracing::warn!(%path, error = %e, "could not delete a temporary object"),
+    }
+}
+
+/// Deletes the listed temporary objects last modified at or before `cutoff`.
+pub(crate) async fn sweep_listed(
+    store: &dyn ObjectStore,
+    cutoff: SystemTime,
+) -> Result<usize, StoreError> {
+    let prefix = Path::from(TEMP_DIR);
+    let stale: Vec<Path> = store
+        .list(Some(&prefix))
+        .try_filter_map(|meta| async move {
+            let modified = SystemTime::from(meta.last_modified);
+            Ok((modified <= cutoff).then_some(meta.location))
+        })
+        .try_collect()
+        .await?;
+    let mut removed = 0;
+    for path in stale {
+        match store.delete(&path).await {
+            Ok(()) => removed += 1,
+            // Finished and removed by its upload in the meantime.
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(removed)
+}
+
+/// `LocalFileSystem` writes a multipart upload to a staging file `tmp/<id>#<n>` that listings
+/// skip; a crash mid-upload leaves one behind, so the local backend also scans the directory.
+pub(crate) async fn sweep_local_staging(
+    root: &FsPath,
+    cutoff: SystemTime,
+) -> Result<usize, StoreError> {
+    let dir = root.join(TEMP_DIR);
+    let scan = move || -> std::io::Result<usize> {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let staged = entry.file_name().to_string_lossy().contains('#');
+            let meta = entry.metadata()?;
+            if staged && meta.is_file() && meta.modified()? <= cutoff {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    };
+    let scanned = tokio::task::spawn_blocking(scan)
+        .await
+        .map_err(|source| object_store::Error::JoinError { source })?;
+    scanned.map_err(|source| {
+        StoreError::Backend(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(source),
+        })
+    })
+}
