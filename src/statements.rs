@@ -92,8 +92,9 @@ pub fn check_build(
             ),
         ));
     }
+    // Verify against every listed key, revoked ones included, so a refusal can say "revoked".
     let keys = trust
-        .public_keys()
+        .all_public_keys()
         .map_err(|e| Error::Internal(e.to_string()))?;
     let valid = env
         .valid_signers(&keys)
@@ -102,7 +103,9 @@ pub fn check_build(
     let mut reasons = Vec::new();
     for id in &valid {
         let entry = &trust.keys[id];
-        if !entry.can_sign(Role::Builder, now) {
+        if entry.status == arca_keys::KeyStatus::Revoked {
+            reasons.push(format!("key {id} is revoked (trust v{})", trust.version));
+        } else if !entry.can_sign(Role::Builder, now) {
             reasons.push(format!("key {id} is not an active builder key"));
         } else if !entry.covers_name(name.as_str()) {
             reasons.push(format!(

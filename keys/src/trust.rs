@@ -171,9 +171,21 @@ impl TrustDocument {
 
     /// Every listed key that is not revoked, by id (for verifying what was signed in the past).
     pub fn public_keys(&self) -> Result<BTreeMap<KeyId, PublicKey>, KeyError> {
+        self.keys_where(|e| e.status != KeyStatus::Revoked)
+    }
+
+    /// Every listed key, revoked ones included (to say why a signature does not count).
+    pub fn all_public_keys(&self) -> Result<BTreeMap<KeyId, PublicKey>, KeyError> {
+        self.keys_where(|_| true)
+    }
+
+    fn keys_where(
+        &self,
+        keep: impl Fn(&KeyEntry) -> bool,
+    ) -> Result<BTreeMap<KeyId, PublicKey>, KeyError> {
         self.keys
             .iter()
-            .filter(|(_, e)| e.status != KeyStatus::Revoked)
+            .filter(|(_, e)| keep(e))
             .map(|(id, e)| Ok((id.clone(), PublicKey::from_tuf(&e.public)?)))
             .collect()
     }
