@@ -154,7 +154,8 @@ pub fn verify_release_build(
     sha256: &str,
     blake3: &str,
 ) -> Result<KeyId, String> {
-    let keys = trust.public_keys().map_err(|e| e.to_string())?;
+    // Every listed key, so that a revoked signer is named as such (and still refused).
+    let keys = trust.all_public_keys().map_err(|e| e.to_string())?;
     let mut reasons = Vec::new();
     for env in envelopes {
         let Ok((st, s_sha, s_b3)) = parse_subject(env, name, version) else {
@@ -183,7 +184,9 @@ pub fn verify_release_build(
         }
         for id in valid {
             let e = &trust.keys[&id];
-            if e.roles.contains(&Role::Builder) && e.covers_name(name.as_str()) {
+            if e.status == arca_keys::KeyStatus::Revoked {
+                reasons.push(format!("key {id} is revoked (trust v{})", trust.version));
+            } else if e.roles.contains(&Role::Builder) && e.covers_name(name.as_str()) {
                 return Ok(id);
             }
             reasons.push(format!("key {id} is not a builder key for {name}"));

@@ -626,6 +626,7 @@ fn release_built_by_a_revoked_key_is_refused() {
         "{err}"
     );
     assert!(err.contains(&keyid), "{err}");
+    assert!(err.contains("is revoked"), "{err}");
     assert_nothing_in(&dir);
 
     // What arca's client adds over generic TUF: python-tuf checks only the TUF roles (the

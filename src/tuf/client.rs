@@ -457,7 +457,10 @@ pub async fn download_target(
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
-                failure = Some(TufError::Other(format!("GET {url}: {e}")));
+                failure = Some(TufError::Other(format!(
+                    "GET {url}: transfer broke off after {length} of {} signed bytes: {e}",
+                    target.length
+                )));
                 break;
             }
         };

@@ -202,7 +202,7 @@ impl BlobStore {
             }
         };
         let result = self.get_object(blake3, options).await?;
-        Ok(Box::pin(result.into_stream().map_err(StoreError::from)))
+        Ok(into_stream(result))
     }
 
     /// Streams a whole blob while re-hashing it. The last chunk is held back until the digest
@@ -220,7 +220,7 @@ impl BlobStore {
                 digest: blake3.hex(),
             });
         }
-        let inner = result.into_stream().map_err(StoreError::from).boxed();
+        let inner = into_stream(result);
         Ok(Box::pin(VerifyingStream::new(
             inner,
             *blake3,
@@ -276,5 +276,34 @@ fn not_found(e: object_store::Error, blake3: &Blake3Digest) -> StoreError {
             digest: blake3.hex(),
         },
         e => StoreError::Backend(e),
+    }
+}
+
+/// Size of the chunks read from a local file. object_store's own file stream reads 8 KiB at a
+/// time; 256 KiB chunks cut the per-chunk work of a download (and its syscalls) by 32.
+const FILE_CHUNK: usize = 256 * 1024;
+
+/// The body of a get: local files are read in [`FILE_CHUNK`] blocks, other backends' streams
+/// pass through.
+fn into_stream(result: GetResult) -> BlobStream {
+    match result.payload {
+        object_store::GetResultPayload::File(file, _) => {
+            let range = result.range;
+            let read = async move {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let mut f = tokio::fs::File::from_std(file);
+                f.seek(std::io::SeekFrom::Start(range.start)).await?;
+                Ok::<_, std::io::Error>(f.take(range.end - range.start))
+            };
+            let stream = futures::stream::once(read)
+                .map_ok(|r| tokio_util::io::ReaderStream::with_capacity(r, FILE_CHUNK))
+                .try_flatten()
+                .map_err(|e| StoreError::Backend(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                }));
+            Box::pin(stream)
+        }
+        object_store::GetResultPayload::Stream(s) => Box::pin(s.map_err(StoreError::from)),
     }
 }
