@@ -298,10 +298,12 @@ fn into_stream(result: GetResult) -> BlobStream {
             let stream = futures::stream::once(read)
                 .map_ok(|r| tokio_util::io::ReaderStream::with_capacity(r, FILE_CHUNK))
                 .try_flatten()
-                .map_err(|e| StoreError::Backend(object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                }));
+                .map_err(|e| {
+                    StoreError::Backend(object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    })
+                });
             Box::pin(stream)
         }
         object_store::GetResultPayload::Stream(s) => Box::pin(s.map_err(StoreError::from)),
