@@ -72,6 +72,34 @@ pub fn parse_subject(
     Ok((st, sha256, blake3))
 }
 
+/// Whether `id` may sign a build of `name` now; otherwise the reason, naming the key.
+pub fn builder_may_sign(
+    trust: &TrustDocument,
+    id: &KeyId,
+    name: &ArtifactName,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let Some(entry) = trust.keys.get(id) else {
+        return Err(Error::forbidden(
+            "untrusted_key",
+            format!("key {id} is not in trust document v{}", trust.version),
+        ));
+    };
+    let reason = if entry.status == arca_keys::KeyStatus::Revoked {
+        format!("key {id} is revoked (trust v{})", trust.version)
+    } else if !entry.can_sign(Role::Builder, now) {
+        format!("key {id} is not an active builder key")
+    } else if !entry.covers_name(name.as_str()) {
+        format!(
+            "key {id} may sign only {} (not {name})",
+            entry.scope.join(", ")
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::forbidden("key_not_allowed", reason))
+}
+
 /// Checks a build statement: an in-toto statement with a build predicate about
 /// `name@version`, signed by at least one active builder key whose scope covers `name`.
 /// A refusal names each signing key and why it does not count.
@@ -102,18 +130,9 @@ pub fn check_build(
     let mut signers = Vec::new();
     let mut reasons = Vec::new();
     for id in &valid {
-        let entry = &trust.keys[id];
-        if entry.status == arca_keys::KeyStatus::Revoked {
-            reasons.push(format!("key {id} is revoked (trust v{})", trust.version));
-        } else if !entry.can_sign(Role::Builder, now) {
-            reasons.push(format!("key {id} is not an active builder key"));
-        } else if !entry.covers_name(name.as_str()) {
-            reasons.push(format!(
-                "key {id} may sign only {} (not {name})",
-                entry.scope.join(", ")
-            ));
-        } else {
-            signers.push(id.clone());
+        match builder_may_sign(trust, id, name, now) {
+            Ok(()) => signers.push(id.clone()),
+            Err(e) => reasons.push(e.to_string()),
         }
     }
     if signers.is_empty() {

@@ -353,6 +353,7 @@ fn push_mismatched(s: &Server, key: &Path, signed: &Path, sent: &Path) -> String
         version: "1".parse().unwrap(),
         file: "app.bin".parse().unwrap(),
         media_type: None,
+        upload: None,
     };
     let statement = Statement::new(
         Subject {
@@ -383,7 +384,7 @@ fn push_mismatched(s: &Server, key: &Path, signed: &Path, sent: &Path) -> String
         .enable_all()
         .build()
         .unwrap();
-    let result = rt.block_on(client.push(sent, &q, &envelope.to_bytes(), None));
+    let result = rt.block_on(client.push(Some(sent), &q, &envelope.to_bytes(), None));
     match result {
         Ok(r) => panic!("a mismatched push was accepted: {r:?}"),
         Err(e) => format!("{e:#}"),

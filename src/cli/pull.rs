@@ -101,6 +101,7 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
     }
     check_bootstrap(&dir, &root_bytes)?;
 
+    let started = std::time::Instant::now();
     let api = a.client.client()?;
     let fetcher = Fetcher::new(api.http().clone());
     let base = format!("{}/tuf/{}", api.base(), a.channel);
@@ -157,6 +158,10 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
         )
     })?;
 
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "metadata, trust and statements verified"
+    );
     // The bytes, length-capped and hash-checked while they stream into a temporary file in DIR.
     let file_name: FileName = path
         .rsplit('/')
@@ -199,6 +204,10 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
             return Err(e);
         }
     };
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "downloaded and verified"
+    );
     let dest = a.out.join(file_name.as_str());
     if a.json {
         println!(

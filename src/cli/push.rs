@@ -3,13 +3,13 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use arca_keys::SigningKey;
 use arca_keys::dsse::Envelope;
 use arca_keys::intoto::{PAYLOAD_TYPE, Statement, Subject};
 
 use super::ClientArgs;
-use crate::model::api::{BUILD_PREDICATE, BuildPredicate, PushQuery, subject_name};
+use crate::model::api::{BUILD_PREDICATE, BuildPredicate, PushQuery, UploadQuery, subject_name};
 use crate::model::{ArtifactName, FileName, Version};
 
 /// Upload an artifact and its build signature; it enters the first channel.
@@ -34,30 +34,25 @@ pub struct Args {
     client: ClientArgs,
 }
 
-/// BLAKE3, SHA-256 and size of a file, read once in 1 MiB blocks on a blocking thread.
+/// BLAKE3, SHA-256 and size of a file, read once in 1 MiB blocks; the two digests are
+/// computed on threads of their own.
 pub async fn hash_file(path: &Path) -> anyhow::Result<(String, String, u64)> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut f =
             std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let mut b3 = blake3::Hasher::new();
-        let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
+        let mut hasher = arca_store::ParallelHasher::new();
         loop {
+            let mut buf = vec![0u8; 1 << 20];
             let n = f.read(&mut buf)?;
             if n == 0 {
                 break;
             }
-            b3.update(&buf[..n]);
-            sha.update(&buf[..n]);
-            size += n as u64;
+            buf.truncate(n);
+            hasher.update_blocking(buf.into());
         }
-        Ok((
-            b3.finalize().to_hex().to_string(),
-            hex::encode(sha.finish()),
-            size,
-        ))
+        let d = hasher.finish_blocking()?;
+        Ok((d.blake3.hex(), d.sha256.hex(), d.size))
     })
     .await?
 }
@@ -70,12 +65,56 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
         .and_then(|n| n.to_str())
         .context("FILE has no file name")?
         .parse()?;
-    let (blake3, sha256, size) = hash_file(&a.file).await?;
+    let size = std::fs::metadata(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?
+        .len();
+    let api = a.client.client()?;
+    let started = std::time::Instant::now();
+    let subject = subject_name(&a.name, &a.version);
+
+    // A new version is uploaded while the file is hashed (two requests: stage, then push with
+    // the statement). An existing one is only hashed: the push then names no bytes, and the
+    // server answers "already present" for the same bytes or refuses other bytes.
+    let existing = api.artifact(&a.name, &a.version).await?;
+    let bar = super::progress(size, a.json || existing.is_some());
+    if let Some(b) = &bar {
+        b.set_message(format!("push {subject}"));
+    }
+    let (digests, upload) = if existing.is_some() {
+        (hash_file(&a.file).await?, None)
+    } else {
+        let uq = UploadQuery {
+            name: a.name.clone(),
+            version: a.version.clone(),
+            signer: key.key_id(),
+        };
+        let (digests, staged) =
+            tokio::try_join!(hash_file(&a.file), api.upload(&a.file, &uq, bar.clone()))?;
+        let (blake3, sha256, size) = &digests;
+        if (&staged.blake3, &staged.sha256, staged.size) != (blake3, sha256, *size) {
+            bail!(
+                "the server received other bytes (blake3 {}) than {} holds (blake3 {blake3}): did the file change during the upload?",
+                staged.blake3,
+                a.file.display()
+            );
+        }
+        (digests, Some(staged.upload))
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let (blake3, sha256, size) = digests;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        size,
+        "uploaded and hashed"
+    );
+
     let statement = Statement::new(
         Subject {
-            name: subject_name(&a.name, &a.version),
+            name: subject.clone(),
             digest: [
-                ("sha256".to_owned(), sha256.clone()),
+                ("sha256".to_owned(), sha256),
                 ("blake3".to_owned(), blake3.clone()),
             ]
             .into(),
@@ -92,23 +131,13 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
         version: a.version.clone(),
         file: file_name,
         media_type: a.media_type.clone(),
+        upload,
     };
-    let bar = super::progress(size, a.json);
-    if let Some(b) = &bar {
-        b.set_message(format!("push {}", subject_name(&a.name, &a.version)));
-    }
-    let resp = a
-        .client
-        .client()?
-        .push(&a.file, &q, &envelope.to_bytes(), bar.clone())
-        .await;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    let resp = resp?;
+    let resp = api.push(None, &q, &envelope.to_bytes(), None).await?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "pushed");
     if resp.artifact.blake3 != blake3 {
-        anyhow::bail!(
-            "the server stored blake3 {} but the file is {blake3}",
+        bail!(
+            "{subject} exists with blake3 {}, but the file is {blake3}",
             resp.artifact.blake3
         );
     }

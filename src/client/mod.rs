@@ -8,8 +8,10 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 
 use crate::model::api::{
-    ErrorBody, PushQuery, PushResponse, STATEMENT_HEADER, TrustChangeResponse,
+    ArtifactInfo, ErrorBody, PushQuery, PushResponse, STATEMENT_HEADER, TrustChangeResponse,
+    UploadQuery, UploadResponse,
 };
+use crate::model::{ArtifactName, Version};
 
 /// A client of one arca server.
 #[derive(Clone)]
@@ -62,14 +64,11 @@ impl ApiClient {
         Ok(req.bearer_auth(token))
     }
 
-    /// Uploads `file` with its build statement; `progress` sees every byte sent.
-    pub async fn push(
-        &self,
+    /// A streaming request body for `file`; `progress` sees every byte sent.
+    async fn file_body(
         file: &Path,
-        q: &PushQuery,
-        statement: &[u8],
         progress: Option<indicatif::ProgressBar>,
-    ) -> anyhow::Result<PushResponse> {
+    ) -> anyhow::Result<(reqwest::Body, u64)> {
         let f = tokio::fs::File::open(file)
             .await
             .with_context(|| format!("opening {}", file.display()))?;
@@ -80,7 +79,45 @@ impl ApiClient {
                 p.inc(c.len() as u64);
             }
         });
-        let body = reqwest::Body::wrap_stream(stream);
+        Ok((reqwest::Body::wrap_stream(stream), len))
+    }
+
+    /// Stages `file` for `name@version` (step one of a push).
+    pub async fn upload(
+        &self,
+        file: &Path,
+        q: &UploadQuery,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> anyhow::Result<UploadResponse> {
+        let (body, len) = Self::file_body(file, progress).await?;
+        let req = self
+            .http
+            .post(self.url("/api/v1/uploads"))
+            .query(q)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        let resp = self
+            .authed(req)?
+            .send()
+            .await
+            .context("sending the upload")?;
+        decode(resp).await
+    }
+
+    /// Pushes with a build statement: the bytes are `file` (one request), or a staged upload
+    /// named in `q.upload` (then `file` is `None` and the body is empty).
+    pub async fn push(
+        &self,
+        file: Option<&Path>,
+        q: &PushQuery,
+        statement: &[u8],
+        progress: Option<indicatif::ProgressBar>,
+    ) -> anyhow::Result<PushResponse> {
+        let (body, len) = match file {
+            Some(f) => Self::file_body(f, progress).await?,
+            None => (reqwest::Body::from(Vec::new()), 0),
+        };
         let req = self
             .http
             .post(self.url("/api/v1/artifacts"))
@@ -94,6 +131,24 @@ impl ApiClient {
             .body(body);
         let resp = self.authed(req)?.send().await.context("sending the push")?;
         decode(resp).await
+    }
+
+    /// The artifact `name@version`, if it exists.
+    pub async fn artifact(
+        &self,
+        name: &ArtifactName,
+        version: &Version,
+    ) -> anyhow::Result<Option<ArtifactInfo>> {
+        let resp = self
+            .http
+            .get(self.url("/api/v1/artifacts"))
+            .query(&[("name", name.as_str()), ("version", version.as_str())])
+            .send()
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        decode(resp).await.map(Some)
     }
 
     /// The current trust document.

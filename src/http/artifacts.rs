@@ -7,9 +7,9 @@ use serde::Deserialize;
 
 use super::auth::Actor;
 use crate::db;
-use crate::model::api::{PushQuery, STATEMENT_HEADER};
+use crate::model::api::{PushQuery, STATEMENT_HEADER, UploadQuery};
 use crate::model::{ArtifactName, Version};
-use crate::service::{App, Error, push};
+use crate::service::{App, Error, push, upload};
 
 /// Longest accepted statement header (base64 of the DSSE envelope).
 const MAX_STATEMENT_HEADER: usize = 16 * 1024;
@@ -20,7 +20,7 @@ async fn push_artifact(
     actor: Actor,
     req: HttpRequest,
     q: web::Query<PushQuery>,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<HttpResponse, Error> {
     let header = req.headers().get(STATEMENT_HEADER).ok_or_else(|| {
         Error::invalid(
@@ -43,20 +43,7 @@ async fn push_artifact(
             )
         })?;
 
-    // actix's payload is bound to this worker thread; forward it through a bounded channel so
-    // the store sees a Send stream, with backpressure.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(16);
-    let body =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let forward = async move {
-        while let Some(chunk) = payload.next().await {
-            let item = chunk.map_err(|e| e.to_string());
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                break;
-            }
-        }
-    };
+    let (body, forward) = forward(payload);
     let q = q.into_inner();
     let (result, ()) = futures::join!(push::push(&app, &actor.0, q, statement, body), forward);
     let resp = result?;
@@ -65,6 +52,42 @@ async fn push_artifact(
     } else {
         HttpResponse::Ok().json(resp)
     })
+}
+
+/// actix's payload is bound to its worker thread; this forwards it through a bounded channel so
+/// the store sees a `Send` stream, with backpressure. Run the returned future next to the
+/// consumer (`join!`).
+fn forward(
+    mut payload: web::Payload,
+) -> (
+    impl futures::Stream<Item = Result<bytes::Bytes, String>> + Send,
+    impl std::future::Future<Output = ()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(16);
+    let body =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let pump = async move {
+        while let Some(chunk) = payload.next().await {
+            let item = chunk.map_err(|e| e.to_string());
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    (body, pump)
+}
+
+#[post("/api/v1/uploads")]
+async fn stage_upload(
+    app: web::Data<App>,
+    actor: Actor,
+    q: web::Query<UploadQuery>,
+    payload: web::Payload,
+) -> Result<HttpResponse, Error> {
+    let (body, pump) = forward(payload);
+    let (result, ()) = futures::join!(upload::stage(&app, &actor.0, q.into_inner(), body), pump);
+    Ok(HttpResponse::Created().json(result?))
 }
 
 #[derive(Deserialize)]
@@ -127,6 +150,7 @@ async fn get_statement(
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(push_artifact)
+        .service(stage_upload)
         .service(get_artifact)
         .service(get_statement);
 }

@@ -56,6 +56,7 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
         cfg: Arc::new(cfg.clone()),
         online: Arc::new(online),
         home: dir.to_path_buf(),
+        uploads: Default::default(),
     };
 
     match app.store.sweep_temp(Duration::from_secs(3600)).await {

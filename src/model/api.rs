@@ -44,6 +44,29 @@ pub struct PushQuery {
     pub file: FileName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// A staged upload (from `POST /api/v1/uploads`) holding the bytes; the body is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+}
+
+/// Query of `POST /api/v1/uploads` (the body is the artifact's bytes). The signer is named up
+/// front so that the server can refuse a key that may not push this name before reading a byte.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    pub name: ArtifactName,
+    pub version: Version,
+    pub signer: arca_keys::KeyId,
+}
+
+/// Answer to an upload: the bytes are stored and hashed, but visible nowhere until a push
+/// names this upload with a build statement whose digests match.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UploadResponse {
+    pub upload: String,
+    pub blake3: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// The predicate of arca's minimal build statement.

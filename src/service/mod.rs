@@ -4,6 +4,7 @@
 pub mod push;
 pub mod refresh;
 pub mod trust;
+pub mod upload;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ pub struct App {
     pub cfg: Arc<Config>,
     pub online: Arc<BTreeMap<ChannelName, Arc<SigningKey>>>,
     pub home: PathBuf,
+    pub uploads: upload::Uploads,
 }
 
 /// Why a use case refused or failed. Client mistakes carry a stable code and a message that

@@ -1,7 +1,8 @@
-//! Push: one request carries the build statement (header) and the bytes (body). The statement
-//! is checked before a byte is read, the bytes are hashed while they stream and must match the
-//! statement's digests, and only then do artifact, statement, channel entry, TUF metadata and
-//! audit entry land together in one transaction.
+//! Push: the build statement (header) with the bytes, either in the body of the same request or
+//! staged before by `POST /api/v1/uploads`. The statement is checked before a byte is read or a
+//! staged upload is claimed; the bytes' digests, computed by the server, must equal the
+//! statement's; only then do artifact, statement, channel entry, TUF metadata and audit entry
+//! land together in one transaction. A refusal discards the bytes.
 
 use arca_keys::dsse::Envelope;
 use arca_store::{Blake3Digest, Expected, Sha256Digest};
@@ -73,10 +74,17 @@ where
         sha256: Some(parse_digest::<Sha256Digest>(&checked.sha256)?),
         size: None,
     };
-    let digests = app
-        .store
-        .put_stream(body, app.cfg.store.max_blob_size, &expected)
-        .await?;
+    let digests = match &q.upload {
+        Some(id) => {
+            let pending = app.uploads.take(id, actor, &q.name, &q.version)?;
+            app.store.commit(pending.staged, &expected).await?
+        }
+        None => {
+            app.store
+                .put_stream(body, app.cfg.store.max_blob_size, &expected)
+                .await?
+        }
+    };
 
     let media_type = q
         .media_type

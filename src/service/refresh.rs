@@ -27,6 +27,10 @@ pub async fn run(app: App) {
                 Err(e) => tracing::error!(%channel, error = %e, "cannot re-sign metadata"),
             }
         }
+        let expired = app.uploads.expire();
+        if expired > 0 {
+            tracing::info!(expired, "dropped staged uploads that no push claimed");
+        }
         tokio::time::sleep(app.cfg.tuf.refresh_interval).await;
     }
 }

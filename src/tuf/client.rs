@@ -436,20 +436,42 @@ pub async fn download_target(
             resp.status()
         )));
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
-    let hashes = target.hashes.clone();
-    let worker = std::thread::spawn(move || -> std::io::Result<(HashSet, blake3::Hasher)> {
+    // SHA-256 and BLAKE3 run on their own threads; this thread writes (and computes any other
+    // listed algorithm), so receiving, hashing and writing overlap.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    let others: BTreeMap<String, String> = target
+        .hashes
+        .iter()
+        .filter(|(alg, _)| alg.as_str() != "sha256")
+        .map(|(a, h)| (a.clone(), h.clone()))
+        .collect();
+    let worker = std::thread::spawn(move || -> std::io::Result<HashSet> {
+        let syncer = Syncer::new(&out)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-        let mut set = HashSet::new(&hashes);
-        let mut b3 = blake3::Hasher::new();
-        for chunk in rx {
+        let mut set = HashSet::new(&others);
+        let mut unsynced = 0usize;
+        while let Some(chunk) = rx.blocking_recv() {
             set.update(&chunk);
-            b3.update(&chunk);
             out.write_all(&chunk)?;
+            unsynced += chunk.len();
+            if unsynced >= SYNC_EVERY {
+                out.flush()?;
+                syncer.kick();
+                unsynced = 0;
+            }
         }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        Ok((set, b3))
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        let written = std::time::Instant::now();
+        syncer.finish()?;
+        // Durable before the caller renames it into place.
+        file.sync_all()?;
+        tracing::debug!(
+            fsync_ms = written.elapsed().as_millis() as u64,
+            "download synced"
+        );
+        Ok(set)
     });
+    let mut hasher = arca_store::ParallelHasher::new();
     let mut length = 0u64;
     let mut stream = resp.bytes_stream();
     let mut failure = None;
@@ -475,44 +497,88 @@ pub async fn download_target(
         if let Some(p) = &progress {
             p.inc(chunk.len() as u64);
         }
-        if tx.send(chunk).is_err() {
+        hasher.update(chunk.clone()).await;
+        if tx.send(chunk).await.is_err() {
             break;
         }
     }
     drop(tx);
-    let joined = worker
-        .join()
-        .map_err(|_| TufError::Other("the hashing thread panicked".into()))?;
+    let joined = tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .map_err(|e| TufError::Other(e.to_string()))?
+        .map_err(|_| TufError::Other("the writing thread panicked".into()))?;
+    let digests = hasher
+        .finish()
+        .await
+        .map_err(|e| TufError::Other(e.to_string()))?;
     if let Some(f) = failure {
         return Err(f);
     }
-    let (mut set, b3) =
-        joined.map_err(|e| TufError::Other(format!("writing the download: {e}")))?;
+    let set = joined.map_err(|e| TufError::Other(format!("writing the download: {e}")))?;
     if length != target.length {
         return Err(TufError::HashMismatch {
             what: format!("{url} (length {length}, signed {})", target.length),
         });
     }
-    let sha256 = {
-        let mut probe = HashSet::new(&target.hashes);
-        std::mem::swap(&mut probe, &mut set);
-        let got = probe.finish();
-        for (alg, want) in &target.hashes {
-            match got.get(alg.as_str()) {
-                Some(h) if h == want => {}
-                _ => return Err(TufError::HashMismatch { what: url.into() }),
-            }
+    if target.hashes.is_empty() {
+        return Err(TufError::HashMismatch {
+            what: format!("{url} (no hashes listed)"),
+        });
+    }
+    let mut got = set.finish();
+    let sha256 = digests.sha256.hex();
+    got.insert("sha256", sha256.clone());
+    for (alg, want) in &target.hashes {
+        match got.get(alg.as_str()) {
+            Some(h) if h == want => {}
+            _ => return Err(TufError::HashMismatch { what: url.into() }),
         }
-        if target.hashes.is_empty() {
-            return Err(TufError::HashMismatch {
-                what: format!("{url} (no hashes listed)"),
-            });
-        }
-        got.get("sha256").cloned().unwrap_or_default()
-    };
+    }
     Ok(Downloaded {
         length,
         sha256,
-        blake3: b3.finalize().to_hex().to_string(),
+        blake3: digests.blake3.hex(),
     })
+}
+
+/// How much a download writes between two background flushes.
+const SYNC_EVERY: usize = 64 << 20;
+
+/// Flushes a file being written to disk in the background, so that the fsync before the
+/// rename finds little left to do (the kernel would otherwise hold the whole download in dirty
+/// pages until then). It works on its own handle to the same file.
+struct Syncer {
+    kick: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Syncer {
+    fn new(file: &std::fs::File) -> std::io::Result<Self> {
+        let handle = file.try_clone()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::spawn(move || {
+            for () in rx {
+                handle.sync_data()?;
+            }
+            Ok(())
+        });
+        Ok(Syncer {
+            kick: Some(tx),
+            thread,
+        })
+    }
+
+    /// Asks for a flush, unless one is already pending.
+    fn kick(&self) {
+        if let Some(tx) = &self.kick {
+            let _ = tx.try_send(());
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        drop(self.kick.take());
+        self.thread
+            .join()
+            .map_err(|_| std::io::Error::other("the sync thread panicked"))?
+    }
 }

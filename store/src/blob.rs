@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetResult, ObjectStore, ObjectStoreExt, WriteMultipart};
 
-use crate::hashing::Hasher;
+use crate::hashing::ParallelHasher;
 use crate::temp::{self, TempObject};
 use crate::verify::VerifyingStream;
 use crate::{Blake3Digest, Digests, Expected, StoreError};
@@ -97,21 +97,63 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
     {
+        let staged = self.stage(body, max_size).await?;
+        self.commit(staged, expected).await
+    }
+
+    /// The first half of [`BlobStore::put_stream`]: streams `body` into a temporary object,
+    /// hashing and size-capping it, and returns it with its digests — visible nowhere yet.
+    /// Follow with [`BlobStore::commit`] or [`BlobStore::discard`]; a crash in between leaves
+    /// only a temporary object for [`BlobStore::sweep_temp`]. This lets a caller learn the
+    /// digests before it decides (arca checks the signed statement that names them).
+    pub async fn stage<S, E>(&self, body: S, max_size: u64) -> Result<Staged, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: fmt::Display,
+    {
         let tmp = temp::new_path()?;
         let upload = self.store.put_multipart(&tmp).await?;
         let writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut temp = TempObject::new(Arc::clone(&self.store), tmp, writer);
-        let result = self.upload(body, max_size, expected, &mut temp).await;
-        // Success or not, the temporary object goes: on success its bytes now live under blobs/.
-        temp.remove().await;
-        result
+        match self.upload(body, max_size, &mut temp).await {
+            Ok(digests) => Ok(Staged {
+                path: temp.keep(),
+                digests,
+                store: Arc::clone(&self.store),
+                settled: false,
+            }),
+            Err(e) => {
+                temp.remove().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks `expected` against a staged upload and, if it holds, makes the blob visible under
+    /// its BLAKE3 name (create-only: a stored blob is never replaced). The temporary object is
+    /// removed either way.
+    pub async fn commit(&self, staged: Staged, expected: &Expected) -> Result<Digests, StoreError> {
+        let result = match expected.check(&staged.digests) {
+            Ok(()) => self
+                .publish(&staged.path, &blob_object(&staged.digests.blake3))
+                .await
+                .map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
+        let digests = staged.digests;
+        staged.remove().await;
+        result.map(|()| digests)
+    }
+
+    /// Drops a staged upload without publishing it.
+    pub async fn discard(&self, staged: Staged) {
+        staged.remove().await;
     }
 
     async fn upload<S, E>(
         &self,
         body: S,
         max_size: u64,
-        expected: &Expected,
         temp: &mut TempObject,
     ) -> Result<Digests, StoreError>
     where
@@ -119,7 +161,8 @@ impl BlobStore {
         E: fmt::Display,
     {
         let mut body = pin!(body);
-        let mut hasher = Hasher::new();
+        let started = std::time::Instant::now();
+        let mut hasher = ParallelHasher::new();
         loop {
             let chunk = match body.next().await {
                 Some(Ok(chunk)) => chunk,
@@ -129,17 +172,21 @@ impl BlobStore {
             if hasher.size().saturating_add(chunk.len() as u64) > max_size {
                 return Err(StoreError::TooLarge { limit: max_size });
             }
-            hasher = hasher.update_async(chunk.clone()).await?;
+            hasher.update(chunk.clone()).await;
             let writer = temp.writer()?;
             writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
             writer.put(chunk);
         }
+        let received_ms = started.elapsed().as_millis() as u64;
         temp.finish_upload().await?;
-        let digests = hasher.finish();
-        expected.check(&digests)?;
-        self.publish(temp.path(), &blob_object(&digests.blake3))
-            .await?;
-        tracing::debug!(blake3 = %digests.blake3, size = digests.size, "stored blob");
+        let digests = hasher.finish().await?;
+        tracing::debug!(
+            blake3 = %digests.blake3,
+            size = digests.size,
+            received_ms,
+            written_ms = started.elapsed().as_millis() as u64,
+            "staged upload"
+        );
         Ok(digests)
     }
 
@@ -276,6 +323,38 @@ fn not_found(e: object_store::Error, blake3: &Blake3Digest) -> StoreError {
             digest: blake3.hex(),
         },
         e => StoreError::Backend(e),
+    }
+}
+
+/// An upload that is stored and hashed but not visible: see [`BlobStore::stage`].
+#[derive(Debug)]
+#[must_use = "a staged upload must be committed or discarded"]
+pub struct Staged {
+    path: Path,
+    /// What the server computed from the bytes it received.
+    pub digests: Digests,
+    store: Arc<dyn ObjectStore>,
+    settled: bool,
+}
+
+impl Staged {
+    async fn remove(mut self) {
+        self.settled = true;
+        temp::delete_quietly(self.store.as_ref(), &self.path).await;
+    }
+}
+
+impl Drop for Staged {
+    /// A staged upload dropped without a decision (its owner's future was cancelled, or it
+    /// expired) is deleted by a spawned task.
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (store, path) = (Arc::clone(&self.store), self.path.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { temp::delete_quietly(store.as_ref(), &path).await });
+        }
     }
 }
 

@@ -42,6 +42,7 @@ mod open;
 mod temp;
 mod verify;
 
-pub use blob::{BlobStore, BlobStream};
+pub use blob::{BlobStore, BlobStream, Staged};
 pub use digest::{Blake3Digest, Digests, Expected, Sha256Digest};
 pub use error::StoreError;
+pub use hashing::ParallelHasher;

@@ -46,10 +46,6 @@ impl TempObject {
         }
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub(crate) fn writer(&mut self) -> Result<&mut WriteMultipart, StoreError> {
         self.writer
             .as_mut()
@@ -64,6 +60,12 @@ impl TempObject {
             .ok_or_else(|| upload_closed(&self.path))?;
         writer.finish().await?;
         Ok(())
+    }
+
+    /// Keeps the finished temporary object (no cleanup on drop); returns its path.
+    pub(crate) fn keep(mut self) -> Path {
+        self.removed = true;
+        self.path.clone()
     }
 
     /// Aborts the upload if it is still open and deletes the temporary object (best effort).
@@ -107,7 +109,7 @@ fn upload_closed(path: &Path) -> StoreError {
 }
 
 /// Deletes an object, treating "already gone" as success and logging anything else.
-async fn delete_quietly(store: &dyn ObjectStore, path: &Path) {
+pub(crate) async fn delete_quietly(store: &dyn ObjectStore, path: &Path) {
     match store.delete(path).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => tracing::warn!(%path, error = %e, "could not delete a temporary object"),
