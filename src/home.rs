@@ -6,6 +6,7 @@
 //! HOME/blobs/               the local blob store (when store.url is empty)
 //! HOME/keys/root.key        development root key (move it offline in production)
 //! HOME/keys/CHANNEL.online.key   each channel's online TUF key (targets, snapshot, timestamp)
+//! HOME/keys/audit.key       the online key that signs audit-log checkpoints
 //! HOME/admin.token          the first admin token (the database keeps only its hash)
 //! HOME/root.json            the pinned root clients are given
 //! ```
@@ -25,6 +26,7 @@ use crate::tuf::repo;
 
 pub const DB_FILE: &str = "arca.db";
 pub const ROOT_KEY: &str = "keys/root.key";
+pub const AUDIT_KEY: &str = "keys/audit.key";
 pub const ADMIN_TOKEN: &str = "admin.token";
 pub const ROOT_JSON: &str = "root.json";
 
@@ -103,8 +105,32 @@ pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
     let (token, token_id, token_hash) = auth::new_token()?;
     write_private(&dir.join(ADMIN_TOKEN), format!("{token}\n").as_bytes())?;
 
+    let audit = SigningKey::generate()?;
+    audit.write_files(&dir.join(AUDIT_KEY))?;
+
+    // Trust v1: the root key, the audit key, and each channel's default policy.
     let now = Utc::now();
-    let trust = SignedEnvelope::sign(&TrustDocument::genesis(&[root.public()], 1), &[&root])?;
+    let mut genesis = TrustDocument::genesis(&[root.public()], 1);
+    genesis.keys.insert(
+        audit.key_id(),
+        arca_keys::KeyEntry {
+            public: audit.public().to_tuf(),
+            roles: [arca_keys::Role::Audit].into(),
+            scope: Vec::new(),
+            status: arca_keys::KeyStatus::Active,
+            not_after: None,
+        },
+    );
+    let policies: Vec<(String, String)> = (0..cfg.pipeline.len())
+        .map(|i| {
+            let body = crate::policy::Policy::default_for(&cfg.pipeline, i).to_toml();
+            (crate::tuf::metadata::sha256_hex(body.as_bytes()), body)
+        })
+        .collect();
+    for (ch, (sha, _)) in cfg.pipeline.iter().zip(&policies) {
+        genesis.policies.insert(ch.to_string(), sha.clone());
+    }
+    let trust = SignedEnvelope::sign(&genesis, &[&root])?;
     let shared_root = repo::build_root(
         1,
         &[root.public()],
@@ -118,6 +144,9 @@ pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
         let tx = c.transaction()?;
         db::tokens::insert(&tx, &token_id, &token_hash, "admin")?;
         db::trust::insert(&tx, 1, &trust.to_bytes())?;
+        for (sha, body) in &policies {
+            db::policies::insert(&tx, sha, body)?;
+        }
         let mut root_json = Vec::new();
         for (pos, ch) in cfg.pipeline.iter().enumerate() {
             db::channels::insert_channel(&tx, ch.as_str(), pos)?;

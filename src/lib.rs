@@ -12,6 +12,7 @@ pub mod db;
 pub mod home;
 pub mod http;
 pub mod model;
+pub mod policy;
 pub mod service;
 pub mod statements;
 pub mod tuf;

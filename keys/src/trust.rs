@@ -25,6 +25,8 @@ pub enum Role {
     Approver,
     /// Signs attestations (tests, scans, SBOMs).
     Attestor,
+    /// The server's key that signs audit-log checkpoints (online).
+    Audit,
 }
 
 impl std::str::FromStr for Role {
@@ -35,8 +37,9 @@ impl std::str::FromStr for Role {
             "builder" => Ok(Role::Builder),
             "approver" => Ok(Role::Approver),
             "attestor" => Ok(Role::Attestor),
+            "audit" => Ok(Role::Audit),
             other => Err(KeyError::InvalidTrust(format!(
-                "unknown role {other:?} (root, builder, approver, attestor)"
+                "unknown role {other:?} (root, builder, approver, attestor, audit)"
             ))),
         }
     }
@@ -49,6 +52,7 @@ impl std::fmt::Display for Role {
             Role::Builder => "builder",
             Role::Approver => "approver",
             Role::Attestor => "attestor",
+            Role::Audit => "audit",
         })
     }
 }
@@ -219,7 +223,14 @@ impl TrustDocument {
                 return bad(format!("key {id}: not_after {t:?} is not a timestamp"));
             }
             if entry.roles.contains(&Role::Builder) && entry.scope.is_empty() {
-                return bad(format!("builder key {id} has no scope"));
+                return bad(format!(
+                    "builder key {id} has no scope (name globs, e.g. app/* or **)"
+                ));
+            }
+            if entry.roles.contains(&Role::Approver) && entry.scope.is_empty() {
+                return bad(format!(
+                    "approver key {id} has no scope (channel names, or *)"
+                ));
             }
             if entry.scope.iter().any(|g| g.is_empty() || g.contains("..")) {
                 return bad(format!("key {id} has an empty or '..' scope pattern"));

@@ -1,7 +1,10 @@
 //! The command line: one file per subcommand, each with its own `Args` and `run()`.
 
+mod attest;
 mod init;
 mod key;
+mod policy;
+mod promote;
 mod pull;
 mod push;
 mod serve;
@@ -32,8 +35,21 @@ enum Command {
     /// Change and inspect the trust document (root-signed keys, roles, scopes).
     #[command(subcommand)]
     Trust(trust::Command),
+    /// Change and inspect channel policies (root-signed).
+    #[command(subcommand)]
+    Policy(policy::Command),
     /// Upload an artifact with its build signature into the first channel.
     Push(push::Args),
+    /// Sign and upload an attestation about a release (tests, scan, SBOM: any predicate type).
+    Attest(attest::AttestArgs),
+    /// Approve a release for a channel.
+    Approve(attest::ApproveArgs),
+    /// Promote a release into a channel if its policy allows it now.
+    Promote(promote::PromoteArgs),
+    /// Return a channel to a release it held before.
+    Rollback(promote::RollbackArgs),
+    /// List every change of a name in a channel.
+    History(promote::HistoryArgs),
     /// Fetch a channel's release of NAME, verify everything, and write it to DIR.
     Pull(pull::Args),
     /// A generic TUF client (the command protocol of TUF's conformance suite).
@@ -80,7 +96,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(a) => serve::run(a),
         Command::Key(c) => key::run(c),
         Command::Trust(c) => block_on(trust::run(c)),
+        Command::Policy(c) => block_on(policy::run(c)),
         Command::Push(a) => block_on(push::run(a)),
+        Command::Attest(a) => block_on(attest::attest(a)),
+        Command::Approve(a) => block_on(attest::approve(a)),
+        Command::Promote(a) => block_on(promote::promote(a)),
+        Command::Rollback(a) => block_on(promote::rollback(a)),
+        Command::History(a) => block_on(promote::history(a)),
         Command::Pull(a) => block_on(pull::run(a)),
         Command::TufClient(a) => block_on(tuf_client::run(a)),
     }

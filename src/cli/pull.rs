@@ -157,6 +157,7 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
             custom.version
         )
     })?;
+    check_channel_policy(&api, &trust, &a.channel, &custom, &sha256, &envelopes).await?;
 
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -232,6 +233,75 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Checks the signature rules of the channel's policy as the newest trust document pins it:
+/// build signatures, attestations and approvals (by distinct approver keys, not the builder's).
+/// The newest policy, not the one current at publication: the online key signs the targets
+/// entry, and must not be able to point a client at an older, weaker policy. Time and state
+/// rules (`from`, `min_soak`, `freeze`, `allow_downgrade`) are the server's to check.
+async fn check_channel_policy(
+    api: &ApiClient,
+    trust: &TrustDocument,
+    channel: &ChannelName,
+    custom: &TargetCustom,
+    sha256: &str,
+    envelopes: &[Dsse],
+) -> anyhow::Result<()> {
+    let digest = trust
+        .policies
+        .get(channel.as_str())
+        .with_context(|| format!("trust v{} pins no policy for {channel}", trust.version))?;
+    let text = api
+        .get_text(&format!("/api/v1/policies/by-digest/{digest}"))
+        .await?;
+    if sha256_hex(text.as_bytes()) != *digest {
+        bail!(
+            "the server sent another policy for {channel} than trust v{} pins",
+            trust.version
+        );
+    }
+    let mut policy = crate::policy::Policy::from_toml(&text)?;
+    policy.from = None;
+    policy.min_soak = std::time::Duration::ZERO;
+    policy.freeze.clear();
+    let facts: Vec<crate::policy::StatementFacts> = envelopes
+        .iter()
+        .zip(&custom.statements)
+        .filter_map(|(env, d)| {
+            crate::policy::StatementFacts::about(
+                env,
+                d.clone(),
+                trust,
+                &custom.name,
+                &custom.version,
+                sha256,
+                &custom.blake3,
+            )
+        })
+        .collect();
+    let decision = crate::policy::evaluate(
+        &policy,
+        &crate::policy::Facts {
+            channel,
+            name: &custom.name,
+            version: &custom.version,
+            statements: &facts,
+            trust,
+            current_in_from_since: None,
+            current_in_channel: None,
+            now: chrono::Utc::now(),
+        },
+    );
+    if !decision.allowed {
+        bail!(
+            "{}@{} does not meet the {channel} policy: {}",
+            custom.name,
+            custom.version,
+            decision.failures().join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// Walks the trust document chain from the last version this client verified (or from version

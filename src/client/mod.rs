@@ -196,6 +196,48 @@ impl ApiClient {
     }
 }
 
+impl ApiClient {
+    /// POSTs JSON with the token and decodes the JSON answer.
+    pub async fn post_json<B: serde::Serialize + ?Sized, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<R> {
+        let req = self.http.post(self.url(path)).json(body);
+        decode(self.authed(req)?.send().await?).await
+    }
+
+    /// GETs and decodes a JSON answer.
+    pub async fn get_json<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<R> {
+        decode(self.http.get(self.url(path)).query(query).send().await?).await
+    }
+
+    /// GETs a text answer.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        Ok(check(self.http.get(self.url(path)).send().await?)
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// Uploads a statement envelope.
+    pub async fn add_statement(
+        &self,
+        envelope: &[u8],
+    ) -> anyhow::Result<crate::model::api::StatementResponse> {
+        let req = self
+            .http
+            .post(self.url("/api/v1/statements"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(envelope.to_vec());
+        decode(self.authed(req)?.send().await?).await
+    }
+}
+
 /// Turns a non-2xx answer into an error naming the server's code and message.
 async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     if resp.status().is_success() {

@@ -32,8 +32,17 @@ pub struct NewArtifact<'a> {
     pub uploaded_by: &'a str,
 }
 
-const SELECT: &str = "SELECT a.id, a.name, a.version, a.file_name, a.blake3, b.sha256, b.size, \
-     a.media_type, a.uploaded_by, a.created_at FROM artifacts a JOIN blobs b ON b.blake3 = a.blake3";
+macro_rules! columns {
+    () => {
+        "SELECT a.id, a.name, a.version, a.file_name, a.blake3, b.sha256, b.size, \
+         a.media_type, a.uploaded_by, a.created_at"
+    };
+}
+const COLUMNS: &str = columns!();
+const SELECT: &str = concat!(
+    columns!(),
+    " FROM artifacts a JOIN blobs b ON b.blake3 = a.blake3"
+);
 
 pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRow> {
     Ok(ArtifactRow {
@@ -52,6 +61,20 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRow> {
 
 pub(crate) fn select_sql() -> &'static str {
     SELECT
+}
+
+/// The artifact columns alone, for queries that join from elsewhere.
+pub(crate) fn select_columns() -> &'static str {
+    COLUMNS
+}
+
+/// Every statement envelope about an artifact: (sha256, envelope bytes), oldest first.
+pub fn statements_of(c: &Connection, artifact_id: i64) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT sha256, envelope FROM statements WHERE artifact_id = ?1 ORDER BY created_at, sha256",
+    )?;
+    let rows = st.query_map([artifact_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn find(c: &Connection, name: &str, version: &str) -> Result<Option<ArtifactRow>, DbError> {

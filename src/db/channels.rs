@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::artifacts::{ArtifactRow, row, select_sql};
+use super::artifacts::{ArtifactRow, row, select_columns, select_sql};
 use super::{DbError, now_str};
 
 pub fn insert_channel(c: &Connection, name: &str, position: usize) -> Result<(), DbError> {
@@ -48,5 +48,53 @@ pub fn current_releases(c: &Connection, channel: &str) -> Result<Vec<ArtifactRow
     );
     let mut st = c.prepare_cached(&sql)?;
     let rows = st.query_map([channel], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The current release of `name` in `channel`, with the time it became current.
+pub fn current(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+) -> Result<Option<(ArtifactRow, String)>, DbError> {
+    use rusqlite::OptionalExtension;
+    let sql = format!(
+        "{}, r.created_at FROM releases r JOIN artifacts a ON a.id = r.artifact_id JOIN blobs b ON b.blake3 = a.blake3 \
+         WHERE r.channel = ?1 AND r.name = ?2 ORDER BY r.id DESC LIMIT 1",
+        select_columns()
+    );
+    Ok(
+        c.query_row(&sql, params![channel, name], |r| Ok((row(r)?, r.get(10)?)))
+            .optional()?,
+    )
+}
+
+/// One change of a channel's release of a name.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HistoryEntry {
+    pub seq: i64,
+    pub version: String,
+    pub action: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+/// Every change of `name` in `channel`, oldest first.
+pub fn history(c: &Connection, channel: &str, name: &str) -> Result<Vec<HistoryEntry>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at FROM releases r \
+         JOIN artifacts a ON a.id = r.artifact_id WHERE r.channel = ?1 AND r.name = ?2 ORDER BY r.id",
+    )?;
+    let rows = st.query_map(params![channel, name], |r| {
+        Ok(HistoryEntry {
+            seq: r.get(0)?,
+            version: r.get(1)?,
+            action: r.get(2)?,
+            actor: r.get(3)?,
+            reason: r.get(4)?,
+            at: r.get(5)?,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

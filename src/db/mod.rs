@@ -7,6 +7,7 @@ mod schema;
 pub mod artifacts;
 pub mod audit;
 pub mod channels;
+pub mod policies;
 pub mod tokens;
 pub mod trust;
 pub mod tuf;

@@ -80,6 +80,22 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT NOT NULL
     );
     "#,
+    // 2: promotion policies (by digest, as the trust document pins them) and signed audit
+    // checkpoints.
+    r#"
+    CREATE TABLE policies (
+        sha256 TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE audit_checkpoints (
+        size INTEGER PRIMARY KEY,
+        head TEXT NOT NULL,
+        at TEXT NOT NULL,
+        keyid TEXT NOT NULL,
+        sig TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date.

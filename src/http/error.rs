@@ -49,3 +49,10 @@ pub fn query_error(
 ) -> actix_web::Error {
     Error::invalid("bad_request", err.to_string()).into()
 }
+
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    Error::invalid("bad_request", err.to_string()).into()
+}

@@ -3,6 +3,7 @@
 mod artifacts;
 pub mod auth;
 mod error;
+mod promotion;
 mod trust;
 mod tuf;
 
@@ -72,10 +73,16 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(MAX_JSON_BODY))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_JSON_BODY)
+                    .error_handler(error::json_error),
+            )
             .wrap(TracingLogger::default())
             .service(healthz)
             .configure(artifacts::routes)
             .configure(trust::routes)
+            .configure(promotion::routes)
             .configure(tuf::routes)
     })
     .bind(&cfg.listen)

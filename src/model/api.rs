@@ -125,3 +125,68 @@ pub struct TargetCustom {
     /// at least this version before it checks the statements.
     pub trust_version: u64,
 }
+
+/// Body of `POST /api/v1/promotions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    pub name: ArtifactName,
+    pub version: Version,
+    pub to: ChannelName,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Answer to a promotion (also the body of its refusal, 403 `policy_refused`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromoteResponse {
+    pub decision: crate::policy::Decision,
+    /// The channel now holds the release because of this request.
+    pub promoted: bool,
+    /// The release was already current (a retried request changes nothing).
+    pub already_current: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets_version: Option<u64>,
+}
+
+/// Body of `POST /api/v1/rollbacks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    pub name: ArtifactName,
+    pub channel: ChannelName,
+    /// A version the channel held before; default: the release before the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Version>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Answer to a rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackResponse {
+    pub from: Version,
+    pub to: Version,
+    pub targets_version: u64,
+}
+
+/// Body of `POST /api/v1/policies/{channel}`: the policy file and the next trust document,
+/// root-signed, whose `policies` pins the file's SHA-256 for the channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChange {
+    pub policy: String,
+    pub trust: arca_keys::SignedEnvelope,
+}
+
+/// Answer to a statement upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatementResponse {
+    pub sha256: String,
+    pub predicate_type: String,
+    pub signers: Vec<String>,
+    /// Channels the release entered by itself because of it (`auto` policies).
+    pub auto_promoted: Vec<String>,
+}

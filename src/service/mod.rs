@@ -1,8 +1,12 @@
 //! The use cases: each one validates, decides with pure domain rules, and writes state, TUF
 //! metadata and the audit entry in one transaction.
 
+pub mod auto;
+pub mod policy;
+pub mod promote;
 pub mod push;
 pub mod refresh;
+pub mod statements;
 pub mod trust;
 pub mod upload;
 

@@ -66,6 +66,12 @@ where
         .call(move |c| db::artifacts::find(c, &name, &version))
         .await?;
     if let Some(a) = existing {
+        // A staged upload for a version pushed meanwhile can never be used: drop its bytes.
+        if let Some(id) = &q.upload
+            && let Ok(p) = app.uploads.take(id, actor, &q.name, &q.version)
+        {
+            app.store.discard(p.staged).await;
+        }
         return existing_answer(app, a, &checked.blake3, &channel).await;
     }
 

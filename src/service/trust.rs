@@ -7,13 +7,30 @@ use arca_keys::SignedEnvelope;
 use super::{App, Error};
 use crate::db;
 
+/// A policy file that a trust change brings along: (sha256, body).
+pub type NewPolicy = (String, String);
+
 /// Applies a signed trust document; returns its version.
 pub async fn apply(app: &App, actor: &str, body: &[u8]) -> Result<u64, Error> {
-    match apply_inner(app, actor, body).await {
+    apply_with(app, actor, body, "trust.change", "trust", None).await
+}
+
+/// Applies a signed trust document, recording it as `action` on `subject`, together with a new
+/// policy file if one comes along (written in the same transaction: a refused change leaves
+/// no policy behind).
+pub async fn apply_with(
+    app: &App,
+    actor: &str,
+    body: &[u8],
+    action: &'static str,
+    subject: &str,
+    policy: Option<NewPolicy>,
+) -> Result<u64, Error> {
+    match apply_inner(app, actor, body, action, policy).await {
         Ok(v) => Ok(v),
         Err(e) => {
             if !matches!(e, Error::Internal(_)) {
-                app.audit_refusal(actor, "trust.change", "trust".into(), &e)
+                app.audit_refusal(actor, action, subject.to_owned(), &e)
                     .await;
             }
             Err(e)
@@ -21,7 +38,13 @@ pub async fn apply(app: &App, actor: &str, body: &[u8]) -> Result<u64, Error> {
     }
 }
 
-async fn apply_inner(app: &App, actor: &str, body: &[u8]) -> Result<u64, Error> {
+async fn apply_inner(
+    app: &App,
+    actor: &str,
+    body: &[u8],
+    action: &'static str,
+    policy: Option<NewPolicy>,
+) -> Result<u64, Error> {
     let env = SignedEnvelope::from_slice(body)
         .map_err(|e| Error::invalid("bad_trust_document", e.to_string()))?;
     let current = app.trust().await?;
@@ -32,37 +55,57 @@ async fn apply_inner(app: &App, actor: &str, body: &[u8]) -> Result<u64, Error> 
         arca_keys::KeyError::VersionSkip { .. } => Error::conflict("trust_version", e.to_string()),
         other => Error::invalid("bad_trust_document", other.to_string()),
     })?;
+    if let Some(ch) = next
+        .policies
+        .keys()
+        .find(|ch| !app.cfg.pipeline.iter().any(|p| p.as_str() == ch.as_str()))
+    {
+        return Err(Error::invalid(
+            "bad_trust_document",
+            format!("policy for unknown channel {ch}"),
+        ));
+    }
     let (version, bytes, actor) = (next.version, env.to_bytes(), actor.to_owned());
     let summary = summarize(&current, &next);
+    let pinned: Vec<String> = next.policies.values().cloned().collect();
     let inserted = app
         .db
         .call(move |c| {
             let tx = c.transaction()?;
             // Another change may have landed since we read `current`.
             if db::trust::latest(&tx)?.is_some_and(|(v, _)| v >= version) {
-                return Ok(false);
+                return Ok(Err(Error::conflict(
+                    "trust_version",
+                    format!("trust document version {version} was already taken by a concurrent change"),
+                )));
+            }
+            if let Some((sha, body)) = &policy {
+                db::policies::insert(&tx, sha, body)?;
+            }
+            for sha in &pinned {
+                if db::policies::get(&tx, sha)?.is_none() {
+                    return Ok(Err(Error::invalid(
+                        "unknown_policy",
+                        format!("the trust document pins policy {sha}, which the server does not have: use arca policy set"),
+                    )));
+                }
             }
             db::trust::insert(&tx, version, &bytes)?;
             db::audit::append(
                 &tx,
                 &db::audit::Entry {
                     actor: &actor,
-                    action: "trust.change",
+                    action,
                     subject: &format!("trust v{version}"),
                     outcome: "ok",
                     details: serde_json::json!({ "changes": summary }),
                 },
             )?;
             tx.commit()?;
-            Ok(true)
+            Ok(Ok(()))
         })
         .await?;
-    if !inserted {
-        return Err(Error::conflict(
-            "trust_version",
-            format!("trust document version {version} was already taken by a concurrent change"),
-        ));
-    }
+    inserted?;
     tracing::info!(version, "trust document updated");
     Ok(version)
 }

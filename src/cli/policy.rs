@@ -1,0 +1,80 @@
+//! `arca policy set CHANNEL FILE.toml --sign ROOTKEY...` and `arca policy show CHANNEL`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use arca_keys::{SignedEnvelope, SigningKey, TrustDocument};
+
+use super::ClientArgs;
+use crate::model::ChannelName;
+use crate::model::api::{PolicyChange, TrustChangeResponse};
+use crate::policy::Policy;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Replace a channel's policy (a new trust version signed by the root keys).
+    Set {
+        channel: ChannelName,
+        file: PathBuf,
+        #[arg(long = "sign", required = true)]
+        sign: Vec<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a channel's current policy.
+    Show {
+        channel: ChannelName,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn run(c: Command) -> anyhow::Result<i32> {
+    match c {
+        Command::Set {
+            channel,
+            file,
+            sign,
+            client,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            Policy::from_toml(&text).with_context(|| format!("{}", file.display()))?;
+            let api = client.client()?;
+            let current: TrustDocument = api.trust().await?.decode("trust document")?;
+            let mut next = current.next();
+            next.policies.insert(
+                channel.to_string(),
+                crate::tuf::metadata::sha256_hex(text.as_bytes()),
+            );
+            let keys = sign
+                .iter()
+                .map(|p| SigningKey::read_file(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&SigningKey> = keys.iter().collect();
+            let trust = SignedEnvelope::sign(&next, &refs)?;
+            let r: TrustChangeResponse = api
+                .post_json(
+                    &format!("/api/v1/policies/{channel}"),
+                    &PolicyChange {
+                        policy: text,
+                        trust,
+                    },
+                )
+                .await?;
+            println!(
+                "trust v{}: policy of {channel} set from {}",
+                r.version,
+                file.display()
+            );
+        }
+        Command::Show { channel, client } => {
+            let text = client
+                .client()?
+                .get_text(&format!("/api/v1/policies/{channel}"))
+                .await?;
+            println!("{}", text.trim_end());
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,185 @@
+//! `arca promote NAME@VERSION --to CH [--dry-run] [--reason TEXT]`,
+//! `arca rollback NAME --channel CH [--to VERSION] [--reason TEXT]`, `arca history NAME --channel CH`.
+
+use anyhow::bail;
+
+use super::ClientArgs;
+use super::attest::Release;
+use crate::db::channels::HistoryEntry;
+use crate::model::api::{PromoteRequest, PromoteResponse, RollbackRequest, RollbackResponse};
+use crate::model::{ArtifactName, ChannelName, Version};
+use crate::policy::Decision;
+
+/// Promote a release into a channel if its policy allows it now.
+#[derive(clap::Args)]
+pub struct PromoteArgs {
+    release: Release,
+    #[arg(long)]
+    to: ChannelName,
+    /// Evaluate and print the decision; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Why (e.g. a change ticket), kept in history and the audit log.
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Return a channel to a release it held before (as a new metadata version).
+#[derive(clap::Args)]
+pub struct RollbackArgs {
+    name: ArtifactName,
+    #[arg(long)]
+    channel: ChannelName,
+    /// The version to return to (default: the release before the current one).
+    #[arg(long)]
+    to: Option<Version>,
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Every change of a name in a channel: who, when, why.
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    name: ArtifactName,
+    #[arg(long)]
+    channel: ChannelName,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+fn print_decision(d: &Decision) {
+    for r in &d.rules {
+        println!(
+            "  {} {:<40} {}",
+            if r.pass { "pass" } else { "FAIL" },
+            r.rule,
+            r.reason
+        );
+    }
+}
+
+pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
+    let api = a.client.client()?;
+    let req = PromoteRequest {
+        name: a.release.name.clone(),
+        version: a.release.version.clone(),
+        to: a.to.clone(),
+        dry_run: a.dry_run,
+        reason: a.reason.clone(),
+    };
+    let subject = format!("{}@{} -> {}", req.name, req.version, req.to);
+    // A refusal is a 403 whose body carries the decision: show every rule, then fail.
+    let resp = api
+        .http()
+        .post(format!("{}/api/v1/promotions", api.base()))
+        .json(&req);
+    let resp = match &a.client.token {
+        Some(t) => resp.bearer_auth(t),
+        None => bail!("this command needs a token: pass --token or set ARCA_TOKEN"),
+    }
+    .send()
+    .await?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if status == reqwest::StatusCode::FORBIDDEN
+        && let Some(d) = body.get("decision")
+    {
+        let d: Decision = serde_json::from_value(d.clone())?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        } else {
+            println!("promotion {subject}: REFUSED");
+            print_decision(&d);
+        }
+        bail!("promotion {subject} refused: {}", d.failures().join("; "));
+    }
+    if !status.is_success() {
+        let msg = body["error"]["message"].as_str().unwrap_or("no detail");
+        let code = body["error"]["code"].as_str().unwrap_or("error");
+        bail!("refused ({} {code}): {msg}", status.as_u16());
+    }
+    let r: PromoteResponse = serde_json::from_value(body)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let verdict = if r.already_current {
+            "already current".to_owned()
+        } else if a.dry_run {
+            format!(
+                "dry run: {}",
+                if r.decision.allowed {
+                    "would be allowed"
+                } else {
+                    "would be REFUSED"
+                }
+            )
+        } else {
+            format!("promoted (targets v{})", r.targets_version.unwrap_or(0))
+        };
+        println!("promotion {subject}: {verdict}");
+        print_decision(&r.decision);
+    }
+    if a.dry_run && !r.decision.allowed {
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+pub async fn rollback(a: RollbackArgs) -> anyhow::Result<i32> {
+    let api = a.client.client()?;
+    let req = RollbackRequest {
+        name: a.name.clone(),
+        channel: a.channel.clone(),
+        to: a.to.clone(),
+        reason: a.reason.clone(),
+    };
+    let r: RollbackResponse = api.post_json("/api/v1/rollbacks", &req).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "rolled back {} in {}: {} -> {} (targets v{})",
+            a.name, a.channel, r.from, r.to, r.targets_version
+        );
+    }
+    Ok(0)
+}
+
+pub async fn history(a: HistoryArgs) -> anyhow::Result<i32> {
+    let api = a.client.client()?;
+    let rows: Vec<HistoryEntry> = api
+        .get_json(
+            "/api/v1/history",
+            &[("name", a.name.as_str()), ("channel", a.channel.as_str())],
+        )
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("{} has never been in {}", a.name, a.channel);
+    }
+    for r in rows {
+        println!(
+            "{:>5}  {}  {:<14} {:<20} {:<28} {}",
+            r.seq,
+            r.at,
+            r.action,
+            r.version,
+            r.actor,
+            r.reason.unwrap_or_default()
+        );
+    }
+    Ok(0)
+}

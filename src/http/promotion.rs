@@ -1,0 +1,128 @@
+//! `POST /api/v1/promotions`, `POST /api/v1/rollbacks`, `GET /api/v1/history`,
+//! `POST /api/v1/statements`, `GET|POST /api/v1/policies/...`.
+
+use actix_web::{HttpResponse, get, post, web};
+use serde::Deserialize;
+
+use super::auth::Actor;
+use crate::db;
+use crate::model::api::{PolicyChange, PromoteRequest, RollbackRequest};
+use crate::model::{ArtifactName, ChannelName};
+use crate::service::{App, Error, policy, promote, statements};
+
+#[post("/api/v1/promotions")]
+async fn promote_release(
+    app: web::Data<App>,
+    actor: Actor,
+    req: web::Json<PromoteRequest>,
+) -> Result<HttpResponse, Error> {
+    let req = req.into_inner();
+    let subject = format!("{}@{} to {}", req.name, req.version, req.to);
+    let resp = promote::promote(&app, &actor.0, req.clone(), "promote").await?;
+    if resp.decision.allowed || req.dry_run || resp.already_current {
+        return Ok(HttpResponse::Ok().json(resp));
+    }
+    Ok(HttpResponse::Forbidden().json(serde_json::json!({
+        "error": {
+            "code": "policy_refused",
+            "message": format!("promotion of {subject} refused: {}", resp.decision.failures().join("; ")),
+        },
+        "decision": resp.decision,
+    })))
+}
+
+#[post("/api/v1/rollbacks")]
+async fn rollback(
+    app: web::Data<App>,
+    actor: Actor,
+    req: web::Json<RollbackRequest>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(promote::rollback(&app, &actor.0, req.into_inner()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    name: ArtifactName,
+    channel: ChannelName,
+}
+
+#[get("/api/v1/history")]
+async fn history(app: web::Data<App>, q: web::Query<HistoryQuery>) -> Result<HttpResponse, Error> {
+    app.channel_key(q.channel.as_str())?;
+    let (name, channel) = (q.name.to_string(), q.channel.to_string());
+    let rows = app
+        .db
+        .call(move |c| db::channels::history(c, &channel, &name))
+        .await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+#[post("/api/v1/statements")]
+async fn add_statement(
+    app: web::Data<App>,
+    actor: Actor,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Created().json(statements::add(&app, &actor.0, &body).await?))
+}
+
+#[get("/api/v1/policies/{channel}")]
+async fn get_policy(
+    app: web::Data<App>,
+    path: web::Path<ChannelName>,
+) -> Result<HttpResponse, Error> {
+    let channel = path.into_inner();
+    app.channel_key(channel.as_str())?;
+    let trust = app.trust().await?;
+    let sha = trust
+        .policies
+        .get(channel.as_str())
+        .cloned()
+        .ok_or_else(|| Error::not_found("no_policy", format!("no policy for {channel}")))?;
+    let body = policy_body(&app, sha).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/toml")
+        .body(body))
+}
+
+#[get("/api/v1/policies/by-digest/{sha256}")]
+async fn get_policy_by_digest(
+    app: web::Data<App>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let body = policy_body(&app, path.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/toml")
+        .insert_header(("cache-control", "public, max-age=31536000, immutable"))
+        .body(body))
+}
+
+async fn policy_body(app: &App, sha: String) -> Result<String, Error> {
+    let key = sha.clone();
+    app.db
+        .call(move |c| db::policies::get(c, &key))
+        .await?
+        .ok_or_else(|| Error::not_found("no_policy", format!("no policy with sha256 {sha}")))
+}
+
+#[post("/api/v1/policies/{channel}")]
+async fn set_policy(
+    app: web::Data<App>,
+    actor: Actor,
+    path: web::Path<ChannelName>,
+    change: web::Json<PolicyChange>,
+) -> Result<HttpResponse, Error> {
+    let version = policy::set(&app, &actor.0, path.into_inner(), change.into_inner()).await?;
+    Ok(HttpResponse::Created().json(crate::model::api::TrustChangeResponse { version }))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(promote_release)
+        .service(rollback)
+        .service(history)
+        .service(add_statement)
+        .service(get_policy_by_digest)
+        .service(get_policy)
+        .service(set_policy);
+}

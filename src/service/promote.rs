@@ -1,0 +1,383 @@
+//! Promotion and rollback. Each decision is made inside the same transaction that writes its
+//! outcome, against the trust document and channel state as they are at that moment (a key
+//! revoked since the push no longer counts), so concurrent requests serialise and a crash
+//! leaves either the whole promotion (state, metadata, audit entry) or none of it.
+
+use std::sync::Arc;
+
+use arca_keys::dsse::Envelope;
+use arca_keys::{SignedEnvelope, SigningKey, TrustDocument};
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use super::{App, Error};
+use crate::db::{self, DbError, artifacts::ArtifactRow};
+use crate::model::api::{PromoteRequest, PromoteResponse, RollbackRequest, RollbackResponse};
+use crate::model::{ArtifactName, ChannelName, Version};
+use crate::policy::{self, Decision, Facts, Policy, StatementFacts};
+use crate::tuf::repo;
+
+/// The trust document as the database holds it now.
+pub fn current_trust(c: &Connection) -> Result<TrustDocument, Error> {
+    let (_, bytes) =
+        db::trust::latest(c)?.ok_or_else(|| Error::Internal("no trust document".into()))?;
+    SignedEnvelope::from_slice(&bytes)
+        .and_then(|e| e.decode("trust document"))
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The policy the trust document pins for `channel`.
+pub fn channel_policy(
+    c: &Connection,
+    trust: &TrustDocument,
+    channel: &ChannelName,
+) -> Result<Policy, Error> {
+    let sha = trust.policies.get(channel.as_str()).ok_or_else(|| {
+        Error::not_found(
+            "no_policy",
+            format!("trust v{} pins no policy for {channel}", trust.version),
+        )
+    })?;
+    let body = db::policies::get(c, sha)?
+        .ok_or_else(|| Error::Internal(format!("policy {sha} missing")))?;
+    Policy::from_toml(&body).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The statements about `a` that are validly signed and about exactly these bytes.
+pub fn statement_facts(
+    c: &Connection,
+    trust: &TrustDocument,
+    a: &ArtifactRow,
+) -> Result<Vec<StatementFacts>, Error> {
+    let (name, version) = names(a)?;
+    let mut out = Vec::new();
+    for (sha, bytes) in db::artifacts::statements_of(c, a.id)? {
+        let Ok(env) = Envelope::from_slice(&bytes) else {
+            continue;
+        };
+        if let Some(f) =
+            StatementFacts::about(&env, sha, trust, &name, &version, &a.sha256, &a.blake3)
+        {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+fn names(a: &ArtifactRow) -> Result<(ArtifactName, Version), Error> {
+    let bad = |e: crate::model::NameError| Error::Internal(e.to_string());
+    Ok((
+        a.name.parse().map_err(bad)?,
+        a.version.parse().map_err(bad)?,
+    ))
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Evaluates promoting `a` into `to` now. Returns the decision and whether `a` is already
+/// current there.
+pub fn evaluate(
+    c: &Connection,
+    trust: &TrustDocument,
+    a: &ArtifactRow,
+    to: &ChannelName,
+    now: DateTime<Utc>,
+) -> Result<(Decision, bool), Error> {
+    let policy = channel_policy(c, trust, to)?;
+    let (name, version) = names(a)?;
+    let statements = statement_facts(c, trust, a)?;
+    let current = db::channels::current(c, to.as_str(), &a.name)?;
+    let already = current.as_ref().is_some_and(|(cur, _)| cur.id == a.id);
+    let current_version: Option<Version> = match &current {
+        Some((cur, _)) => Some(names(cur)?.1),
+        None => None,
+    };
+    let since = match &policy.from {
+        Some(from) => db::channels::current(c, from.as_str(), &a.name)?
+            .filter(|(cur, _)| cur.id == a.id)
+            .and_then(|(_, at)| parse_time(&at)),
+        None => None,
+    };
+    let facts = Facts {
+        channel: to,
+        name: &name,
+        version: &version,
+        statements: &statements,
+        trust,
+        current_in_from_since: since,
+        current_in_channel: current_version.as_ref(),
+        now,
+    };
+    Ok((policy::evaluate(&policy, &facts), already))
+}
+
+/// What one promotion attempt did, for the response and the audit log.
+struct Outcome {
+    response: PromoteResponse,
+}
+
+/// Promotes inside one transaction: evaluate, then (if allowed and not a dry run) record the
+/// release, publish the channel's metadata and append the audit entry.
+fn promote_tx(
+    c: &mut Connection,
+    key: &SigningKey,
+    tuf: &crate::config::TufConfig,
+    req: &PromoteRequest,
+    actor: &str,
+    action: &str,
+) -> Result<Result<Outcome, Error>, DbError> {
+    let tx = c.transaction()?;
+    let result = (|| -> Result<Outcome, Error> {
+        let a = db::artifacts::find(&tx, req.name.as_str(), req.version.as_str())?.ok_or_else(
+            || {
+                Error::not_found(
+                    "no_artifact",
+                    format!("no artifact {}@{}", req.name, req.version),
+                )
+            },
+        )?;
+        let trust = current_trust(&tx)?;
+        let now = Utc::now();
+        let (decision, already) = evaluate(&tx, &trust, &a, &req.to, now)?;
+        let subject = format!("{}@{} -> {}", req.name, req.version, req.to);
+        if already || req.dry_run {
+            return Ok(Outcome {
+                response: PromoteResponse {
+                    decision,
+                    promoted: false,
+                    already_current: already,
+                    targets_version: None,
+                },
+            });
+        }
+        let details = serde_json::json!({
+            "rules": decision.rules, "reason": req.reason, "break_glass": decision.break_glass,
+            "trust_version": trust.version,
+        });
+        if !decision.allowed {
+            db::audit::append(
+                &tx,
+                &db::audit::Entry {
+                    actor,
+                    action,
+                    subject: &subject,
+                    outcome: "refused",
+                    details,
+                },
+            )?;
+            return Ok(Outcome {
+                response: PromoteResponse {
+                    decision,
+                    promoted: false,
+                    already_current: false,
+                    targets_version: None,
+                },
+            });
+        }
+        db::channels::record_release(
+            &tx,
+            req.to.as_str(),
+            &a.name,
+            a.id,
+            action,
+            actor,
+            req.reason.as_deref(),
+        )?;
+        let version = repo::publish_targets(&tx, req.to.as_str(), key, tuf, now)?;
+        let outcome = if decision.break_glass {
+            "ok (break-glass)"
+        } else {
+            "ok"
+        };
+        db::audit::append(
+            &tx,
+            &db::audit::Entry {
+                actor,
+                action,
+                subject: &subject,
+                outcome,
+                details,
+            },
+        )?;
+        Ok(Outcome {
+            response: PromoteResponse {
+                decision,
+                promoted: true,
+                already_current: false,
+                targets_version: Some(version),
+            },
+        })
+    })();
+    // Refusals commit too: their audit entry is the only trace they leave.
+    if result.is_ok() {
+        tx.commit()?;
+    }
+    Ok(result)
+}
+
+/// `POST /api/v1/promotions`: a refused promotion is an `Ok` response with `allowed: false`
+/// (the HTTP edge answers 403 with the decision).
+pub async fn promote(
+    app: &App,
+    actor: &str,
+    req: PromoteRequest,
+    action: &'static str,
+) -> Result<PromoteResponse, Error> {
+    let (_, key) = app.channel_key(req.to.as_str())?;
+    let (tuf, actor_s, req2) = (app.cfg.tuf.clone(), actor.to_owned(), req.clone());
+    let outcome = app
+        .db
+        .call(move |c| promote_tx(c, &key, &tuf, &req2, &actor_s, action))
+        .await??;
+    let r = outcome.response;
+    if r.promoted {
+        tracing::info!(name = %req.name, version = %req.version, to = %req.to, break_glass = r.decision.break_glass, "promoted");
+        super::auto::after_change(app, &req.name).await;
+    }
+    Ok(r)
+}
+
+/// `POST /api/v1/rollbacks`: returns the channel to a release it held before, as a new
+/// metadata version. The earlier release's build signature must still be valid now.
+pub async fn rollback(
+    app: &App,
+    actor: &str,
+    req: RollbackRequest,
+) -> Result<RollbackResponse, Error> {
+    let (_, key) = app.channel_key(req.channel.as_str())?;
+    let (tuf, actor_s) = (app.cfg.tuf.clone(), actor.to_owned());
+    let subject = format!("{} in {}", req.name, req.channel);
+    let req2 = req.clone();
+    let result = app
+        .db
+        .call(move |c| rollback_tx(c, &key, &tuf, &req2, &actor_s))
+        .await?;
+    match &result {
+        Ok(r) => {
+            tracing::info!(name = %req.name, channel = %req.channel, from = %r.from, to = %r.to, "rolled back")
+        }
+        Err(e) if !matches!(e, Error::Internal(_)) => {
+            app.audit_refusal(actor, "rollback", subject, e).await
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+fn rollback_tx(
+    c: &mut Connection,
+    key: &Arc<SigningKey>,
+    tuf: &crate::config::TufConfig,
+    req: &RollbackRequest,
+    actor: &str,
+) -> Result<Result<RollbackResponse, Error>, DbError> {
+    let tx = c.transaction()?;
+    let result = (|| -> Result<RollbackResponse, Error> {
+        let history = db::channels::history(&tx, req.channel.as_str(), req.name.as_str())?;
+        let current = history
+            .last()
+            .ok_or_else(|| {
+                Error::not_found(
+                    "no_release",
+                    format!("{} has never been in {}", req.name, req.channel),
+                )
+            })?
+            .version
+            .clone();
+        let target = match &req.to {
+            Some(v) if v.as_str() == current => {
+                return Err(Error::conflict(
+                    "already_current",
+                    format!("{}@{v} is already current in {}", req.name, req.channel),
+                ));
+            }
+            Some(v) => history
+                .iter()
+                .rev()
+                .find(|h| h.version == v.as_str())
+                .map(|h| h.version.clone())
+                .ok_or_else(|| {
+                    Error::not_found(
+                        "not_in_history",
+                        format!("{} never held {}@{v}", req.channel, req.name),
+                    )
+                })?,
+            None => history
+                .iter()
+                .rev()
+                .find(|h| h.version != current)
+                .map(|h| h.version.clone())
+                .ok_or_else(|| {
+                    Error::conflict(
+                        "no_earlier_release",
+                        format!("{} has held no other release of {}", req.channel, req.name),
+                    )
+                })?,
+        };
+        let a = db::artifacts::find(&tx, req.name.as_str(), &target)?.ok_or_else(|| {
+            Error::Internal(format!("history names missing {}@{target}", req.name))
+        })?;
+        let trust = current_trust(&tx)?;
+        let facts = statement_facts(&tx, &trust, &a)?;
+        let builders = policy::evaluate(
+            &Policy::from_toml("").expect("the empty policy parses"),
+            &Facts {
+                channel: &req.channel,
+                name: &req.name,
+                version: &names(&a)?.1,
+                statements: &facts,
+                trust: &trust,
+                current_in_from_since: None,
+                current_in_channel: None,
+                now: Utc::now(),
+            },
+        );
+        if !builders.allowed {
+            return Err(Error::forbidden(
+                "rollback_target_invalid",
+                format!(
+                    "cannot roll back to {}@{target}: {}",
+                    req.name,
+                    builders.failures().join("; ")
+                ),
+            ));
+        }
+        db::channels::record_release(
+            &tx,
+            req.channel.as_str(),
+            &a.name,
+            a.id,
+            "rollback",
+            actor,
+            req.reason.as_deref(),
+        )?;
+        let version = repo::publish_targets(&tx, req.channel.as_str(), key, tuf, Utc::now())?;
+        db::audit::append(
+            &tx,
+            &db::audit::Entry {
+                actor,
+                action: "rollback",
+                subject: &format!("{} in {}: {current} -> {target}", req.name, req.channel),
+                outcome: "ok",
+                details: serde_json::json!({ "reason": req.reason, "targets_version": version }),
+            },
+        )?;
+        let parse = |v: &str| {
+            v.parse::<Version>()
+                .map_err(|e| Error::Internal(e.to_string()))
+        };
+        Ok(RollbackResponse {
+            from: parse(&current)?,
+            to: parse(&target)?,
+            targets_version: version,
+        })
+    })();
+    if result.is_ok() {
+        tx.commit()?;
+    }
+    Ok(result)
+}

@@ -1,0 +1,210 @@
+//! Statement uploads (`arca attest`, `arca approve`, or any in-toto tooling): a DSSE envelope
+//! around an in-toto statement about an existing release, signed by a key that may make that
+//! kind of statement now. Accepted statements are stored by digest and may let a release move
+//! on by itself (`auto` policies).
+
+use arca_keys::dsse::Envelope;
+use arca_keys::intoto::{PAYLOAD_TYPE, Statement};
+use arca_keys::{KeyId, Role, TrustDocument};
+use chrono::{DateTime, Utc};
+
+use super::{App, Error};
+use crate::db;
+use crate::model::api::{StatementResponse, is_build_predicate};
+use crate::model::{ArtifactName, Version};
+use crate::policy::{APPROVAL_PREDICATE, ApprovalPredicate};
+use crate::tuf::metadata::sha256_hex;
+
+/// Largest statement accepted (an SBOM predicate can be big; a flood of them cannot).
+pub const MAX_STATEMENT: usize = 4 << 20;
+
+/// Splits a subject name `name@version`.
+fn split_subject(s: &str) -> Option<(ArtifactName, Version)> {
+    let (n, v) = s.rsplit_once('@')?;
+    Some((n.parse().ok()?, v.parse().ok()?))
+}
+
+/// Who may sign `st` about `name` now: builders (in scope) for build statements, approvers
+/// whose scope names the channel for approvals, attestors (in scope, or unscoped) and builders
+/// for anything else. Returns the accepted signers, or why there are none.
+fn accepted_signers(
+    trust: &TrustDocument,
+    env: &Envelope,
+    st: &Statement,
+    name: &ArtifactName,
+    pipeline: &[crate::model::ChannelName],
+    now: DateTime<Utc>,
+) -> Result<Vec<KeyId>, Error> {
+    let approval = if st.predicate_type == APPROVAL_PREDICATE {
+        let p: ApprovalPredicate = serde_json::from_value(st.predicate.clone())
+            .map_err(|e| Error::invalid("bad_statement", format!("approval predicate: {e}")))?;
+        if !pipeline.contains(&p.channel) {
+            return Err(Error::invalid(
+                "bad_statement",
+                format!("approval names unknown channel {}", p.channel),
+            ));
+        }
+        Some(p)
+    } else {
+        None
+    };
+    let keys = trust
+        .all_public_keys()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let valid = env
+        .valid_signers(&keys)
+        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+    let mut ok = Vec::new();
+    let mut reasons = Vec::new();
+    for id in valid {
+        let e = &trust.keys[&id];
+        let allowed = if let Some(p) = &approval {
+            e.can_sign(Role::Approver, now) && e.covers_name(p.channel.as_str())
+        } else if is_build_predicate(&st.predicate_type) {
+            e.can_sign(Role::Builder, now) && e.covers_name(name.as_str())
+        } else {
+            (e.can_sign(Role::Attestor, now)
+                && (e.scope.is_empty() || e.covers_name(name.as_str())))
+                || (e.can_sign(Role::Builder, now) && e.covers_name(name.as_str()))
+        };
+        if allowed {
+            ok.push(id);
+        } else {
+            let what = match &approval {
+                Some(p) => format!("an active approver key for channel {}", p.channel),
+                None if is_build_predicate(&st.predicate_type) => {
+                    format!("an active builder key for {name}")
+                }
+                None => format!("an active attestor or builder key for {name}"),
+            };
+            let status = if e.status == arca_keys::KeyStatus::Revoked {
+                " (revoked)"
+            } else {
+                ""
+            };
+            reasons.push(format!("key {id}{status} is not {what}"));
+        }
+    }
+    if ok.is_empty() {
+        if reasons.is_empty() {
+            return Err(Error::forbidden(
+                "untrusted_key",
+                format!(
+                    "no valid signature by a key in trust document v{}",
+                    trust.version
+                ),
+            ));
+        }
+        return Err(Error::forbidden("key_not_allowed", reasons.join("; ")));
+    }
+    Ok(ok)
+}
+
+/// Accepts a statement envelope; returns its digest, signers and any auto-promotions.
+pub async fn add(app: &App, actor: &str, body: &[u8]) -> Result<StatementResponse, Error> {
+    let mut subject = String::from("statement");
+    let result = add_inner(app, actor, body, &mut subject).await;
+    if let Err(e) = &result
+        && !matches!(e, Error::Internal(_))
+    {
+        app.audit_refusal(actor, "attest", subject, e).await;
+    }
+    result
+}
+
+async fn add_inner(
+    app: &App,
+    actor: &str,
+    body: &[u8],
+    subject: &mut String,
+) -> Result<StatementResponse, Error> {
+    if body.len() > MAX_STATEMENT {
+        return Err(Error::TooLarge(MAX_STATEMENT as u64));
+    }
+    let env =
+        Envelope::from_slice(body).map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+    if env.payload_type != PAYLOAD_TYPE {
+        return Err(Error::invalid(
+            "bad_statement",
+            format!(
+                "payload type {:?}, expected {PAYLOAD_TYPE}",
+                env.payload_type
+            ),
+        ));
+    }
+    let payload = env
+        .payload_bytes()
+        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+    let st = Statement::from_slice(&payload)
+        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+    let [s] = st.subject.as_slice() else {
+        return Err(Error::invalid(
+            "bad_statement",
+            "a statement must name exactly one subject (name@version)",
+        ));
+    };
+    let (name, version) = split_subject(&s.name).ok_or_else(|| {
+        Error::invalid(
+            "bad_statement",
+            format!("subject {:?} is not name@version", s.name),
+        )
+    })?;
+    *subject = s.name.clone();
+    let (n, v) = (name.to_string(), version.to_string());
+    let a = app
+        .db
+        .call(move |c| db::artifacts::find(c, &n, &v))
+        .await?
+        .ok_or_else(|| Error::not_found("no_artifact", format!("no artifact {name}@{version}")))?;
+    if !st.covers(&s.name, &a.sha256, &a.blake3) {
+        return Err(Error::invalid(
+            "digest_mismatch",
+            format!(
+                "statement digests do not match {name}@{version} (sha256 {}, blake3 {})",
+                a.sha256, a.blake3
+            ),
+        ));
+    }
+    let trust = app.trust().await?;
+    let signers = accepted_signers(&trust, &env, &st, &name, &app.cfg.pipeline, Utc::now())?;
+    let digest = sha256_hex(body);
+    let action = if st.predicate_type == APPROVAL_PREDICATE {
+        "approve"
+    } else {
+        "attest"
+    };
+    let (digest2, body2, actor2, id) = (digest.clone(), body.to_vec(), actor.to_owned(), a.id);
+    let signer_strings: Vec<String> = signers.iter().map(ToString::to_string).collect();
+    let (signers2, ptype, subj) = (
+        signer_strings.clone(),
+        st.predicate_type.clone(),
+        s.name.clone(),
+    );
+    let break_glass = serde_json::from_value::<ApprovalPredicate>(st.predicate.clone())
+        .is_ok_and(|p| p.break_glass);
+    app.db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            db::artifacts::insert_statement(&tx, &digest2, id, &ptype, &signers2, &body2)?;
+            db::audit::append(
+                &tx,
+                &db::audit::Entry {
+                    actor: &actor2,
+                    action,
+                    subject: &subj,
+                    outcome: if break_glass { "ok (break-glass approval)" } else { "ok" },
+                    details: serde_json::json!({ "statement": digest2, "predicate_type": ptype, "signers": signers2 }),
+                },
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    let auto_promoted = super::auto::after_change(app, &name).await;
+    Ok(StatementResponse {
+        sha256: digest,
+        predicate_type: st.predicate_type,
+        signers: signer_strings,
+        auto_promoted,
+    })
+}
