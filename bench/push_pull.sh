@@ -295,15 +295,21 @@ EOF
     wait_http "$RURL/v2/" 30 || { cat "$TMP/registry.log" >&2; die "registry did not answer within 30 s"; }
     log "(c) registry on port $RPORT (pid $REG_PID)"
 
-    loc=$(curl -s --max-time 30 -X POST -H 'Content-Length: 0' -D - -o /dev/null "$RURL/v2/bench/blobs/uploads/" \
-        | tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
-    [[ -n "$loc" ]] || die "registry: no Location header from POST /v2/bench/blobs/uploads/"
-    [[ "$loc" == http* ]] || loc="$RURL$loc"
-    if [[ "$loc" == *\?* ]]; then put_url="$loc&digest=sha256:$SHA256"; else put_url="$loc?digest=sha256:$SHA256"; fi
+    # Each run opens its own upload session (a session URL takes one PUT); the POST that opens
+    # it is a few milliseconds next to the upload.
+    registry_upload_once() {
+        local loc put_url
+        loc=$(curl -s --max-time 30 -X POST -H 'Content-Length: 0' -D - -o /dev/null "$RURL/v2/bench/blobs/uploads/" \
+            | tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
+        [[ -n "$loc" ]] || { echo "registry: no Location header from POST /v2/bench/blobs/uploads/" >&2; return 1; }
+        [[ "$loc" == http* ]] || loc="$RURL$loc"
+        if [[ "$loc" == *\?* ]]; then put_url="$loc&digest=sha256:$SHA256"; else put_url="$loc?digest=sha256:$SHA256"; fi
+        curl -sS --fail --max-time "$XFER_TIMEOUT" -o /dev/null \
+            -H 'Content-Type: application/octet-stream' -H 'Expect:' -T "$BLOB" "$put_url"
+    }
 
     log "(c) registry upload"
-    timed registry_upload curl -sS --fail --max-time "$XFER_TIMEOUT" -o /dev/null \
-        -H 'Content-Type: application/octet-stream' -H 'Expect:' -T "$BLOB" "$put_url"
+    timed registry_upload registry_upload_once || die "registry upload failed"
     log "(c) registry download"
     timed registry_download curl -sS --fail --max-time "$XFER_TIMEOUT" \
         -o "$TMP/registry.out" "$RURL/v2/bench/blobs/sha256:$SHA256"

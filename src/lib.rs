@@ -4,6 +4,7 @@
 //! one transaction each) -> pure domain rules (`statements`, `tuf::repo`'s metadata building,
 //! `arca_keys`' trust chain) -> storage (`db`, `arca_store`). See `docs/architecture.md`.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -3,13 +3,13 @@
 //! blob is published, the channel has no release, and the same push then succeeds.
 //!
 //! What a crash leaves behind, by design (local disk backend): the upload's bytes land in a
-//! `LocalFileSystem` multipart staging file `blobs/tmp/<32 hex>#<n>` and are only copied to
-//! `blobs/blobs/<blake3>` after the digests were checked. A server killed mid-upload cannot
-//! clean that staging file up; it is invisible (listings skip it, nothing refers to it) and
+//! temporary file `blobs/tmp/<32 hex>` and are only linked to `blobs/blobs/<blake3>` after the
+//! digests were checked. A server killed mid-upload cannot clean that file up; nothing refers
+//! to it and
 //! `BlobStore::sweep_temp` (run by `arca serve` at start, store/src/temp.rs) deletes it once it
 //! is older than one hour — not earlier, because another server process on the same store might
 //! still be writing it. A client that hangs up is different: the server sees the broken body,
-//! aborts the multipart upload and deletes the staging file at once.
+//! drops the upload and deletes the temporary file at once.
 //! (On S3 the same crash leaves a pending multipart upload; see tests/s3.rs.)
 
 mod common;
@@ -24,8 +24,7 @@ use common::Server;
 const MIB: usize = 1024 * 1024;
 /// Large enough that a debug-build push takes well over the time needed to notice it started.
 const BIG: usize = 200 * MIB;
-/// One multipart part (store/src/blob.rs `PART_SIZE`): a staging file this large means the
-/// server has received and written real bytes.
+/// A staging file this large means the server has received and written real bytes.
 const PART: u64 = 5 * MIB as u64;
 
 /// Writes `len` pseudo-random bytes in 1 MiB chunks (never the whole file in memory).
@@ -55,14 +54,14 @@ fn spawn_push(s: &Server, file: &Path, name: &str, version: &str, key: &Path) ->
         .expect("spawn arca push")
 }
 
-/// The multipart staging files of the local store: `blobs/tmp/<id>#<n>`.
+/// The files of uploads in progress in the local store: `blobs/tmp/<id>`.
 fn staging_files(s: &Server) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(s.home.join("blobs/tmp")) else {
         return Vec::new();
     };
     rd.flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().contains('#'))
+        .filter(|p| p.is_file())
         .collect()
 }
 
@@ -210,9 +209,7 @@ fn server_killed_mid_upload_publishes_nothing() {
         "expected the interrupted staging file"
     );
     assert!(
-        leftover
-            .iter()
-            .all(|f| f.starts_with("tmp/") && f.contains('#')),
+        leftover.iter().all(|f| f.starts_with("tmp/")),
         "a crash left more than a staging file: {leftover:?}"
     );
 

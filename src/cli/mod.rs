@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each with its own `Args` and `run()`.
 
 mod attest;
+mod audit;
 mod init;
 mod key;
 mod policy;
@@ -52,6 +53,9 @@ enum Command {
     History(promote::HistoryArgs),
     /// Fetch a channel's release of NAME, verify everything, and write it to DIR.
     Pull(pull::Args),
+    /// Verify and export the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::Command),
     /// A generic TUF client (the command protocol of TUF's conformance suite).
     TufClient(tuf_client::Args),
 }
@@ -105,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::History(a) => block_on(promote::history(a)),
         Command::Pull(a) => block_on(pull::run(a)),
         Command::TufClient(a) => block_on(tuf_client::run(a)),
+        Command::Audit(c) => block_on(audit::run(c)),
     }
 }
 

@@ -216,6 +216,16 @@ impl ApiClient {
         decode(self.http.get(self.url(path)).query(query).send().await?).await
     }
 
+    /// GETs with the token and decodes a JSON answer.
+    pub async fn get_json_authed<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<R> {
+        let req = self.http.get(self.url(path)).query(query);
+        decode(self.authed(req)?.send().await?).await
+    }
+
     /// GETs a text answer.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         Ok(check(self.http.get(self.url(path)).send().await?)

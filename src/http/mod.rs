@@ -1,6 +1,7 @@
 //! The HTTP server (actix-web): thin handlers that parse, call a use case and answer.
 
 mod artifacts;
+mod audit;
 pub mod auth;
 mod error;
 mod promotion;
@@ -31,6 +32,33 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// Opens an initialised home: database, blob store, keys. (Also what benchmarks use to drive
+/// the use cases without HTTP.)
+pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
+    let home = Home::new(dir);
+    let db = Db::open(&home.db())?;
+    let options: Vec<(String, String)> = cfg.store.options.clone().into_iter().collect();
+    let store = arca_store::BlobStore::open(&cfg.store.url, &dir.join("blobs"), &options)
+        .context("opening the blob store")?;
+    let online: BTreeMap<_, _> = home
+        .online_keys(&cfg)?
+        .into_iter()
+        .map(|(c, k)| (c, Arc::new(k)))
+        .collect();
+    Ok(App {
+        db,
+        store,
+        cfg: Arc::new(cfg),
+        online: Arc::new(online),
+        home: dir.to_path_buf(),
+        uploads: Default::default(),
+        audit_key: Arc::new(
+            arca_keys::SigningKey::read_file(&dir.join(home::AUDIT_KEY))
+                .context("loading the audit key")?,
+        ),
+    })
+}
+
 /// Initialises `dir` if it is empty, then serves until stopped.
 pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
     let home = Home::new(dir);
@@ -42,23 +70,8 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
     if let Some(l) = listen {
         cfg.listen = l;
     }
-    let db = Db::open(&home.db())?;
-    let options: Vec<(String, String)> = cfg.store.options.clone().into_iter().collect();
-    let store = arca_store::BlobStore::open(&cfg.store.url, &dir.join("blobs"), &options)
-        .context("opening the blob store")?;
-    let online: BTreeMap<_, _> = home
-        .online_keys(&cfg)?
-        .into_iter()
-        .map(|(c, k)| (c, Arc::new(k)))
-        .collect();
-    let app = App {
-        db,
-        store,
-        cfg: Arc::new(cfg.clone()),
-        online: Arc::new(online),
-        home: dir.to_path_buf(),
-        uploads: Default::default(),
-    };
+    let app = open(dir, cfg)?;
+    let cfg = (*app.cfg).clone();
 
     match app.store.sweep_temp(Duration::from_secs(3600)).await {
         Ok(n) if n > 0 => tracing::info!(removed = n, "removed abandoned uploads"),
@@ -83,6 +96,7 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
             .configure(artifacts::routes)
             .configure(trust::routes)
             .configure(promotion::routes)
+            .configure(audit::routes)
             .configure(tuf::routes)
     })
     .bind(&cfg.listen)

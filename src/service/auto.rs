@@ -12,12 +12,12 @@ use crate::model::{ArtifactName, ChannelName};
 
 /// Channels with `auto = true` and the channel each takes releases from.
 fn auto_channels(
-    app: &App,
+    pipeline: &[ChannelName],
     c: &rusqlite::Connection,
 ) -> Result<Vec<(ChannelName, ChannelName)>, super::Error> {
     let trust = current_trust(c)?;
     let mut out = Vec::new();
-    for ch in &app.cfg.pipeline {
+    for ch in pipeline {
         if let Ok(p) = promote::channel_policy(c, &trust, ch)
             && p.auto
             && let Some(from) = p.from
@@ -30,29 +30,35 @@ fn auto_channels(
 
 /// The (name, version) pairs that an auto channel could take now: the current release of each
 /// name in its `from` channel, when it is not already current in the auto channel.
-fn candidates(app: &App, only: Option<&ArtifactName>) -> Result<Vec<PromoteRequest>, super::Error> {
-    let app2 = app.clone();
+async fn candidates(
+    app: &App,
+    only: Option<&ArtifactName>,
+) -> Result<Vec<PromoteRequest>, super::Error> {
+    let pipeline = app.cfg.pipeline.clone();
     let only = only.map(|n| n.to_string());
-    let pairs = app.db.call_sync(|c| -> Result<_, db::DbError> {
-        let chans = match auto_channels(&app2, c) {
-            Ok(ch) => ch,
-            Err(_) => return Ok(Vec::new()),
-        };
-        let mut out = Vec::new();
-        for (to, from) in chans {
-            for a in db::channels::current_releases(c, from.as_str())? {
-                if only.as_deref().is_some_and(|n| n != a.name) {
-                    continue;
+    let pairs = app
+        .db
+        .call(move |c| -> Result<_, db::DbError> {
+            let chans = match auto_channels(&pipeline, c) {
+                Ok(ch) => ch,
+                Err(_) => return Ok(Vec::new()),
+            };
+            let mut out = Vec::new();
+            for (to, from) in chans {
+                for a in db::channels::current_releases(c, from.as_str())? {
+                    if only.as_deref().is_some_and(|n| n != a.name) {
+                        continue;
+                    }
+                    let here = db::channels::current(c, to.as_str(), &a.name)?;
+                    if here.is_some_and(|(cur, _)| cur.id == a.id) {
+                        continue;
+                    }
+                    out.push((to.clone(), a.name.clone(), a.version.clone()));
                 }
-                let here = db::channels::current(c, to.as_str(), &a.name)?;
-                if here.is_some_and(|(cur, _)| cur.id == a.id) {
-                    continue;
-                }
-                out.push((to.clone(), a.name.clone(), a.version.clone()));
             }
-        }
-        Ok(out)
-    })?;
+            Ok(out)
+        })
+        .await?;
     Ok(pairs
         .into_iter()
         .filter_map(|(to, name, version)| {
@@ -77,7 +83,7 @@ pub async fn after_change(app: &App, name: &ArtifactName) -> Vec<String> {
 pub async fn run(app: &App, only: Option<&ArtifactName>) -> Vec<String> {
     let mut entered = Vec::new();
     for _ in 0..app.cfg.pipeline.len() {
-        let reqs = match candidates(app, only) {
+        let reqs = match candidates(app, only).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list auto-promotion candidates");
@@ -87,24 +93,23 @@ pub async fn run(app: &App, only: Option<&ArtifactName>) -> Vec<String> {
         let mut progressed = false;
         for req in reqs {
             // Evaluate quietly first: a release waiting for its rules is not a refusal to audit.
-            let ready = {
-                let (req2, app2) = (req.clone(), app.clone());
-                app.db
-                    .call_sync(move |c| -> Result<bool, db::DbError> {
-                        let Ok(trust) = current_trust(c) else {
-                            return Ok(false);
-                        };
-                        let Some(a) =
-                            db::artifacts::find(c, req2.name.as_str(), req2.version.as_str())?
-                        else {
-                            return Ok(false);
-                        };
-                        let _ = &app2;
-                        Ok(promote::evaluate(c, &trust, &a, &req2.to, Utc::now())
-                            .is_ok_and(|(d, already)| d.allowed && !already))
-                    })
-                    .unwrap_or(false)
-            };
+            let req2 = req.clone();
+            let ready = app
+                .db
+                .call(move |c| -> Result<bool, db::DbError> {
+                    let Ok(trust) = current_trust(c) else {
+                        return Ok(false);
+                    };
+                    let Some(a) =
+                        db::artifacts::find(c, req2.name.as_str(), req2.version.as_str())?
+                    else {
+                        return Ok(false);
+                    };
+                    Ok(promote::evaluate(c, &trust, &a, &req2.to, Utc::now())
+                        .is_ok_and(|(d, already)| d.allowed && !already))
+                })
+                .await
+                .unwrap_or(false);
             if !ready {
                 continue;
             }

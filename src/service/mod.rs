@@ -1,6 +1,7 @@
 //! The use cases: each one validates, decides with pure domain rules, and writes state, TUF
 //! metadata and the audit entry in one transaction.
 
+pub mod audit;
 pub mod auto;
 pub mod policy;
 pub mod promote;
@@ -30,6 +31,8 @@ pub struct App {
     pub online: Arc<BTreeMap<ChannelName, Arc<SigningKey>>>,
     pub home: PathBuf,
     pub uploads: upload::Uploads,
+    /// Signs audit checkpoints.
+    pub audit_key: Arc<SigningKey>,
 }
 
 /// Why a use case refused or failed. Client mistakes carry a stable code and a message that

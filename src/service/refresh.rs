@@ -27,6 +27,10 @@ pub async fn run(app: App) {
                 Err(e) => tracing::error!(%channel, error = %e, "cannot re-sign metadata"),
             }
         }
+        if let Err(e) = super::audit::checkpoint_if_grown(&app).await {
+            tracing::error!(error = %e, "cannot sign an audit checkpoint");
+        }
+        super::auto::run(&app, None).await;
         let expired = app.uploads.expire();
         if expired > 0 {
             tracing::info!(expired, "dropped staged uploads that no push claimed");

@@ -436,41 +436,18 @@ pub async fn download_target(
             resp.status()
         )));
     }
-    // SHA-256 and BLAKE3 run on their own threads; this thread writes (and computes any other
-    // listed algorithm), so receiving, hashing and writing overlap.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    // SHA-256 and BLAKE3 run on threads of their own, the file is written by another (with
+    // its disk flushes spread over the download), so receiving, hashing and writing overlap.
+    // Any other algorithm the target lists is computed here.
     let others: BTreeMap<String, String> = target
         .hashes
         .iter()
         .filter(|(alg, _)| alg.as_str() != "sha256")
         .map(|(a, h)| (a.clone(), h.clone()))
         .collect();
-    let worker = std::thread::spawn(move || -> std::io::Result<HashSet> {
-        let syncer = Syncer::new(&out)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-        let mut set = HashSet::new(&others);
-        let mut unsynced = 0usize;
-        while let Some(chunk) = rx.blocking_recv() {
-            set.update(&chunk);
-            out.write_all(&chunk)?;
-            unsynced += chunk.len();
-            if unsynced >= SYNC_EVERY {
-                out.flush()?;
-                syncer.kick();
-                unsynced = 0;
-            }
-        }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        let written = std::time::Instant::now();
-        syncer.finish()?;
-        // Durable before the caller renames it into place.
-        file.sync_all()?;
-        tracing::debug!(
-            fsync_ms = written.elapsed().as_millis() as u64,
-            "download synced"
-        );
-        Ok(set)
-    });
+    let mut set = HashSet::new(&others);
+    let mut sink = arca_store::FileSink::new(out)
+        .map_err(|e| TufError::Other(format!("writing the download: {e}")))?;
     let mut hasher = arca_store::ParallelHasher::new();
     let mut length = 0u64;
     let mut stream = resp.bytes_stream();
@@ -497,16 +474,13 @@ pub async fn download_target(
         if let Some(p) = &progress {
             p.inc(chunk.len() as u64);
         }
+        set.update(&chunk);
         hasher.update(chunk.clone()).await;
-        if tx.send(chunk).await.is_err() {
-            break;
+        if sink.write(chunk).await.is_err() {
+            break; // the writer failed; finish() says how
         }
     }
-    drop(tx);
-    let joined = tokio::task::spawn_blocking(move || worker.join())
-        .await
-        .map_err(|e| TufError::Other(e.to_string()))?
-        .map_err(|_| TufError::Other("the writing thread panicked".into()))?;
+    let written = sink.finish().await;
     let digests = hasher
         .finish()
         .await
@@ -514,7 +488,7 @@ pub async fn download_target(
     if let Some(f) = failure {
         return Err(f);
     }
-    let set = joined.map_err(|e| TufError::Other(format!("writing the download: {e}")))?;
+    written.map_err(|e| TufError::Other(format!("writing the download: {e}")))?;
     if length != target.length {
         return Err(TufError::HashMismatch {
             what: format!("{url} (length {length}, signed {})", target.length),
@@ -539,46 +513,4 @@ pub async fn download_target(
         sha256,
         blake3: digests.blake3.hex(),
     })
-}
-
-/// How much a download writes between two background flushes.
-const SYNC_EVERY: usize = 64 << 20;
-
-/// Flushes a file being written to disk in the background, so that the fsync before the
-/// rename finds little left to do (the kernel would otherwise hold the whole download in dirty
-/// pages until then). It works on its own handle to the same file.
-struct Syncer {
-    kick: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: std::thread::JoinHandle<std::io::Result<()>>,
-}
-
-impl Syncer {
-    fn new(file: &std::fs::File) -> std::io::Result<Self> {
-        let handle = file.try_clone()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::spawn(move || {
-            for () in rx {
-                handle.sync_data()?;
-            }
-            Ok(())
-        });
-        Ok(Syncer {
-            kick: Some(tx),
-            thread,
-        })
-    }
-
-    /// Asks for a flush, unless one is already pending.
-    fn kick(&self) {
-        if let Some(tx) = &self.kick {
-            let _ = tx.try_send(());
-        }
-    }
-
-    fn finish(mut self) -> std::io::Result<()> {
-        drop(self.kick.take());
-        self.thread
-            .join()
-            .map_err(|_| std::io::Error::other("the sync thread panicked"))?
-    }
 }

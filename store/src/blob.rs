@@ -13,6 +13,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetResult, ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use crate::hashing::ParallelHasher;
+use crate::sink::FileSink;
 use crate::temp::{self, TempObject};
 use crate::verify::VerifyingStream;
 use crate::{Blake3Digest, Digests, Expected, StoreError};
@@ -111,6 +112,9 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
     {
+        if let Some(root) = &self.local_root {
+            return self.stage_local(root, body, max_size).await;
+        }
         let tmp = temp::new_path()?;
         let upload = self.store.put_multipart(&tmp).await?;
         let writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
@@ -127,6 +131,62 @@ impl BlobStore {
                 Err(e)
             }
         }
+    }
+
+    /// [`BlobStore::stage`] on the local disk: the bytes go straight to `tmp/<id>` through a
+    /// [`FileSink`] (its own writer thread, disk flushes spread over the upload) instead of
+    /// object_store's multipart buffers, which copy every byte once more and leave the whole
+    /// file to one fsync at the end. The file is the same object `tmp/<id>` to object_store, so
+    /// commit, discard and the sweep work unchanged.
+    async fn stage_local<S, E>(
+        &self,
+        root: &std::path::Path,
+        body: S,
+        max_size: u64,
+    ) -> Result<Staged, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: fmt::Display,
+    {
+        let tmp = temp::new_path()?;
+        let fs_path = root.join(tmp.as_ref());
+        let io = |e: std::io::Error| {
+            StoreError::Backend(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })
+        };
+        if let Some(dir) = fs_path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&fs_path)
+            .map_err(io)?;
+        let guard = temp::LocalTemp::new(fs_path);
+        let mut sink = FileSink::new(file).map_err(io)?;
+        let mut hasher = ParallelHasher::new();
+        let mut body = pin!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+            if hasher.size().saturating_add(chunk.len() as u64) > max_size {
+                return Err(StoreError::TooLarge { limit: max_size });
+            }
+            hasher.update(chunk.clone()).await;
+            if sink.write(chunk).await.is_err() {
+                break; // the writer failed; finish() says how
+            }
+        }
+        sink.finish().await.map_err(io)?;
+        let digests = hasher.finish().await?;
+        guard.keep();
+        Ok(Staged {
+            path: tmp,
+            digests,
+            store: Arc::clone(&self.store),
+            settled: false,
+        })
     }
 
     /// Checks `expected` against a staged upload and, if it holds, makes the blob visible under

@@ -39,6 +39,7 @@ mod digest;
 mod error;
 mod hashing;
 mod open;
+mod sink;
 mod temp;
 mod verify;
 
@@ -46,3 +47,4 @@ pub use blob::{BlobStore, BlobStream, Staged};
 pub use digest::{Blake3Digest, Digests, Expected, Sha256Digest};
 pub use error::StoreError;
 pub use hashing::ParallelHasher;
+pub use sink::{FLUSH_EVERY, FileSink};

@@ -101,6 +101,33 @@ impl Drop for TempObject {
     }
 }
 
+/// A temporary file on the local disk that is removed unless kept (a cancelled or failed local
+/// upload leaves nothing).
+pub(crate) struct LocalTemp {
+    path: Option<std::path::PathBuf>,
+}
+
+impl LocalTemp {
+    pub(crate) fn new(path: std::path::PathBuf) -> Self {
+        LocalTemp { path: Some(path) }
+    }
+
+    pub(crate) fn keep(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for LocalTemp {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take()
+            && let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "could not remove a temporary file");
+        }
+    }
+}
+
 fn upload_closed(path: &Path) -> StoreError {
     StoreError::Backend(object_store::Error::Generic {
         store: "arca-store",

@@ -1,0 +1,55 @@
+//! `GET /api/v1/audit`, `GET /api/v1/audit/checkpoints`, `POST /api/v1/audit/checkpoints`.
+
+use actix_web::{HttpResponse, get, post, web};
+use serde::Deserialize;
+
+use super::auth::Actor;
+use crate::db;
+use crate::service::{App, Error, audit};
+
+/// Most entries per page.
+const MAX_PAGE: i64 = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    1000
+}
+
+/// The log, a page at a time (the audit log names tokens and subjects: a token is required).
+#[get("/api/v1/audit")]
+async fn entries(
+    app: web::Data<App>,
+    _actor: Actor,
+    q: web::Query<Page>,
+) -> Result<HttpResponse, Error> {
+    let (after, limit) = (q.after.max(0), q.limit.clamp(1, MAX_PAGE));
+    let rows = app
+        .db
+        .call(move |c| db::audit::entries(c, after, limit))
+        .await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+#[get("/api/v1/audit/checkpoints")]
+async fn checkpoints(app: web::Data<App>, _actor: Actor) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(app.db.call(|c| db::audit::checkpoints(c)).await?))
+}
+
+#[post("/api/v1/audit/checkpoints")]
+async fn sign_checkpoint(app: web::Data<App>, _actor: Actor) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Created().json(audit::checkpoint(&app).await?))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(entries)
+        .service(checkpoints)
+        .service(sign_checkpoint);
+}
