@@ -57,6 +57,49 @@ pub async fn hash_file(path: &Path) -> anyhow::Result<(String, String, u64)> {
     .await?
 }
 
+/// The (blake3, sha256, size) of a file being read, when it has been read.
+type Hashing = tokio::task::JoinHandle<anyhow::Result<(String, String, u64)>>;
+
+/// Reads `path` once, in 1 MiB blocks, for both the upload body and the hashes: a thread reads
+/// each block, hands it to the hashers (SHA-256 and BLAKE3 on threads of their own) and to the
+/// request body. Resolves to (blake3, sha256, size) once the whole file was read.
+fn read_once(
+    path: &Path,
+    progress: Option<indicatif::ProgressBar>,
+) -> anyhow::Result<(reqwest::Body, Hashing)> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let name = path.display().to_string();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut hasher = arca_store::ParallelHasher::new();
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {name}"))?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            let block = bytes::Bytes::from(buf);
+            hasher.update_blocking(block.clone());
+            if tx.blocking_send(Ok(block)).is_err() {
+                anyhow::bail!("the upload stopped");
+            }
+        }
+        let d = hasher.finish_blocking()?;
+        Ok((d.blake3.hex(), d.sha256.hex(), d.size))
+    });
+    let body =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let body = futures::StreamExt::inspect(body, move |chunk| {
+        if let (Some(p), Ok(c)) = (&progress, chunk) {
+            p.inc(c.len() as u64);
+        }
+    });
+    Ok((reqwest::Body::wrap_stream(body), reader))
+}
+
 pub async fn run(a: Args) -> anyhow::Result<i32> {
     let key = SigningKey::read_file(&a.key)?;
     let file_name: FileName = a
@@ -88,8 +131,11 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
             version: a.version.clone(),
             signer: key.key_id(),
         };
-        let (digests, staged) =
-            tokio::try_join!(hash_file(&a.file), api.upload(&a.file, &uq, bar.clone()))?;
+        let (body, hashed) = read_once(&a.file, bar.clone())?;
+        let (digests, staged) = tokio::try_join!(
+            async { hashed.await.context("the file reader stopped")? },
+            api.upload(body, size, &uq)
+        )?;
         let (blake3, sha256, size) = &digests;
         if (&staged.blake3, &staged.sha256, staged.size) != (blake3, sha256, *size) {
             bail!(

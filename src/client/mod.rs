@@ -82,14 +82,13 @@ impl ApiClient {
         Ok((reqwest::Body::wrap_stream(stream), len))
     }
 
-    /// Stages `file` for `name@version` (step one of a push).
+    /// Stages `len` bytes of `body` for `name@version` (step one of a push).
     pub async fn upload(
         &self,
-        file: &Path,
+        body: reqwest::Body,
+        len: u64,
         q: &UploadQuery,
-        progress: Option<indicatif::ProgressBar>,
     ) -> anyhow::Result<UploadResponse> {
-        let (body, len) = Self::file_body(file, progress).await?;
         let req = self
             .http
             .post(self.url("/api/v1/uploads"))

@@ -63,10 +63,11 @@ fn forward(
     impl futures::Stream<Item = Result<bytes::Bytes, String>> + Send,
     impl std::future::Future<Output = ()>,
 ) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(8);
     let body =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     let pump = async move {
+        let mut payload = std::pin::pin!(arca_store::coalesce(payload.by_ref()));
         while let Some(chunk) = payload.next().await {
             let item = chunk.map_err(|e| e.to_string());
             let failed = item.is_err();

@@ -450,7 +450,7 @@ pub async fn download_target(
         .map_err(|e| TufError::Other(format!("writing the download: {e}")))?;
     let mut hasher = arca_store::ParallelHasher::new();
     let mut length = 0u64;
-    let mut stream = resp.bytes_stream();
+    let mut stream = std::pin::pin!(arca_store::coalesce(resp.bytes_stream()));
     let mut failure = None;
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {

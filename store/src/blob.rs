@@ -165,6 +165,7 @@ impl BlobStore {
             .open(&fs_path)
             .map_err(io)?;
         let guard = temp::LocalTemp::new(fs_path);
+        let started = std::time::Instant::now();
         let mut sink = FileSink::new(file).map_err(io)?;
         let mut hasher = ParallelHasher::new();
         let mut body = pin!(body);
@@ -178,8 +179,18 @@ impl BlobStore {
                 break; // the writer failed; finish() says how
             }
         }
+        let received_ms = started.elapsed().as_millis() as u64;
         sink.finish().await.map_err(io)?;
+        let written_ms = started.elapsed().as_millis() as u64;
         let digests = hasher.finish().await?;
+        tracing::debug!(
+            blake3 = %digests.blake3,
+            size = digests.size,
+            received_ms,
+            written_ms,
+            hashed_ms = started.elapsed().as_millis() as u64,
+            "staged upload"
+        );
         guard.keep();
         Ok(Staged {
             path: tmp,

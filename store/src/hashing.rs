@@ -6,7 +6,7 @@ use crate::{Blake3Digest, Digests, Sha256Digest, StoreError};
 
 /// Chunks queued per hashing thread before the feeder waits: enough to ride out scheduling
 /// hiccups, small enough that a slow hasher throttles the upload instead of buffering it.
-const PARALLEL_QUEUE: usize = 64;
+const PARALLEL_QUEUE: usize = 16;
 
 /// BLAKE3 and SHA-256, each on a thread of its own, fed the same chunks (shared, not copied).
 ///

@@ -47,4 +47,4 @@ pub use blob::{BlobStore, BlobStream, Staged};
 pub use digest::{Blake3Digest, Digests, Expected, Sha256Digest};
 pub use error::StoreError;
 pub use hashing::ParallelHasher;
-pub use sink::{FLUSH_EVERY, FileSink};
+pub use sink::{COALESCE, FLUSH_EVERY, FileSink, coalesce};
