@@ -144,6 +144,27 @@ pub fn statement_digests(c: &Connection, artifact_id: i64) -> Result<Vec<String>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The statement digests of every release current in `channel`, by artifact id (one query
+/// instead of one per release when a channel's targets are rebuilt).
+pub fn statement_digests_in_channel(
+    c: &Connection,
+    channel: &str,
+) -> Result<std::collections::HashMap<i64, Vec<String>>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT s.artifact_id, s.sha256 FROM statements s WHERE s.artifact_id IN ( \
+           SELECT r.artifact_id FROM releases r \
+           JOIN (SELECT name, MAX(id) AS id FROM releases WHERE channel = ?1 GROUP BY name) m ON m.id = r.id) \
+         ORDER BY s.artifact_id, s.created_at, s.sha256",
+    )?;
+    let mut out: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+    let rows = st.query_map([channel], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (id, sha) = row?;
+        out.entry(id).or_default().push(sha);
+    }
+    Ok(out)
+}
+
 /// The blob behind a TUF target of a channel: the artifact `name` with this SHA-256 and file
 /// name that the channel holds or held. Returns (blake3, size).
 pub fn channel_blob(

@@ -56,3 +56,14 @@ pub fn get(
     )
     .optional()?)
 }
+
+/// The newest version of a role (without reading its body).
+pub fn latest_version(c: &Connection, channel: &str, role: &str) -> Result<Option<u64>, DbError> {
+    Ok(c
+        .query_row(
+            "SELECT MAX(version) FROM tuf_metadata WHERE channel = ?1 AND role = ?2",
+            params![channel, role],
+            |r| r.get::<_, Option<i64>>(0),
+        )?
+        .map(|v| v as u64))
+}

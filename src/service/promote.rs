@@ -96,10 +96,13 @@ pub fn evaluate(
         Some((cur, _)) => Some(names(cur)?.1),
         None => None,
     };
+    // Release times are kept to the second; counting the soak from the next whole second
+    // never lets it end early.
     let since = match &policy.from {
         Some(from) => db::channels::current(c, from.as_str(), &a.name)?
             .filter(|(cur, _)| cur.id == a.id)
-            .and_then(|(_, at)| parse_time(&at)),
+            .and_then(|(_, at)| parse_time(&at))
+            .map(|t| t + chrono::Duration::seconds(1)),
         None => None,
     };
     let facts = Facts {

@@ -245,6 +245,28 @@ impl Envelope {
         to_canonical_json(self).expect("metadata has no floats")
     }
 
+    /// Signs `signed` and returns the file's bytes directly: the same bytes as
+    /// `Envelope::sign(..).to_bytes()`, but `signed` is canonicalised once, not twice (the
+    /// canonical form of `{"signatures", "signed"}` is the two members in that order).
+    pub fn sign_to_bytes<T: Serialize>(signed: &T, keys: &[&SigningKey]) -> Vec<u8> {
+        let msg = to_canonical_json(signed).expect("metadata has no floats");
+        let signatures: Vec<MetaSignature> = keys
+            .iter()
+            .map(|k| MetaSignature {
+                keyid: k.key_id().to_string(),
+                sig: hex::encode(k.sign(&msg)),
+            })
+            .collect();
+        let sigs = to_canonical_json(&signatures).expect("signatures encode");
+        let mut out = Vec::with_capacity(msg.len() + sigs.len() + 32);
+        out.extend_from_slice(b"{\"signatures\":");
+        out.extend_from_slice(&sigs);
+        out.extend_from_slice(b",\"signed\":");
+        out.extend_from_slice(&msg);
+        out.push(b'}');
+        out
+    }
+
     /// Decodes `signed` as role `T`, checking `_type`.
     pub fn decode<T: Signed>(&self) -> Result<T, TufError> {
         let kind = self.signed.get("_type").and_then(|v| v.as_str());
@@ -300,4 +322,16 @@ impl Envelope {
 /// SHA-256 hex of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_to_bytes_equals_sign_then_encode() {
+        let key = SigningKey::generate().unwrap();
+        let doc = serde_json::json!({"_type": "targets", "version": 3, "targets": {"b": {"length": 1}, "a": {}}});
+        assert_eq!(Envelope::sign_to_bytes(&doc, &[&key]), Envelope::sign(&doc, &[&key]).to_bytes());
+    }
 }

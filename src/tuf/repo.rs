@@ -103,11 +103,12 @@ pub fn publish_targets(
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    let version = db::tuf::latest(c, channel, "targets")?.map_or(1, |m| m.version + 1);
-    let trust_version = db::trust::latest(c)?.map_or(0, |(v, _)| v);
+    let version = db::tuf::latest_version(c, channel, "targets")?.map_or(1, |v| v + 1);
+    let trust_version = db::trust::latest_version(c)?.unwrap_or(0);
+    let mut statements_of = db::artifacts::statement_digests_in_channel(c, channel)?;
     let mut targets = BTreeMap::new();
     for a in db::channels::current_releases(c, channel)? {
-        let statements = db::artifacts::statement_digests(c, a.id)?;
+        let statements = statements_of.remove(&a.id).unwrap_or_default();
         let custom = TargetCustom {
             name: parse(&a.name)?,
             version: parse(&a.version)?,
@@ -131,7 +132,7 @@ pub fn publish_targets(
         expires: expiry(now, cfg.targets_expiry),
         targets,
     };
-    let body = Envelope::sign(&t, &[key]).to_bytes();
+    let body = Envelope::sign_to_bytes(&t, &[key]);
     db::tuf::insert(c, channel, "targets", version, &body, &t.expires)?;
     publish_snapshot(c, channel, key, cfg, now)?;
     Ok(version)
@@ -155,7 +156,7 @@ pub fn publish_snapshot(
 ) -> Result<u64, DbError> {
     let targets = db::tuf::latest(c, channel, "targets")?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no targets metadata")))?;
-    let version = db::tuf::latest(c, channel, "snapshot")?.map_or(1, |m| m.version + 1);
+    let version = db::tuf::latest_version(c, channel, "snapshot")?.map_or(1, |v| v + 1);
     let s = Snapshot {
         kind: "snapshot".into(),
         spec_version: SPEC_VERSION.into(),
@@ -167,7 +168,7 @@ pub fn publish_snapshot(
         )]
         .into(),
     };
-    let body = Envelope::sign(&s, &[key]).to_bytes();
+    let body = Envelope::sign_to_bytes(&s, &[key]);
     db::tuf::insert(c, channel, "snapshot", version, &body, &s.expires)?;
     publish_timestamp(c, channel, key, cfg, now)?;
     Ok(version)
@@ -183,7 +184,7 @@ pub fn publish_timestamp(
 ) -> Result<u64, DbError> {
     let snapshot = db::tuf::latest(c, channel, "snapshot")?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no snapshot metadata")))?;
-    let version = db::tuf::latest(c, channel, "timestamp")?.map_or(1, |m| m.version + 1);
+    let version = db::tuf::latest_version(c, channel, "timestamp")?.map_or(1, |v| v + 1);
     let t = Timestamp {
         kind: "timestamp".into(),
         spec_version: SPEC_VERSION.into(),
@@ -195,7 +196,7 @@ pub fn publish_timestamp(
         )]
         .into(),
     };
-    let body = Envelope::sign(&t, &[key]).to_bytes();
+    let body = Envelope::sign_to_bytes(&t, &[key]);
     db::tuf::insert(c, channel, "timestamp", version, &body, &t.expires)?;
     Ok(version)
 }
