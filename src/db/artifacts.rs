@@ -157,7 +157,9 @@ pub fn statement_digests_in_channel(
          ORDER BY s.artifact_id, s.created_at, s.sha256",
     )?;
     let mut out: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
-    let rows = st.query_map([channel], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let rows = st.query_map([channel], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
     for row in rows {
         let (id, sha) = row?;
         out.entry(id).or_default().push(sha);

@@ -96,6 +96,19 @@ const MIGRATIONS: &[&str] = &[
         sig TEXT NOT NULL
     );
     "#,
+    // 3: each channel's current TUF target entries, canonical JSON, so that a promotion
+    // re-signs its channel's targets by concatenating stored entries instead of rebuilding
+    // every entry from the database.
+    r#"
+    CREATE TABLE tuf_entries (
+        channel TEXT NOT NULL REFERENCES channels(name),
+        path TEXT NOT NULL,
+        name TEXT NOT NULL,
+        entry BLOB NOT NULL,
+        PRIMARY KEY (channel, path)
+    );
+    CREATE INDEX tuf_entries_by_name ON tuf_entries(channel, name);
+    "#,
 ];
 
 /// Brings the schema up to date.

@@ -33,7 +33,8 @@ pub fn get(c: &Connection, version: u64) -> Result<Option<Vec<u8>>, DbError> {
 
 /// The newest version number.
 pub fn latest_version(c: &Connection) -> Result<Option<u64>, DbError> {
-    Ok(c
-        .query_row("SELECT MAX(version) FROM trust", [], |r| r.get::<_, Option<i64>>(0))?
-        .map(|v| v as u64))
+    Ok(c.query_row("SELECT MAX(version) FROM trust", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })?
+    .map(|v| v as u64))
 }

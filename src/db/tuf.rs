@@ -59,11 +59,69 @@ pub fn get(
 
 /// The newest version of a role (without reading its body).
 pub fn latest_version(c: &Connection, channel: &str, role: &str) -> Result<Option<u64>, DbError> {
-    Ok(c
-        .query_row(
-            "SELECT MAX(version) FROM tuf_metadata WHERE channel = ?1 AND role = ?2",
-            params![channel, role],
-            |r| r.get::<_, Option<i64>>(0),
-        )?
-        .map(|v| v as u64))
+    Ok(c.query_row(
+        "SELECT MAX(version) FROM tuf_metadata WHERE channel = ?1 AND role = ?2",
+        params![channel, role],
+        |r| r.get::<_, Option<i64>>(0),
+    )?
+    .map(|v| v as u64))
+}
+
+/// Replaces the stored target entry of `name` in `channel` (or removes it with `None`).
+pub fn set_entry(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    entry: Option<(&str, &[u8])>,
+) -> Result<(), DbError> {
+    c.execute(
+        "DELETE FROM tuf_entries WHERE channel = ?1 AND name = ?2",
+        params![channel, name],
+    )?;
+    if let Some((path, body)) = entry {
+        c.execute(
+            "INSERT INTO tuf_entries (channel, path, name, entry) VALUES (?1, ?2, ?3, ?4)",
+            params![channel, path, name, body],
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes every stored entry of `channel`.
+pub fn clear_entries(c: &Connection, channel: &str) -> Result<(), DbError> {
+    c.execute("DELETE FROM tuf_entries WHERE channel = ?1", [channel])?;
+    Ok(())
+}
+
+/// Calls `f(path, entry)` for every stored entry of `channel`, in path order.
+pub fn for_each_entry(
+    c: &Connection,
+    channel: &str,
+    mut f: impl FnMut(&str, &[u8]),
+) -> Result<usize, DbError> {
+    let mut st =
+        c.prepare_cached("SELECT path, entry FROM tuf_entries WHERE channel = ?1 ORDER BY path")?;
+    let mut rows = st.query([channel])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let path = r
+            .get_ref(0)?
+            .as_str()
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let entry = r
+            .get_ref(1)?
+            .as_blob()
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        f(path, entry);
+        n += 1;
+    }
+    Ok(n)
+}
+
+pub fn entry_count(c: &Connection, channel: &str) -> Result<i64, DbError> {
+    Ok(c.query_row(
+        "SELECT COUNT(*) FROM tuf_entries WHERE channel = ?1",
+        [channel],
+        |r| r.get(0),
+    )?)
 }

@@ -190,7 +190,7 @@ fn promote_tx(
             actor,
             req.reason.as_deref(),
         )?;
-        let version = repo::publish_targets(&tx, req.to.as_str(), key, tuf, now)?;
+        let version = repo::publish_release(&tx, req.to.as_str(), &a.name, key, tuf, now)?;
         let outcome = if decision.break_glass {
             "ok (break-glass)"
         } else {
@@ -358,7 +358,8 @@ fn rollback_tx(
             actor,
             req.reason.as_deref(),
         )?;
-        let version = repo::publish_targets(&tx, req.channel.as_str(), key, tuf, Utc::now())?;
+        let version =
+            repo::publish_release(&tx, req.channel.as_str(), &a.name, key, tuf, Utc::now())?;
         db::audit::append(
             &tx,
             &db::audit::Entry {

@@ -140,7 +140,8 @@ where
                 &statement_bytes,
             )?;
             db::channels::record_release(&tx, &ch, &name, id, "push", &actor_s, None)?;
-            let targets_version = repo::publish_targets(&tx, &ch, &key, &tuf_cfg, Utc::now())?;
+            let targets_version =
+                repo::publish_release(&tx, &ch, &name, &key, &tuf_cfg, Utc::now())?;
             db::audit::append(
                 &tx,
                 &db::audit::Entry {

@@ -249,12 +249,19 @@ impl Envelope {
     /// `Envelope::sign(..).to_bytes()`, but `signed` is canonicalised once, not twice (the
     /// canonical form of `{"signatures", "signed"}` is the two members in that order).
     pub fn sign_to_bytes<T: Serialize>(signed: &T, keys: &[&SigningKey]) -> Vec<u8> {
-        let msg = to_canonical_json(signed).expect("metadata has no floats");
+        Self::signed_bytes(
+            &to_canonical_json(signed).expect("metadata has no floats"),
+            keys,
+        )
+    }
+
+    /// The file's bytes for an already canonical `signed` (`msg`), signed with each key.
+    pub fn signed_bytes(msg: &[u8], keys: &[&SigningKey]) -> Vec<u8> {
         let signatures: Vec<MetaSignature> = keys
             .iter()
             .map(|k| MetaSignature {
                 keyid: k.key_id().to_string(),
-                sig: hex::encode(k.sign(&msg)),
+                sig: hex::encode(k.sign(msg)),
             })
             .collect();
         let sigs = to_canonical_json(&signatures).expect("signatures encode");
@@ -262,7 +269,7 @@ impl Envelope {
         out.extend_from_slice(b"{\"signatures\":");
         out.extend_from_slice(&sigs);
         out.extend_from_slice(b",\"signed\":");
-        out.extend_from_slice(&msg);
+        out.extend_from_slice(msg);
         out.push(b'}');
         out
     }
@@ -332,6 +339,9 @@ mod tests {
     fn sign_to_bytes_equals_sign_then_encode() {
         let key = SigningKey::generate().unwrap();
         let doc = serde_json::json!({"_type": "targets", "version": 3, "targets": {"b": {"length": 1}, "a": {}}});
-        assert_eq!(Envelope::sign_to_bytes(&doc, &[&key]), Envelope::sign(&doc, &[&key]).to_bytes());
+        assert_eq!(
+            Envelope::sign_to_bytes(&doc, &[&key]),
+            Envelope::sign(&doc, &[&key]).to_bytes()
+        );
     }
 }

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
 use super::metadata::{
-    Envelope, MetaFile, MetaKey, RoleKeys, Root, SPEC_VERSION, Snapshot, TargetFile, Targets,
-    Timestamp, sha256_hex,
+    Envelope, MetaFile, MetaKey, RoleKeys, Root, SPEC_VERSION, Snapshot, TargetFile, Timestamp,
+    sha256_hex,
 };
 use crate::config::TufConfig;
 use crate::db::{self, DbError};
@@ -94,8 +94,31 @@ pub fn root_expiry(now: DateTime<Utc>, cfg: &TufConfig) -> String {
     expiry(now, cfg.root_expiry)
 }
 
-/// Publishes targets version N+1 listing the channel's current releases, then a new snapshot
-/// and timestamp. Returns the new targets version.
+/// The TUF target entry of a release: its path and canonical JSON.
+fn target_entry(
+    a: &db::artifacts::ArtifactRow,
+    statements: Vec<String>,
+    trust_version: u64,
+) -> Result<(String, Vec<u8>), DbError> {
+    let custom = TargetCustom {
+        name: parse(&a.name)?,
+        version: parse(&a.version)?,
+        blake3: a.blake3.clone(),
+        statements,
+        trust_version,
+    };
+    let entry = TargetFile {
+        length: a.size,
+        hashes: [("sha256".to_owned(), a.sha256.clone())].into(),
+        custom: Some(serde_json::to_value(custom).expect("custom encodes")),
+    };
+    let bytes = arca_keys::canonical::to_canonical_json(&entry)
+        .map_err(|e| DbError::Corrupt(e.to_string()))?;
+    Ok((format!("{}/{}", a.name, a.file_name), bytes))
+}
+
+/// Rebuilds every stored target entry of `channel` from its current releases, then publishes
+/// targets N+1, a snapshot and a timestamp. Returns the new targets version.
 pub fn publish_targets(
     c: &Connection,
     channel: &str,
@@ -103,37 +126,82 @@ pub fn publish_targets(
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    let version = db::tuf::latest_version(c, channel, "targets")?.map_or(1, |v| v + 1);
     let trust_version = db::trust::latest_version(c)?.unwrap_or(0);
     let mut statements_of = db::artifacts::statement_digests_in_channel(c, channel)?;
-    let mut targets = BTreeMap::new();
+    db::tuf::clear_entries(c, channel)?;
     for a in db::channels::current_releases(c, channel)? {
         let statements = statements_of.remove(&a.id).unwrap_or_default();
-        let custom = TargetCustom {
-            name: parse(&a.name)?,
-            version: parse(&a.version)?,
-            blake3: a.blake3.clone(),
-            statements,
-            trust_version,
-        };
-        targets.insert(
-            format!("{}/{}", a.name, a.file_name),
-            TargetFile {
-                length: a.size,
-                hashes: [("sha256".to_owned(), a.sha256.clone())].into(),
-                custom: Some(serde_json::to_value(custom).expect("custom encodes")),
-            },
-        );
+        let (path, entry) = target_entry(&a, statements, trust_version)?;
+        db::tuf::set_entry(c, channel, &a.name, Some((&path, &entry)))?;
     }
-    let t = Targets {
-        kind: "targets".into(),
-        spec_version: SPEC_VERSION.into(),
-        version,
-        expires: expiry(now, cfg.targets_expiry),
-        targets,
-    };
-    let body = Envelope::sign_to_bytes(&t, &[key]);
-    db::tuf::insert(c, channel, "targets", version, &body, &t.expires)?;
+    sign_targets(c, channel, key, cfg, now)
+}
+
+/// Publishes the change of one name's release in `channel`: its stored entry is replaced and
+/// the targets re-signed from the stored entries (the other entries are not rebuilt), then a
+/// snapshot and a timestamp. Returns the new targets version.
+pub fn publish_release(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    // A database from before the entries were stored: build them all once.
+    if db::tuf::entry_count(c, channel)? == 0
+        && !db::channels::current_releases(c, channel)?.is_empty()
+    {
+        return publish_targets(c, channel, key, cfg, now);
+    }
+    let trust_version = db::trust::latest_version(c)?.unwrap_or(0);
+    match db::channels::current(c, channel, name)? {
+        Some((a, _)) => {
+            let statements = db::artifacts::statement_digests(c, a.id)?;
+            let (path, entry) = target_entry(&a, statements, trust_version)?;
+            db::tuf::set_entry(c, channel, name, Some((&path, &entry)))?;
+        }
+        None => db::tuf::set_entry(c, channel, name, None)?,
+    }
+    sign_targets(c, channel, key, cfg, now)
+}
+
+/// Signs targets N+1 from the stored entries, then a snapshot and a timestamp. The canonical
+/// JSON is assembled from the entries' stored canonical bytes: the members of `signed` in
+/// sorted order, and the entries in path order (paths are validated to an alphabet in which
+/// byte order and canonical-JSON key order agree).
+fn sign_targets(
+    c: &Connection,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let version = db::tuf::latest_version(c, channel, "targets")?.map_or(1, |v| v + 1);
+    let expires = expiry(now, cfg.targets_expiry);
+    let mut msg = Vec::with_capacity(64 * 1024);
+    msg.extend_from_slice(b"{\"_type\":\"targets\",\"expires\":");
+    msg.extend_from_slice(serde_json::to_string(&expires).expect("string").as_bytes());
+    msg.extend_from_slice(b",\"spec_version\":");
+    msg.extend_from_slice(
+        serde_json::to_string(SPEC_VERSION)
+            .expect("string")
+            .as_bytes(),
+    );
+    msg.extend_from_slice(b",\"targets\":{");
+    let mut first = true;
+    db::tuf::for_each_entry(c, channel, |path, entry| {
+        if !first {
+            msg.push(b',');
+        }
+        first = false;
+        msg.extend_from_slice(serde_json::to_string(path).expect("string").as_bytes());
+        msg.push(b':');
+        msg.extend_from_slice(entry);
+    })?;
+    msg.extend_from_slice(format!("}},\"version\":{version}}}").as_bytes());
+    let body = Envelope::signed_bytes(&msg, &[key]);
+    db::tuf::insert(c, channel, "targets", version, &body, &expires)?;
     publish_snapshot(c, channel, key, cfg, now)?;
     Ok(version)
 }
@@ -228,7 +296,11 @@ pub fn refresh_expiring(
         Ok(expires - now < half)
     };
     if due("targets", cfg.targets_expiry)? {
-        publish_targets(c, channel, key, cfg, now)?;
+        if db::tuf::entry_count(c, channel)? == 0 {
+            publish_targets(c, channel, key, cfg, now)?;
+        } else {
+            sign_targets(c, channel, key, cfg, now)?;
+        }
         return Ok(vec!["targets", "snapshot", "timestamp"]);
     }
     if due("snapshot", cfg.snapshot_expiry)? {
@@ -249,4 +321,37 @@ pub fn latest_root(c: &Connection, channel: &str) -> Result<Root, DbError> {
     Envelope::from_slice("root", &m.body)
         .and_then(|e| e.decode::<Root>())
         .map_err(|e| DbError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuf::metadata::Targets;
+
+    /// The assembled targets must be exactly the canonical JSON that a generic encoder makes,
+    /// or clients (python-tuf included) would reject the signature.
+    #[test]
+    fn assembled_targets_are_canonical_and_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(&dir.path().join("t.db")).unwrap();
+        let key = SigningKey::generate().unwrap();
+        db.call_sync(|c| {
+            db::channels::insert_channel(c, "dev", 0)?;
+            for (name, path) in [("b", "b/x.bin"), ("a/b", "a/b/y-1.0.tgz"), ("a", "a/z"), ("a-b", "a-b/q")] {
+                let entry = serde_json::json!({"length": 3, "hashes": {"sha256": "ab"}, "custom": {"name": name, "statements": []}});
+                let bytes = arca_keys::canonical::to_canonical_json(&entry).unwrap();
+                db::tuf::set_entry(c, "dev", name, Some((path, &bytes)))?;
+            }
+            let v = sign_targets(c, "dev", &key, &TufConfig::default(), Utc::now())?;
+            let body = db::tuf::get(c, "dev", "targets", v)?.unwrap();
+            let env = Envelope::from_slice("targets", &body).unwrap();
+            assert_eq!(env.to_bytes(), body, "not canonical");
+            let t: Targets = env.decode().unwrap();
+            assert_eq!(t.targets.len(), 4);
+            let root = build_root(2, &[key.public()], 1, Some(&key.public()), Some("dev"), "2030-01-01T00:00:00Z".into());
+            env.verify_role(&root, "targets").unwrap();
+            Ok(())
+        })
+        .unwrap();
+    }
 }
