@@ -48,7 +48,10 @@ fn setup() -> (tempfile::TempDir, arca::service::App, SigningKey) {
     app.db
         .call_sync(|c| {
             let (_, bytes) = arca::db::trust::latest(c)?.unwrap();
-            let cur: TrustDocument = SignedEnvelope::from_slice(&bytes).unwrap().decode("trust").unwrap();
+            let cur: TrustDocument = SignedEnvelope::from_slice(&bytes)
+                .unwrap()
+                .decode("trust")
+                .unwrap();
             let mut next = cur.next();
             next.keys.insert(
                 builder.key_id(),
@@ -139,9 +142,15 @@ async fn promote_all(app: &arca::service::App, s: &Sizes) -> Vec<Duration> {
             reason: None,
         };
         let t = Instant::now();
-        let r = arca::service::promote::promote(app, "bench", req, "promote").await.unwrap();
+        let r = arca::service::promote::promote(app, "bench", req, "promote")
+            .await
+            .unwrap();
         out.push(t.elapsed());
-        assert!(r.promoted || r.already_current, "{:?}", r.decision.failures());
+        assert!(
+            r.promoted || r.already_current,
+            "{:?}",
+            r.decision.failures()
+        );
     }
     out.sort();
     out
@@ -182,7 +191,14 @@ fn evaluation_cost(iterations: usize) -> Duration {
     let (name, version) = ("svc/app".parse().unwrap(), "1.0.0".parse().unwrap());
     let (sha, b3) = ("a".repeat(64), "b".repeat(64));
     let st = Statement::new(
-        Subject { name: subject_name(&name, &version), digest: [("sha256".into(), sha.clone()), ("blake3".into(), b3.clone())].into() },
+        Subject {
+            name: subject_name(&name, &version),
+            digest: [
+                ("sha256".into(), sha.clone()),
+                ("blake3".into(), b3.clone()),
+            ]
+            .into(),
+        },
         BUILD_PREDICATE,
         serde_json::json!({}),
     );
@@ -192,7 +208,9 @@ fn evaluation_cost(iterations: usize) -> Duration {
     let t = Instant::now();
     for _ in 0..iterations {
         // What a promotion does per statement (verify the signature) plus the rules.
-        let facts = vec![StatementFacts::about(&env, "d".into(), &trust, &name, &version, &sha, &b3).unwrap()];
+        let facts = vec![
+            StatementFacts::about(&env, "d".into(), &trust, &name, &version, &sha, &b3).unwrap(),
+        ];
         let d = arca::policy::evaluate(
             &policy,
             &Facts {
@@ -215,21 +233,48 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (small, large, eval_iters) = if full {
         (
-            Sizes { names: 1000, versions: 1, audit: 0, promotions: 500 },
-            Sizes { names: 1000, versions: 100, audit: 1_000_000, promotions: 500 },
+            Sizes {
+                names: 1000,
+                versions: 1,
+                audit: 0,
+                promotions: 500,
+            },
+            Sizes {
+                names: 1000,
+                versions: 100,
+                audit: 1_000_000,
+                promotions: 500,
+            },
             20_000,
         )
     } else {
         (
-            Sizes { names: 20, versions: 1, audit: 0, promotions: 10 },
-            Sizes { names: 20, versions: 5, audit: 1000, promotions: 10 },
+            Sizes {
+                names: 20,
+                versions: 1,
+                audit: 0,
+                promotions: 10,
+            },
+            Sizes {
+                names: 20,
+                versions: 5,
+                audit: 1000,
+                promotions: 10,
+            },
             100,
         )
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
     let eval = evaluation_cost(eval_iters);
-    println!("policy evaluation (1 signature check + rules): {:.1} us/call", eval.as_secs_f64() * 1e6);
+    println!(
+        "policy evaluation (1 signature check + rules): {:.1} us/call",
+        eval.as_secs_f64() * 1e6
+    );
 
     let mut results = Vec::new();
     for (label, sizes) in [("small", &small), ("large", &large)] {
@@ -260,6 +305,10 @@ fn main() {
     println!(
         "p99 large / p99 small: {:.2}x (flat is ~1x); target p99 < 20 ms: {}",
         ms(results[1]) / ms(results[0]).max(1e-6),
-        if results[1] < Duration::from_millis(20) { "ok" } else { "MISSED" }
+        if results[1] < Duration::from_millis(20) {
+            "ok"
+        } else {
+            "MISSED"
+        }
     );
 }

@@ -543,7 +543,9 @@ fn min_soak_refuses_until_the_release_has_soaked() {
     let pushed = Instant::now();
     let (_, line) = promote_refused(&s, "1.0.0", "staging", "min_soak");
     assert!(line.contains("3s required"), "{line}");
-    std::thread::sleep(Duration::from_millis(3200).saturating_sub(pushed.elapsed()));
+    // Release times are kept to the second and the soak counts from the next whole second, so
+    // 3 s of soak can take up to 4 s.
+    std::thread::sleep(Duration::from_millis(4200).saturating_sub(pushed.elapsed()));
     let out = promote(&s, "1.0.0", "staging", &[]);
     assert!(
         rule_lines(&out).contains(&(true, "min_soak".into())),

@@ -16,6 +16,15 @@ pub enum Command {
     Verify {
         #[arg(long)]
         json: bool,
+        /// Where the newest verified checkpoint is kept between runs, so that a server which
+        /// later drops its checkpoints and rewrites the log is still caught.
+        /// Default: $HOME/.local/state/arca/<server>/audit-checkpoint.json.
+        #[arg(long, env = "ARCA_AUDIT_STATE")]
+        state: Option<std::path::PathBuf>,
+        /// A checkpoint to hold the log to (JSON, as `arca audit checkpoint --json` prints),
+        /// e.g. one kept in a ticket or another system.
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -29,9 +38,32 @@ pub enum Command {
     },
     /// Ask the server to sign a checkpoint of the log now.
     Checkpoint {
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// `$HOME/.local/state/arca/<server>/audit-checkpoint.json`.
+fn default_state(server: &str) -> anyhow::Result<std::path::PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --state")?;
+    let host: String = server
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok(std::path::PathBuf::from(home)
+        .join(".local/state/arca")
+        .join(host)
+        .join("audit-checkpoint.json"))
 }
 
 /// Page size when reading the log.
@@ -60,12 +92,35 @@ async fn fetch_all(api: &ApiClient, after: i64) -> anyhow::Result<Vec<Entry>> {
 
 pub async fn run(c: Command) -> anyhow::Result<i32> {
     match c {
-        Command::Verify { json, client } => {
+        Command::Verify {
+            json,
+            state,
+            checkpoint,
+            client,
+        } => {
             let api = client.client()?;
-            let entries = fetch_all(&api, 0).await?;
-            let checkpoints: Vec<Checkpoint> = api
+            // Checkpoints first: the log only grows, so every checkpoint read now is covered
+            // by the entries read after it.
+            let mut checkpoints: Vec<Checkpoint> = api
                 .get_json_authed("/api/v1/audit/checkpoints", &[])
                 .await?;
+            let entries = fetch_all(&api, 0).await?;
+            let state = match state {
+                Some(p) => p,
+                None => default_state(&client.server)?,
+            };
+            // The checkpoints this client verified before, and one given by hand, count too:
+            // dropping them from the server's database does not make a rewrite pass.
+            let pinned: Vec<Checkpoint> = [Some(state.clone()), checkpoint]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+                .map(|(p, b)| {
+                    serde_json::from_slice(&b)
+                        .with_context(|| format!("{} is not a checkpoint", p.display()))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            checkpoints.extend(pinned);
             let trust: TrustDocument = api.trust().await?.decode("trust document")?;
             let keys: BTreeMap<_, _> = trust
                 .keys
@@ -77,6 +132,13 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 .collect();
             let report = crate::audit::verify(&entries, &checkpoints, &keys)
                 .context("audit log verification failed")?;
+            if let Some(newest) = checkpoints.iter().max_by_key(|c| c.size) {
+                if let Some(dir) = state.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&state, serde_json::to_vec(newest)?)
+                    .with_context(|| format!("writing {}", state.display()))?;
+            }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -94,15 +156,19 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 out.write_all(b"\n")?;
             }
         }
-        Command::Checkpoint { client } => {
+        Command::Checkpoint { json, client } => {
             let cp: Checkpoint = client
                 .client()?
                 .post_json("/api/v1/audit/checkpoints", &())
                 .await?;
-            println!(
-                "checkpoint: size {} head {} at {} signed by {}",
-                cp.size, cp.head, cp.at, cp.keyid
-            );
+            if json {
+                println!("{}", serde_json::to_string(&cp)?);
+            } else {
+                println!(
+                    "checkpoint: size {} head {} at {} signed by {}",
+                    cp.size, cp.head, cp.at, cp.keyid
+                );
+            }
         }
     }
     Ok(0)
