@@ -24,13 +24,8 @@ fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Decodes a DSSE envelope holding an in-toto statement about `name@version`, and returns the
-/// digests its subject names.
-pub fn parse_subject(
-    env: &Envelope,
-    name: &ArtifactName,
-    version: &Version,
-) -> Result<(Statement, String, String), Error> {
+/// The in-toto statement inside a DSSE envelope (payload type and statement type checked).
+pub fn open_statement(env: &Envelope) -> Result<Statement, Error> {
     if env.payload_type != PAYLOAD_TYPE {
         return Err(Error::invalid(
             "bad_statement",
@@ -43,8 +38,17 @@ pub fn parse_subject(
     let payload = env
         .payload_bytes()
         .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
-    let st = Statement::from_slice(&payload)
-        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+    Statement::from_slice(&payload).map_err(|e| Error::invalid("bad_statement", e.to_string()))
+}
+
+/// Decodes a DSSE envelope holding an in-toto statement about `name@version`, and returns the
+/// digests its subject names.
+pub fn parse_subject(
+    env: &Envelope,
+    name: &ArtifactName,
+    version: &Version,
+) -> Result<(Statement, String, String), Error> {
+    let st = open_statement(env)?;
     let subject = subject_name(name, version);
     let s = st
         .subject

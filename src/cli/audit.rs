@@ -45,27 +45,6 @@ pub enum Command {
     },
 }
 
-/// `$HOME/.local/state/arca/<server>/audit-checkpoint.json`.
-fn default_state(server: &str) -> anyhow::Result<std::path::PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set; pass --state")?;
-    let host: String = server
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    Ok(std::path::PathBuf::from(home)
-        .join(".local/state/arca")
-        .join(host)
-        .join("audit-checkpoint.json"))
-}
-
 /// Page size when reading the log.
 const PAGE: i64 = 5000;
 
@@ -107,7 +86,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             let entries = fetch_all(&api, 0).await?;
             let state = match state {
                 Some(p) => p,
-                None => default_state(&client.server)?,
+                None => super::state_dir(&client.server, "--state")?.join("audit-checkpoint.json"),
             };
             // The checkpoints this client verified before, and one given by hand, count too:
             // dropping them from the server's database does not make a rewrite pass.

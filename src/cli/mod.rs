@@ -77,6 +77,28 @@ impl ClientArgs {
     }
 }
 
+/// This client's state directory for `server`: `$HOME/.local/state/arca/<server host:port>`
+/// (trusted metadata, verified audit checkpoints). `flag` names the option that overrides it.
+pub fn state_dir(server: &str, flag: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    let home = std::env::var_os("HOME").with_context(|| format!("HOME is not set; pass {flag}"))?;
+    let host: String = server
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok(std::path::PathBuf::from(home)
+        .join(".local/state/arca")
+        .join(host))
+}
+
 /// A progress bar for a transfer of `len` bytes, only when stderr is a terminal.
 pub fn progress(len: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
     if quiet || !std::io::stderr().is_terminal() {

@@ -44,26 +44,6 @@ pub struct Args {
     client: ClientArgs,
 }
 
-fn default_state_dir(server: &str, channel: &ChannelName) -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set; pass --metadata-dir")?;
-    let host: String = server
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    Ok(PathBuf::from(home)
-        .join(".local/state/arca")
-        .join(host)
-        .join(channel.as_str()))
-}
-
 /// Binds a state directory to the pinned root it was started from.
 fn check_bootstrap(dir: &Path, root_bytes: &[u8]) -> anyhow::Result<()> {
     let marker = dir.join("bootstrap.sha256");
@@ -92,7 +72,7 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
         .context("the pinned root is not signed by its own root keys")?;
     let dir = match &a.metadata_dir {
         Some(d) => d.clone(),
-        None => default_state_dir(&a.client.server, &a.channel)?,
+        None => super::state_dir(&a.client.server, "--metadata-dir")?.join(a.channel.as_str()),
     };
     let fresh_state = !dir.join("root.json").exists();
     if fresh_state {

@@ -4,7 +4,7 @@
 //! on by itself (`auto` policies).
 
 use arca_keys::dsse::Envelope;
-use arca_keys::intoto::{PAYLOAD_TYPE, Statement};
+use arca_keys::intoto::Statement;
 use arca_keys::{KeyId, Role, TrustDocument};
 use chrono::{DateTime, Utc};
 
@@ -123,20 +123,7 @@ async fn add_inner(
     }
     let env =
         Envelope::from_slice(body).map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
-    if env.payload_type != PAYLOAD_TYPE {
-        return Err(Error::invalid(
-            "bad_statement",
-            format!(
-                "payload type {:?}, expected {PAYLOAD_TYPE}",
-                env.payload_type
-            ),
-        ));
-    }
-    let payload = env
-        .payload_bytes()
-        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
-    let st = Statement::from_slice(&payload)
-        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+    let st = crate::statements::open_statement(&env)?;
     let [s] = st.subject.as_slice() else {
         return Err(Error::invalid(
             "bad_statement",
