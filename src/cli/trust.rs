@@ -39,6 +39,24 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Replace the root keys and threshold: a new trust version and every channel's next TUF
+    /// root, signed by the threshold of the current root keys AND of the new ones.
+    RotateRoot {
+        /// A new root public key (repeat for each).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// How many of the new root keys must sign from now on.
+        #[arg(long)]
+        threshold: u32,
+        /// Root private keys to sign with: enough current ones and enough new ones.
+        #[arg(long = "sign", required = true)]
+        sign: Vec<PathBuf>,
+        /// Lifetime of the channels' new root metadata.
+        #[arg(long, default_value = "365days")]
+        expires_in: humantime::Duration,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print the current trust document.
     Show {
         #[arg(long)]
@@ -116,6 +134,91 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             entry.status = KeyStatus::Revoked;
             let v = submit(&api, &next, &sign).await?;
             println!("trust v{v}: revoked key {keyid}");
+        }
+        Command::RotateRoot {
+            keys,
+            threshold,
+            sign,
+            expires_in,
+            client,
+        } => {
+            let api = client.client()?;
+            let current: TrustDocument = api.trust().await?.decode("trust document")?;
+            let new_keys = keys
+                .iter()
+                .map(|p| PublicKey::read_file(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut next = current.next();
+            for id in &current.root.keyids {
+                if let Some(e) = next.keys.get_mut(id)
+                    && !new_keys.iter().any(|k| &k.key_id() == id)
+                {
+                    e.status = KeyStatus::Retired;
+                }
+            }
+            for k in &new_keys {
+                let e = next.keys.entry(k.key_id()).or_insert_with(|| KeyEntry {
+                    public: k.to_tuf(),
+                    roles: Default::default(),
+                    scope: Vec::new(),
+                    status: KeyStatus::Active,
+                    not_after: None,
+                });
+                e.roles.insert(Role::Root);
+                e.status = KeyStatus::Active;
+            }
+            next.root = arca_keys::RootRole {
+                keyids: new_keys.iter().map(PublicKey::key_id).collect(),
+                threshold,
+            };
+            next.validate()?;
+            let signers = sign
+                .iter()
+                .map(|p| SigningKey::read_file(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&SigningKey> = signers.iter().collect();
+            let expires = arca_keys::format_time(
+                chrono::Utc::now()
+                    + chrono::Duration::from_std(*expires_in)
+                        .context("--expires-in is too long")?,
+            );
+            let mut roots = std::collections::BTreeMap::new();
+            for channel in current.policies.keys() {
+                let url = format!("{}/tuf/{channel}/metadata/root.json", api.base());
+                let body = api
+                    .http()
+                    .get(&url)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .bytes()
+                    .await?;
+                let cur: crate::tuf::metadata::Root =
+                    crate::tuf::metadata::Envelope::from_slice("root", &body)?.decode()?;
+                let root =
+                    crate::tuf::repo::rotated_root(&cur, &new_keys, threshold, expires.clone());
+                roots.insert(
+                    channel.clone(),
+                    crate::tuf::metadata::Envelope::sign(&root, &refs),
+                );
+            }
+            let trust = SignedEnvelope::sign(&next, &refs)?;
+            let r: crate::model::api::TrustChangeResponse = api
+                .post_json(
+                    "/api/v1/trust/rotation",
+                    &crate::model::api::RootRotation { trust, roots },
+                )
+                .await?;
+            println!(
+                "trust v{}: root keys rotated to {threshold} of {} ({}); every channel's TUF root re-signed",
+                r.version,
+                new_keys.len(),
+                new_keys
+                    .iter()
+                    .map(|k| k.key_id().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         Command::Show { json, client } => {
             let env = client.client()?.trust().await?;

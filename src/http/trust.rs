@@ -46,6 +46,31 @@ async fn change(
     Ok(HttpResponse::Created().json(TrustChangeResponse { version }))
 }
 
+#[post("/api/v1/trust/rotation")]
+async fn rotate_root(
+    app: web::Data<App>,
+    actor: Actor,
+    body: web::Json<crate::model::api::RootRotation>,
+) -> Result<HttpResponse, Error> {
+    let r = body.into_inner();
+    let version = trust::apply_with(
+        &app,
+        &actor.0,
+        &r.trust.to_bytes(),
+        "trust.rotate-root",
+        "root keys",
+        trust::Extras {
+            policy: None,
+            roots: r.roots,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(TrustChangeResponse { version }))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(current).service(by_version).service(change);
+    cfg.service(current)
+        .service(by_version)
+        .service(change)
+        .service(rotate_root);
 }

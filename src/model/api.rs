@@ -190,3 +190,13 @@ pub struct StatementResponse {
     /// Channels the release entered by itself because of it (`auto` policies).
     pub auto_promoted: Vec<String>,
 }
+
+/// Body of `POST /api/v1/trust/rotation`: the next trust document with new root keys, and every
+/// channel's next TUF root naming the same keys, each signed by the threshold of the old and
+/// of the new root keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootRotation {
+    pub trust: arca_keys::SignedEnvelope,
+    pub roots: std::collections::BTreeMap<String, crate::tuf::metadata::Envelope>,
+}

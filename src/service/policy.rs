@@ -69,7 +69,10 @@ async fn set_inner(
         &change.trust.to_bytes(),
         "policy.change",
         &format!("policy {channel}"),
-        Some((sha, change.policy.clone())),
+        super::trust::Extras {
+            policy: Some((sha, change.policy.clone())),
+            ..Default::default()
+        },
     )
     .await?;
     super::auto::run(app, None).await;

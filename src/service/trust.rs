@@ -10,9 +10,17 @@ use crate::db;
 /// A policy file that a trust change brings along: (sha256, body).
 pub type NewPolicy = (String, String);
 
+/// What a trust change may bring along and write in its transaction.
+#[derive(Default)]
+pub struct Extras {
+    pub policy: Option<NewPolicy>,
+    /// Each channel's next TUF root, when the root keys change.
+    pub roots: std::collections::BTreeMap<String, crate::tuf::metadata::Envelope>,
+}
+
 /// Applies a signed trust document; returns its version.
 pub async fn apply(app: &App, actor: &str, body: &[u8]) -> Result<u64, Error> {
-    apply_with(app, actor, body, "trust.change", "trust", None).await
+    apply_with(app, actor, body, "trust.change", "trust", Extras::default()).await
 }
 
 /// Applies a signed trust document, recording it as `action` on `subject`, together with a new
@@ -24,9 +32,9 @@ pub async fn apply_with(
     body: &[u8],
     action: &'static str,
     subject: &str,
-    policy: Option<NewPolicy>,
+    extras: Extras,
 ) -> Result<u64, Error> {
-    match apply_inner(app, actor, body, action, policy).await {
+    match apply_inner(app, actor, body, action, extras).await {
         Ok(v) => Ok(v),
         Err(e) => {
             if !matches!(e, Error::Internal(_)) {
@@ -43,8 +51,9 @@ async fn apply_inner(
     actor: &str,
     body: &[u8],
     action: &'static str,
-    policy: Option<NewPolicy>,
+    extras: Extras,
 ) -> Result<u64, Error> {
+    let Extras { policy, roots } = extras;
     let env = SignedEnvelope::from_slice(body)
         .map_err(|e| Error::invalid("bad_trust_document", e.to_string()))?;
     let current = app.trust().await?;
@@ -65,6 +74,38 @@ async fn apply_inner(
             format!("policy for unknown channel {ch}"),
         ));
     }
+    let rotation = next.root != current.root;
+    if rotation && roots.is_empty() {
+        return Err(Error::invalid(
+            "root_rotation",
+            "this change replaces the root keys: use arca trust rotate-root, which re-signs every channel's TUF root with it",
+        ));
+    }
+    if !rotation && !roots.is_empty() {
+        return Err(Error::invalid(
+            "root_rotation",
+            "channel roots come only with a change of the root keys",
+        ));
+    }
+    if rotation {
+        let missing: Vec<&str> = app
+            .cfg
+            .pipeline
+            .iter()
+            .map(|c| c.as_str())
+            .filter(|c| !roots.contains_key(*c))
+            .collect();
+        if !missing.is_empty() || roots.len() != app.cfg.pipeline.len() {
+            return Err(Error::invalid(
+                "root_rotation",
+                format!(
+                    "a root rotation needs the next root of every channel (missing: {})",
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
+    let next_doc = next.clone();
     let (version, bytes, actor) = (next.version, env.to_bytes(), actor.to_owned());
     let summary = summarize(&current, &next);
     let pinned: Vec<String> = next.policies.values().cloned().collect();
@@ -81,6 +122,20 @@ async fn apply_inner(
             }
             if let Some((sha, body)) = &policy {
                 db::policies::insert(&tx, sha, body)?;
+            }
+            for (channel, env) in &roots {
+                let current = crate::tuf::repo::latest_root(&tx, channel)?;
+                match crate::tuf::repo::verify_rotated_root(&current, env, &next_doc, chrono::Utc::now()) {
+                    Ok(root) => {
+                        db::tuf::insert(&tx, channel, "root", root.version, &env.to_bytes(), &root.expires)?;
+                    }
+                    Err(reason) => {
+                        return Ok(Err(Error::forbidden(
+                            "root_rotation",
+                            format!("channel {channel}'s next root refused: {reason}"),
+                        )));
+                    }
+                }
             }
             for sha in &pinned {
                 if db::policies::get(&tx, sha)?.is_none() {

@@ -314,6 +314,91 @@ pub fn refresh_expiring(
     Ok(Vec::new())
 }
 
+/// Checks a channel's next root for a root-key rotation: exactly the next version of the same
+/// channel, signed by the threshold of the current root keys and of its own, whose root role is
+/// the trust document's new root role and whose online roles are unchanged.
+pub fn verify_rotated_root(
+    current: &Root,
+    next_env: &Envelope,
+    trust: &arca_keys::TrustDocument,
+    now: DateTime<Utc>,
+) -> Result<Root, String> {
+    use super::metadata::Signed as _;
+    let next: Root = next_env.decode().map_err(|e| e.to_string())?;
+    if next.version != current.version + 1 {
+        return Err(format!(
+            "root version {} cannot follow {}",
+            next.version, current.version
+        ));
+    }
+    if next.channel != current.channel {
+        return Err(format!(
+            "root is for channel {:?}, not {:?}",
+            next.channel, current.channel
+        ));
+    }
+    next_env
+        .verify_role(current, "root")
+        .map_err(|e| format!("current root keys: {e}"))?;
+    next_env
+        .verify_role(&next, "root")
+        .map_err(|e| format!("new root keys: {e}"))?;
+    let role = next.roles.get("root").ok_or("no root role")?;
+    let mut ids: Vec<String> = role.keyids.clone();
+    ids.sort();
+    let want: Vec<String> = trust.root.keyids.iter().map(ToString::to_string).collect();
+    if ids != want || role.threshold != trust.root.threshold {
+        return Err("its root role is not the trust document's new root role".into());
+    }
+    for r in ["targets", "snapshot", "timestamp"] {
+        if next.roles.get(r) != current.roles.get(r) {
+            return Err(format!(
+                "the {r} role changed; a root rotation keeps the online keys"
+            ));
+        }
+        for id in &next.roles[r].keyids {
+            if next.keys.get(id) != current.keys.get(id) {
+                return Err(format!("online key {id} changed"));
+            }
+        }
+    }
+    next.check_not_expired(now).map_err(|e| e.to_string())?;
+    Ok(next)
+}
+
+/// The next root of a channel with new root keys: same online roles, version + 1.
+pub fn rotated_root(
+    current: &Root,
+    root_keys: &[PublicKey],
+    threshold: u32,
+    expires: String,
+) -> Root {
+    let mut next = current.clone();
+    next.version += 1;
+    next.expires = expires;
+    let online: std::collections::BTreeSet<&String> = ["targets", "snapshot", "timestamp"]
+        .iter()
+        .filter_map(|r| current.roles.get(*r))
+        .flat_map(|r| r.keyids.iter())
+        .collect();
+    next.keys.retain(|id, _| online.contains(id));
+    let mut ids = Vec::new();
+    for k in root_keys {
+        next.keys
+            .insert(k.key_id().to_string(), MetaKey::from_public(k));
+        ids.push(k.key_id().to_string());
+    }
+    ids.sort();
+    next.roles.insert(
+        "root".into(),
+        RoleKeys {
+            keyids: ids,
+            threshold,
+        },
+    );
+    next
+}
+
 /// Reads the newest root of a channel.
 pub fn latest_root(c: &Connection, channel: &str) -> Result<Root, DbError> {
     let m = db::tuf::latest(c, channel, "root")?

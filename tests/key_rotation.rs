@@ -1,0 +1,265 @@
+//! Root rotation (issue 4, first part): the root keys and threshold change through a trust
+//! version and every channel's next TUF root, signed by the old threshold and the new one;
+//! clients pinned to the first root follow the chain, arca's and python-tuf alike.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::Server;
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn pubkey(key: &Path) -> String {
+    format!("{}.pub", key.display())
+}
+
+/// Rotates to `new` keys with `threshold`, signing with `sign`.
+fn rotate(s: &Server, new: &[PathBuf], threshold: u32, sign: &[&Path]) -> std::process::Output {
+    let mut args: Vec<String> = vec!["trust".into(), "rotate-root".into()];
+    for k in new {
+        args.extend(["--key".into(), pubkey(k)]);
+    }
+    args.extend(["--threshold".into(), threshold.to_string()]);
+    for k in sign {
+        args.extend(["--sign".into(), p(k).to_owned()]);
+    }
+    s.arca().args(&args).output().unwrap()
+}
+
+fn roots(s: &Server, channel: &str) -> Vec<i64> {
+    let c = s.db();
+    let mut st = c
+        .prepare("SELECT version FROM tuf_metadata WHERE channel = ?1 AND role = 'root' ORDER BY version")
+        .unwrap();
+    st.query_map([channel], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn rotation_to_two_of_three_then_one_signature_is_not_enough() {
+    let s = Server::start();
+    let new: Vec<PathBuf> = (1..=3).map(|i| s.key(&format!("root{i}"))).collect();
+    let old = s.root_key();
+
+    // Signed by the old key and only one new key: the new threshold (2) is not met.
+    let before = s.state();
+    let out = rotate(&s, &new, 2, &[&old, &new[0]]);
+    let err = common::failure_line(&["trust", "rotate-root"], &out);
+    assert!(
+        err.contains("root_threshold") && err.contains("root (new)"),
+        "{err}"
+    );
+    // Signed by new keys only: the current threshold is not met.
+    let out = rotate(&s, &new, 2, &[&new[0], &new[1]]);
+    let err = common::failure_line(&["trust", "rotate-root"], &out);
+    assert!(err.contains("root (current)"), "{err}");
+    assert_eq!(before, s.state());
+
+    let out = rotate(&s, &new, 2, &[&old, &new[0], &new[2]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for ch in ["dev", "staging", "prod"] {
+        assert_eq!(roots(&s, ch), vec![1, 2, 3], "{ch}");
+    }
+
+    // Now a trust change signed by one of the three is refused; by two it is accepted.
+    let b = s.key("builder");
+    let err = s.fails(&[
+        "trust",
+        "add-key",
+        &pubkey(&b),
+        "--role",
+        "builder",
+        "--scope",
+        "**",
+        "--sign",
+        p(&new[1]),
+    ]);
+    assert!(
+        err.contains("root_threshold") && err.contains("2 required"),
+        "{err}"
+    );
+    // The old root key no longer counts at all.
+    let err = s.fails(&[
+        "trust",
+        "add-key",
+        &pubkey(&b),
+        "--role",
+        "builder",
+        "--scope",
+        "**",
+        "--sign",
+        p(&old),
+        "--sign",
+        p(&new[1]),
+    ]);
+    assert!(err.contains("root_threshold"), "{err}");
+    s.ok(&[
+        "trust",
+        "add-key",
+        &pubkey(&b),
+        "--role",
+        "builder",
+        "--scope",
+        "**",
+        "--sign",
+        p(&new[1]),
+        "--sign",
+        p(&new[2]),
+    ]);
+}
+
+#[test]
+fn a_plain_trust_change_cannot_swap_the_root_keys_without_the_channel_roots() {
+    let s = Server::start();
+    let new = s.key("newroot");
+    arca::client::install_crypto();
+    // The next trust document with a new root key, signed by old and new, sent without roots.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("{}/api/v1/trust", s.url))
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap()
+    });
+    let cur: arca_keys::TrustDocument = arca_keys::SignedEnvelope::from_slice(&body)
+        .unwrap()
+        .decode("trust")
+        .unwrap();
+    let new_key = arca_keys::SigningKey::read_file(&new).unwrap();
+    let old_key = arca_keys::SigningKey::read_file(&s.root_key()).unwrap();
+    let mut next = cur.next();
+    next.keys.insert(
+        new_key.key_id(),
+        arca_keys::KeyEntry {
+            public: new_key.public().to_tuf(),
+            roles: [arca_keys::Role::Root].into(),
+            scope: vec![],
+            status: arca_keys::KeyStatus::Active,
+            not_after: None,
+        },
+    );
+    next.root = arca_keys::RootRole {
+        keyids: [new_key.key_id()].into(),
+        threshold: 1,
+    };
+    let env = arca_keys::SignedEnvelope::sign(&next, &[&old_key, &new_key]).unwrap();
+    let before = s.state();
+    let (status, text) = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/trust", s.url))
+            .bearer_auth(&s.token)
+            .body(env.to_bytes())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("root_rotation"), "{text}");
+    assert_eq!(before, s.state());
+}
+
+#[test]
+fn clients_pinned_to_the_first_root_follow_two_rotations() {
+    let s = Server::start();
+    let b = s.builder("builder", "app/*");
+    let f1 = s.file("a.bin", 10_000, 1);
+    s.push(&f1, "app/a", "1", &b);
+    let state = s.path("state");
+    s.pull_ok("app/a", "dev", &s.path("o1"), &state);
+    let py_state = s.path("py-state");
+    let (ok, log) = s.python_tuf(
+        "dev",
+        "app/a/a.bin",
+        &s.path("py1"),
+        &["--metadata-dir", p(&py_state)],
+    );
+    assert!(ok, "{log}");
+
+    let first: Vec<PathBuf> = (1..=3).map(|i| s.key(&format!("r{i}"))).collect();
+    let out = rotate(&s, &first, 2, &[&s.root_key(), &first[0], &first[1]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second: Vec<PathBuf> = (1..=2).map(|i| s.key(&format!("q{i}"))).collect();
+    let out = rotate(&s, &second, 1, &[&first[1], &first[2], &second[1]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let f2 = s.file("b.bin", 12_000, 2);
+    s.push(&f2, "app/b", "1", &b);
+
+    // The same client state, and a fresh one from the pinned root.json (v1).
+    s.pull_ok("app/b", "dev", &s.path("o2"), &state);
+    s.pull_ok("app/b", "dev", &s.path("o3"), &s.path("fresh"));
+    assert_eq!(
+        std::fs::read(s.path("o3/b.bin")).unwrap(),
+        std::fs::read(&f2).unwrap()
+    );
+    let (ok, log) = s.python_tuf(
+        "dev",
+        "app/b/b.bin",
+        &s.path("py2"),
+        &["--metadata-dir", p(&py_state)],
+    );
+    assert!(ok && log.contains("root=4"), "{log}");
+}
+
+#[test]
+fn a_served_root_that_skips_a_version_is_refused_by_the_client() {
+    let s = Server::start();
+    let b = s.builder("builder", "**");
+    let f = s.file("x.bin", 1000, 3);
+    s.push(&f, "x", "1", &b);
+    // A root that says version 4, signed by the root key, served as 3.root.json.
+    let c = s.db();
+    let body: Vec<u8> = c
+        .query_row(
+            "SELECT body FROM tuf_metadata WHERE channel = 'dev' AND role = 'root' AND version = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let env = arca::tuf::metadata::Envelope::from_slice("root", &body).unwrap();
+    let mut root: arca::tuf::metadata::Root = env.decode().unwrap();
+    root.version = 4;
+    let key = arca_keys::SigningKey::read_file(&s.root_key()).unwrap();
+    let forged = arca::tuf::metadata::Envelope::sign(&root, &[&key]).to_bytes();
+    c.execute(
+        "INSERT INTO tuf_metadata (channel, role, version, body, expires) VALUES ('dev', 'root', 3, ?1, ?2)",
+        rusqlite::params![forged, root.expires],
+    )
+    .unwrap();
+    let err = s.pull_fails("x", "dev", &s.path("out"), &s.path("state"));
+    assert!(
+        err.contains("root metadata version 4 where 3 was required"),
+        "{err}"
+    );
+    assert!(common::list_files(&s.path("out")).is_empty());
+    let (ok, log) = s.python_tuf(
+        "dev",
+        "x/x.bin",
+        &s.path("py"),
+        &["--expect-error", "BadVersionNumberError"],
+    );
+    assert!(ok, "{log}");
+}
