@@ -263,3 +263,62 @@ fn a_served_root_that_skips_a_version_is_refused_by_the_client() {
     );
     assert!(ok, "{log}");
 }
+
+#[test]
+fn a_root_rotation_signed_offline_by_each_holder_in_turn() {
+    let s = Server::start();
+    let new: Vec<PathBuf> = (1..=3).map(|i| s.key(&format!("h{i}"))).collect();
+    let change = s.path("change.json");
+    let mut args: Vec<String> = vec!["trust".into(), "rotate-root".into()];
+    for k in &new {
+        args.extend(["--key".into(), pubkey(k)]);
+    }
+    args.extend([
+        "--threshold".into(),
+        "2".into(),
+        "--out".into(),
+        p(&change).to_owned(),
+    ]);
+    let out = s.arca().args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = s.state();
+
+    // Each holder sees what they sign.
+    let shown = s.ok(&["trust", "sign", p(&change), "--key", p(&s.root_key())]);
+    assert!(
+        shown.contains("rotate the root keys to 2 of 3")
+            && shown.contains("next TUF root of: dev, prod, staging"),
+        "{shown}"
+    );
+    s.ok(&["trust", "sign", p(&change), "--key", p(&new[0])]);
+    // One new signature is not the new threshold: refused, nothing changes.
+    let err = s.fails(&["trust", "submit", p(&change)]);
+    assert!(err.contains("root_threshold"), "{err}");
+    assert_eq!(before, s.state());
+    s.ok(&["trust", "sign", p(&change), "--key", p(&new[2])]);
+    let done = s.ok(&["trust", "submit", p(&change)]);
+    assert!(done.contains("submitted"), "{done}");
+    assert_eq!(roots(&s, "dev"), vec![1, 2, 3]);
+    s.pull_fails("nothing", "dev", &s.path("o"), &s.path("st")); // the chain verifies; no such release
+}
+
+#[test]
+fn revoking_a_builder_lists_the_releases_it_built() {
+    let s = Server::start();
+    let b = s.builder("builder", "app/*");
+    let f = s.file("a.bin", 1000, 5);
+    s.push(&f, "app/a", "1.0.0", &b);
+    s.ok(&["promote", "app/a@1.0.0", "--to", "staging"]);
+    let id = s.ok(&["key", "id", &pubkey(&b)]).trim().to_owned();
+    let out = s.ok(&["trust", "revoke", &id, "--sign", p(&s.root_key())]);
+    assert!(
+        out.contains("dev holds app/a@1.0.0") && out.contains("staging holds app/a@1.0.0"),
+        "{out}"
+    );
+    let err = s.pull_fails("app/a", "dev", &s.path("o"), &s.path("st"));
+    assert!(err.contains("revoked"), "{err}");
+}

@@ -2,6 +2,7 @@
 
 mod attest;
 mod audit;
+mod change;
 mod init;
 mod key;
 mod policy;

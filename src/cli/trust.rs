@@ -4,11 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use arca_keys::{
-    KeyEntry, KeyId, KeyStatus, PublicKey, Role, SignedEnvelope, SigningKey, TrustDocument,
-};
+use arca_keys::{KeyEntry, KeyId, KeyStatus, PublicKey, Role, TrustDocument};
 
 use super::ClientArgs;
+use super::change::{Change, finish, sign_file};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -26,16 +25,24 @@ pub enum Command {
         #[arg(long)]
         not_after: Option<String>,
         /// Root private key to sign the change with (repeat up to the threshold).
-        #[arg(long = "sign", required = true)]
+        #[arg(long = "sign", required_unless_present = "out")]
         sign: Vec<PathBuf>,
+        /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
+        /// instead of submitting it.
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Revoke a key: it is valid for nothing, including what it signed before.
     Revoke {
         keyid: KeyId,
-        #[arg(long = "sign", required = true)]
+        #[arg(long = "sign", required_unless_present = "out")]
         sign: Vec<PathBuf>,
+        /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
+        /// instead of submitting it.
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -49,11 +56,26 @@ pub enum Command {
         #[arg(long)]
         threshold: u32,
         /// Root private keys to sign with: enough current ones and enough new ones.
-        #[arg(long = "sign", required = true)]
+        #[arg(long = "sign", required_unless_present = "out")]
         sign: Vec<PathBuf>,
         /// Lifetime of the channels' new root metadata.
         #[arg(long, default_value = "365days")]
         expires_in: humantime::Duration,
+        /// Write the change to this file for others to sign instead of submitting it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a trust change file and add signatures to it.
+    Sign {
+        file: PathBuf,
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Send a trust change file once it carries the thresholds.
+    Submit {
+        file: PathBuf,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -74,6 +96,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             scopes,
             not_after,
             sign,
+            out,
             client,
         } => {
             let key = PublicKey::read_file(&public)?;
@@ -102,19 +125,28 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 },
             );
             next.validate()?;
-            let v = submit(&api, &next, &sign).await?;
-            println!(
-                "trust v{v}: added key {id} ({})",
+            let what = format!(
+                "add key {id} ({}){}",
                 roles
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                next.keys[&id]
+                    .scope
+                    .iter()
+                    .map(|s| format!(" scope {s}"))
+                    .collect::<String>()
             );
+            let change = Change::new(vec![what.clone()], &next, Default::default())?;
+            if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
+                println!("trust v{v}: {what}");
+            }
         }
         Command::Revoke {
             keyid,
             sign,
+            out,
             client,
         } => {
             let api = client.client()?;
@@ -132,14 +164,22 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 );
             }
             entry.status = KeyStatus::Revoked;
-            let v = submit(&api, &next, &sign).await?;
-            println!("trust v{v}: revoked key {keyid}");
+            let change = Change::new(
+                vec![format!("revoke key {keyid}")],
+                &next,
+                Default::default(),
+            )?;
+            if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
+                println!("trust v{v}: revoked key {keyid}");
+                print_reliant(&api, &keyid).await?;
+            }
         }
         Command::RotateRoot {
             keys,
             threshold,
             sign,
             expires_in,
+            out,
             client,
         } => {
             let api = client.client()?;
@@ -172,11 +212,6 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 threshold,
             };
             next.validate()?;
-            let signers = sign
-                .iter()
-                .map(|p| SigningKey::read_file(p))
-                .collect::<Result<Vec<_>, _>>()?;
-            let refs: Vec<&SigningKey> = signers.iter().collect();
             let expires = arca_keys::format_time(
                 chrono::Utc::now()
                     + chrono::Duration::from_std(*expires_in)
@@ -199,19 +234,11 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     crate::tuf::repo::rotated_root(&cur, &new_keys, threshold, expires.clone());
                 roots.insert(
                     channel.clone(),
-                    crate::tuf::metadata::Envelope::sign(&root, &refs),
+                    crate::tuf::metadata::Envelope::sign(&root, &[]),
                 );
             }
-            let trust = SignedEnvelope::sign(&next, &refs)?;
-            let r: crate::model::api::TrustChangeResponse = api
-                .post_json(
-                    "/api/v1/trust/rotation",
-                    &crate::model::api::RootRotation { trust, roots },
-                )
-                .await?;
-            println!(
-                "trust v{}: root keys rotated to {threshold} of {} ({}); every channel's TUF root re-signed",
-                r.version,
+            let what = format!(
+                "rotate the root keys to {threshold} of {}: {}",
                 new_keys.len(),
                 new_keys
                     .iter()
@@ -219,6 +246,15 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            let change = Change::new(vec![what.clone()], &next, roots)?;
+            if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
+                println!("trust v{v}: {what}; every channel's TUF root re-signed");
+            }
+        }
+        Command::Sign { file, keys } => sign_file(&file, &keys)?,
+        Command::Submit { file, client } => {
+            let v = Change::read(&file)?.submit(&client.client()?).await?;
+            println!("trust v{v}: submitted {}", file.display());
         }
         Command::Show { json, client } => {
             let env = client.client()?.trust().await?;
@@ -233,18 +269,21 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn submit(
-    api: &crate::client::ApiClient,
-    next: &TrustDocument,
-    sign: &[PathBuf],
-) -> anyhow::Result<u64> {
-    let keys = sign
-        .iter()
-        .map(|p| SigningKey::read_file(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let refs: Vec<&SigningKey> = keys.iter().collect();
-    let env = SignedEnvelope::sign(next, &refs)?;
-    Ok(api.submit_trust(&env).await?.version)
+/// Prints the releases that rely on `keyid` for their build signature, channel by channel.
+async fn print_reliant(api: &crate::client::ApiClient, keyid: &KeyId) -> anyhow::Result<()> {
+    let rows: Vec<crate::model::api::ReliantRelease> = api
+        .get_json(&format!("/api/v1/keys/{keyid}/releases"), &[])
+        .await?;
+    if rows.is_empty() {
+        println!("no current release relies on it");
+    }
+    for r in rows {
+        println!(
+            "  {} holds {}@{}, built by this key",
+            r.channel, r.name, r.version
+        );
+    }
+    Ok(())
 }
 
 fn print_doc(doc: &TrustDocument) {

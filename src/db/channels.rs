@@ -98,3 +98,21 @@ pub fn history(c: &Connection, channel: &str, name: &str) -> Result<Vec<HistoryE
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// (channel, name, version) of every current release with a build statement signed by `keyid`.
+pub fn current_built_by(
+    c: &Connection,
+    keyid: &str,
+) -> Result<Vec<(String, String, String)>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT r.channel, a.name, a.version FROM releases r \
+         JOIN (SELECT channel, name, MAX(id) AS id FROM releases GROUP BY channel, name) m ON m.id = r.id \
+         JOIN artifacts a ON a.id = r.artifact_id \
+         WHERE EXISTS (SELECT 1 FROM statements s, json_each(s.signers) j \
+                       WHERE s.artifact_id = a.id AND j.value = ?1 \
+                       AND s.predicate_type IN ('https://arca.dev/build/v1', 'https://slsa.dev/provenance/v1')) \
+         ORDER BY r.channel, a.name",
+    )?;
+    let rows = st.query_map([keyid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -68,9 +68,34 @@ async fn rotate_root(
     Ok(HttpResponse::Created().json(TrustChangeResponse { version }))
 }
 
+/// The releases current in some channel that a key built (listed when it is revoked).
+#[get("/api/v1/keys/{keyid}/releases")]
+async fn built_by(
+    app: web::Data<App>,
+    path: web::Path<arca_keys::KeyId>,
+) -> Result<HttpResponse, Error> {
+    let id = path.into_inner().to_string();
+    let rows = app
+        .db
+        .call(move |c| db::channels::current_built_by(c, &id))
+        .await?;
+    let out: Vec<crate::model::api::ReliantRelease> = rows
+        .into_iter()
+        .map(
+            |(channel, name, version)| crate::model::api::ReliantRelease {
+                channel,
+                name,
+                version,
+            },
+        )
+        .collect();
+    Ok(HttpResponse::Ok().json(out))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(current)
         .service(by_version)
         .service(change)
-        .service(rotate_root);
+        .service(rotate_root)
+        .service(built_by);
 }

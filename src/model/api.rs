@@ -200,3 +200,12 @@ pub struct RootRotation {
     pub trust: arca_keys::SignedEnvelope,
     pub roots: std::collections::BTreeMap<String, crate::tuf::metadata::Envelope>,
 }
+
+/// A release current in a channel with a build statement signed by a given key
+/// (`GET /api/v1/keys/{keyid}/releases`), listed when that key is revoked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReliantRelease {
+    pub channel: String,
+    pub name: String,
+    pub version: String,
+}
