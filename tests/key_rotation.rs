@@ -322,3 +322,76 @@ fn revoking_a_builder_lists_the_releases_it_built() {
     let err = s.pull_fails("app/a", "dev", &s.path("o"), &s.path("st"));
     assert!(err.contains("revoked"), "{err}");
 }
+
+#[test]
+fn a_rotated_builder_key_is_retired_but_its_releases_stay_valid() {
+    let s = Server::start();
+    let old = s.builder("old", "app/*");
+    let new = s.key("new");
+    let f1 = s.file("a.bin", 1000, 7);
+    s.push(&f1, "app/a", "1.0.0", &old);
+    let id = s.ok(&["key", "id", &pubkey(&old)]).trim().to_owned();
+    let out = s.ok(&[
+        "trust",
+        "rotate",
+        &id,
+        "--new",
+        &pubkey(&new),
+        "--sign",
+        p(&s.root_key()),
+    ]);
+    assert!(out.contains("retired now"), "{out}");
+    // The old key signs nothing new...
+    let f2 = s.file("b.bin", 1000, 8);
+    let err = s.fails(&[
+        "push",
+        p(&f2),
+        "--name",
+        "app/b",
+        "--version",
+        "1.0.0",
+        "--key",
+        p(&old),
+    ]);
+    assert!(err.contains("not an active builder key"), "{err}");
+    // ...the new one has its roles and scope...
+    s.push(&f2, "app/b", "1.0.0", &new);
+    let err = s.fails(&[
+        "push",
+        p(&f2),
+        "--name",
+        "other/b",
+        "--version",
+        "1.0.0",
+        "--key",
+        p(&new),
+    ]);
+    assert!(err.contains("app/*"), "{err}");
+    // ...and what the old one built before still verifies and promotes.
+    s.pull_ok("app/a", "dev", &s.path("o"), &s.path("st"));
+    s.ok(&["promote", "app/a@1.0.0", "--to", "staging"]);
+}
+
+#[test]
+fn during_an_overlap_both_keys_may_sign() {
+    let s = Server::start();
+    let old = s.builder("old", "app/*");
+    let new = s.key("new");
+    let id = s.ok(&["key", "id", &pubkey(&old)]).trim().to_owned();
+    let out = s.ok(&[
+        "trust",
+        "rotate",
+        &id,
+        "--new",
+        &pubkey(&new),
+        "--overlap",
+        "1h",
+        "--sign",
+        p(&s.root_key()),
+    ]);
+    assert!(out.contains("signs nothing new after"), "{out}");
+    let f1 = s.file("a.bin", 1000, 9);
+    s.push(&f1, "app/a", "1.0.0", &old);
+    let f2 = s.file("b.bin", 1000, 10);
+    s.push(&f2, "app/b", "1.0.0", &new);
+}

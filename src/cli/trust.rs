@@ -46,6 +46,25 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Replace a builder, approver or attestor key: the new key gets the same roles and scope;
+    /// the old one is retired (what it signed stays valid; it signs nothing new), at once or
+    /// after an overlap in which both may sign.
+    Rotate {
+        keyid: KeyId,
+        /// The new public key.
+        #[arg(long)]
+        new: PathBuf,
+        /// How long the old key may still sign new things (e.g. 7days).
+        #[arg(long)]
+        overlap: Option<humantime::Duration>,
+        #[arg(long = "sign", required_unless_present = "out")]
+        sign: Vec<PathBuf>,
+        /// Write the change to this file for others to sign instead of submitting it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Replace the root keys and threshold: a new trust version and every channel's next TUF
     /// root, signed by the threshold of the current root keys AND of the new ones.
     RotateRoot {
@@ -249,6 +268,60 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             let change = Change::new(vec![what.clone()], &next, roots)?;
             if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
                 println!("trust v{v}: {what}; every channel's TUF root re-signed");
+            }
+        }
+        Command::Rotate {
+            keyid,
+            new,
+            overlap,
+            sign,
+            out,
+            client,
+        } => {
+            let api = client.client()?;
+            let current: TrustDocument = api.trust().await?.decode("trust document")?;
+            let new_key = PublicKey::read_file(&new)?;
+            let mut next = current.next();
+            if next.root.keyids.contains(&keyid) {
+                bail!("key {keyid} is a root key: use arca trust rotate-root");
+            }
+            if next.keys.contains_key(&new_key.key_id()) {
+                bail!(
+                    "key {} is already in trust document v{}",
+                    new_key.key_id(),
+                    current.version
+                );
+            }
+            let old = next.keys.get_mut(&keyid).with_context(|| {
+                format!("key {keyid} is not in trust document v{}", current.version)
+            })?;
+            if old.status != KeyStatus::Active {
+                bail!("key {keyid} is not active");
+            }
+            let mut entry = old.clone();
+            let when = match overlap {
+                Some(d) => {
+                    let until = chrono::Utc::now()
+                        + chrono::Duration::from_std(*d).context("--overlap is too long")?;
+                    old.not_after = Some(arca_keys::format_time(until));
+                    format!("signs nothing new after {}", arca_keys::format_time(until))
+                }
+                None => {
+                    old.status = KeyStatus::Retired;
+                    "retired now".to_owned()
+                }
+            };
+            entry.public = new_key.to_tuf();
+            entry.not_after = None;
+            next.keys.insert(new_key.key_id(), entry);
+            next.validate()?;
+            let what = format!(
+                "rotate key {keyid} to {} (old key {when})",
+                new_key.key_id()
+            );
+            let change = Change::new(vec![what.clone()], &next, Default::default())?;
+            if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
+                println!("trust v{v}: {what}");
             }
         }
         Command::Sign { file, keys } => sign_file(&file, &keys)?,
