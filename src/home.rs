@@ -55,13 +55,36 @@ impl Home {
     }
 
     /// Loads the online key of every channel of the pipeline.
-    pub fn online_keys(&self, cfg: &Config) -> anyhow::Result<BTreeMap<ChannelName, SigningKey>> {
+    /// The pending next online key of a channel (during a rotation).
+    pub fn next_online_key(&self, channel: &ChannelName) -> PathBuf {
+        self.dir
+            .join("keys")
+            .join(format!("{channel}.online.next.key"))
+    }
+
+    /// Loads the online key of every channel. `published(ch)` names the key id the channel's
+    /// newest root trusts: if a rotation was interrupted after its root was committed but
+    /// before the key files were swapped, the pending key is the right one, and is moved in.
+    pub fn online_keys(
+        &self,
+        cfg: &Config,
+        published: impl Fn(&ChannelName) -> Option<String>,
+    ) -> anyhow::Result<BTreeMap<ChannelName, SigningKey>> {
         cfg.pipeline
             .iter()
             .map(|ch| {
                 let path = self.online_key(ch);
                 let key = SigningKey::read_file(&path)
                     .with_context(|| format!("loading the online key of channel {ch}"))?;
+                let next = self.next_online_key(ch);
+                if let Some(want) = published(ch)
+                    && want != key.key_id().as_str()
+                    && let Ok(pending) = SigningKey::read_file(&next)
+                    && pending.key_id().as_str() == want
+                {
+                    std::fs::rename(&next, &path).context("finishing an online key rotation")?;
+                    return Ok((ch.clone(), pending));
+                }
                 Ok((ch.clone(), key))
             })
             .collect()
@@ -100,7 +123,7 @@ pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
     for ch in &cfg.pipeline {
         SigningKey::generate()?.write_files(&home.online_key(ch))?;
     }
-    let online = home.online_keys(&cfg)?;
+    let online = home.online_keys(&cfg, |_| None)?;
 
     let (token, token_id, token_hash) = auth::new_token()?;
     write_private(&dir.join(ADMIN_TOKEN), format!("{token}\n").as_bytes())?;

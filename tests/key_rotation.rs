@@ -395,3 +395,67 @@ fn during_an_overlap_both_keys_may_sign() {
     let f2 = s.file("b.bin", 1000, 10);
     s.push(&f2, "app/b", "1.0.0", &new);
 }
+
+#[test]
+fn online_keys_rotate_and_pinned_clients_keep_verifying() {
+    let s = Server::start();
+    let b = s.builder("builder", "**");
+    let f1 = s.file("a.bin", 5000, 11);
+    s.push(&f1, "a", "1", &b);
+    let state = s.path("state");
+    s.pull_ok("a", "dev", &s.path("o1"), &state);
+    let py_state = s.path("py-state");
+    let (ok, log) = s.python_tuf(
+        "dev",
+        "a/a.bin",
+        &s.path("py1"),
+        &["--metadata-dir", p(&py_state)],
+    );
+    assert!(ok, "{log}");
+    let key_file = s.home.join("keys/dev.online.key");
+    let old = std::fs::read(&key_file).unwrap();
+
+    // Signed by a key that is not the root: refused, the old key stays.
+    let stranger = s.key("stranger");
+    let err = s.fails(&[
+        "trust",
+        "rotate-online",
+        "--channel",
+        "dev",
+        "--sign",
+        p(&stranger),
+    ]);
+    assert!(
+        err.contains("root_rotation") && err.contains("current root keys"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&key_file).unwrap(), old);
+
+    let out = s.ok(&["trust", "rotate-online", "--sign", p(&s.root_key())]);
+    for ch in ["dev", "staging", "prod"] {
+        assert!(out.contains(&format!("{ch}: online key rotated")), "{out}");
+        assert_eq!(roots(&s, ch), vec![1, 2, 3], "{ch}");
+    }
+    assert_ne!(std::fs::read(&key_file).unwrap(), old);
+
+    // Existing client state and fresh clients follow the new root to the new key.
+    let f2 = s.file("b.bin", 6000, 12);
+    s.push(&f2, "b", "1", &b);
+    s.pull_ok("b", "dev", &s.path("o2"), &state);
+    s.pull_ok("b", "dev", &s.path("o3"), &s.path("fresh"));
+    let (ok, log) = s.python_tuf(
+        "dev",
+        "b/b.bin",
+        &s.path("py2"),
+        &["--metadata-dir", p(&py_state)],
+    );
+    assert!(ok && log.contains("root=3"), "{log}");
+
+    // After a restart the server signs with the new key (the rotation survived).
+    let mut s = s;
+    s.kill();
+    s.launch();
+    let f3 = s.file("c.bin", 7000, 13);
+    s.push(&f3, "c", "1", &b);
+    s.pull_ok("c", "dev", &s.path("o4"), &state);
+}

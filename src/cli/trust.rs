@@ -65,6 +65,21 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Rotate the online key (targets, snapshot, timestamp) of a channel, or of every channel:
+    /// the server makes a new key, the root keys sign the channel's next TUF root naming it.
+    RotateOnline {
+        /// Only this channel (default: every channel).
+        #[arg(long)]
+        channel: Option<crate::model::ChannelName>,
+        /// Root private keys (the root threshold).
+        #[arg(long = "sign", required = true)]
+        sign: Vec<PathBuf>,
+        /// Lifetime of the channels' new root metadata.
+        #[arg(long, default_value = "365days")]
+        expires_in: humantime::Duration,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Replace the root keys and threshold: a new trust version and every channel's next TUF
     /// root, signed by the threshold of the current root keys AND of the new ones.
     RotateRoot {
@@ -322,6 +337,59 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             let change = Change::new(vec![what.clone()], &next, Default::default())?;
             if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
                 println!("trust v{v}: {what}");
+            }
+        }
+        Command::RotateOnline {
+            channel,
+            sign,
+            expires_in,
+            client,
+        } => {
+            let api = client.client()?;
+            let channels: Vec<String> = match channel {
+                Some(c) => vec![c.to_string()],
+                None => {
+                    let t: TrustDocument = api.trust().await?.decode("trust document")?;
+                    t.policies.keys().cloned().collect()
+                }
+            };
+            let keys = sign
+                .iter()
+                .map(|p| arca_keys::SigningKey::read_file(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&arca_keys::SigningKey> = keys.iter().collect();
+            let expires = arca_keys::format_time(
+                chrono::Utc::now()
+                    + chrono::Duration::from_std(*expires_in)
+                        .context("--expires-in is too long")?,
+            );
+            for ch in channels {
+                let tuf_key: arca_keys::TufKey = api
+                    .post_json(&format!("/api/v1/channels/{ch}/online-key"), &())
+                    .await?;
+                let new = PublicKey::from_tuf(&tuf_key)?;
+                let url = format!("{}/tuf/{ch}/metadata/root.json", api.base());
+                let body = api
+                    .http()
+                    .get(&url)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .bytes()
+                    .await?;
+                let cur: crate::tuf::metadata::Root =
+                    crate::tuf::metadata::Envelope::from_slice("root", &body)?.decode()?;
+                let next = crate::tuf::repo::rotated_online(&cur, &new, expires.clone());
+                let env = crate::tuf::metadata::Envelope::sign(&next, &refs);
+                let r: serde_json::Value = api
+                    .post_json(&format!("/api/v1/channels/{ch}/root"), &env)
+                    .await?;
+                println!(
+                    "{ch}: online key rotated to {} (root v{}, targets v{})",
+                    new.key_id(),
+                    next.version,
+                    r["targets_version"]
+                );
             }
         }
         Command::Sign { file, keys } => sign_file(&file, &keys)?,

@@ -40,8 +40,18 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
     let options: Vec<(String, String)> = cfg.store.options.clone().into_iter().collect();
     let store = arca_store::BlobStore::open(&cfg.store.url, &dir.join("blobs"), &options)
         .context("opening the blob store")?;
+    let db_for_keys = db.clone();
     let online: BTreeMap<_, _> = home
-        .online_keys(&cfg)?
+        .online_keys(&cfg, |ch| {
+            db_for_keys
+                .call_sync(|c| crate::tuf::repo::latest_root(c, ch.as_str()))
+                .ok()
+                .and_then(|r| {
+                    r.roles
+                        .get("timestamp")
+                        .and_then(|t| t.keyids.first().cloned())
+                })
+        })?
         .into_iter()
         .map(|(c, k)| (c, Arc::new(k)))
         .collect();
@@ -49,7 +59,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         db,
         store,
         cfg: Arc::new(cfg),
-        online: Arc::new(online),
+        online: Arc::new(std::sync::RwLock::new(online)),
         home: dir.to_path_buf(),
         uploads: Default::default(),
         audit_key: Arc::new(

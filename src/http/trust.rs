@@ -92,10 +92,37 @@ async fn built_by(
     Ok(HttpResponse::Ok().json(out))
 }
 
+/// Step one of an online-key rotation: a pending key for the channel.
+#[post("/api/v1/channels/{channel}/online-key")]
+async fn propose_online(
+    app: web::Data<App>,
+    actor: Actor,
+    path: web::Path<crate::model::ChannelName>,
+) -> Result<HttpResponse, Error> {
+    let key = crate::service::online::propose(&app, &actor.0, &path.into_inner()).await?;
+    Ok(HttpResponse::Created().json(key))
+}
+
+/// Step two: the channel's next root, root-signed, naming the pending key.
+#[post("/api/v1/channels/{channel}/root")]
+async fn install_root(
+    app: web::Data<App>,
+    actor: Actor,
+    path: web::Path<crate::model::ChannelName>,
+    env: web::Json<crate::tuf::metadata::Envelope>,
+) -> Result<HttpResponse, Error> {
+    let version =
+        crate::service::online::install(&app, &actor.0, &path.into_inner(), env.into_inner())
+            .await?;
+    Ok(HttpResponse::Created().json(serde_json::json!({ "targets_version": version })))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(current)
         .service(by_version)
         .service(change)
         .service(rotate_root)
-        .service(built_by);
+        .service(built_by)
+        .service(propose_online)
+        .service(install_root);
 }

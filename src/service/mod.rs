@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auto;
+pub mod online;
 pub mod policy;
 pub mod promote;
 pub mod push;
@@ -28,7 +29,8 @@ pub struct App {
     pub db: Db,
     pub store: BlobStore,
     pub cfg: Arc<Config>,
-    pub online: Arc<BTreeMap<ChannelName, Arc<SigningKey>>>,
+    /// Each channel's online key; replaced when it is rotated.
+    pub online: Arc<std::sync::RwLock<BTreeMap<ChannelName, Arc<SigningKey>>>>,
     pub home: PathBuf,
     pub uploads: upload::Uploads,
     /// Signs audit checkpoints.
@@ -119,6 +121,8 @@ impl App {
     /// The online key of a channel, or 404.
     pub fn channel_key(&self, channel: &str) -> Result<(ChannelName, Arc<SigningKey>), Error> {
         self.online
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|(c, _)| c.as_str() == channel)
             .map(|(c, k)| (c.clone(), k.clone()))

@@ -8,7 +8,14 @@ use crate::tuf::repo;
 /// Re-signs expiring metadata now and then every `tuf.refresh_interval`, forever.
 pub async fn run(app: App) {
     loop {
-        for (channel, key) in app.online.iter() {
+        let keys: Vec<_> = app
+            .online
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(c, k)| (c.clone(), k.clone()))
+            .collect();
+        for (channel, key) in keys {
             let (ch, key, cfg) = (channel.to_string(), key.clone(), app.cfg.tuf.clone());
             let r = app
                 .db

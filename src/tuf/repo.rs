@@ -170,7 +170,7 @@ pub fn publish_release(
 /// JSON is assembled from the entries' stored canonical bytes: the members of `signed` in
 /// sorted order, and the entries in path order (paths are validated to an alphabet in which
 /// byte order and canonical-JSON key order agree).
-fn sign_targets(
+pub(crate) fn sign_targets(
     c: &Connection,
     channel: &str,
     key: &SigningKey,
@@ -396,6 +396,31 @@ pub fn rotated_root(
             threshold,
         },
     );
+    next
+}
+
+/// The next root of a channel with a new online key for targets, snapshot and timestamp.
+pub fn rotated_online(current: &Root, online: &PublicKey, expires: String) -> Root {
+    let mut next = current.clone();
+    next.version += 1;
+    next.expires = expires;
+    let root_ids: std::collections::BTreeSet<String> = next
+        .roles
+        .get("root")
+        .map(|r| r.keyids.iter().cloned().collect())
+        .unwrap_or_default();
+    next.keys.retain(|id, _| root_ids.contains(id));
+    let id = online.key_id().to_string();
+    next.keys.insert(id.clone(), MetaKey::from_public(online));
+    for role in ["targets", "snapshot", "timestamp"] {
+        next.roles.insert(
+            role.into(),
+            RoleKeys {
+                keyids: vec![id.clone()],
+                threshold: 1,
+            },
+        );
+    }
     next
 }
 

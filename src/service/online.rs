@@ -1,0 +1,159 @@
+//! Online-key rotation, in two steps so that the root keys can stay offline: the server makes
+//! a pending key for a channel; the holders of the root keys sign the channel's next TUF root
+//! naming it; installing that root re-signs the channel's targets, snapshot and timestamp with
+//! the new key in the same transaction, so there is no moment in which a client following the
+//! chain finds metadata its trusted root does not vouch for.
+
+use arca_keys::{SigningKey, TufKey};
+use chrono::Utc;
+
+use super::{App, Error};
+use crate::db;
+use crate::home::Home;
+use crate::model::ChannelName;
+use crate::tuf::metadata::{Envelope, Root, Signed as _};
+use crate::tuf::repo;
+
+/// Makes (or replaces) the pending next online key of `channel`; returns its public key.
+pub async fn propose(app: &App, actor: &str, channel: &ChannelName) -> Result<TufKey, Error> {
+    app.channel_key(channel.as_str())?;
+    let path = Home::new(&app.home).next_online_key(channel);
+    for p in [path.clone(), arca_keys::pub_path(&path)] {
+        let _ = std::fs::remove_file(p);
+    }
+    let key = SigningKey::generate().map_err(|e| Error::Internal(e.to_string()))?;
+    key.write_files(&path)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let (actor, ch, id) = (
+        actor.to_owned(),
+        channel.to_string(),
+        key.key_id().to_string(),
+    );
+    app.db
+        .call(move |c| {
+            db::audit::append(
+                c,
+                &db::audit::Entry {
+                    actor: &actor,
+                    action: "online.propose",
+                    subject: &ch,
+                    outcome: "ok",
+                    details: serde_json::json!({ "pending_key": id }),
+                },
+            )
+        })
+        .await?;
+    Ok(key.public().to_tuf())
+}
+
+/// Checks the next root of a rotation to `pending`: exactly the next version of the channel,
+/// signed by its current root threshold and its own, root role unchanged, every online role
+/// the pending key alone.
+fn check(current: &Root, env: &Envelope, pending: &SigningKey) -> Result<Root, String> {
+    let next: Root = env.decode().map_err(|e| e.to_string())?;
+    if next.version != current.version + 1 || next.channel != current.channel {
+        return Err(format!(
+            "root v{} is not the next version of this channel's v{}",
+            next.version, current.version
+        ));
+    }
+    env.verify_role(current, "root")
+        .map_err(|e| format!("current root keys: {e}"))?;
+    env.verify_role(&next, "root")
+        .map_err(|e| format!("its own root keys: {e}"))?;
+    if next.roles.get("root") != current.roles.get("root") {
+        return Err("the root role changed: use arca trust rotate-root".into());
+    }
+    let id = pending.key_id().to_string();
+    for r in ["targets", "snapshot", "timestamp"] {
+        let role = next.roles.get(r).ok_or(format!("no {r} role"))?;
+        if role.keyids != [id.clone()] || role.threshold != 1 {
+            return Err(format!("the {r} role must be the pending online key {id}"));
+        }
+    }
+    if next.keys.get(&id).and_then(|k| k.ed25519()) != Some(pending.public()) {
+        return Err(format!("the root does not carry the pending key {id}"));
+    }
+    next.check_not_expired(Utc::now())
+        .map_err(|e| e.to_string())?;
+    Ok(next)
+}
+
+/// Installs `channel`'s next root naming the pending key; returns the new targets version.
+pub async fn install(
+    app: &App,
+    actor: &str,
+    channel: &ChannelName,
+    env: Envelope,
+) -> Result<u64, Error> {
+    let result = install_inner(app, actor, channel, env).await;
+    if let Err(e) = &result
+        && !matches!(e, Error::Internal(_))
+    {
+        app.audit_refusal(actor, "online.rotate", channel.to_string(), e)
+            .await;
+    }
+    result
+}
+
+async fn install_inner(
+    app: &App,
+    actor: &str,
+    channel: &ChannelName,
+    env: Envelope,
+) -> Result<u64, Error> {
+    app.channel_key(channel.as_str())?;
+    let home = Home::new(&app.home);
+    let next_path = home.next_online_key(channel);
+    let pending = std::sync::Arc::new(SigningKey::read_file(&next_path).map_err(|_| {
+        Error::conflict(
+            "no_pending_key",
+            format!("channel {channel} has no pending online key: ask for one first"),
+        )
+    })?);
+    let (ch, actor_s, key, tuf) = (
+        channel.to_string(),
+        actor.to_owned(),
+        pending.clone(),
+        app.cfg.tuf.clone(),
+    );
+    let version = app
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let current = repo::latest_root(&tx, &ch)?;
+            let next = match check(&current, &env, &key) {
+                Ok(r) => r,
+                Err(reason) => return Ok(Err(Error::forbidden("root_rotation", format!("channel {ch}'s next root refused: {reason}")))),
+            };
+            db::tuf::insert(&tx, &ch, "root", next.version, &env.to_bytes(), &next.expires)?;
+            let version = repo::sign_targets(&tx, &ch, &key, &tuf, Utc::now())?;
+            db::audit::append(
+                &tx,
+                &db::audit::Entry {
+                    actor: &actor_s,
+                    action: "online.rotate",
+                    subject: &ch,
+                    outcome: "ok",
+                    details: serde_json::json!({ "key": key.key_id().to_string(), "root_version": next.version }),
+                },
+            )?;
+            tx.commit()?;
+            Ok(Ok(version))
+        })
+        .await??;
+    // The root now names the new key: it becomes the channel's key (a crash before this rename
+    // is finished at the next start, see Home::online_keys).
+    std::fs::rename(&next_path, home.online_key(channel))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let _ = std::fs::rename(
+        arca_keys::pub_path(&next_path),
+        arca_keys::pub_path(&home.online_key(channel)),
+    );
+    app.online
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(channel.clone(), pending);
+    tracing::info!(%channel, "online key rotated");
+    Ok(version)
+}
