@@ -459,3 +459,73 @@ fn online_keys_rotate_and_pinned_clients_keep_verifying() {
     s.push(&f3, "c", "1", &b);
     s.pull_ok("c", "dev", &s.path("o4"), &state);
 }
+
+fn metrics(s: &Server) -> std::collections::BTreeMap<String, f64> {
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("{}/metrics", s.url)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut m = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            assert!(
+                line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line}"));
+        m.insert(
+            name.to_owned(),
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad value: {line}")),
+        );
+    }
+    m
+}
+
+#[test]
+fn expiry_is_watched_in_status_and_metrics() {
+    let s = Server::start();
+    let soon = arca_keys::format_time(chrono::Utc::now() + chrono::Duration::days(2));
+    let k = s.key("short");
+    s.ok(&[
+        "trust",
+        "add-key",
+        &pubkey(&k),
+        "--role",
+        "builder",
+        "--scope",
+        "**",
+        "--not-after",
+        &soon,
+        "--sign",
+        p(&s.root_key()),
+    ]);
+    let out = s.ok(&["trust", "status", "--warn-within", "30days"]);
+    assert!(out.contains(&format!("signs until {soon} WARN")), "{out}");
+    assert!(
+        out.contains("dev      timestamp") && !out.contains("EXPIRED"),
+        "{out}"
+    );
+
+    let before = metrics(&s);
+    let ts = before[r#"arca_tuf_metadata_expiry_seconds{channel="dev",role="timestamp"}"#];
+    assert!(ts > 3600.0 && ts <= 86_400.0, "{ts}");
+    assert!(
+        before
+            .keys()
+            .any(|k| k.starts_with("arca_key_not_after_seconds{")),
+        "{before:?}"
+    );
+    let targets = r#"arca_tuf_metadata_version{channel="dev",role="targets"}"#;
+    let f = s.file("a.bin", 100, 1);
+    s.push(&f, "a", "1", &k);
+    let after = metrics(&s);
+    assert_eq!(after[targets], before[targets] + 1.0);
+    assert!(after["arca_audit_entries"] > before["arca_audit_entries"]);
+}

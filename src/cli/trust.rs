@@ -113,6 +113,16 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List every key's and every channel's metadata expiry; warn ahead of time.
+    Status {
+        /// Warn about anything that expires within this time.
+        #[arg(long, default_value = "30days")]
+        warn_within: humantime::Duration,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print the current trust document.
     Show {
         #[arg(long)]
@@ -389,6 +399,57 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     new.key_id(),
                     next.version,
                     r["targets_version"]
+                );
+            }
+        }
+        Command::Status {
+            warn_within,
+            json,
+            client,
+        } => {
+            let st: crate::http::status::Status =
+                client.client()?.get_json("/api/v1/status", &[]).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+                return Ok(0);
+            }
+            let warn = warn_within.as_secs() as i64;
+            let flag = |left: i64, lifetime_hint: i64| {
+                if left <= 0 {
+                    "EXPIRED"
+                } else if left < warn.min(lifetime_hint) {
+                    "WARN"
+                } else {
+                    "ok"
+                }
+            };
+            println!("trust document v{}", st.trust_version);
+            for m in &st.metadata {
+                // Online roles are re-signed by the server at half their lifetime: only warn
+                // about them once they are overdue for that (less than a quarter of a day left).
+                let hint = if m.role == "root" { i64::MAX } else { 6 * 3600 };
+                println!(
+                    "{:<8} {:<10} v{:<6} expires {} ({}) {}",
+                    m.channel,
+                    m.role,
+                    m.version,
+                    m.expires,
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        m.expires_in.max(0) as u64
+                    )),
+                    flag(m.expires_in, hint)
+                );
+            }
+            for k in &st.keys {
+                let until = match (&k.not_after, k.not_after_in) {
+                    (Some(t), Some(left)) => format!("signs until {t} {}", flag(left, i64::MAX)),
+                    _ => String::new(),
+                };
+                println!(
+                    "key {} {:<8} {:<16} {until}",
+                    k.keyid,
+                    k.status,
+                    k.roles.join(",")
                 );
             }
         }

@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 mod error;
 mod promotion;
+pub mod status;
 mod trust;
 mod tuf;
 
@@ -107,6 +108,7 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
             .configure(trust::routes)
             .configure(promotion::routes)
             .configure(audit::routes)
+            .configure(status::routes)
             .configure(tuf::routes)
     })
     .bind(&cfg.listen)
