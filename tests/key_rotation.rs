@@ -174,7 +174,7 @@ fn a_plain_trust_change_cannot_swap_the_root_keys_without_the_channel_roots() {
 }
 
 #[test]
-fn clients_pinned_to_the_first_root_follow_two_rotations() {
+fn clients_pinned_to_the_first_root_follow_two_root_rotations_and_an_online_rotation() {
     let s = Server::start();
     let b = s.builder("builder", "app/*");
     let f1 = s.file("a.bin", 10_000, 1);
@@ -204,6 +204,14 @@ fn clients_pinned_to_the_first_root_follow_two_rotations() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    s.ok(&[
+        "trust",
+        "rotate-online",
+        "--channel",
+        "dev",
+        "--sign",
+        p(&second[0]),
+    ]);
 
     let f2 = s.file("b.bin", 12_000, 2);
     s.push(&f2, "app/b", "1", &b);
@@ -221,7 +229,7 @@ fn clients_pinned_to_the_first_root_follow_two_rotations() {
         &s.path("py2"),
         &["--metadata-dir", p(&py_state)],
     );
-    assert!(ok && log.contains("root=4"), "{log}");
+    assert!(ok && log.contains("root=5"), "{log}");
 }
 
 #[test]
@@ -269,7 +277,7 @@ fn a_root_rotation_signed_offline_by_each_holder_in_turn() {
     let s = Server::start();
     let new: Vec<PathBuf> = (1..=3).map(|i| s.key(&format!("h{i}"))).collect();
     let change = s.path("change.json");
-    let mut args: Vec<String> = vec!["trust".into(), "rotate-root".into()];
+    let mut args: Vec<String> = vec!["trust".into(), "propose".into(), "rotate-root".into()];
     for k in &new {
         args.extend(["--key".into(), pubkey(k)]);
     }
@@ -528,4 +536,199 @@ fn expiry_is_watched_in_status_and_metrics() {
     let after = metrics(&s);
     assert_eq!(after[targets], before[targets] + 1.0);
     assert!(after["arca_audit_entries"] > before["arca_audit_entries"]);
+}
+
+/// Serves a forged `3.root.json` for dev: the next root with new root keys, signed by `signers`.
+fn serve_forged_root(
+    s: &Server,
+    new_root: &arca_keys::SigningKey,
+    signers: &[&arca_keys::SigningKey],
+) {
+    let c = s.db();
+    let body: Vec<u8> = c
+        .query_row(
+            "SELECT body FROM tuf_metadata WHERE channel = 'dev' AND role = 'root' AND version = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let cur: arca::tuf::metadata::Root = arca::tuf::metadata::Envelope::from_slice("root", &body)
+        .unwrap()
+        .decode()
+        .unwrap();
+    let next = arca::tuf::repo::rotated_root(&cur, &[new_root.public()], 1, cur.expires.clone());
+    let forged = arca::tuf::metadata::Envelope::sign(&next, signers).to_bytes();
+    c.execute(
+        "INSERT INTO tuf_metadata (channel, role, version, body, expires) VALUES ('dev', 'root', 3, ?1, ?2)",
+        rusqlite::params![forged, next.expires],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_served_root_signed_only_by_old_or_only_by_new_keys_is_refused_by_clients() {
+    for only_old in [true, false] {
+        let s = Server::start();
+        let b = s.builder("builder", "**");
+        let f = s.file("x.bin", 1000, 4);
+        s.push(&f, "x", "1", &b);
+        let old = arca_keys::SigningKey::read_file(&s.root_key()).unwrap();
+        let new = arca_keys::SigningKey::generate().unwrap();
+        let signer = if only_old { &old } else { &new };
+        serve_forged_root(&s, &new, &[signer]);
+        let err = s.pull_fails("x", "dev", &s.path("out"), &s.path("state"));
+        assert!(
+            err.contains("root metadata: 0 valid signature(s)"),
+            "{only_old}: {err}"
+        );
+        assert!(common::list_files(&s.path("out")).is_empty());
+        let (ok, log) = s.python_tuf(
+            "dev",
+            "x/x.bin",
+            &s.path("py"),
+            &["--expect-error", "UnsignedMetadataError"],
+        );
+        assert!(ok, "{only_old}: {log}");
+    }
+}
+
+#[test]
+fn the_server_refuses_a_rotation_whose_channel_root_skips_a_version() {
+    let s = Server::start();
+    let new = s.key("r1");
+    let change = s.path("change.json");
+    s.ok(&[
+        "trust",
+        "rotate-root",
+        "--key",
+        &pubkey(&new),
+        "--threshold",
+        "1",
+        "--out",
+        p(&change),
+    ]);
+    // Bump dev's root from v3 to v4 in the file, then sign it properly.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&change).unwrap()).unwrap();
+    v["roots"]["dev"]["signed"]["version"] = serde_json::json!(4);
+    std::fs::write(&change, serde_json::to_vec(&v).unwrap()).unwrap();
+    s.ok(&[
+        "trust",
+        "sign",
+        p(&change),
+        "--key",
+        p(&s.root_key()),
+        "--key",
+        p(&new),
+    ]);
+    let before = s.state();
+    let err = s.fails(&["trust", "submit", p(&change)]);
+    assert!(
+        err.contains("root_rotation") && err.contains("root version 4 cannot follow 2"),
+        "{err}"
+    );
+    assert_eq!(before, s.state());
+}
+
+#[test]
+fn rotation_under_load_fails_no_pull_and_accepts_nothing_unsigned() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let s = Arc::new(Server::start());
+    let b = s.builder("builder", "app/*");
+    let f = s.file("base.bin", 2000, 20);
+    s.push(&f, "app/x", "0", &b);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (pulls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // A client that keeps its state pulls continuously while the keys change.
+    let puller = {
+        let (s, stop, pulls, failures) = (s.clone(), stop.clone(), pulls.clone(), failures.clone());
+        std::thread::spawn(move || {
+            let state = s.path("load-state");
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let args = s.pull_args("app/x", "dev", &s.path(&format!("lo{i}")), &state);
+                let out = s.arca().args(&args).output().unwrap();
+                pulls.fetch_add(1, Ordering::Relaxed);
+                if !out.status.success() {
+                    eprintln!("pull failed: {}", String::from_utf8_lossy(&out.stderr));
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        })
+    };
+    // Pushes continue, and an unsigned push is attempted every round.
+    let mut builder = b.clone();
+    let stranger = s.key("stranger");
+    let roots: Vec<PathBuf> = (1..=3).map(|i| s.key(&format!("lr{i}"))).collect();
+    for round in 1..=3 {
+        let f = s.file(&format!("r{round}.bin"), 2000 + round, round as u8);
+        s.push(&f, "app/x", &format!("{round}.0"), &builder);
+        let err = s.fails(&[
+            "push",
+            p(&f),
+            "--name",
+            "app/x",
+            "--version",
+            &format!("{round}.1"),
+            "--key",
+            p(&stranger),
+        ]);
+        assert!(err.contains("untrusted_key"), "{err}");
+        match round {
+            1 => {
+                // Builder key rotation.
+                let next = s.key(&format!("builder{round}"));
+                let id = s.ok(&["key", "id", &pubkey(&builder)]).trim().to_owned();
+                s.ok(&[
+                    "trust",
+                    "rotate",
+                    &id,
+                    "--new",
+                    &pubkey(&next),
+                    "--sign",
+                    p(&s.root_key()),
+                ]);
+                builder = next;
+            }
+            2 => {
+                s.ok(&["trust", "rotate-online", "--sign", p(&s.root_key())]);
+            }
+            _ => {
+                let out = rotate(&s, &roots, 2, &[&s.root_key(), &roots[0], &roots[1]]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    let f = s.file("last.bin", 3000, 99);
+    s.push(&f, "app/x", "9.0", &builder);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    puller.join().unwrap();
+    assert!(
+        pulls.load(Ordering::Relaxed) >= 5,
+        "too few pulls to mean anything"
+    );
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "pulls failed during the rotations"
+    );
+    // Nothing unsigned was accepted: every artifact has a build statement by a trusted builder.
+    let unsigned: i64 = s
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM artifacts a WHERE NOT EXISTS (SELECT 1 FROM statements st WHERE st.artifact_id = a.id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unsigned, 0);
+    let msg = s.pull_ok("app/x", "dev", &s.path("final"), &s.path("load-state"));
+    assert!(msg.contains("app/x@9.0"), "{msg}");
 }

@@ -12,59 +12,13 @@ use super::change::{Change, finish, sign_file};
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Add a key with a role (and scope) in a new trust version signed by the root keys.
-    AddKey {
-        /// The public key file (FILE.pub from `arca key gen`).
-        public: PathBuf,
-        /// root, builder, approver or attestor (repeat for several).
-        #[arg(long = "role", required = true)]
-        roles: Vec<Role>,
-        /// Name globs for builders (`app/*`, `**`), channels for approvers (repeatable).
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// The key signs nothing new after this time (YYYY-MM-DDTHH:MM:SSZ).
-        #[arg(long)]
-        not_after: Option<String>,
-        /// Root private key to sign the change with (repeat up to the threshold).
-        #[arg(long = "sign", required_unless_present = "out")]
-        sign: Vec<PathBuf>,
-        /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
-        /// instead of submitting it.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    AddKey(AddKeyArgs),
     /// Revoke a key: it is valid for nothing, including what it signed before.
-    Revoke {
-        keyid: KeyId,
-        #[arg(long = "sign", required_unless_present = "out")]
-        sign: Vec<PathBuf>,
-        /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
-        /// instead of submitting it.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Revoke(RevokeArgs),
     /// Replace a builder, approver or attestor key: the new key gets the same roles and scope;
     /// the old one is retired (what it signed stays valid; it signs nothing new), at once or
     /// after an overlap in which both may sign.
-    Rotate {
-        keyid: KeyId,
-        /// The new public key.
-        #[arg(long)]
-        new: PathBuf,
-        /// How long the old key may still sign new things (e.g. 7days).
-        #[arg(long)]
-        overlap: Option<humantime::Duration>,
-        #[arg(long = "sign", required_unless_present = "out")]
-        sign: Vec<PathBuf>,
-        /// Write the change to this file for others to sign instead of submitting it.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Rotate(RotateArgs),
     /// Rotate the online key (targets, snapshot, timestamp) of a channel, or of every channel:
     /// the server makes a new key, the root keys sign the channel's next TUF root naming it.
     RotateOnline {
@@ -82,25 +36,11 @@ pub enum Command {
     },
     /// Replace the root keys and threshold: a new trust version and every channel's next TUF
     /// root, signed by the threshold of the current root keys AND of the new ones.
-    RotateRoot {
-        /// A new root public key (repeat for each).
-        #[arg(long = "key", required = true)]
-        keys: Vec<PathBuf>,
-        /// How many of the new root keys must sign from now on.
-        #[arg(long)]
-        threshold: u32,
-        /// Root private keys to sign with: enough current ones and enough new ones.
-        #[arg(long = "sign", required_unless_present = "out")]
-        sign: Vec<PathBuf>,
-        /// Lifetime of the channels' new root metadata.
-        #[arg(long, default_value = "365days")]
-        expires_in: humantime::Duration,
-        /// Write the change to this file for others to sign instead of submitting it.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    RotateRoot(RotateRootArgs),
+    /// Write a change to a file for multi-party signing instead of submitting it (the same as
+    /// giving the change `--out FILE`).
+    #[command(subcommand)]
+    Propose(Proposal),
     /// Show a trust change file and add signatures to it.
     Sign {
         file: PathBuf,
@@ -132,9 +72,98 @@ pub enum Command {
     },
 }
 
+/// The changes that can be proposed (`arca trust propose CHANGE ... --out FILE`).
+#[derive(clap::Subcommand)]
+pub enum Proposal {
+    /// Propose adding a key.
+    AddKey(AddKeyArgs),
+    /// Propose revoking a key.
+    Revoke(RevokeArgs),
+    /// Propose rotating a key.
+    Rotate(RotateArgs),
+    /// Propose new root keys.
+    RotateRoot(RotateRootArgs),
+}
+
+#[derive(clap::Args)]
+pub struct AddKeyArgs {
+    /// The public key file (FILE.pub from `arca key gen`).
+    public: PathBuf,
+    /// root, builder, approver or attestor (repeat for several).
+    #[arg(long = "role", required = true)]
+    roles: Vec<Role>,
+    /// Name globs for builders (`app/*`, `**`), channels for approvers (repeatable).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// The key signs nothing new after this time (YYYY-MM-DDTHH:MM:SSZ).
+    #[arg(long)]
+    not_after: Option<String>,
+    /// Root private key to sign the change with (repeat up to the threshold).
+    #[arg(long = "sign", required_unless_present = "out")]
+    sign: Vec<PathBuf>,
+    /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
+    /// instead of submitting it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RevokeArgs {
+    keyid: KeyId,
+    #[arg(long = "sign", required_unless_present = "out")]
+    sign: Vec<PathBuf>,
+    /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
+    /// instead of submitting it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RotateArgs {
+    keyid: KeyId,
+    /// The new public key.
+    #[arg(long)]
+    new: PathBuf,
+    /// How long the old key may still sign new things (e.g. 7days).
+    #[arg(long)]
+    overlap: Option<humantime::Duration>,
+    #[arg(long = "sign", required_unless_present = "out")]
+    sign: Vec<PathBuf>,
+    /// Write the change to this file for others to sign instead of submitting it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RotateRootArgs {
+    /// A new root public key (repeat for each).
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// How many of the new root keys must sign from now on.
+    #[arg(long)]
+    threshold: u32,
+    /// Root private keys to sign with: enough current ones and enough new ones.
+    #[arg(long = "sign", required_unless_present = "out")]
+    sign: Vec<PathBuf>,
+    /// Lifetime of the channels' new root metadata.
+    #[arg(long, default_value = "365days")]
+    expires_in: humantime::Duration,
+    /// Write the change to this file for others to sign instead of submitting it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 pub async fn run(c: Command) -> anyhow::Result<i32> {
     match c {
-        Command::AddKey {
+        Command::AddKey(AddKeyArgs {
             public,
             roles,
             scopes,
@@ -142,7 +171,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             sign,
             out,
             client,
-        } => {
+        }) => {
             let key = PublicKey::read_file(&public)?;
             let id = key.key_id();
             let api = client.client()?;
@@ -187,12 +216,12 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 println!("trust v{v}: {what}");
             }
         }
-        Command::Revoke {
+        Command::Revoke(RevokeArgs {
             keyid,
             sign,
             out,
             client,
-        } => {
+        }) => {
             let api = client.client()?;
             let current: TrustDocument = api.trust().await?.decode("trust document")?;
             let mut next = current.next();
@@ -218,14 +247,14 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 print_reliant(&api, &keyid).await?;
             }
         }
-        Command::RotateRoot {
+        Command::RotateRoot(RotateRootArgs {
             keys,
             threshold,
             sign,
             expires_in,
             out,
             client,
-        } => {
+        }) => {
             let api = client.client()?;
             let current: TrustDocument = api.trust().await?.decode("trust document")?;
             let new_keys = keys
@@ -295,14 +324,14 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 println!("trust v{v}: {what}; every channel's TUF root re-signed");
             }
         }
-        Command::Rotate {
+        Command::Rotate(RotateArgs {
             keyid,
             new,
             overlap,
             sign,
             out,
             client,
-        } => {
+        }) => {
             let api = client.client()?;
             let current: TrustDocument = api.trust().await?.decode("trust document")?;
             let new_key = PublicKey::read_file(&new)?;
@@ -452,6 +481,18 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     k.roles.join(",")
                 );
             }
+        }
+        Command::Propose(p) => {
+            let (out, change) = match p {
+                Proposal::AddKey(a) => (a.out.is_some(), Command::AddKey(a)),
+                Proposal::Revoke(a) => (a.out.is_some(), Command::Revoke(a)),
+                Proposal::Rotate(a) => (a.out.is_some(), Command::Rotate(a)),
+                Proposal::RotateRoot(a) => (a.out.is_some(), Command::RotateRoot(a)),
+            };
+            if !out {
+                bail!("a proposal is written to a file: add --out FILE");
+            }
+            return Box::pin(run(change)).await;
         }
         Command::Sign { file, keys } => sign_file(&file, &keys)?,
         Command::Submit { file, client } => {
