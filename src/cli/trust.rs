@@ -72,6 +72,18 @@ pub enum Command {
     },
 }
 
+/// How a trust change gets its signatures: now, with the keys given, or later, from a file.
+#[derive(clap::Args)]
+pub struct Signing {
+    /// Private key to sign the change with (repeat up to the thresholds).
+    #[arg(long = "sign", required_unless_present = "out")]
+    sign: Vec<PathBuf>,
+    /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
+    /// instead of submitting it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 /// The changes that can be proposed (`arca trust propose CHANGE ... --out FILE`).
 #[derive(clap::Subcommand)]
 pub enum Proposal {
@@ -98,13 +110,8 @@ pub struct AddKeyArgs {
     /// The key signs nothing new after this time (YYYY-MM-DDTHH:MM:SSZ).
     #[arg(long)]
     not_after: Option<String>,
-    /// Root private key to sign the change with (repeat up to the threshold).
-    #[arg(long = "sign", required_unless_present = "out")]
-    sign: Vec<PathBuf>,
-    /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
-    /// instead of submitting it.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    signing: Signing,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -112,12 +119,8 @@ pub struct AddKeyArgs {
 #[derive(clap::Args)]
 pub struct RevokeArgs {
     keyid: KeyId,
-    #[arg(long = "sign", required_unless_present = "out")]
-    sign: Vec<PathBuf>,
-    /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
-    /// instead of submitting it.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    signing: Signing,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -131,11 +134,8 @@ pub struct RotateArgs {
     /// How long the old key may still sign new things (e.g. 7days).
     #[arg(long)]
     overlap: Option<humantime::Duration>,
-    #[arg(long = "sign", required_unless_present = "out")]
-    sign: Vec<PathBuf>,
-    /// Write the change to this file for others to sign instead of submitting it.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    signing: Signing,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -148,15 +148,11 @@ pub struct RotateRootArgs {
     /// How many of the new root keys must sign from now on.
     #[arg(long)]
     threshold: u32,
-    /// Root private keys to sign with: enough current ones and enough new ones.
-    #[arg(long = "sign", required_unless_present = "out")]
-    sign: Vec<PathBuf>,
     /// Lifetime of the channels' new root metadata.
     #[arg(long, default_value = "365days")]
     expires_in: humantime::Duration,
-    /// Write the change to this file for others to sign instead of submitting it.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    signing: Signing,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -168,8 +164,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             roles,
             scopes,
             not_after,
-            sign,
-            out,
+            signing: Signing { sign, out },
             client,
         }) => {
             let key = PublicKey::read_file(&public)?;
@@ -218,8 +213,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
         }
         Command::Revoke(RevokeArgs {
             keyid,
-            sign,
-            out,
+            signing: Signing { sign, out },
             client,
         }) => {
             let api = client.client()?;
@@ -250,9 +244,8 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
         Command::RotateRoot(RotateRootArgs {
             keys,
             threshold,
-            sign,
             expires_in,
-            out,
+            signing: Signing { sign, out },
             client,
         }) => {
             let api = client.client()?;
@@ -328,8 +321,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             keyid,
             new,
             overlap,
-            sign,
-            out,
+            signing: Signing { sign, out },
             client,
         }) => {
             let api = client.client()?;
@@ -484,10 +476,10 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
         }
         Command::Propose(p) => {
             let (out, change) = match p {
-                Proposal::AddKey(a) => (a.out.is_some(), Command::AddKey(a)),
-                Proposal::Revoke(a) => (a.out.is_some(), Command::Revoke(a)),
-                Proposal::Rotate(a) => (a.out.is_some(), Command::Rotate(a)),
-                Proposal::RotateRoot(a) => (a.out.is_some(), Command::RotateRoot(a)),
+                Proposal::AddKey(a) => (a.signing.out.is_some(), Command::AddKey(a)),
+                Proposal::Revoke(a) => (a.signing.out.is_some(), Command::Revoke(a)),
+                Proposal::Rotate(a) => (a.signing.out.is_some(), Command::Rotate(a)),
+                Proposal::RotateRoot(a) => (a.signing.out.is_some(), Command::RotateRoot(a)),
             };
             if !out {
                 bail!("a proposal is written to a file: add --out FILE");
