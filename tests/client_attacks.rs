@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::Server;
+use common::{Server, latest_meta, set_meta_body};
 use serde_json::Value;
 
 /// Where the blob with this BLAKE3 digest lives in the local store.
@@ -33,30 +33,6 @@ fn make_writable(p: &Path) {
     #[allow(clippy::permissions_set_readonly_false)]
     perm.set_readonly(false);
     std::fs::set_permissions(p, perm).unwrap();
-}
-
-/// The newest metadata row of `role` in `channel`: (version, body).
-fn latest_meta(s: &Server, channel: &str, role: &str) -> (u64, Vec<u8>) {
-    s.db()
-        .query_row(
-            "SELECT version, body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
-             ORDER BY version DESC LIMIT 1",
-            [channel, role],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-        )
-        .unwrap()
-}
-
-/// Overwrites one stored metadata file (what the server then serves as-is).
-fn set_meta_body(s: &Server, channel: &str, role: &str, version: u64, body: &[u8]) {
-    let n = s
-        .db()
-        .execute(
-            "UPDATE tuf_metadata SET body = ?1 WHERE channel = ?2 AND role = ?3 AND version = ?4",
-            rusqlite::params![body, channel, role, version as i64],
-        )
-        .unwrap();
-    assert_eq!(n, 1, "no {channel} {role} v{version} row");
 }
 
 /// Edits the `signed` part of a metadata body WITHOUT re-signing it (canonical JSON kept, so

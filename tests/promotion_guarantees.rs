@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
-use common::Server;
+use common::{Server, latest_meta, set_meta_body};
 use serde_json::Value;
 
 const NAME: &str = "app/x";
@@ -90,30 +90,6 @@ fn history(s: &Server, channel: &str) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
-}
-
-/// The newest metadata row of `role` in `channel`: (version, body).
-fn latest_meta(s: &Server, channel: &str, role: &str) -> (u64, Vec<u8>) {
-    s.db()
-        .query_row(
-            "SELECT version, body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
-             ORDER BY version DESC LIMIT 1",
-            [channel, role],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-        )
-        .unwrap()
-}
-
-/// Overwrites one stored metadata file (what the server then serves as-is).
-fn set_meta_body(s: &Server, channel: &str, role: &str, version: u64, body: &[u8]) {
-    let n = s
-        .db()
-        .execute(
-            "UPDATE tuf_metadata SET body = ?1 WHERE channel = ?2 AND role = ?3 AND version = ?4",
-            rusqlite::params![body, channel, role, version as i64],
-        )
-        .unwrap();
-    assert_eq!(n, 1, "no {channel} {role} v{version} row");
 }
 
 /// The `signed` part of the newest `role` metadata of `channel`.

@@ -6,78 +6,20 @@
 
 mod common;
 
-use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
 use arca_keys::SigningKey;
-use arca_keys::dsse::Envelope;
-use arca_keys::intoto::{PAYLOAD_TYPE, Statement, Subject};
 use base64::Engine as _;
 use common::Server;
+use common::raw::*;
 use futures::StreamExt as _;
-
-/// Predicate type of arca's minimal build statement.
-const BUILD_PREDICATE: &str = "https://arca.dev/build/v1";
 
 /// A few MiB: a body the server must refuse without reading.
 const BIG: usize = 4 << 20;
 
-/// Runs a future to completion on a fresh single-threaded runtime.
-fn block<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn http() -> reqwest::Client {
-    arca::client::install_crypto();
-    arca::client::http_client().unwrap()
-}
-
-fn key_id(key: &Path) -> String {
-    SigningKey::read_file(key).unwrap().key_id().to_string()
-}
-
 fn signing_key(key: &Path) -> SigningKey {
     SigningKey::read_file(key).unwrap()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
-}
-
-fn blake3_hex(bytes: &[u8]) -> String {
-    blake3::hash(bytes).to_hex().to_string()
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// `arca push FILE --name NAME --version VERSION --key KEY` as argument strings.
-fn push_args<'a>(file: &'a Path, name: &'a str, version: &'a str, key: &'a Path) -> Vec<&'a str> {
-    vec![
-        "push",
-        path_str(file),
-        "--name",
-        name,
-        "--version",
-        version,
-        "--key",
-        path_str(key),
-    ]
-}
-
-/// An HTTP answer: status, and the `{"error": {"code", "message"}}` body when there is one.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    code: String,
-    message: String,
-    body: String,
 }
 
 impl Answer {
@@ -85,51 +27,6 @@ impl Answer {
     fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
     }
-}
-
-async fn answer(resp: reqwest::Response) -> Answer {
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    let (code, message) = match serde_json::from_str::<serde_json::Value>(&body) {
-        Ok(v) => (
-            v["error"]["code"].as_str().unwrap_or_default().to_owned(),
-            v["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        ),
-        Err(_) => (String::new(), String::new()),
-    };
-    Answer {
-        status,
-        code,
-        message,
-        body,
-    }
-}
-
-/// A build statement about `name@version` whose subject claims the digests of `claimed`,
-/// signed by `key`, as the bytes of its DSSE envelope.
-fn build_statement(
-    key: &SigningKey,
-    name: &str,
-    version: &str,
-    file: &str,
-    claimed: &[u8],
-) -> Vec<u8> {
-    let st = Statement::new(
-        Subject {
-            name: format!("{name}@{version}"),
-            digest: [
-                ("sha256".to_owned(), sha256_hex(claimed)),
-                ("blake3".to_owned(), blake3_hex(claimed)),
-            ]
-            .into(),
-        },
-        BUILD_PREDICATE,
-        serde_json::json!({ "file_name": file, "size": claimed.len() }),
-    );
-    Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[key]).to_bytes()
 }
 
 /// `POST /api/v1/uploads?name&version&signer` with `body` as the bytes.
@@ -234,17 +131,6 @@ fn get_artifact(s: &Server, name: &str, version: &str) -> Answer {
             .query(&[("name", name), ("version", version)]);
         answer(req.send().await.unwrap()).await
     })
-}
-
-/// The newest audit entry: (action, subject, outcome, details).
-fn last_audit(s: &Server) -> (String, String, String, String) {
-    s.db()
-        .query_row(
-            "SELECT action, subject, outcome, details FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap()
 }
 
 fn tmp_files(s: &Server) -> Vec<String> {

@@ -3,6 +3,8 @@
 //! that `scripts/test-env.sh` installs).
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -343,6 +345,30 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The newest metadata row of `role` in `channel`: (version, body).
+pub fn latest_meta(s: &Server, channel: &str, role: &str) -> (u64, Vec<u8>) {
+    s.db()
+        .query_row(
+            "SELECT version, body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
+             ORDER BY version DESC LIMIT 1",
+            [channel, role],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// Overwrites one stored metadata file (what the server then serves as-is).
+pub fn set_meta_body(s: &Server, channel: &str, role: &str, version: u64, body: &[u8]) {
+    let n = s
+        .db()
+        .execute(
+            "UPDATE tuf_metadata SET body = ?1 WHERE channel = ?2 AND role = ?3 AND version = ?4",
+            rusqlite::params![body, channel, role, version as i64],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "no {channel} {role} v{version} row");
 }
 
 /// Asserts a failed run that printed one clear `error:` line; returns that stderr.
