@@ -662,6 +662,17 @@ fn rotation_under_load_fails_no_pull_and_accepts_nothing_unsigned() {
     let mut builder = b.clone();
     let stranger = s.key("stranger");
     let roots: Vec<PathBuf> = (1..=3).map(|i| s.key(&format!("lr{i}"))).collect();
+    // Each key change must be seen by pulls that start after it (a loaded machine makes pulls
+    // slow, so count them instead of sleeping).
+    let wait_for_pulls = |n: usize| {
+        let target = pulls.load(Ordering::Relaxed) + n;
+        assert!(
+            common::wait_until(std::time::Duration::from_secs(60), || pulls
+                .load(Ordering::Relaxed)
+                >= target),
+            "the puller stalled"
+        );
+    };
     for round in 1..=3 {
         let f = s.file(&format!("r{round}.bin"), 2000 + round, round as u8);
         s.push(&f, "app/x", &format!("{round}.0"), &builder);
@@ -704,10 +715,11 @@ fn rotation_under_load_fails_no_pull_and_accepts_nothing_unsigned() {
                 );
             }
         }
+        wait_for_pulls(2);
     }
     let f = s.file("last.bin", 3000, 99);
     s.push(&f, "app/x", "9.0", &builder);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    wait_for_pulls(2);
     stop.store(true, Ordering::Relaxed);
     puller.join().unwrap();
     assert!(
