@@ -33,6 +33,19 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// Ready when the database answers (the process being up is `/healthz`).
+#[get("/readyz")]
+async fn readyz(app: web::Data<App>) -> HttpResponse {
+    match app.db.call(|c| crate::db::trust::latest_version(c)).await {
+        Ok(Some(_)) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
+        _ => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("database not ready\n"),
+    }
+}
+
 /// Opens an initialised home: database, blob store, keys. (Also what benchmarks use to drive
 /// the use cases without HTTP.)
 pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
@@ -63,6 +76,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         online: Arc::new(std::sync::RwLock::new(online)),
         home: dir.to_path_buf(),
         uploads: Default::default(),
+        counters: Default::default(),
         audit_key: Arc::new(
             arca_keys::SigningKey::read_file(&dir.join(home::AUDIT_KEY))
                 .context("loading the audit key")?,
@@ -91,6 +105,7 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
     }
     actix_web::rt::spawn(crate::service::refresh::run(app.clone()));
 
+    let counters = app.counters.clone();
     let data = web::Data::new(app);
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
@@ -102,8 +117,21 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
                     .limit(MAX_JSON_BODY)
                     .error_handler(error::json_error),
             )
+            .wrap_fn({
+                let counters = counters.clone();
+                move |req, srv| {
+                    let counters = counters.clone();
+                    let fut = actix_web::dev::Service::call(srv, req);
+                    async move {
+                        let res = fut.await?;
+                        counters.response(res.status().as_u16());
+                        Ok(res)
+                    }
+                }
+            })
             .wrap(TracingLogger::default())
             .service(healthz)
+            .service(readyz)
             .configure(artifacts::routes)
             .configure(trust::routes)
             .configure(promotion::routes)

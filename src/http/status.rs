@@ -137,6 +137,7 @@ async fn metrics(app: web::Data<App>) -> Result<HttpResponse, Error> {
         "# HELP arca_audit_entries Entries in the audit log.\n# TYPE arca_audit_entries gauge\n",
     );
     let _ = writeln!(out, "arca_audit_entries {}", s.audit_entries);
+    out.push_str(&app.counters.render());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))

@@ -134,6 +134,7 @@ async fn target(
             .finish()),
         Some(Some(r)) => {
             let len = r.end - r.start;
+            crate::service::metrics::Counters::add(&app.counters.download_bytes, len);
             let header = format!("bytes {}-{}/{size}", r.start, r.end - 1);
             let stream = app.store.get(&digest, Some(r)).await?;
             Ok(HttpResponse::PartialContent()
@@ -143,6 +144,7 @@ async fn target(
                 .body(SizedStream::new(len, stream)))
         }
         None => {
+            crate::service::metrics::Counters::add(&app.counters.download_bytes, size);
             let stream = app.store.get(&digest, None).await?;
             Ok(HttpResponse::Ok()
                 .content_type("application/octet-stream")

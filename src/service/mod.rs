@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auto;
+pub mod metrics;
 pub mod online;
 pub mod policy;
 pub mod promote;
@@ -35,6 +36,8 @@ pub struct App {
     pub uploads: upload::Uploads,
     /// Signs audit checkpoints.
     pub audit_key: Arc<SigningKey>,
+    /// Request, transfer and promotion counters for `/metrics`.
+    pub counters: Arc<metrics::Counters>,
 }
 
 /// Why a use case refused or failed. Client mistakes carry a stable code and a message that

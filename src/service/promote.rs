@@ -238,6 +238,11 @@ pub async fn promote(
         .await??;
     let r = outcome.response;
     if r.promoted {
+        super::metrics::Counters::add(&app.counters.promotions_ok, 1);
+    } else if !r.decision.allowed && !req.dry_run && !r.already_current {
+        super::metrics::Counters::add(&app.counters.promotions_refused, 1);
+    }
+    if r.promoted {
         tracing::info!(name = %req.name, version = %req.version, to = %req.to, break_glass = r.decision.break_glass, "promoted");
         super::auto::after_change(app, &req.name).await;
     }

@@ -122,6 +122,7 @@ where
         ));
     }
     let staged = app.store.stage(body, app.cfg.store.max_blob_size).await?;
+    super::metrics::Counters::add(&app.counters.upload_bytes, staged.digests.size);
     let mut id = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut id)
