@@ -36,6 +36,17 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A trust entry for a builder key allowed to sign any name.
+fn any_name_builder(builder: &SigningKey) -> arca_keys::KeyEntry {
+    arca_keys::KeyEntry {
+        public: builder.public().to_tuf(),
+        roles: [arca_keys::Role::Builder].into(),
+        scope: vec!["**".into()],
+        status: arca_keys::KeyStatus::Active,
+        not_after: None,
+    }
+}
+
 /// A fresh home with a builder key trusted for every name; returns (dir, app, builder key).
 fn setup() -> (tempfile::TempDir, arca::service::App, SigningKey) {
     let dir = tempfile::tempdir().unwrap();
@@ -53,16 +64,8 @@ fn setup() -> (tempfile::TempDir, arca::service::App, SigningKey) {
                 .decode("trust")
                 .unwrap();
             let mut next = cur.next();
-            next.keys.insert(
-                builder.key_id(),
-                arca_keys::KeyEntry {
-                    public: builder.public().to_tuf(),
-                    roles: [arca_keys::Role::Builder].into(),
-                    scope: vec!["**".into()],
-                    status: arca_keys::KeyStatus::Active,
-                    not_after: None,
-                },
-            );
+            next.keys
+                .insert(builder.key_id(), any_name_builder(&builder));
             let env = SignedEnvelope::sign(&next, &[&root]).unwrap();
             arca::db::trust::insert(c, next.version, &env.to_bytes())
         })
@@ -178,16 +181,9 @@ fn evaluation_cost(iterations: usize) -> Duration {
     let root = SigningKey::generate().unwrap();
     let builder = SigningKey::generate().unwrap();
     let mut trust = TrustDocument::genesis(&[root.public()], 1);
-    trust.keys.insert(
-        builder.key_id(),
-        arca_keys::KeyEntry {
-            public: builder.public().to_tuf(),
-            roles: [arca_keys::Role::Builder].into(),
-            scope: vec!["**".into()],
-            status: arca_keys::KeyStatus::Active,
-            not_after: None,
-        },
-    );
+    trust
+        .keys
+        .insert(builder.key_id(), any_name_builder(&builder));
     let (name, version) = ("svc/app".parse().unwrap(), "1.0.0".parse().unwrap());
     let (sha, b3) = ("a".repeat(64), "b".repeat(64));
     let st = Statement::new(

@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Server, latest_meta, set_meta_body};
+use common::{Server, forge_targets_with_online_key, latest_meta, set_meta_body};
 use serde_json::Value;
 
 /// Where the blob with this BLAKE3 digest lives in the local store.
@@ -91,28 +91,6 @@ fn python_tuf_expect(
     let (ok, log) = s.python_tuf(channel, target, out, extra);
     assert!(ok, "python-tuf {extra:?} on {channel} {target}:\n{log}");
     log
-}
-
-/// The forgery of a server whose online key is compromised: takes the newest targets of `channel`,
-/// applies `edit` to its `signed`, bumps the version, signs it with the channel's ONLINE key
-/// (as a server whose online key is compromised could), stores it and publishes a matching
-/// snapshot and timestamp with arca's own publishing code.
-fn forge_targets_with_online_key(s: &Server, channel: &str, edit: impl FnOnce(&mut Value)) {
-    let key = arca_keys::SigningKey::read_file(&s.home.join(format!("keys/{channel}.online.key")))
-        .unwrap();
-    let (version, body) = latest_meta(s, channel, "targets");
-    let env = arca::tuf::metadata::Envelope::from_slice("targets", &body).unwrap();
-    let mut signed = env.signed.clone();
-    edit(&mut signed);
-    signed["version"] = Value::from(version + 1);
-    let expires = signed["expires"].as_str().unwrap().to_owned();
-    let forged = arca::tuf::metadata::Envelope::sign(&signed, &[&key]).to_bytes();
-    let c = s.db();
-    let tx = c.unchecked_transaction().unwrap();
-    arca::db::tuf::insert(&tx, channel, "targets", version + 1, &forged, &expires).unwrap();
-    let cfg = arca::config::TufConfig::default();
-    arca::tuf::repo::publish_snapshot(&tx, channel, &key, &cfg, chrono::Utc::now()).unwrap();
-    tx.commit().unwrap();
 }
 
 /// One pushed release: the server, the builder key, the file and its TUF target path.

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
-use common::{Server, latest_meta, set_meta_body};
+use common::{Server, forge_targets_with_online_key, latest_meta, set_meta_body};
 use serde_json::Value;
 
 const NAME: &str = "app/x";
@@ -169,27 +169,6 @@ fn pull_expect(s: &Server, channel: &str, out: &Path, state: &Path, version: &st
         std::fs::read(want).unwrap(),
         "pulled bytes of {channel} are not {NAME}@{version}'s"
     );
-}
-
-/// The forgery of a server whose online key is compromised: takes the newest targets of `channel`,
-/// applies `edit` to its `signed`, bumps the version, signs it with the channel's ONLINE key,
-/// stores it and publishes a matching snapshot and timestamp with arca's own publishing code.
-fn forge_targets_with_online_key(s: &Server, channel: &str, edit: impl FnOnce(&mut Value)) {
-    let key = arca_keys::SigningKey::read_file(&s.home.join(format!("keys/{channel}.online.key")))
-        .unwrap();
-    let (version, body) = latest_meta(s, channel, "targets");
-    let env = arca::tuf::metadata::Envelope::from_slice("targets", &body).unwrap();
-    let mut signed = env.signed.clone();
-    edit(&mut signed);
-    signed["version"] = Value::from(version + 1);
-    let expires = signed["expires"].as_str().unwrap().to_owned();
-    let forged = arca::tuf::metadata::Envelope::sign(&signed, &[&key]).to_bytes();
-    let c = s.db();
-    let tx = c.unchecked_transaction().unwrap();
-    arca::db::tuf::insert(&tx, channel, "targets", version + 1, &forged, &expires).unwrap();
-    let cfg = arca::config::TufConfig::default();
-    arca::tuf::repo::publish_snapshot(&tx, channel, &key, &cfg, chrono::Utc::now()).unwrap();
-    tx.commit().unwrap();
 }
 
 fn key_id(key: &Path) -> String {

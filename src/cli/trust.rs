@@ -278,24 +278,10 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 threshold,
             };
             next.validate()?;
-            let expires = arca_keys::format_time(
-                chrono::Utc::now()
-                    + chrono::Duration::from_std(*expires_in)
-                        .context("--expires-in is too long")?,
-            );
+            let expires = expiry_in(&expires_in)?;
             let mut roots = std::collections::BTreeMap::new();
             for channel in current.policies.keys() {
-                let url = format!("{}/tuf/{channel}/metadata/root.json", api.base());
-                let body = api
-                    .http()
-                    .get(&url)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .bytes()
-                    .await?;
-                let cur: crate::tuf::metadata::Root =
-                    crate::tuf::metadata::Envelope::from_slice("root", &body)?.decode()?;
+                let cur = channel_root(&api, channel.as_str()).await?;
                 let root =
                     crate::tuf::repo::rotated_root(&cur, &new_keys, threshold, expires.clone());
                 roots.insert(
@@ -389,27 +375,13 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 .map(|p| arca_keys::SigningKey::read_file(p))
                 .collect::<Result<Vec<_>, _>>()?;
             let refs: Vec<&arca_keys::SigningKey> = keys.iter().collect();
-            let expires = arca_keys::format_time(
-                chrono::Utc::now()
-                    + chrono::Duration::from_std(*expires_in)
-                        .context("--expires-in is too long")?,
-            );
+            let expires = expiry_in(&expires_in)?;
             for ch in channels {
                 let tuf_key: arca_keys::TufKey = api
                     .post_json(&format!("/api/v1/channels/{ch}/online-key"), &())
                     .await?;
                 let new = PublicKey::from_tuf(&tuf_key)?;
-                let url = format!("{}/tuf/{ch}/metadata/root.json", api.base());
-                let body = api
-                    .http()
-                    .get(&url)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .bytes()
-                    .await?;
-                let cur: crate::tuf::metadata::Root =
-                    crate::tuf::metadata::Envelope::from_slice("root", &body)?.decode()?;
+                let cur = channel_root(&api, ch.as_str()).await?;
                 let next = crate::tuf::repo::rotated_online(&cur, &new, expires.clone());
                 let env = crate::tuf::metadata::Envelope::sign(&next, &refs);
                 let r: serde_json::Value = api
@@ -502,6 +474,29 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// A channel's newest TUF root, as the server publishes it.
+async fn channel_root(
+    api: &crate::client::ApiClient,
+    channel: &str,
+) -> anyhow::Result<crate::tuf::metadata::Root> {
+    let url = format!("{}/tuf/{channel}/metadata/root.json", api.base());
+    let body = api
+        .http()
+        .get(&url)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    Ok(crate::tuf::metadata::Envelope::from_slice("root", &body)?.decode()?)
+}
+
+/// `now + expires_in` as TUF writes times.
+fn expiry_in(expires_in: &humantime::Duration) -> anyhow::Result<String> {
+    let d = chrono::Duration::from_std(**expires_in).context("--expires-in is too long")?;
+    Ok(arca_keys::format_time(chrono::Utc::now() + d))
 }
 
 /// Prints the releases that rely on `keyid` for their build signature, channel by channel.

@@ -371,6 +371,32 @@ pub fn set_meta_body(s: &Server, channel: &str, role: &str, version: u64, body: 
     assert_eq!(n, 1, "no {channel} {role} v{version} row");
 }
 
+/// The forgery of a server whose online key is compromised: takes the newest targets of `channel`,
+/// applies `edit` to its `signed`, bumps the version, signs it with the channel's ONLINE key
+/// (as a server whose online key is compromised could), stores it and publishes a matching
+/// snapshot and timestamp with arca's own publishing code.
+pub fn forge_targets_with_online_key(
+    s: &Server,
+    channel: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let key = arca_keys::SigningKey::read_file(&s.home.join(format!("keys/{channel}.online.key")))
+        .unwrap();
+    let (version, body) = latest_meta(s, channel, "targets");
+    let env = arca::tuf::metadata::Envelope::from_slice("targets", &body).unwrap();
+    let mut signed = env.signed.clone();
+    edit(&mut signed);
+    signed["version"] = serde_json::Value::from(version + 1);
+    let expires = signed["expires"].as_str().unwrap().to_owned();
+    let forged = arca::tuf::metadata::Envelope::sign(&signed, &[&key]).to_bytes();
+    let c = s.db();
+    let tx = c.unchecked_transaction().unwrap();
+    arca::db::tuf::insert(&tx, channel, "targets", version + 1, &forged, &expires).unwrap();
+    let cfg = arca::config::TufConfig::default();
+    arca::tuf::repo::publish_snapshot(&tx, channel, &key, &cfg, chrono::Utc::now()).unwrap();
+    tx.commit().unwrap();
+}
+
 /// Asserts a failed run that printed one clear `error:` line; returns that stderr.
 pub fn failure_line(args: &[&str], out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
