@@ -143,6 +143,7 @@ async fn promote_all(app: &arca::service::App, s: &Sizes) -> Vec<Duration> {
             to: "staging".parse().unwrap(),
             dry_run: false,
             reason: None,
+            rollout: None,
         };
         let t = Instant::now();
         let r = arca::service::promote::promote(app, "bench", req, "promote")

@@ -33,6 +33,25 @@ pub struct Config {
     pub tuf: TufConfig,
     /// The ordered pipeline of channels; artifacts enter the first.
     pub pipeline: Vec<ChannelName>,
+    pub rollout: RolloutConfig,
+}
+
+/// Phased rollouts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// How often the server looks at running rollouts to advance or complete them (a halt
+    /// happens at once, when the report that crosses the failure ceiling arrives).
+    #[serde(with = "human")]
+    pub tick: Duration,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            tick: Duration::from_secs(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +84,9 @@ pub struct TufConfig {
     /// How often the background task looks for metadata to re-sign.
     #[serde(with = "human")]
     pub refresh_interval: Duration,
+    /// Serve each role's newest file from memory until this server writes metadata again.
+    /// Turn it off only if something other than this process writes the database.
+    pub memory_cache: bool,
 }
 
 impl Default for Config {
@@ -77,6 +99,7 @@ impl Default for Config {
                 .iter()
                 .map(|c| c.parse().expect("valid channel"))
                 .collect(),
+            rollout: RolloutConfig::default(),
         }
     }
 }
@@ -101,6 +124,7 @@ impl Default for TufConfig {
             snapshot_expiry: Duration::from_secs(7 * DAY),
             timestamp_expiry: Duration::from_secs(DAY),
             refresh_interval: Duration::from_secs(300),
+            memory_cache: true,
         }
     }
 }
@@ -173,7 +197,7 @@ impl Config {
 }
 
 /// Durations as humantime strings (`"24h"`, `"7days"`).
-mod human {
+pub mod human {
     use super::*;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

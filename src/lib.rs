@@ -4,6 +4,7 @@
 //! one transaction each) -> pure domain rules (`statements`, `tuf::repo`'s metadata building,
 //! `arca_keys`' trust chain) -> storage (`db`, `arca_store`). See `docs/architecture.md`.
 
+pub mod agent;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod home;
 pub mod http;
 pub mod model;
 pub mod policy;
+pub mod rollout;
 pub mod service;
 pub mod statements;
 pub mod tuf;

@@ -115,8 +115,10 @@ fn release_with(config: Option<&str>) -> Release {
     }
 }
 
+/// The tests below play a malicious server by editing its database behind its back, so the
+/// server reads metadata from the database on every request.
 fn release() -> Release {
-    release_with(None)
+    release_with(Some("[tuf]\nmemory_cache = false\n"))
 }
 
 // 1. A blob altered in the store.

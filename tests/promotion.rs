@@ -699,7 +699,7 @@ fn auto_promotion_right_after_a_push() {
 
 #[test]
 fn rollback_publishes_a_new_version_that_clients_accept() {
-    let s = Server::start();
+    let s = Server::start_tamperable();
     let b = s.builder("builder", "app/*");
     let f1 = push(&s, &b, "1.0.0", 1);
     promote(&s, "1.0.0", "staging", &[]);

@@ -339,7 +339,7 @@ fn concurrent_promotions_and_rollbacks_serialise_without_lost_updates() {
 
 #[test]
 fn online_key_cannot_publish_an_unapproved_release_to_prod() {
-    let s = Server::start();
+    let s = Server::start_tamperable();
     let key = s.builder("builder", "app/*");
     let file = push_version(&s, &key, "1.0.0", 1);
     s.ok(&["promote", &format!("{NAME}@1.0.0"), "--to", "staging"]);
@@ -518,7 +518,7 @@ fn sigkill_during_promotions_leaves_state_metadata_and_audit_consistent() {
 
 #[test]
 fn rollback_is_a_roll_forward_and_old_metadata_stays_refused() {
-    let s = Server::start();
+    let s = Server::start_tamperable();
     let key = s.builder("builder", "app/*");
     let f0 = push_version(&s, &key, "1.0.0", 1);
     s.ok(&["promote", &format!("{NAME}@1.0.0"), "--to", "staging"]);

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand, each with its own `Args` and `run()`.
 
+mod agent;
 mod attest;
 mod audit;
 mod change;
@@ -9,6 +10,7 @@ mod policy;
 mod promote;
 mod pull;
 mod push;
+mod rollout;
 mod serve;
 mod trust;
 mod tuf_client;
@@ -54,6 +56,16 @@ enum Command {
     History(promote::HistoryArgs),
     /// Fetch a channel's release of NAME, verify everything, and write it to DIR.
     Pull(pull::Args),
+    /// Watch and steer phased rollouts.
+    #[command(subcommand)]
+    Rollout(rollout::Command),
+    /// Which agents run what (from their reports).
+    Agents(rollout::AgentsArgs),
+    /// Follow a channel: install the release meant for this machine, check health, report.
+    Agent(agent::Args),
+    /// Create API tokens (admin, or reporter for agents).
+    #[command(subcommand)]
+    Token(rollout::TokenCommand),
     /// Verify and export the tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -133,6 +145,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Pull(a) => block_on(pull::run(a)),
         Command::TufClient(a) => block_on(tuf_client::run(a)),
         Command::Audit(c) => block_on(audit::run(c)),
+        Command::Rollout(c) => block_on(rollout::run(c)),
+        Command::Agents(a) => block_on(rollout::agents(a)),
+        Command::Agent(a) => block_on(agent::run(a)),
+        Command::Token(c) => block_on(rollout::token(c)),
     }
 }
 

@@ -22,10 +22,39 @@ pub struct PromoteArgs {
     /// Why (e.g. a change ticket), kept in history and the audit log.
     #[arg(long)]
     reason: Option<String>,
+    /// Phase the release in: percentages of agents, e.g. `1,10,50,100` (replaces the channel
+    /// policy's plan for this promotion).
+    #[arg(long, value_name = "STEPS")]
+    rollout: Option<String>,
+    /// How long each step holds before the next (with --rollout).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    step_interval: std::time::Duration,
+    /// Failed / reporting agents above which the rollout halts and the channel rolls back.
+    #[arg(long, default_value_t = 0.05)]
+    max_failure_rate: f64,
+    /// Reports needed before the failure rate decides (advance or halt).
+    #[arg(long, default_value_t = 5)]
+    min_reports: u32,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+impl PromoteArgs {
+    fn plan(&self) -> anyhow::Result<Option<crate::rollout::Plan>> {
+        let Some(steps) = &self.rollout else {
+            return Ok(None);
+        };
+        let plan = crate::rollout::Plan {
+            steps: crate::rollout::Plan::parse_steps(steps)?,
+            step_interval: self.step_interval,
+            max_failure_rate: self.max_failure_rate,
+            min_reports: self.min_reports,
+        };
+        plan.validate()?;
+        Ok(Some(plan))
+    }
 }
 
 /// Return a channel to a release it held before (as a new metadata version).
@@ -76,6 +105,7 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
         to: a.to.clone(),
         dry_run: a.dry_run,
         reason: a.reason.clone(),
+        rollout: a.plan()?,
     };
     let subject = format!("{}@{} -> {}", req.name, req.version, req.to);
     // A refusal is a 403 whose body carries the decision: show every rule, then fail.
@@ -122,6 +152,13 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
                 } else {
                     "would be REFUSED"
                 }
+            )
+        } else if let Some(id) = r.rollout {
+            format!(
+                "promoted (targets v{}), rollout {id} started: `arca rollout status {} --channel {}`",
+                r.targets_version.unwrap_or(0),
+                a.release.name,
+                a.to
             )
         } else {
             format!("promoted (targets v{})", r.targets_version.unwrap_or(0))

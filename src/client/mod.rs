@@ -1,5 +1,7 @@
 //! The API client that the CLI and the agent use (reqwest, rustls on ring).
 
+pub mod release;
+
 use std::path::Path;
 
 use anyhow::{Context, bail};

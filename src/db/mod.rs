@@ -8,6 +8,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod channels;
 pub mod policies;
+pub mod rollouts;
 pub mod tokens;
 pub mod trust;
 pub mod tuf;

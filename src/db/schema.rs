@@ -109,6 +109,52 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tuf_entries_by_name ON tuf_entries(channel, name);
     "#,
+    // 4: phased rollouts, agents' reports, the last word of each agent, and token roles that
+    // mean something (`reporter` tokens may only post reports).
+    r#"
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL REFERENCES channels(name),
+        name TEXT NOT NULL,
+        artifact_id INTEGER NOT NULL REFERENCES artifacts(id),
+        previous_id INTEGER REFERENCES artifacts(id),
+        plan TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        step_started_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX rollouts_by_name ON rollouts(channel, name, id);
+    CREATE INDEX rollouts_by_state ON rollouts(state);
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY,
+        rollout_id INTEGER REFERENCES rollouts(id),
+        step INTEGER,
+        channel TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT,
+        agent TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        message TEXT NOT NULL,
+        at TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        actor TEXT NOT NULL
+    );
+    CREATE INDEX reports_by_rollout ON reports(rollout_id, agent, id);
+    CREATE TABLE agents (
+        agent TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        name TEXT NOT NULL,
+        current TEXT,
+        version TEXT,
+        outcome TEXT NOT NULL,
+        message TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        PRIMARY KEY (channel, name, agent)
+    );
+    "#,
 ];
 
 /// Brings the schema up to date.

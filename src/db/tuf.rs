@@ -12,6 +12,16 @@ pub struct MetaRow {
     pub expires: String,
 }
 
+/// Bumped by every metadata write. Every database call holds the one connection, so a reader
+/// that reads this counter and a role's newest body in one call gets a matching pair: a cache
+/// entry whose generation is still current is still the newest body.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The metadata write generation (see [`GENERATION`]).
+pub fn generation() -> u64 {
+    GENERATION.load(std::sync::atomic::Ordering::Acquire)
+}
+
 pub fn insert(
     c: &Connection,
     channel: &str,
@@ -24,6 +34,7 @@ pub fn insert(
         "INSERT INTO tuf_metadata (channel, role, version, body, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![channel, role, version as i64, body, expires],
     )?;
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(())
 }
 
@@ -67,6 +78,27 @@ pub fn latest_version(c: &Connection, channel: &str, role: &str) -> Result<Optio
     .map(|v| v as u64))
 }
 
+/// Replaces the stored target entries of `name` in `channel` (none removes them). A name has
+/// one entry, or two while a rollout keeps its previous release listed.
+pub fn set_entries(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    entries: &[(String, Vec<u8>)],
+) -> Result<(), DbError> {
+    c.execute(
+        "DELETE FROM tuf_entries WHERE channel = ?1 AND name = ?2",
+        params![channel, name],
+    )?;
+    for (path, body) in entries {
+        c.execute(
+            "INSERT INTO tuf_entries (channel, path, name, entry) VALUES (?1, ?2, ?3, ?4)",
+            params![channel, path, name, body],
+        )?;
+    }
+    Ok(())
+}
+
 /// Replaces the stored target entry of `name` in `channel` (or removes it with `None`).
 pub fn set_entry(
     c: &Connection,
@@ -74,17 +106,11 @@ pub fn set_entry(
     name: &str,
     entry: Option<(&str, &[u8])>,
 ) -> Result<(), DbError> {
-    c.execute(
-        "DELETE FROM tuf_entries WHERE channel = ?1 AND name = ?2",
-        params![channel, name],
-    )?;
-    if let Some((path, body)) = entry {
-        c.execute(
-            "INSERT INTO tuf_entries (channel, path, name, entry) VALUES (?1, ?2, ?3, ?4)",
-            params![channel, path, name, body],
-        )?;
-    }
-    Ok(())
+    let entries: Vec<(String, Vec<u8>)> = entry
+        .map(|(p, b)| (p.to_owned(), b.to_vec()))
+        .into_iter()
+        .collect();
+    set_entries(c, channel, name, &entries)
 }
 
 /// Removes every stored entry of `channel`.

@@ -9,15 +9,55 @@ use crate::auth;
 use crate::db;
 use crate::service::{App, Error};
 
-/// Who made the request: `token:<id>`.
+/// Who made the request (`token:<id>`), with an admin token: every mutating endpoint but
+/// reports takes one.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
+
+/// Who made the request, with a token of any role: `reporter` tokens, which agents hold, may
+/// post reports and nothing else.
+#[derive(Debug, Clone)]
+pub struct Reporter(pub String);
+
+/// Token roles.
+pub const ADMIN: &str = "admin";
+pub const REPORTER: &str = "reporter";
 
 impl FromRequest for Actor {
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Actor, Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let fut = authenticate(req);
+        Box::pin(async move {
+            let (actor, role) = fut.await?;
+            if role != ADMIN {
+                return Err(Error::forbidden(
+                    "token_role",
+                    format!("a {role} token may not do this (only post agent reports)"),
+                ));
+            }
+            Ok(Actor(actor))
+        })
+    }
+}
+
+impl FromRequest for Reporter {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Reporter, Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let fut = authenticate(req);
+        Box::pin(async move { Ok(Reporter(fut.await?.0)) })
+    }
+}
+
+/// (actor, role) of a checked token, once the database answered.
+type Authenticated = Pin<Box<dyn Future<Output = Result<(String, String), Error>>>>;
+
+/// Checks the bearer token: (actor, role).
+fn authenticate(req: &HttpRequest) -> Authenticated {
+    {
         let app = req.app_data::<web::Data<App>>().cloned();
         let header = req
             .headers()
@@ -42,8 +82,8 @@ impl FromRequest for Actor {
                 .call(move |c| db::tokens::lookup(c, &lookup_id))
                 .await?;
             match row {
-                Some((hash, _role)) if auth::matches(&token, &hash) => {
-                    Ok(Actor(format!("token:{id}")))
+                Some((hash, role)) if auth::matches(&token, &hash) => {
+                    Ok((format!("token:{id}"), role))
                 }
                 _ => Err(invalid()),
             }

@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 mod error;
 mod promotion;
+mod rollout;
 pub mod status;
 mod trust;
 mod tuf;
@@ -77,6 +78,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         home: dir.to_path_buf(),
         uploads: Default::default(),
         counters: Default::default(),
+        meta_cache: Default::default(),
         audit_key: Arc::new(
             arca_keys::SigningKey::read_file(&dir.join(home::AUDIT_KEY))
                 .context("loading the audit key")?,
@@ -104,6 +106,7 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot sweep abandoned uploads"),
     }
     actix_web::rt::spawn(crate::service::refresh::run(app.clone()));
+    actix_web::rt::spawn(crate::service::rollout::run(app.clone()));
 
     let counters = app.counters.clone();
     let data = web::Data::new(app);
@@ -135,6 +138,7 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
             .configure(artifacts::routes)
             .configure(trust::routes)
             .configure(promotion::routes)
+            .configure(rollout::routes)
             .configure(audit::routes)
             .configure(status::routes)
             .configure(tuf::routes)

@@ -137,10 +137,86 @@ async fn metrics(app: web::Data<App>) -> Result<HttpResponse, Error> {
         "# HELP arca_audit_entries Entries in the audit log.\n# TYPE arca_audit_entries gauge\n",
     );
     let _ = writeln!(out, "arca_audit_entries {}", s.audit_entries);
+    rollout_metrics(&app, &mut out).await?;
     out.push_str(&app.counters.render());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Active rollouts (step, failure rate, reports) and agents per running version.
+async fn rollout_metrics(app: &App, out: &mut String) -> Result<(), Error> {
+    use std::fmt::Write;
+    let rollouts = crate::service::rollout::list(app, None).await?;
+    let versions = app.db.call(|c| db::rollouts::agent_versions(c)).await?;
+    out.push_str("# HELP arca_rollout_percent Percentage of agents an active rollout reaches now.\n# TYPE arca_rollout_percent gauge\n");
+    let active: Vec<_> = rollouts
+        .iter()
+        .filter(|r| r.state == "running" || r.state == "paused")
+        .collect();
+    for r in &active {
+        let _ = writeln!(
+            out,
+            "arca_rollout_percent{{channel=\"{}\",name=\"{}\",version=\"{}\",state=\"{}\"}} {}",
+            label(&r.channel),
+            label(&r.name),
+            label(&r.version),
+            r.state,
+            r.percent
+        );
+    }
+    out.push_str("# HELP arca_rollout_failure_rate Failed / reporting agents of an active rollout.\n# TYPE arca_rollout_failure_rate gauge\n");
+    for r in &active {
+        let _ = writeln!(
+            out,
+            "arca_rollout_failure_rate{{channel=\"{}\",name=\"{}\",version=\"{}\"}} {}",
+            label(&r.channel),
+            label(&r.name),
+            label(&r.version),
+            r.failure_rate
+        );
+    }
+    out.push_str("# HELP arca_rollout_reporting_agents Agents that reported on an active rollout's release, by outcome.\n# TYPE arca_rollout_reporting_agents gauge\n");
+    for r in &active {
+        for (outcome, n) in [("ok", r.figures.ok), ("failed", r.figures.failed)] {
+            let _ = writeln!(
+                out,
+                "arca_rollout_reporting_agents{{channel=\"{}\",name=\"{}\",version=\"{}\",outcome=\"{outcome}\"}} {n}",
+                label(&r.channel),
+                label(&r.name),
+                label(&r.version)
+            );
+        }
+    }
+    out.push_str("# HELP arca_rollout_halted Whether the newest rollout of a name ended halted by its figures (1) or not (0).\n# TYPE arca_rollout_halted gauge\n");
+    for r in &rollouts {
+        let _ = writeln!(
+            out,
+            "arca_rollout_halted{{channel=\"{}\",name=\"{}\",version=\"{}\"}} {}",
+            label(&r.channel),
+            label(&r.name),
+            label(&r.version),
+            u8::from(r.state == "halted")
+        );
+    }
+    out.push_str("# HELP arca_agents Agents by the version they last reported running.\n# TYPE arca_agents gauge\n");
+    for (channel, name, version, n) in versions {
+        let _ = writeln!(
+            out,
+            "arca_agents{{channel=\"{}\",name=\"{}\",version=\"{}\"}} {n}",
+            label(&channel),
+            label(&name),
+            label(&version)
+        );
+    }
+    Ok(())
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -33,9 +33,20 @@ fn parse_meta_file(file: &str) -> Option<MetaRequest> {
     }
 }
 
+/// Whether an `If-None-Match` header matches `etag` (a list, `*`, or weak forms).
+fn etag_matches(header: Option<&str>, etag: &str) -> bool {
+    header.is_some_and(|h| {
+        h.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
+        })
+    })
+}
+
 #[get("/tuf/{channel}/metadata/{file}")]
 async fn metadata(
     app: web::Data<App>,
+    req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (channel, file) = path.into_inner();
@@ -46,31 +57,72 @@ async fn metadata(
             format!("no metadata file {file} in channel {channel}"),
         )
     };
-    let req = parse_meta_file(&file).ok_or_else(not_found)?;
+    let req_file = parse_meta_file(&file).ok_or_else(not_found)?;
     let ch = channel.to_string();
-    let body = match req {
+    match req_file {
+        // The newest file of a role is what agents poll: served from memory while nothing
+        // was written, with an ETag so that an unchanged poll costs a 304.
         MetaRequest::Latest(role) => {
-            app.db
-                .call(move |c| Ok(db::tuf::latest(c, &ch, role)?.map(|m| m.body)))
-                .await?
+            let hit = app
+                .cfg
+                .tuf
+                .memory_cache
+                .then(|| app.meta_cache.get(&ch, role))
+                .flatten();
+            let cached = match hit {
+                Some(m) => m,
+                None => {
+                    let ch2 = ch.clone();
+                    let (generation, body) = app
+                        .db
+                        .call(move |c| {
+                            let g = db::tuf::generation();
+                            Ok((g, db::tuf::latest(c, &ch2, role)?.map(|m| m.body)))
+                        })
+                        .await?;
+                    let body = body.ok_or_else(not_found)?;
+                    app.meta_cache.put(&ch, role, generation, body)
+                }
+            };
+            let inm = req
+                .headers()
+                .get(actix_web::http::header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok());
+            let unchanged = etag_matches(inm, &cached.etag);
+            let mut resp = if unchanged {
+                HttpResponse::NotModified()
+            } else {
+                HttpResponse::Ok()
+            };
+            resp.insert_header(("cache-control", "no-cache"))
+                .insert_header(("etag", cached.etag.clone()));
+            if unchanged {
+                return Ok(resp.finish());
+            }
+            Ok(resp.content_type("application/json").body(cached.body))
         }
         MetaRequest::Version(role, v) => {
-            app.db.call(move |c| db::tuf::get(c, &ch, role, v)).await?
+            let body = app
+                .db
+                .call(move |c| db::tuf::get(c, &ch, role, v))
+                .await?
+                .ok_or_else(not_found)?;
+            Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .insert_header(IMMUTABLE)
+                .body(body))
         }
-    };
-    let body = body.ok_or_else(not_found)?;
-    let mut resp = HttpResponse::Ok();
-    resp.content_type("application/json");
-    match req {
-        MetaRequest::Version(..) => resp.insert_header(IMMUTABLE),
-        MetaRequest::Latest(_) => resp.insert_header(("cache-control", "no-cache")),
-    };
-    Ok(resp.body(body))
+    }
 }
 
-/// Splits `{name}/{sha256}.{file}` into its parts.
+/// Splits `{name}/{sha256}.{file}` (or a rollout's `{name}/-/previous/{sha256}.{file}`) into
+/// its parts.
 fn parse_target_path(path: &str) -> Option<(ArtifactName, String, FileName)> {
     let (dir, last) = path.rsplit_once('/')?;
+    let dir = dir
+        .strip_suffix(crate::tuf::repo::PREVIOUS_SEGMENT)
+        .and_then(|d| d.strip_suffix('/'))
+        .unwrap_or(dir);
     let (sha, file) = last.split_once('.')?;
     if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
@@ -180,6 +232,15 @@ mod tests {
     }
 
     #[test]
+    fn etags() {
+        assert!(etag_matches(Some("\"ab\""), "\"ab\""));
+        assert!(etag_matches(Some("W/\"x\", \"ab\""), "\"ab\""));
+        assert!(etag_matches(Some("*"), "\"ab\""));
+        assert!(!etag_matches(Some("\"abc\""), "\"ab\""));
+        assert!(!etag_matches(None, "\"ab\""));
+    }
+
+    #[test]
     fn target_paths_and_ranges() {
         let sha = "a".repeat(64);
         let (n, s, f) = parse_target_path(&format!("app/web/{sha}.web-1.0.tgz")).unwrap();
@@ -187,6 +248,9 @@ mod tests {
             (n.as_str(), s.as_str(), f.as_str()),
             ("app/web", sha.as_str(), "web-1.0.tgz")
         );
+        let (n, ..) = parse_target_path(&format!("app/web/-/previous/{sha}.web.tgz")).unwrap();
+        assert_eq!(n.as_str(), "app/web");
+        assert!(parse_target_path(&format!("-/previous/{sha}.x")).is_none());
         assert!(parse_target_path(&format!("../{sha}.x")).is_none());
         assert!(parse_target_path("app/short.x").is_none());
         assert_eq!(parse_range("bytes=0-9", 100), Some(0..10));

@@ -124,6 +124,38 @@ pub struct TargetCustom {
     /// The trust document version current when this entry was published; a client must know
     /// at least this version before it checks the statements.
     pub trust_version: u64,
+    /// The phased rollout this release is in, if any: agents outside its percentage install
+    /// the release the entry at `rollout.previous` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutEntry>,
+    /// This entry is the release that agents outside a running rollout keep; `arca pull` and
+    /// agents inside the rollout ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub previous: bool,
+}
+
+/// A rollout as its release's signed target entry carries it (integers only: canonical JSON
+/// has no floats).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutEntry {
+    pub id: u64,
+    /// The plan's percentages.
+    pub steps: Vec<u32>,
+    /// Index of the current step.
+    pub step: u32,
+    /// The percentage of agents that take this release now (`steps[step]`).
+    pub percent: u32,
+    /// `running` or `paused`.
+    pub state: String,
+    pub step_interval_secs: u64,
+    /// The failure ceiling in basis points (500 = 5%).
+    pub max_failure_bp: u32,
+    pub min_reports: u32,
+    /// Target path of the release agents outside the percentage keep (absent for a name's
+    /// first release in the channel: those agents install nothing yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 /// Body of `POST /api/v1/promotions`.
@@ -137,6 +169,9 @@ pub struct PromoteRequest {
     pub dry_run: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Phase the release in (replaces the channel policy's plan for this promotion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Plan>,
 }
 
 /// Answer to a promotion (also the body of its refusal, 403 `policy_refused`).
@@ -149,6 +184,9 @@ pub struct PromoteResponse {
     pub already_current: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets_version: Option<u64>,
+    /// The rollout the promotion started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<u64>,
 }
 
 /// Body of `POST /api/v1/rollbacks`.
@@ -208,4 +246,186 @@ pub struct ReliantRelease {
     pub channel: String,
     pub name: String,
     pub version: String,
+}
+
+/// Outcome an agent reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportOutcome {
+    /// The release is installed, current and healthy.
+    Ok,
+    /// The release failed to install or its health check failed; the agent went back.
+    Failed,
+    /// The agent could not get a release it would accept (metadata or bytes refused,
+    /// server unreachable): nothing was installed. Recorded, not counted against a rollout.
+    Error,
+}
+
+impl ReportOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportOutcome::Ok => "ok",
+            ReportOutcome::Failed => "failed",
+            ReportOutcome::Error => "error",
+        }
+    }
+}
+
+/// Body of `POST /api/v1/reports` (a reporting token suffices).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub agent: AgentId,
+    pub channel: ChannelName,
+    pub name: ArtifactName,
+    /// The version the report is about (for `error`, the one the agent tried, if it knew).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+    pub outcome: ReportOutcome,
+    #[serde(default)]
+    pub message: String,
+    /// The version the agent runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Version>,
+    /// When it happened, by the agent's clock (the server also records when it arrived).
+    pub at: String,
+}
+
+/// Answer to a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportResponse {
+    /// The rollout the report counted for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<u64>,
+    /// The rollout halted because of it.
+    #[serde(default)]
+    pub halted: bool,
+}
+
+/// An agent id: `[A-Za-z0-9][A-Za-z0-9._:-]*`, at most 128 bytes (a host name, a UUID).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AgentId(String);
+
+impl AgentId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AgentId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if ok {
+            Ok(AgentId(s))
+        } else {
+            Err(format!(
+                "agent id {s:?} must be 1-128 characters of [A-Za-z0-9._:-], starting alphanumeric"
+            ))
+        }
+    }
+}
+
+impl std::str::FromStr for AgentId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AgentId::try_from(s.to_owned())
+    }
+}
+
+impl From<AgentId> for String {
+    fn from(a: AgentId) -> String {
+        a.0
+    }
+}
+
+impl std::fmt::Display for AgentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Body of `POST /api/v1/rollouts/{action}` (advance, pause, resume, abort).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutAction {
+    pub channel: ChannelName,
+    pub name: ArtifactName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Reports of one step of a rollout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepFigures {
+    pub step: u32,
+    pub percent: u32,
+    pub ok: u64,
+    pub failed: u64,
+}
+
+/// A rollout as `GET /api/v1/rollouts/status` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    pub id: u64,
+    pub channel: String,
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    pub plan: crate::rollout::Plan,
+    pub step: u32,
+    pub percent: u32,
+    pub state: String,
+    pub step_started_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Distinct agents by their latest report on this release, over the whole rollout.
+    pub figures: crate::rollout::Figures,
+    pub failure_rate: f64,
+    /// The same, by the step the agents reported in.
+    pub steps: Vec<StepFigures>,
+    /// What the server waits for, for a running rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// One agent as `GET /api/v1/agents` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub agent: String,
+    pub channel: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub outcome: String,
+    pub message: String,
+    pub last_seen: String,
+}
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// `admin` or `reporter` (may only post agent reports).
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Answer to a token request: the token is shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub id: String,
+    pub role: String,
+    pub token: String,
 }

@@ -42,6 +42,10 @@ pub struct Policy {
     /// Continuous delivery: promote by itself as soon as every rule passes.
     #[serde(default)]
     pub auto: bool,
+    /// Phase every release that enters this channel in by this plan (a promotion may give
+    /// its own). See docs/rollouts.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Plan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +135,9 @@ impl Policy {
                 "require_approvals.threshold must be at least 1".into(),
             ));
         }
+        if let Some(plan) = &self.rollout {
+            plan.validate().map_err(|e| PolicyError(e.to_string()))?;
+        }
         if let Some(w) = self.freeze.iter().find(|w| w.end <= w.start) {
             return Err(PolicyError(format!(
                 "freeze window {} .. {} ends before it starts",
@@ -158,6 +165,7 @@ impl Policy {
             freeze: Vec::new(),
             allow_downgrade: false,
             auto: false,
+            rollout: None,
         };
         if pipeline[index].as_str() == "prod" {
             p.require_approvals = Some(ApprovalRule { threshold: 1 });

@@ -68,6 +68,7 @@ async fn candidates(
                 to,
                 dry_run: false,
                 reason: Some("auto: every rule of the channel's policy passed".into()),
+                rollout: None,
             })
         })
         .collect())

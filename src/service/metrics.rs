@@ -14,6 +14,8 @@ pub struct Counters {
     pub download_bytes: AtomicU64,
     pub promotions_ok: AtomicU64,
     pub promotions_refused: AtomicU64,
+    /// Agent reports received.
+    pub reports: AtomicU64,
 }
 
 impl Counters {
@@ -61,6 +63,8 @@ impl Counters {
             "arca_promotions_total{{outcome=\"refused\"}} {}\n",
             g(&self.promotions_refused)
         ));
+        out.push_str("# HELP arca_reports_total Agent reports received.\n# TYPE arca_reports_total counter\n");
+        out.push_str(&format!("arca_reports_total {}\n", g(&self.reports)));
         out
     }
 }

@@ -9,6 +9,7 @@ pub mod policy;
 pub mod promote;
 pub mod push;
 pub mod refresh;
+pub mod rollout;
 pub mod statements;
 pub mod trust;
 pub mod upload;
@@ -38,6 +39,55 @@ pub struct App {
     pub audit_key: Arc<SigningKey>,
     /// Request, transfer and promotion counters for `/metrics`.
     pub counters: Arc<metrics::Counters>,
+    /// The newest metadata file of each (channel, role), as agents poll it.
+    pub meta_cache: Arc<MetaCache>,
+}
+
+/// The newest body of each (channel, role) with its ETag, valid while the database's metadata
+/// generation is unchanged (see `db::tuf::generation`).
+#[derive(Default)]
+pub struct MetaCache {
+    entries: std::sync::RwLock<std::collections::HashMap<(String, &'static str), CachedMeta>>,
+}
+
+/// One cached metadata file.
+#[derive(Clone)]
+pub struct CachedMeta {
+    pub generation: u64,
+    pub body: bytes::Bytes,
+    /// A strong ETag: the quoted SHA-256 of the body.
+    pub etag: String,
+}
+
+impl MetaCache {
+    /// The cached newest body, if nothing was written since it was read.
+    pub fn get(&self, channel: &str, role: &'static str) -> Option<CachedMeta> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&(channel.to_owned(), role))
+            .filter(|m| m.generation == db::tuf::generation())
+            .cloned()
+    }
+
+    pub fn put(
+        &self,
+        channel: &str,
+        role: &'static str,
+        generation: u64,
+        body: Vec<u8>,
+    ) -> CachedMeta {
+        let etag = format!("\"{}\"", crate::tuf::metadata::sha256_hex(&body));
+        let m = CachedMeta {
+            generation,
+            body: body.into(),
+            etag,
+        };
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((channel.to_owned(), role), m.clone());
+        m
+    }
 }
 
 /// Why a use case refused or failed. Client mistakes carry a stable code and a message that

@@ -154,10 +154,11 @@ fn promote_tx(
                     promoted: false,
                     already_current: already,
                     targets_version: None,
+                    rollout: None,
                 },
             });
         }
-        let details = serde_json::json!({
+        let mut details = serde_json::json!({
             "rules": decision.rules, "reason": req.reason, "break_glass": decision.break_glass,
             "trust_version": trust.version,
         });
@@ -178,9 +179,12 @@ fn promote_tx(
                     promoted: false,
                     already_current: false,
                     targets_version: None,
+                    rollout: None,
                 },
             });
         }
+        let plan = super::rollout::plan_for(&tx, &req.to, req.rollout.as_ref())?;
+        let rollout = super::rollout::begin(&tx, req.to.as_str(), &a.name, a.id, plan.as_ref())?;
         db::channels::record_release(
             &tx,
             req.to.as_str(),
@@ -191,6 +195,13 @@ fn promote_tx(
             req.reason.as_deref(),
         )?;
         let version = repo::publish_release(&tx, req.to.as_str(), &a.name, key, tuf, now)?;
+        if let (Some(id), Some(p)) = (rollout, &plan) {
+            // Audit details are canonical JSON: no floats, so the ceiling goes in basis points.
+            details["rollout"] = serde_json::json!({
+                "id": id, "steps": p.steps, "step_interval": humantime::format_duration(p.step_interval).to_string(),
+                "max_failure_bp": (p.max_failure_rate * 10_000.0).round() as u64, "min_reports": p.min_reports,
+            });
+        }
         let outcome = if decision.break_glass {
             "ok (break-glass)"
         } else {
@@ -212,6 +223,7 @@ fn promote_tx(
                 promoted: true,
                 already_current: false,
                 targets_version: Some(version),
+                rollout: rollout.map(|id| id as u64),
             },
         })
     })();
@@ -354,6 +366,7 @@ fn rollback_tx(
                 ),
             ));
         }
+        super::rollout::begin(&tx, req.channel.as_str(), &a.name, a.id, None)?;
         db::channels::record_release(
             &tx,
             req.channel.as_str(),

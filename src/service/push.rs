@@ -111,6 +111,7 @@ where
         digests.sha256.hex(),
     );
     let predicate_type = checked.statement.predicate_type.clone();
+    let channel_name = channel.clone();
     let result = app
         .db
         .call(move |c| {
@@ -139,6 +140,10 @@ where
                 &signers,
                 &statement_bytes,
             )?;
+            // A policy that cannot be read fails the push with it, not its rollout alone.
+            let plan = super::rollout::plan_for(&tx, &channel_name, None)
+                .map_err(|e| DbError::Corrupt(e.to_string()))?;
+            super::rollout::begin(&tx, &ch, &name, id, plan.as_ref())?;
             db::channels::record_release(&tx, &ch, &name, id, "push", &actor_s, None)?;
             let targets_version =
                 repo::publish_release(&tx, &ch, &name, &key, &tuf_cfg, Utc::now())?;

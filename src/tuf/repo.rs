@@ -14,7 +14,7 @@ use super::metadata::{
 };
 use crate::config::TufConfig;
 use crate::db::{self, DbError};
-use crate::model::api::TargetCustom;
+use crate::model::api::{RolloutEntry, TargetCustom};
 
 /// The four top-level roles.
 pub const ROLES: [&str; 4] = ["root", "targets", "snapshot", "timestamp"];
@@ -94,11 +94,17 @@ pub fn root_expiry(now: DateTime<Utc>, cfg: &TufConfig) -> String {
     expiry(now, cfg.root_expiry)
 }
 
+/// The path segment that marks the entry of a rollout's previous release: `NAME/-/previous/FILE`.
+/// No artifact name has a segment `-`, so the path cannot clash with a release's.
+pub const PREVIOUS_SEGMENT: &str = "-/previous";
+
 /// The TUF target entry of a release: its path and canonical JSON.
 fn target_entry(
     a: &db::artifacts::ArtifactRow,
     statements: Vec<String>,
     trust_version: u64,
+    rollout: Option<RolloutEntry>,
+    previous: bool,
 ) -> Result<(String, Vec<u8>), DbError> {
     let custom = TargetCustom {
         name: parse(&a.name)?,
@@ -106,6 +112,8 @@ fn target_entry(
         blake3: a.blake3.clone(),
         statements,
         trust_version,
+        rollout,
+        previous,
     };
     let entry = TargetFile {
         length: a.size,
@@ -114,7 +122,66 @@ fn target_entry(
     };
     let bytes = arca_keys::canonical::to_canonical_json(&entry)
         .map_err(|e| DbError::Corrupt(e.to_string()))?;
-    Ok((format!("{}/{}", a.name, a.file_name), bytes))
+    let path = if previous {
+        format!("{}/{PREVIOUS_SEGMENT}/{}", a.name, a.file_name)
+    } else {
+        format!("{}/{}", a.name, a.file_name)
+    };
+    Ok((path, bytes))
+}
+
+/// The target entries of `name`'s current release in `channel`: one, or, while a rollout is
+/// active, the new release carrying the rollout plus the previous release agents keep.
+fn entries_of(
+    c: &Connection,
+    channel: &str,
+    a: &db::artifacts::ArtifactRow,
+    statements: Vec<String>,
+    trust_version: u64,
+) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+    let rollout = db::rollouts::latest(c, channel, &a.name)?
+        .filter(|r| r.artifact_id == a.id && r.decides_entry());
+    let Some(r) = rollout else {
+        return Ok(vec![target_entry(
+            a,
+            statements,
+            trust_version,
+            None,
+            false,
+        )?]);
+    };
+    let mut out = Vec::with_capacity(2);
+    let mut previous_path = None;
+    if let Some(prev) = r
+        .previous_id
+        .map(|id| db::rollouts::artifact(c, id))
+        .transpose()?
+        .flatten()
+    {
+        let prev_statements = db::artifacts::statement_digests(c, prev.id)?;
+        let entry = target_entry(&prev, prev_statements, trust_version, None, true)?;
+        previous_path = Some(entry.0.clone());
+        out.push(entry);
+    }
+    let info = RolloutEntry {
+        id: r.id as u64,
+        steps: r.plan.steps.clone(),
+        step: r.step as u32,
+        percent: if r.state.is_active() { r.percent() } else { 0 },
+        state: r.state.as_str().to_owned(),
+        step_interval_secs: r.plan.step_interval.as_secs(),
+        max_failure_bp: (r.plan.max_failure_rate * 10_000.0).round() as u32,
+        min_reports: r.plan.min_reports,
+        previous: previous_path,
+    };
+    out.push(target_entry(
+        a,
+        statements,
+        trust_version,
+        Some(info),
+        false,
+    )?);
+    Ok(out)
 }
 
 /// Rebuilds every stored target entry of `channel` from its current releases, then publishes
@@ -131,15 +198,15 @@ pub fn publish_targets(
     db::tuf::clear_entries(c, channel)?;
     for a in db::channels::current_releases(c, channel)? {
         let statements = statements_of.remove(&a.id).unwrap_or_default();
-        let (path, entry) = target_entry(&a, statements, trust_version)?;
-        db::tuf::set_entry(c, channel, &a.name, Some((&path, &entry)))?;
+        let entries = entries_of(c, channel, &a, statements, trust_version)?;
+        db::tuf::set_entries(c, channel, &a.name, &entries)?;
     }
     sign_targets(c, channel, key, cfg, now)
 }
 
-/// Publishes the change of one name's release in `channel`: its stored entry is replaced and
-/// the targets re-signed from the stored entries (the other entries are not rebuilt), then a
-/// snapshot and a timestamp. Returns the new targets version.
+/// Publishes the change of one name's release in `channel` (or of its rollout): its stored
+/// entries are replaced and the targets re-signed from the stored entries (the other entries
+/// are not rebuilt), then a snapshot and a timestamp. Returns the new targets version.
 pub fn publish_release(
     c: &Connection,
     channel: &str,
@@ -158,8 +225,8 @@ pub fn publish_release(
     match db::channels::current(c, channel, name)? {
         Some((a, _)) => {
             let statements = db::artifacts::statement_digests(c, a.id)?;
-            let (path, entry) = target_entry(&a, statements, trust_version)?;
-            db::tuf::set_entry(c, channel, name, Some((&path, &entry)))?;
+            let entries = entries_of(c, channel, &a, statements, trust_version)?;
+            db::tuf::set_entries(c, channel, name, &entries)?;
         }
         None => db::tuf::set_entry(c, channel, name, None)?,
     }

@@ -56,6 +56,12 @@ impl Server {
         Self::start_with(None, &[])
     }
 
+    /// Starts a server whose database the test will tamper with behind its back (to play a
+    /// malicious server or mirror): metadata is read from the database on every request.
+    pub fn start_tamperable() -> Server {
+        Self::start_with(Some("[tuf]\nmemory_cache = false\n"), &[])
+    }
+
     /// Starts a server whose home gets `config` as arca.toml before the first start.
     pub fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
@@ -247,6 +253,34 @@ impl Server {
         self.fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    /// A new `reporter` token: what deploy agents hold (it may only post reports).
+    pub fn reporter_token(&self) -> String {
+        self.ok(&["token", "create", "--role", "reporter"])
+            .trim()
+            .to_owned()
+    }
+
+    /// `arca agent` following `name` in `channel`, with its own `dir` and `id`, holding
+    /// `token` (a reporter token). Callers add `--once`, `--health-cmd`, `--interval`...
+    pub fn agent_cmd(
+        &self,
+        token: &str,
+        channel: &str,
+        name: &str,
+        dir: &Path,
+        id: &str,
+    ) -> Command {
+        let mut c = self.arca();
+        c.env("ARCA_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .args(["agent", "--channel", channel, "--name", name, "--root"])
+            .arg(self.root_json())
+            .arg("--dir")
+            .arg(dir)
+            .args(["--id", id]);
+        c
+    }
+
     /// Opens the server's database (for inspecting and, in attack tests, tampering).
     pub fn db(&self) -> rusqlite::Connection {
         let c = rusqlite::Connection::open(self.home.join("arca.db")).unwrap();
@@ -268,6 +302,9 @@ impl Server {
             "releases",
             "tuf_metadata",
             "tokens",
+            "rollouts",
+            "reports",
+            "agents",
         ] {
             let mut st = c
                 .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))

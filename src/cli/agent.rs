@@ -1,0 +1,115 @@
+//! `arca agent --channel CH --name NAME --root ROOT.json --dir DIR [--health-cmd CMD]
+//! [--interval 30s] [--once] [--id ID]`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::ClientArgs;
+use crate::agent::{Agent, Config, Pass};
+use crate::model::api::AgentId;
+use crate::model::{ArtifactName, ChannelName};
+
+/// Follow a channel: install the release meant for this machine, check health, report.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    channel: ChannelName,
+    #[arg(long)]
+    name: ArtifactName,
+    /// The pinned root (`root.json` from the server's home), the agent's trust anchor.
+    #[arg(long)]
+    root: PathBuf,
+    /// The agent's directory: `current` (a symlink), `releases/`, `state/`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Run through `sh -c` in the new release after each switch; non-zero exit = unhealthy.
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Longest the health command may run.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    health_timeout: Duration,
+    /// How often to poll the channel (a conditional request when nothing changed).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// One pass, then exit: 0 when the wanted release runs, 1 when a release was refused or
+    /// unhealthy.
+    #[arg(long)]
+    once: bool,
+    /// This agent's id, which places it in rollouts (default: the host name).
+    #[arg(long, env = "ARCA_AGENT_ID")]
+    id: Option<AgentId>,
+    /// Releases kept on disk (at least 2: the current and the previous one).
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+    /// With --once: print the pass as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+fn host_name() -> anyhow::Result<AgentId> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .context("cannot read the host name; pass --id")?;
+    name.trim()
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("the host name is no agent id ({e}); pass --id"))
+}
+
+pub async fn run(a: Args) -> anyhow::Result<i32> {
+    let root = std::fs::read(&a.root).with_context(|| format!("reading {}", a.root.display()))?;
+    let id = match a.id {
+        Some(id) => id,
+        None => host_name()?,
+    };
+    let cfg = Config {
+        id,
+        channel: a.channel,
+        name: a.name,
+        dir: a.dir,
+        health_cmd: a.health_cmd,
+        health_timeout: a.health_timeout,
+        interval: a.interval,
+        keep: a.keep,
+    };
+    let mut agent = Agent::open(cfg, a.client.client()?, &root).await?;
+    if !a.once {
+        agent.run().await?;
+        return Ok(0);
+    }
+    let pass = agent.pass().await;
+    if a.json {
+        println!("{}", serde_json::to_string(&pass)?);
+    } else {
+        match &pass {
+            Pass::Unchanged => println!("unchanged"),
+            Pass::UpToDate { current } => {
+                println!("up to date: {}", current.as_deref().unwrap_or("no release"))
+            }
+            Pass::Installed { version, previous } => println!(
+                "installed {version} (was {})",
+                previous.as_deref().unwrap_or("none")
+            ),
+            Pass::Reverted {
+                version,
+                to,
+                reason,
+            } => println!(
+                "{version} unhealthy ({reason}); back to {}",
+                to.as_deref().unwrap_or("no release")
+            ),
+            Pass::Failed { reason } => println!("nothing installed: {reason}"),
+        }
+    }
+    Ok(match pass {
+        Pass::Failed { reason } => {
+            eprintln!("arca agent: {reason}");
+            1
+        }
+        Pass::Reverted { .. } => 1,
+        _ => 0,
+    })
+}

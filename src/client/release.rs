@@ -1,0 +1,394 @@
+//! Fetching and verifying a channel's release, as `arca pull` and `arca agent` both do: the TUF
+//! client workflow from the pinned root, the channel binding, then what a generic TUF client
+//! cannot check: the release's build signature and the channel policy's signature rules,
+//! against the root-signed trust document. Bytes are length-capped and hash-checked as they
+//! stream.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use arca_keys::dsse::Envelope as Dsse;
+use arca_keys::{KeyId, SignedEnvelope, TrustDocument};
+
+use super::ApiClient;
+use crate::model::api::TargetCustom;
+use crate::model::{ArtifactName, ChannelName, FileName};
+use crate::tuf::client::{Downloaded, Fetcher, Trusted, Updater, download_target, target_url};
+use crate::tuf::metadata::{Envelope, Root, Signed as _, TargetFile, Timestamp, sha256_hex};
+
+/// Most trust versions followed in one refresh.
+const MAX_TRUST_STEPS: u64 = 100_000;
+
+/// One channel of one server, as a verifying client follows it. Trusted metadata and the
+/// trust document persist in `dir`, so versions never go back between runs.
+pub struct ChannelClient {
+    api: ApiClient,
+    fetcher: Fetcher,
+    base: String,
+    channel: ChannelName,
+    dir: PathBuf,
+    pinned: Root,
+    /// ETag of the last timestamp this client verified (conditional polling).
+    etag: std::sync::Mutex<Option<String>>,
+}
+
+/// One release as the channel's signed targets list it.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub path: String,
+    pub target: TargetFile,
+    pub custom: TargetCustom,
+    pub sha256: String,
+}
+
+impl Release {
+    /// The file name the release was published under.
+    pub fn file_name(&self) -> anyhow::Result<FileName> {
+        self.path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.path)
+            .parse()
+            .context("the target's file name is not acceptable")
+    }
+}
+
+/// What verifying a release established.
+#[derive(Debug)]
+pub struct Verified {
+    pub signer: KeyId,
+    pub trust: TrustDocument,
+}
+
+/// Binds a state directory to the pinned root it was started from.
+fn check_bootstrap(dir: &Path, root_bytes: &[u8]) -> anyhow::Result<()> {
+    let marker = dir.join("bootstrap.sha256");
+    let digest = sha256_hex(root_bytes);
+    match std::fs::read_to_string(&marker) {
+        Ok(s) if s.trim() == digest => Ok(()),
+        Ok(_) => bail!(
+            "--root differs from the root that client state {} was started with; use another --metadata-dir",
+            dir.display()
+        ),
+        Err(_) => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(&marker, format!("{digest}\n"))?;
+            Ok(())
+        }
+    }
+}
+
+impl ChannelClient {
+    /// Checks the pinned root (signed by its own root keys) and opens (or starts) the client
+    /// state in `dir`.
+    pub fn open(
+        api: ApiClient,
+        channel: ChannelName,
+        root_bytes: &[u8],
+        dir: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let pinned_env = Envelope::from_slice("root", root_bytes)?;
+        let pinned: Root = pinned_env.decode()?;
+        pinned_env
+            .verify_role(&pinned, "root")
+            .context("the pinned root is not signed by its own root keys")?;
+        if !dir.join("root.json").exists() {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Updater::init(&dir, root_bytes)?;
+        }
+        check_bootstrap(&dir, root_bytes)?;
+        let fetcher = Fetcher::new(api.http().clone());
+        let base = format!("{}/tuf/{}", api.base(), channel);
+        Ok(ChannelClient {
+            api,
+            fetcher,
+            base,
+            channel,
+            dir,
+            pinned,
+            etag: Default::default(),
+        })
+    }
+
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    /// Runs the TUF refresh and checks that the channel's root is bound to this channel.
+    pub async fn refresh(&self) -> anyhow::Result<Trusted> {
+        let trusted = Updater::new(
+            &format!("{}/metadata/", self.base),
+            &self.dir,
+            self.fetcher.clone(),
+        )
+        .refresh()
+        .await
+        .context("channel metadata refused")?;
+        if trusted.root.channel.as_deref() != Some(self.channel.as_str()) {
+            bail!(
+                "root metadata v{} is bound to channel {:?}, not {}: refusing a wrong-channel repository",
+                trusted.root.version,
+                trusted.root.channel.as_deref().unwrap_or("none"),
+                self.channel
+            );
+        }
+        Ok(trusted)
+    }
+
+    /// Asks whether the channel's timestamp changed since the last call, with a conditional
+    /// request (a 304 costs no body). Unchanged is only believed while the timestamp this client
+    /// trusts has not expired: a server that keeps answering 304 cannot freeze it.
+    pub async fn changed(&self) -> anyhow::Result<bool> {
+        let etag = self.etag.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let url = format!("{}/metadata/timestamp.json", self.base);
+        let mut req = self.api.http().get(&url);
+        if let Some(e) = &etag {
+            req = req.header(reqwest::header::IF_NONE_MATCH, e);
+        }
+        let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+        let new_etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
+            let local = std::fs::read(self.dir.join("timestamp.json"))
+                .context("no trusted timestamp kept")?;
+            let ts: Timestamp = Envelope::from_slice("timestamp", &local)?.decode()?;
+            ts.check_not_expired(chrono::Utc::now())
+                .context("the trusted timestamp expired and the server offers no newer one")?;
+            return Ok(false);
+        }
+        *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = new_etag;
+        Ok(true)
+    }
+
+    /// Forgets the ETag, so that the next [`changed`](Self::changed) answers true.
+    pub fn forget_etag(&self) {
+        *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Verifies a release beyond TUF: the trust chain up to the version it was published
+    /// under, a build signature by a builder key of that document, and the channel policy's
+    /// signature rules.
+    pub async fn verify(&self, release: &Release) -> anyhow::Result<Verified> {
+        let custom = &release.custom;
+        let trust = self.trust_chain(custom.trust_version).await?;
+        let mut envelopes = Vec::new();
+        for digest in &custom.statements {
+            let bytes = self.api.statement(digest).await?;
+            envelopes.push(Dsse::from_slice(&bytes)?);
+        }
+        let signer = crate::statements::verify_release_build(
+            &trust,
+            &envelopes,
+            &custom.name,
+            &custom.version,
+            &release.sha256,
+            &custom.blake3,
+        )
+        .map_err(|reason| {
+            anyhow::anyhow!(
+                "{}@{}: no valid build signature: {reason}",
+                custom.name,
+                custom.version
+            )
+        })?;
+        self.check_channel_policy(&trust, custom, &release.sha256, &envelopes)
+            .await?;
+        Ok(Verified { signer, trust })
+    }
+
+    /// Streams the release's bytes into `out`, length-capped and checked against the signed
+    /// SHA-256 and BLAKE3.
+    pub async fn download(
+        &self,
+        trusted: &Trusted,
+        release: &Release,
+        out: std::fs::File,
+        bar: Option<indicatif::ProgressBar>,
+    ) -> anyhow::Result<Downloaded> {
+        let path = &release.path;
+        let url = target_url(
+            &format!("{}/targets", self.base),
+            &trusted.root,
+            path,
+            &release.target,
+        );
+        let got = download_target(&self.fetcher, &url, &release.target, out, bar)
+            .await
+            .with_context(|| format!("downloading {path}"))?;
+        if got.blake3 != release.custom.blake3 {
+            bail!(
+                "{path}: blake3 {} does not match the signed {}",
+                got.blake3,
+                release.custom.blake3
+            );
+        }
+        Ok(got)
+    }
+
+    /// Checks the signature rules of the channel's policy as the newest trust document pins
+    /// it: build signatures, attestations and approvals (by distinct approver keys, not the
+    /// builder's). The newest policy, not the one current at publication: the online key signs
+    /// the targets entry, and must not be able to point a client at an older, weaker policy.
+    /// Time and state rules (`from`, `min_soak`, `freeze`, `allow_downgrade`) are the server's
+    /// to check.
+    async fn check_channel_policy(
+        &self,
+        trust: &TrustDocument,
+        custom: &TargetCustom,
+        sha256: &str,
+        envelopes: &[Dsse],
+    ) -> anyhow::Result<()> {
+        let channel = &self.channel;
+        let digest = trust
+            .policies
+            .get(channel.as_str())
+            .with_context(|| format!("trust v{} pins no policy for {channel}", trust.version))?;
+        let text = self
+            .api
+            .get_text(&format!("/api/v1/policies/by-digest/{digest}"))
+            .await?;
+        if sha256_hex(text.as_bytes()) != *digest {
+            bail!(
+                "the server sent another policy for {channel} than trust v{} pins",
+                trust.version
+            );
+        }
+        let mut policy = crate::policy::Policy::from_toml(&text)?;
+        policy.from = None;
+        policy.min_soak = std::time::Duration::ZERO;
+        policy.freeze.clear();
+        let facts: Vec<crate::policy::StatementFacts> = envelopes
+            .iter()
+            .zip(&custom.statements)
+            .filter_map(|(env, d)| {
+                crate::policy::StatementFacts::about(
+                    env,
+                    d.clone(),
+                    trust,
+                    &custom.name,
+                    &custom.version,
+                    sha256,
+                    &custom.blake3,
+                )
+            })
+            .collect();
+        let decision = crate::policy::evaluate(
+            &policy,
+            &crate::policy::Facts {
+                channel,
+                name: &custom.name,
+                version: &custom.version,
+                statements: &facts,
+                trust,
+                current_in_from_since: None,
+                current_in_channel: None,
+                now: chrono::Utc::now(),
+            },
+        );
+        if !decision.allowed {
+            bail!(
+                "{}@{} does not meet the {channel} policy: {}",
+                custom.name,
+                custom.version,
+                decision.failures().join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Walks the trust document chain from the last version this client verified (or from
+    /// version 1, checked against the pinned root keys) to the newest; it must reach `at_least`.
+    async fn trust_chain(&self, at_least: u64) -> anyhow::Result<TrustDocument> {
+        let path = self.dir.join("trust.json");
+        let mut doc: TrustDocument = match std::fs::read(&path) {
+            Ok(bytes) => SignedEnvelope::from_slice(&bytes)?.decode("trust document")?,
+            Err(_) => {
+                let bytes = self
+                    .api
+                    .trust_version(1)
+                    .await?
+                    .context("the server has no trust document v1")?;
+                let env = SignedEnvelope::from_slice(&bytes)?;
+                let role = self
+                    .pinned
+                    .roles
+                    .get("root")
+                    .context("pinned root has no root role")?;
+                let keys = role
+                    .keyids
+                    .iter()
+                    .filter_map(|id| {
+                        let k = self.pinned.keys.get(id)?.ed25519()?;
+                        Some((k.key_id(), k))
+                    })
+                    .collect();
+                let doc = TrustDocument::verify_genesis(&env, &keys, role.threshold)
+                    .context("trust document v1 does not match the pinned root")?;
+                std::fs::write(&path, &bytes)?;
+                doc
+            }
+        };
+        for _ in 0..MAX_TRUST_STEPS {
+            let Some(bytes) = self.api.trust_version(doc.version + 1).await? else {
+                break;
+            };
+            let env = SignedEnvelope::from_slice(&bytes)?;
+            doc = doc
+                .verify_successor(&env)
+                .with_context(|| format!("trust document v{} refused", doc.version + 1))?;
+            std::fs::write(&path, &bytes)?;
+        }
+        if doc.version < at_least {
+            bail!(
+                "the release was published under trust document v{at_least}, but the server offers only up to v{}",
+                doc.version
+            );
+        }
+        Ok(doc)
+    }
+}
+
+/// The entries of `name` in a channel's verified targets: the release (the one entry that is
+/// not a rollout's previous release) and, while a rollout runs, the previous release.
+pub fn releases_of(
+    trusted: &Trusted,
+    name: &ArtifactName,
+) -> anyhow::Result<(Option<Release>, Option<Release>)> {
+    let mut main = None;
+    let mut previous = None;
+    for (path, t) in &trusted.targets.targets {
+        let Some(custom) = t
+            .custom
+            .clone()
+            .and_then(|c| serde_json::from_value::<TargetCustom>(c).ok())
+        else {
+            continue;
+        };
+        if custom.name != *name {
+            continue;
+        }
+        let sha256 = t
+            .hashes
+            .get("sha256")
+            .with_context(|| format!("target {path} lists no sha256"))?
+            .clone();
+        let slot = if custom.previous {
+            &mut previous
+        } else {
+            &mut main
+        };
+        if slot.is_some() {
+            bail!("the channel lists {name} twice");
+        }
+        *slot = Some(Release {
+            path: path.clone(),
+            target: t.clone(),
+            custom,
+            sha256,
+        });
+    }
+    Ok((main, previous))
+}

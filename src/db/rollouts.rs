@@ -1,0 +1,291 @@
+//! Rollouts, agents' reports and each agent's last word.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::artifacts::{ArtifactRow, row};
+use super::{DbError, now_str};
+use crate::rollout::{Figures, Plan, State};
+
+/// One rollout row.
+#[derive(Debug, Clone)]
+pub struct RolloutRow {
+    pub id: i64,
+    pub channel: String,
+    pub name: String,
+    pub artifact_id: i64,
+    pub previous_id: Option<i64>,
+    pub plan: Plan,
+    pub step: usize,
+    pub step_started_at: String,
+    pub state: State,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl RolloutRow {
+    /// The percentage of agents the rollout reaches now.
+    pub fn percent(&self) -> u32 {
+        self.plan.steps[self.step.min(self.plan.steps.len() - 1)]
+    }
+
+    /// Whether this rollout (of the channel's current release) still shapes its target entry:
+    /// while running or paused, and after a halt or abort that had no previous release to
+    /// return to (the entry stays listed at 0%, so no agent takes it).
+    pub fn decides_entry(&self) -> bool {
+        self.state.is_active()
+            || (matches!(self.state, State::Halted | State::Aborted) && self.previous_id.is_none())
+    }
+}
+
+const COLUMNS: &str = "id, channel, name, artifact_id, previous_id, plan, step, step_started_at, \
+                       state, reason, created_at, updated_at";
+
+fn rollout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
+    let bad = |i: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
+    let plan: String = r.get(5)?;
+    let state: String = r.get(8)?;
+    Ok(RolloutRow {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        name: r.get(2)?,
+        artifact_id: r.get(3)?,
+        previous_id: r.get(4)?,
+        plan: serde_json::from_str(&plan).map_err(|e| bad(5, e.to_string()))?,
+        step: r.get::<_, i64>(6)? as usize,
+        step_started_at: r.get(7)?,
+        state: state.parse().map_err(|e| bad(8, e))?,
+        reason: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+
+/// Starts a rollout at its first step. Returns its id.
+pub fn insert(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    artifact_id: i64,
+    previous_id: Option<i64>,
+    plan: &Plan,
+) -> Result<i64, DbError> {
+    let now = now_str();
+    c.execute(
+        "INSERT INTO rollouts (channel, name, artifact_id, previous_id, plan, step, step_started_at, \
+         state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, 'running', ?6, ?6)",
+        params![
+            channel,
+            name,
+            artifact_id,
+            previous_id,
+            serde_json::to_string(plan).expect("a plan encodes"),
+            now
+        ],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+/// The newest rollout of `name` in `channel`, whatever its state.
+pub fn latest(c: &Connection, channel: &str, name: &str) -> Result<Option<RolloutRow>, DbError> {
+    Ok(c
+        .query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM rollouts WHERE channel = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1"
+            ),
+            params![channel, name],
+            rollout_row,
+        )
+        .optional()?)
+}
+
+/// The running or paused rollout of `name` in `channel`.
+pub fn active(c: &Connection, channel: &str, name: &str) -> Result<Option<RolloutRow>, DbError> {
+    Ok(latest(c, channel, name)?.filter(|r| r.state.is_active()))
+}
+
+/// Every rollout in a state, oldest first (the ticker asks for the running ones).
+pub fn in_state(c: &Connection, state: State) -> Result<Vec<RolloutRow>, DbError> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM rollouts WHERE state = ?1 ORDER BY id"
+    ))?;
+    let rows = st.query_map([state.as_str()], rollout_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest rollout of each name in `channel` (or every channel).
+pub fn list(c: &Connection, channel: Option<&str>) -> Result<Vec<RolloutRow>, DbError> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM rollouts WHERE id IN \
+         (SELECT MAX(id) FROM rollouts WHERE ?1 IS NULL OR channel = ?1 GROUP BY channel, name) \
+         ORDER BY channel, name"
+    ))?;
+    let rows = st.query_map([channel], rollout_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Moves a rollout to `step` (restarting the step's clock).
+pub fn set_step(c: &Connection, id: i64, step: usize) -> Result<(), DbError> {
+    let now = now_str();
+    c.execute(
+        "UPDATE rollouts SET step = ?2, step_started_at = ?3, updated_at = ?3 WHERE id = ?1",
+        params![id, step as i64, now],
+    )?;
+    Ok(())
+}
+
+/// Changes a rollout's state, with the reason.
+pub fn set_state(
+    c: &Connection,
+    id: i64,
+    state: State,
+    reason: Option<&str>,
+) -> Result<(), DbError> {
+    c.execute(
+        "UPDATE rollouts SET state = ?2, reason = COALESCE(?3, reason), updated_at = ?4 WHERE id = ?1",
+        params![id, state.as_str(), reason, now_str()],
+    )?;
+    Ok(())
+}
+
+/// Restarts the clock of the current step (a resumed rollout holds its step a full interval).
+pub fn restart_step_clock(c: &Connection, id: i64) -> Result<(), DbError> {
+    let now = now_str();
+    c.execute(
+        "UPDATE rollouts SET step_started_at = ?2, updated_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    Ok(())
+}
+
+/// An artifact by id.
+pub fn artifact(c: &Connection, id: i64) -> Result<Option<ArtifactRow>, DbError> {
+    Ok(c.query_row(
+        "SELECT a.id, a.name, a.version, a.file_name, a.blake3, b.sha256, b.size, \
+         a.media_type, a.uploaded_by, a.created_at FROM artifacts a JOIN blobs b ON b.blake3 = a.blake3 \
+         WHERE a.id = ?1",
+        [id],
+        row,
+    )
+    .optional()?)
+}
+
+/// A report as stored.
+pub struct NewReport<'a> {
+    pub rollout: Option<(i64, usize)>,
+    pub channel: &'a str,
+    pub name: &'a str,
+    pub version: Option<&'a str>,
+    pub current: Option<&'a str>,
+    pub agent: &'a str,
+    pub outcome: &'a str,
+    pub message: &'a str,
+    pub at: &'a str,
+    pub actor: &'a str,
+}
+
+/// Records a report and the agent's last word.
+pub fn insert_report(c: &Connection, r: &NewReport<'_>) -> Result<(), DbError> {
+    let now = now_str();
+    c.execute(
+        "INSERT INTO reports (rollout_id, step, channel, name, version, agent, outcome, message, at, \
+         received_at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            r.rollout.map(|(id, _)| id),
+            r.rollout.map(|(_, s)| s as i64),
+            r.channel,
+            r.name,
+            r.version,
+            r.agent,
+            r.outcome,
+            r.message,
+            r.at,
+            now,
+            r.actor
+        ],
+    )?;
+    c.execute(
+        "INSERT INTO agents (agent, channel, name, current, version, outcome, message, last_seen) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (channel, name, agent) DO UPDATE SET \
+         current = excluded.current, version = excluded.version, outcome = excluded.outcome, \
+         message = excluded.message, last_seen = excluded.last_seen",
+        params![
+            r.agent, r.channel, r.name, r.current, r.version, r.outcome, r.message, now
+        ],
+    )?;
+    Ok(())
+}
+
+/// Distinct agents of a rollout by their latest `ok`/`failed` report, overall and by the step
+/// in which that latest report arrived.
+pub fn figures(c: &Connection, rollout: i64) -> Result<(Figures, Vec<(usize, Figures)>), DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT r.step, r.outcome FROM reports r JOIN \
+         (SELECT agent, MAX(id) AS id FROM reports WHERE rollout_id = ?1 AND outcome IN ('ok', 'failed') \
+          GROUP BY agent) m ON m.id = r.id",
+    )?;
+    let mut total = Figures::default();
+    let mut by_step: std::collections::BTreeMap<usize, Figures> = Default::default();
+    let mut rows = st.query([rollout])?;
+    while let Some(r) = rows.next()? {
+        let step = r.get::<_, Option<i64>>(0)?.unwrap_or(0) as usize;
+        let outcome: String = r.get(1)?;
+        let f = by_step.entry(step).or_default();
+        if outcome == "ok" {
+            total.ok += 1;
+            f.ok += 1;
+        } else {
+            total.failed += 1;
+            f.failed += 1;
+        }
+    }
+    Ok((total, by_step.into_iter().collect()))
+}
+
+/// One agent's last word.
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub agent: String,
+    pub channel: String,
+    pub name: String,
+    pub current: Option<String>,
+    pub version: Option<String>,
+    pub outcome: String,
+    pub message: String,
+    pub last_seen: String,
+}
+
+/// Agents that reported on `channel` (or any), by channel, name, agent.
+pub fn agents(c: &Connection, channel: Option<&str>) -> Result<Vec<AgentRow>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT agent, channel, name, current, version, outcome, message, last_seen FROM agents \
+         WHERE ?1 IS NULL OR channel = ?1 ORDER BY channel, name, agent",
+    )?;
+    let rows = st.query_map([channel], |r| {
+        Ok(AgentRow {
+            agent: r.get(0)?,
+            channel: r.get(1)?,
+            name: r.get(2)?,
+            current: r.get(3)?,
+            version: r.get(4)?,
+            outcome: r.get(5)?,
+            message: r.get(6)?,
+            last_seen: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Agents per (channel, name, current version), for `/metrics`.
+pub fn agent_versions(c: &Connection) -> Result<Vec<(String, String, String, u64)>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT channel, name, COALESCE(current, ''), COUNT(*) FROM agents \
+         GROUP BY channel, name, current ORDER BY channel, name, current",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,534 @@
+//! Phased rollouts: starting one with a release, agents' reports, and the moves that follow
+//! (advance, complete, halt and roll back), automatic or by an operator. Each move is one
+//! transaction that changes the rollout, re-signs the channel's targets (the plan and step are
+//! in the release's signed entry) and appends the audit entry.
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use super::{App, Error};
+use crate::db::{self, DbError, rollouts::RolloutRow};
+use crate::model::api::{
+    AgentInfo, Report, ReportOutcome, ReportResponse, RolloutAction, RolloutStatus, StepFigures,
+};
+use crate::rollout::{self, Figures, Next, Plan, State};
+use crate::tuf::repo;
+
+/// Longest message kept from a report.
+const MAX_MESSAGE: usize = 2048;
+
+/// Called inside a release's transaction before its metadata is published: supersedes the
+/// name's active rollout and, with a plan, starts a new one whose previous release is the one
+/// agents ran before (the current release, or the previous release of an unfinished rollout).
+pub fn begin(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    artifact_id: i64,
+    plan: Option<&Plan>,
+) -> Result<Option<i64>, DbError> {
+    let current = db::channels::current(c, channel, name)?.map(|(a, _)| a.id);
+    let mut previous = current;
+    if let Some(last) = db::rollouts::latest(c, channel, name)? {
+        if last.state.is_active() {
+            db::rollouts::set_state(
+                c,
+                last.id,
+                State::Superseded,
+                Some("another release of the name entered the channel"),
+            )?;
+        }
+        if Some(last.artifact_id) == current && last.decides_entry() {
+            previous = last.previous_id;
+        }
+    }
+    let Some(plan) = plan else {
+        return Ok(None);
+    };
+    let previous = previous.filter(|p| *p != artifact_id);
+    Ok(Some(db::rollouts::insert(
+        c,
+        channel,
+        name,
+        artifact_id,
+        previous,
+        plan,
+    )?))
+}
+
+/// The plan a release entering `channel` follows: the promotion's own, else the channel
+/// policy's.
+pub fn plan_for(
+    c: &Connection,
+    channel: &crate::model::ChannelName,
+    own: Option<&Plan>,
+) -> Result<Option<Plan>, super::Error> {
+    if let Some(p) = own {
+        p.validate()
+            .map_err(|e| Error::invalid("invalid_rollout", e.to_string()))?;
+        return Ok(Some(p.clone()));
+    }
+    let trust = super::promote::current_trust(c)?;
+    Ok(super::promote::channel_policy(c, &trust, channel)?.rollout)
+}
+
+fn parse_time(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now())
+}
+
+/// Stops a rollout and returns the channel to its previous release (a roll-forward: a new
+/// metadata version pointing at the older bytes). With no previous release the rollout's
+/// entry stays listed at 0%: no agent takes it.
+fn halt_tx(
+    c: &Connection,
+    r: &RolloutRow,
+    (state, reason): (State, &str),
+    actor: &str,
+    figures: Figures,
+    key: &arca_keys::SigningKey,
+    tuf: &crate::config::TufConfig,
+) -> Result<u64, DbError> {
+    db::rollouts::set_state(c, r.id, state, Some(reason))?;
+    let new = db::rollouts::artifact(c, r.artifact_id)?;
+    let prev = r
+        .previous_id
+        .map(|id| db::rollouts::artifact(c, id))
+        .transpose()?
+        .flatten();
+    if let Some(p) = &prev {
+        db::channels::record_release(
+            c,
+            &r.channel,
+            &r.name,
+            p.id,
+            "rollback",
+            actor,
+            Some(reason),
+        )?;
+    }
+    let version = repo::publish_release(c, &r.channel, &r.name, key, tuf, Utc::now())?;
+    let new_version = new.map(|a| a.version).unwrap_or_default();
+    db::audit::append(
+        c,
+        &db::audit::Entry {
+            actor,
+            action: if state == State::Halted {
+                "rollout-halt"
+            } else {
+                "rollout-abort"
+            },
+            subject: &format!(
+                "{}@{new_version} in {}: rollout {} -> {}",
+                r.name,
+                r.channel,
+                r.id,
+                prev.as_ref()
+                    .map_or("no previous release (0%)".to_owned(), |p| p.version.clone())
+            ),
+            outcome: "ok",
+            details: serde_json::json!({
+                "rollout": r.id, "step": r.step, "percent": r.percent(), "reason": reason,
+                "ok": figures.ok, "failed": figures.failed,
+                "failure_rate": format!("{:.4}", figures.failure_rate()),
+                "max_failure_rate": format!("{:.4}", r.plan.max_failure_rate),
+                "min_reports": r.plan.min_reports,
+                "targets_version": version,
+            }),
+        },
+    )?;
+    Ok(version)
+}
+
+/// Moves a rollout one step on (or completes it at the last step), re-signing the entry.
+fn advance_tx(
+    c: &Connection,
+    r: &RolloutRow,
+    actor: &str,
+    figures: Figures,
+    forced: bool,
+    key: &arca_keys::SigningKey,
+    tuf: &crate::config::TufConfig,
+) -> Result<State, DbError> {
+    let last = r.step + 1 >= r.plan.steps.len();
+    let (state, action) = if last {
+        db::rollouts::set_state(c, r.id, State::Completed, None)?;
+        (State::Completed, "rollout-complete")
+    } else {
+        db::rollouts::set_step(c, r.id, r.step + 1)?;
+        (r.state, "rollout-advance")
+    };
+    let version = repo::publish_release(c, &r.channel, &r.name, key, tuf, Utc::now())?;
+    let percent = if last { 100 } else { r.plan.steps[r.step + 1] };
+    db::audit::append(
+        c,
+        &db::audit::Entry {
+            actor,
+            action,
+            subject: &format!(
+                "{} in {}: rollout {} at {percent}%",
+                r.name, r.channel, r.id
+            ),
+            outcome: "ok",
+            details: serde_json::json!({
+                "rollout": r.id, "from_step": r.step, "percent": percent, "forced": forced,
+                "ok": figures.ok, "failed": figures.failed,
+                "failure_rate": format!("{:.4}", figures.failure_rate()), "targets_version": version,
+            }),
+        },
+    )?;
+    Ok(state)
+}
+
+/// `POST /api/v1/reports`: records an agent's report; a report that pushes a running
+/// rollout's failure rate over its ceiling halts it and rolls the channel back at once.
+pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportResponse, Error> {
+    let (_, key) = app.channel_key(rep.channel.as_str())?;
+    if rep.outcome != ReportOutcome::Error && rep.version.is_none() {
+        return Err(Error::invalid(
+            "invalid_report",
+            format!(
+                "an {} report names the version it is about",
+                rep.outcome.as_str()
+            ),
+        ));
+    }
+    if rep.message.len() > MAX_MESSAGE {
+        return Err(Error::invalid(
+            "invalid_report",
+            format!(
+                "message is {} bytes, more than {MAX_MESSAGE}",
+                rep.message.len()
+            ),
+        ));
+    }
+    if chrono::DateTime::parse_from_rfc3339(&rep.at).is_err() {
+        return Err(Error::invalid(
+            "invalid_report",
+            format!("at {:?} is not an RFC 3339 time", rep.at),
+        ));
+    }
+    let (tuf, actor) = (app.cfg.tuf.clone(), actor.to_owned());
+    let rep2 = rep.clone();
+    let (resp, halted) = app
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let ch = rep2.channel.as_str();
+            let name = rep2.name.as_str();
+            let version = rep2.version.as_ref().map(|v| v.as_str());
+            let active = db::rollouts::active(&tx, ch, name)?;
+            let mut counted = None;
+            if let (Some(r), Some(v)) = (&active, version) {
+                let a = db::rollouts::artifact(&tx, r.artifact_id)?;
+                if a.is_some_and(|a| a.version == v) {
+                    counted = Some(r.clone());
+                }
+            }
+            db::rollouts::insert_report(
+                &tx,
+                &db::rollouts::NewReport {
+                    rollout: counted.as_ref().map(|r| (r.id, r.step)),
+                    channel: ch,
+                    name,
+                    version,
+                    current: rep2.current.as_ref().map(|v| v.as_str()),
+                    agent: rep2.agent.as_str(),
+                    outcome: rep2.outcome.as_str(),
+                    message: &rep2.message,
+                    at: &rep2.at,
+                    actor: &actor,
+                },
+            )?;
+            let mut halted = None;
+            if let Some(r) = counted.as_ref().filter(|r| r.state == State::Running) {
+                let (figures, _) = db::rollouts::figures(&tx, r.id)?;
+                let started = parse_time(&r.step_started_at);
+                if let Next::Halt(why) =
+                    rollout::assess(&r.plan, r.step, started, figures, Utc::now())
+                {
+                    halt_tx(
+                        &tx,
+                        r,
+                        (State::Halted, &why),
+                        &format!("rollout:{}", r.id),
+                        figures,
+                        &key,
+                        &tuf,
+                    )?;
+                    halted = Some(why);
+                }
+            }
+            tx.commit()?;
+            Ok((
+                ReportResponse {
+                    rollout: counted.map(|r| r.id as u64),
+                    halted: halted.is_some(),
+                },
+                halted,
+            ))
+        })
+        .await?;
+    super::metrics::Counters::add(&app.counters.reports, 1);
+    if let Some(why) = halted {
+        tracing::warn!(channel = %rep.channel, name = %rep.name, reason = %why, "rollout halted; channel rolled back");
+    }
+    Ok(resp)
+}
+
+/// Advances or completes every running rollout whose figures allow it (the background task
+/// calls this every `rollout.tick`).
+pub async fn tick(app: &App) -> Result<(), Error> {
+    let running = app
+        .db
+        .call(|c| db::rollouts::in_state(c, State::Running))
+        .await?;
+    for r in running {
+        let (_, key) = match app.channel_key(&r.channel) {
+            Ok(k) => k,
+            Err(_) => continue,
+        };
+        let tuf = app.cfg.tuf.clone();
+        let id = r.id;
+        let moved = app
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                // Read again inside the transaction: an operator may have moved it.
+                let Some(r) = db::rollouts::active(&tx, &r.channel, &r.name)?
+                    .filter(|x| x.id == id && x.state == State::Running)
+                else {
+                    return Ok(None);
+                };
+                let (figures, _) = db::rollouts::figures(&tx, r.id)?;
+                let started = parse_time(&r.step_started_at);
+                let actor = format!("rollout:{}", r.id);
+                let moved = match rollout::assess(&r.plan, r.step, started, figures, Utc::now()) {
+                    Next::Wait(_) => None,
+                    Next::Advance | Next::Complete => {
+                        advance_tx(&tx, &r, &actor, figures, false, &key, &tuf)?;
+                        Some("advanced")
+                    }
+                    Next::Halt(why) => {
+                        halt_tx(&tx, &r, (State::Halted, &why), &actor, figures, &key, &tuf)?;
+                        Some("halted")
+                    }
+                };
+                tx.commit()?;
+                Ok(moved)
+            })
+            .await?;
+        if let Some(m) = moved {
+            tracing::info!(rollout = id, "rollout {m}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`tick`] every `rollout.tick`, forever.
+pub async fn run(app: App) {
+    loop {
+        if let Err(e) = tick(&app).await {
+            tracing::error!(error = %e, "cannot move rollouts on");
+        }
+        tokio::time::sleep(app.cfg.rollout.tick).await;
+    }
+}
+
+/// `POST /api/v1/rollouts/{action}`: an operator's advance, pause, resume or abort.
+pub async fn act(
+    app: &App,
+    actor: &str,
+    action: &str,
+    req: RolloutAction,
+) -> Result<RolloutStatus, Error> {
+    let (_, key) = app.channel_key(req.channel.as_str())?;
+    if !matches!(action, "advance" | "pause" | "resume" | "abort") {
+        return Err(Error::not_found(
+            "unknown_action",
+            format!("no rollout action {action:?} (advance, pause, resume, abort)"),
+        ));
+    }
+    let (tuf, actor_s, action_s) = (app.cfg.tuf.clone(), actor.to_owned(), action.to_owned());
+    let req2 = req.clone();
+    let result = app
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let r = (|| -> Result<(), Error> {
+                let (ch, name) = (req2.channel.as_str(), req2.name.as_str());
+                let r = db::rollouts::active(&tx, ch, name)?.ok_or_else(|| {
+                    Error::conflict(
+                        "no_active_rollout",
+                        format!("{name} has no running or paused rollout in {ch}"),
+                    )
+                })?;
+                let (figures, _) = db::rollouts::figures(&tx, r.id)?;
+                match (action_s.as_str(), r.state) {
+                    ("advance", _) => {
+                        advance_tx(&tx, &r, &actor_s, figures, true, &key, &tuf)?;
+                    }
+                    ("pause", State::Running) | ("resume", State::Paused) => {
+                        let (to, verb) = if action_s == "pause" {
+                            (State::Paused, "rollout-pause")
+                        } else {
+                            db::rollouts::restart_step_clock(&tx, r.id)?;
+                            (State::Running, "rollout-resume")
+                        };
+                        db::rollouts::set_state(&tx, r.id, to, req2.reason.as_deref())?;
+                        let version = repo::publish_release(&tx, ch, name, &key, &tuf, Utc::now())?;
+                        db::audit::append(
+                            &tx,
+                            &db::audit::Entry {
+                                actor: &actor_s,
+                                action: verb,
+                                subject: &format!("{name} in {ch}: rollout {} at {}%", r.id, r.percent()),
+                                outcome: "ok",
+                                details: serde_json::json!({
+                                    "rollout": r.id, "reason": req2.reason, "targets_version": version,
+                                }),
+                            },
+                        )?;
+                    }
+                    ("pause", _) | ("resume", _) => {
+                        return Err(Error::conflict(
+                            "rollout_state",
+                            format!("rollout {} is {}; cannot {action_s} it", r.id, r.state.as_str()),
+                        ));
+                    }
+                    _ => {
+                        let why = req2
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "aborted by an operator".into());
+                        halt_tx(&tx, &r, (State::Aborted, &why), &actor_s, figures, &key, &tuf)?;
+                    }
+                }
+                Ok(())
+            })();
+            if r.is_ok() {
+                tx.commit()?;
+            }
+            Ok(r)
+        })
+        .await?;
+    if let Err(e) = &result {
+        let subject = format!("{} in {}", req.name, req.channel);
+        app.audit_refusal(actor, "rollout", subject, e).await;
+    }
+    result?;
+    status(app, &req.channel, &req.name).await
+}
+
+fn status_of(c: &Connection, r: &RolloutRow) -> Result<RolloutStatus, DbError> {
+    let (figures, by_step) = db::rollouts::figures(c, r.id)?;
+    let version = |id: Option<i64>| -> Result<Option<String>, DbError> {
+        Ok(match id {
+            Some(id) => db::rollouts::artifact(c, id)?.map(|a| a.version),
+            None => None,
+        })
+    };
+    let next = (r.state == State::Running).then(|| {
+        match rollout::assess(
+            &r.plan,
+            r.step,
+            parse_time(&r.step_started_at),
+            figures,
+            Utc::now(),
+        ) {
+            Next::Wait(w) => w,
+            Next::Advance => "advancing at the next tick".into(),
+            Next::Complete => "completing at the next tick".into(),
+            Next::Halt(h) => format!("halting: {h}"),
+        }
+    });
+    Ok(RolloutStatus {
+        id: r.id as u64,
+        channel: r.channel.clone(),
+        name: r.name.clone(),
+        version: version(Some(r.artifact_id))?.unwrap_or_default(),
+        previous: version(r.previous_id)?,
+        plan: r.plan.clone(),
+        step: r.step as u32,
+        percent: r.percent(),
+        state: r.state.as_str().to_owned(),
+        step_started_at: r.step_started_at.clone(),
+        created_at: r.created_at.clone(),
+        updated_at: r.updated_at.clone(),
+        reason: r.reason.clone(),
+        failure_rate: figures.failure_rate(),
+        figures,
+        steps: by_step
+            .into_iter()
+            .map(|(step, f)| StepFigures {
+                step: step as u32,
+                percent: r.plan.steps.get(step).copied().unwrap_or(100),
+                ok: f.ok,
+                failed: f.failed,
+            })
+            .collect(),
+        next,
+    })
+}
+
+/// The newest rollout of `name` in `channel`.
+pub async fn status(
+    app: &App,
+    channel: &crate::model::ChannelName,
+    name: &crate::model::ArtifactName,
+) -> Result<RolloutStatus, Error> {
+    app.channel_key(channel.as_str())?;
+    let (ch, n) = (channel.to_string(), name.to_string());
+    app.db
+        .call(move |c| {
+            Ok(match db::rollouts::latest(c, &ch, &n)? {
+                Some(r) => Ok(status_of(c, &r)?),
+                None => Err(Error::not_found(
+                    "no_rollout",
+                    format!("{n} has had no rollout in {ch}"),
+                )),
+            })
+        })
+        .await?
+}
+
+/// The newest rollout of every name in `channel` (or every channel).
+pub async fn list(app: &App, channel: Option<String>) -> Result<Vec<RolloutStatus>, Error> {
+    if let Some(ch) = &channel {
+        app.channel_key(ch)?;
+    }
+    Ok(app
+        .db
+        .call(move |c| {
+            db::rollouts::list(c, channel.as_deref())?
+                .iter()
+                .map(|r| status_of(c, r))
+                .collect()
+        })
+        .await?)
+}
+
+/// Every agent that reported on `channel` (or any), with what it runs.
+pub async fn agents(app: &App, channel: Option<String>) -> Result<Vec<AgentInfo>, Error> {
+    if let Some(ch) = &channel {
+        app.channel_key(ch)?;
+    }
+    let rows = app
+        .db
+        .call(move |c| db::rollouts::agents(c, channel.as_deref()))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|a| AgentInfo {
+            agent: a.agent,
+            channel: a.channel,
+            name: a.name,
+            current: a.current,
+            version: a.version,
+            outcome: a.outcome,
+            message: a.message,
+            last_seen: a.last_seen,
+        })
+        .collect())
+}
