@@ -242,7 +242,8 @@ pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportRespons
                 },
             )?;
             let mut halted = None;
-            if let Some(r) = counted.as_ref().filter(|r| r.state == State::Running) {
+            // Paused rollouts halt too: a pause holds the step, it does not hide failures.
+            if let Some(r) = counted.as_ref() {
                 let (figures, _) = db::rollouts::figures(&tx, r.id)?;
                 let started = parse_time(&r.step_started_at);
                 if let Next::Halt(why) =
