@@ -150,6 +150,15 @@ pub fn set_state(
     Ok(())
 }
 
+/// Forgets a rollout's previous release (it can no longer be returned to).
+pub fn clear_previous(c: &Connection, id: i64) -> Result<(), DbError> {
+    c.execute(
+        "UPDATE rollouts SET previous_id = NULL, updated_at = ?2 WHERE id = ?1",
+        params![id, now_str()],
+    )?;
+    Ok(())
+}
+
 /// Restarts the clock of the current step (a resumed rollout holds its step a full interval).
 pub fn restart_step_clock(c: &Connection, id: i64) -> Result<(), DbError> {
     let now = now_str();

@@ -145,7 +145,15 @@ fn promote_tx(
         )?;
         let trust = current_trust(&tx)?;
         let now = Utc::now();
-        let (decision, already) = evaluate(&tx, &trust, &a, &req.to, now)?;
+        let (decision, mut already) = evaluate(&tx, &trust, &a, &req.to, now)?;
+        // A release whose rollout stopped at 0% (no previous release to return to) is current
+        // in name only: promoting it again releases it.
+        if already
+            && db::rollouts::latest(&tx, req.to.as_str(), &a.name)?
+                .is_some_and(|r| r.artifact_id == a.id && r.decides_entry() && !r.state.is_active())
+        {
+            already = false;
+        }
         let subject = format!("{}@{} -> {}", req.name, req.version, req.to);
         if already || req.dry_run {
             return Ok(Outcome {
@@ -288,6 +296,32 @@ pub async fn rollback(
     result
 }
 
+/// Whether an earlier release may become current again: its build signature must still be
+/// valid now (a key revoked since then no longer counts). `Some(reasons)` when it may not.
+pub fn still_valid(
+    c: &Connection,
+    a: &ArtifactRow,
+    channel: &ChannelName,
+) -> Result<Option<String>, Error> {
+    let trust = current_trust(c)?;
+    let facts = statement_facts(c, &trust, a)?;
+    let (name, version) = names(a)?;
+    let builders = policy::evaluate(
+        &Policy::from_toml("").expect("the empty policy parses"),
+        &Facts {
+            channel,
+            name: &name,
+            version: &version,
+            statements: &facts,
+            trust: &trust,
+            current_in_from_since: None,
+            current_in_channel: None,
+            now: Utc::now(),
+        },
+    );
+    Ok((!builders.allowed).then(|| builders.failures().join("; ")))
+}
+
 fn rollback_tx(
     c: &mut Connection,
     key: &Arc<SigningKey>,
@@ -341,29 +375,10 @@ fn rollback_tx(
         let a = db::artifacts::find(&tx, req.name.as_str(), &target)?.ok_or_else(|| {
             Error::Internal(format!("history names missing {}@{target}", req.name))
         })?;
-        let trust = current_trust(&tx)?;
-        let facts = statement_facts(&tx, &trust, &a)?;
-        let builders = policy::evaluate(
-            &Policy::from_toml("").expect("the empty policy parses"),
-            &Facts {
-                channel: &req.channel,
-                name: &req.name,
-                version: &names(&a)?.1,
-                statements: &facts,
-                trust: &trust,
-                current_in_from_since: None,
-                current_in_channel: None,
-                now: Utc::now(),
-            },
-        );
-        if !builders.allowed {
+        if let Some(why) = still_valid(&tx, &a, &req.channel)? {
             return Err(Error::forbidden(
                 "rollback_target_invalid",
-                format!(
-                    "cannot roll back to {}@{target}: {}",
-                    req.name,
-                    builders.failures().join("; ")
-                ),
+                format!("cannot roll back to {}@{target}: {why}", req.name),
             ));
         }
         super::rollout::begin(&tx, req.channel.as_str(), &a.name, a.id, None)?;

@@ -30,7 +30,16 @@ pub fn begin(
     let current = db::channels::current(c, channel, name)?.map(|(a, _)| a.id);
     let mut previous = current;
     if let Some(last) = db::rollouts::latest(c, channel, name)? {
-        if last.state.is_active() {
+        if Some(last.artifact_id) == current && last.decides_entry() {
+            previous = last.previous_id;
+            // A running one is replaced; one stopped at 0% is released by promoting again.
+            let why = if last.state.is_active() {
+                "another release of the name entered the channel"
+            } else {
+                "promoted again after it stopped"
+            };
+            db::rollouts::set_state(c, last.id, State::Superseded, Some(why))?;
+        } else if last.state.is_active() {
             db::rollouts::set_state(
                 c,
                 last.id,
@@ -38,14 +47,19 @@ pub fn begin(
                 Some("another release of the name entered the channel"),
             )?;
         }
-        if Some(last.artifact_id) == current && last.decides_entry() {
-            previous = last.previous_id;
-        }
     }
     let Some(plan) = plan else {
         return Ok(None);
     };
-    let previous = previous.filter(|p| *p != artifact_id);
+    let mut previous = previous.filter(|p| *p != artifact_id);
+    // Agents outside the percentage install the previous release: only one that is still
+    // validly signed (a revoked builder key makes it unfit, as for a rollback).
+    if let Some(p) = previous
+        && let Some(why) = unfit(c, p, channel)?
+    {
+        tracing::warn!(channel, name, reason = %why, "the previous release is no longer valid; agents outside the rollout keep what they run");
+        previous = None;
+    }
     Ok(Some(db::rollouts::insert(
         c,
         channel,
@@ -72,6 +86,17 @@ pub fn plan_for(
     Ok(super::promote::channel_policy(c, &trust, channel)?.rollout)
 }
 
+/// Why artifact `id` may not become current in `channel` again, if it may not.
+fn unfit(c: &Connection, id: i64, channel: &str) -> Result<Option<String>, DbError> {
+    let Some(a) = db::rollouts::artifact(c, id)? else {
+        return Ok(Some(format!("artifact {id} is missing")));
+    };
+    let channel: crate::model::ChannelName = channel
+        .parse()
+        .map_err(|e: crate::model::NameError| DbError::Corrupt(e.to_string()))?;
+    super::promote::still_valid(c, &a, &channel).map_err(|e| DbError::Corrupt(e.to_string()))
+}
+
 fn parse_time(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
@@ -92,11 +117,23 @@ fn halt_tx(
 ) -> Result<u64, DbError> {
     db::rollouts::set_state(c, r.id, state, Some(reason))?;
     let new = db::rollouts::artifact(c, r.artifact_id)?;
-    let prev = r
+    let mut prev = r
         .previous_id
         .map(|id| db::rollouts::artifact(c, id))
         .transpose()?
         .flatten();
+    // Never back to a release that is no longer validly signed: hold the new one at 0% instead.
+    let mut unfit_reason = None;
+    if let Some(p) = &prev
+        && let Some(why) = unfit(c, p.id, &r.channel)?
+    {
+        db::rollouts::clear_previous(c, r.id)?;
+        unfit_reason = Some(format!(
+            "previous release {} is not valid now: {why}",
+            p.version
+        ));
+        prev = None;
+    }
     if let Some(p) = &prev {
         db::channels::record_release(
             c,
@@ -130,6 +167,7 @@ fn halt_tx(
             outcome: "ok",
             details: serde_json::json!({
                 "rollout": r.id, "step": r.step, "percent": r.percent(), "reason": reason,
+                "previous_unfit": unfit_reason,
                 "ok": figures.ok, "failed": figures.failed,
                 "failure_rate": format!("{:.4}", figures.failure_rate()),
                 "max_failure_rate": format!("{:.4}", r.plan.max_failure_rate),
@@ -218,6 +256,12 @@ pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportRespons
             let ch = rep2.channel.as_str();
             let name = rep2.name.as_str();
             let version = rep2.version.as_ref().map(|v| v.as_str());
+            if db::channels::current(&tx, ch, name)?.is_none() {
+                return Ok(Err(Error::not_found(
+                    "no_release",
+                    format!("{ch} has never held {name}: nothing to report on"),
+                )));
+            }
             let active = db::rollouts::active(&tx, ch, name)?;
             let mut counted = None;
             if let (Some(r), Some(v)) = (&active, version) {
@@ -262,15 +306,15 @@ pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportRespons
                 }
             }
             tx.commit()?;
-            Ok((
+            Ok(Ok((
                 ReportResponse {
                     rollout: counted.map(|r| r.id as u64),
                     halted: halted.is_some(),
                 },
                 halted,
-            ))
+            )))
         })
-        .await?;
+        .await??;
     super::metrics::Counters::add(&app.counters.reports, 1);
     if let Some(why) = halted {
         tracing::warn!(channel = %rep.channel, name = %rep.name, reason = %why, "rollout halted; channel rolled back");
