@@ -33,6 +33,11 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
     install_crypto();
     reqwest::Client::builder()
         .user_agent(concat!("arca/", env!("CARGO_PKG_VERSION")))
+        // Drop idle connections before servers do (actix-web closes them after 5 s): reusing
+        // one the server is closing fails the request ("connection closed before message
+        // completed"), which a slow step between two requests (an unpack, a health check)
+        // would otherwise hit now and then.
+        .pool_idle_timeout(std::time::Duration::from_secs(3))
         .build()
         .context("building the HTTP client")
 }

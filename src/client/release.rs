@@ -13,7 +13,9 @@ use arca_keys::{KeyId, SignedEnvelope, TrustDocument};
 use super::ApiClient;
 use crate::model::api::TargetCustom;
 use crate::model::{ArtifactName, ChannelName, FileName};
-use crate::tuf::client::{Downloaded, Fetcher, Trusted, Updater, download_target, target_url};
+use crate::tuf::client::{
+    Downloaded, Fetcher, Trusted, Updater, download_target, persist, target_url,
+};
 use crate::tuf::metadata::{Envelope, Root, Signed as _, TargetFile, Timestamp, sha256_hex};
 
 /// Most trust versions followed in one refresh.
@@ -72,7 +74,9 @@ fn check_bootstrap(dir: &Path, root_bytes: &[u8]) -> anyhow::Result<()> {
         ),
         Err(_) => {
             std::fs::create_dir_all(dir)?;
-            std::fs::write(&marker, format!("{digest}\n"))?;
+            // Written whole or not at all: a crash must not leave a marker that refuses the
+            // right root forever.
+            persist(dir, "bootstrap.sha256", format!("{digest}\n").as_bytes())?;
             Ok(())
         }
     }
@@ -327,7 +331,7 @@ impl ChannelClient {
                     .collect();
                 let doc = TrustDocument::verify_genesis(&env, &keys, role.threshold)
                     .context("trust document v1 does not match the pinned root")?;
-                std::fs::write(&path, &bytes)?;
+                persist(&self.dir, "trust.json", &bytes)?;
                 doc
             }
         };
@@ -339,7 +343,7 @@ impl ChannelClient {
             doc = doc
                 .verify_successor(&env)
                 .with_context(|| format!("trust document v{} refused", doc.version + 1))?;
-            std::fs::write(&path, &bytes)?;
+            persist(&self.dir, "trust.json", &bytes)?;
         }
         if doc.version < at_least {
             bail!(

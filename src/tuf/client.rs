@@ -94,7 +94,7 @@ fn load_local(dir: &Path, name: &str) -> Option<Envelope> {
 }
 
 /// Writes `bytes` to `dir/name` atomically (temp file + rename).
-fn persist(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TufError> {
+pub fn persist(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TufError> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let io =
         |e: std::io::Error| TufError::Other(format!("writing {}: {e}", dir.join(name).display()));
