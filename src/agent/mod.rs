@@ -87,6 +87,8 @@ pub struct Agent {
     settled: bool,
     /// Whether the agent has told the server what it runs since it started.
     announced: bool,
+    /// A release found unhealthy while finishing an interrupted switch at start.
+    recovered: Option<Pass>,
 }
 
 impl Agent {
@@ -121,6 +123,7 @@ impl Agent {
             state,
             settled: false,
             announced: false,
+            recovered: None,
         };
         agent.recover().await?;
         Ok(agent)
@@ -135,7 +138,12 @@ impl Agent {
         if current.as_deref() == Some(pending.as_str()) {
             tracing::warn!(version = %pending, "the last switch was interrupted; checking its health again");
             if let Err(reason) = self.health(&pending).await {
-                self.go_back(&pending, &reason).await?;
+                let to = self.go_back(&pending, &reason).await?;
+                self.recovered = Some(Pass::Reverted {
+                    version: pending,
+                    to,
+                    reason,
+                });
                 return Ok(());
             }
             self.report(ReportOutcome::Ok, Some(&pending), "healthy after a restart")
@@ -187,8 +195,18 @@ impl Agent {
         }
     }
 
-    /// One pass: look at the channel, install what is meant for this agent, report.
+    /// One pass: look at the channel, install what is meant for this agent, report. The first
+    /// pass after a start that went back from an interrupted switch says so, unless it did
+    /// something else worth saying.
     pub async fn pass(&mut self) -> Pass {
+        let pass = self.pass_inner().await;
+        match (self.recovered.take(), pass) {
+            (Some(r), Pass::Unchanged | Pass::UpToDate { .. }) => r,
+            (_, p) => p,
+        }
+    }
+
+    async fn pass_inner(&mut self) -> Pass {
         match self.try_pass().await {
             Ok(p) => p,
             Err(e) => {
@@ -229,6 +247,18 @@ impl Agent {
             Ok(p) => {
                 self.settled = true;
                 Ok(p)
+            }
+            Err(e) if e.downcast_ref::<install::UnpackError>().is_some() => {
+                // The signed archive itself is bad (it tries to leave its directory, or is a
+                // bomb): no retry will fix it. Remembered as failed, reported against it.
+                let reason = format!("{e:#}");
+                tracing::error!(%version, %reason, "release refused: its archive is unacceptable");
+                self.state.failed.insert(version.clone());
+                self.save()?;
+                self.settled = true;
+                self.report(ReportOutcome::Failed, Some(&version), &reason)
+                    .await;
+                Ok(Pass::Failed { reason })
             }
             Err(e) => {
                 // Refused before the switch: nothing changed; say which release.
@@ -358,6 +388,10 @@ impl Agent {
 
     /// Passes every `interval` until stopped.
     pub async fn run(mut self) -> anyhow::Result<()> {
+        // systemd stops services with SIGTERM: finish the pass in hand, then stop.
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
         loop {
             let pass = self.pass().await;
             if !matches!(pass, Pass::Unchanged) {
@@ -366,7 +400,11 @@ impl Agent {
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.interval) => {}
                 _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("stopping");
+                    tracing::info!("stopping (interrupt)");
+                    return Ok(());
+                }
+                _ = terminate.recv() => {
+                    tracing::info!("stopping (terminate)");
                     return Ok(());
                 }
             }
