@@ -2,9 +2,22 @@
 # Creates (or reuses) the Python environment the integration tests need:
 #   $REPO/.test-env/venv  with python-tuf (the reference TUF client used by
 #   tools/tuf_fetch_check.py) and moto's S3 server (`moto_server`).
+# Also makes sure strace (>= 4.16, for its fault injection) is installed: the
+# agent's crash tests use it to SIGKILL the agent at an exact system call.
 # Idempotent: a stamp file records the pinned requirements; when it matches
 # and the venv is intact, nothing is done.
 set -euo pipefail
+
+if ! command -v strace >/dev/null 2>&1; then
+    SUDO=""
+    [[ "$(id -u)" -ne 0 ]] && SUDO="sudo"
+    echo "test-env: installing strace (apt)"
+    if ! { $SUDO apt-get install -y -q strace >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q strace >/dev/null 2>&1; }; }; then
+        echo "test-env: cannot install strace with apt-get; install it (Debian package strace)" >&2
+        exit 1
+    fi
+fi
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ENV_DIR="$REPO/.test-env"
