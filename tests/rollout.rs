@@ -2265,3 +2265,35 @@ fn promoting_an_aborted_first_release_again_is_not_a_silent_no_op() {
         );
     }
 }
+
+/// A channel in the middle of a rollout is still a TUF repository that python-tuf's reference
+/// client accepts: both the release (whose entry carries the plan) and the previous release
+/// listed beside it download and verify.
+#[test]
+fn python_tuf_reads_a_channel_mid_rollout() {
+    let s = Server::start();
+    let key = builder(&s);
+    release_fully(&s, &key, "1.0.0", 1);
+    roll_out(&s, &key, "2.0.0", 2, &SLOW);
+    let es = entries(&s, NAME);
+    assert_eq!(es.len(), 2, "{es:#?}");
+    for (path, custom) in &es {
+        let out = s.path(&format!("tuf-{}", custom["version"].as_str().unwrap()));
+        std::fs::create_dir_all(&out).unwrap();
+        let (ok, log) = s.python_tuf(CH, path, &out, &[]);
+        assert!(ok, "python-tuf refused {path}: {log}");
+        let got: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(got.len(), 1, "{path}: {got:?}");
+        let version = custom["version"].as_str().unwrap();
+        let seed = if version == "1.0.0" { 1 } else { 2 };
+        let expected = common::pseudo_random(2_000 + seed, seed as u8);
+        assert_eq!(
+            std::fs::read(&got[0]).unwrap(),
+            expected,
+            "{path}: other bytes than {NAME}@{version}"
+        );
+    }
+}
