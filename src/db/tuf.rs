@@ -17,7 +17,8 @@ pub struct MetaRow {
 /// entry whose generation is still current is still the newest body.
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The metadata write generation (see [`GENERATION`]).
+/// The metadata write generation. Every database call holds the one connection, so a reader
+/// that reads it and a role's newest body in one call gets a matching pair.
 pub fn generation() -> u64 {
     GENERATION.load(std::sync::atomic::Ordering::Acquire)
 }
