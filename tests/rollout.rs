@@ -2297,3 +2297,62 @@ fn python_tuf_reads_a_channel_mid_rollout() {
         );
     }
 }
+
+/// A revoked token is refused at once, by every endpoint; revoking is audited, and refusals
+/// (a token revoking itself, an unknown or malformed id) change nothing.
+#[test]
+fn revoked_tokens_are_refused_at_once() {
+    let s = Server::start();
+    let key = builder(&s);
+    release_fully(&s, &key, "1.0.0", 1);
+    let reporter = s.reporter_token();
+    let id = reporter
+        .strip_prefix("arca_")
+        .and_then(|r| r.split('_').next())
+        .unwrap()
+        .to_owned();
+    report(
+        &s,
+        &reporter,
+        &report_body("web-1", Some("1.0.0"), "ok", Some("1.0.0")),
+    );
+
+    let before = s.state();
+    let admin_id = s.token.strip_prefix("arca_").unwrap()[..16].to_owned();
+    let line = s.fails(&["token", "revoke", &admin_id]);
+    assert!(line.contains("cannot revoke itself"), "{line}");
+    let line = s.fails(&["token", "revoke", "0123456789abcdef"]);
+    assert!(line.contains("no token with id 0123456789abcdef"), "{line}");
+    let line = s.fails(&["token", "revoke", "../x"]);
+    assert!(line.contains("not a token id"), "{line}");
+    let line = s
+        .arca()
+        .env("ARCA_TOKEN", &reporter)
+        .args(["token", "revoke", &id])
+        .output()
+        .unwrap();
+    assert!(!line.status.success());
+    assert!(String::from_utf8_lossy(&line.stderr).contains("token_role"));
+    assert_eq!(s.state(), before, "a refused revocation changed state");
+
+    let out = s.ok(&["token", "revoke", &id]);
+    assert!(
+        out.contains(&format!("revoked reporter token {id}")),
+        "{out}"
+    );
+    let a = post_report(
+        &s,
+        &reporter,
+        &report_body("web-1", Some("1.0.0"), "ok", Some("1.0.0")),
+    );
+    assert_eq!(a.status, 401, "{}", a.body);
+    let log = s.ok(&["audit", "export"]);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"token-revoke\"") && l.contains(&format!("token:{id}"))),
+        "{log}"
+    );
+    // Revoking again: it is gone.
+    let line = s.fails(&["token", "revoke", &id]);
+    assert!(line.contains("no token"), "{line}");
+}

@@ -64,6 +64,15 @@ pub struct AgentsArgs {
 pub enum TokenCommand {
     /// Create a token (shown once): `reporter` tokens may only post agent reports.
     Create(TokenArgs),
+    /// Revoke a token at once, by its id (the 16 hex digits after `arca_`).
+    Revoke(RevokeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RevokeArgs {
+    id: String,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(clap::Args)]
@@ -236,7 +245,22 @@ pub async fn agents(a: AgentsArgs) -> anyhow::Result<i32> {
 }
 
 pub async fn token(c: TokenCommand) -> anyhow::Result<i32> {
-    let TokenCommand::Create(t) = c;
+    let t = match c {
+        TokenCommand::Create(t) => t,
+        TokenCommand::Revoke(r) => {
+            if r.id.len() != 16 || !r.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                anyhow::bail!("{:?} is not a token id (16 hex digits)", r.id);
+            }
+            let api = r.client.client()?;
+            let v: serde_json::Value = api.delete_json(&format!("/api/v1/tokens/{}", r.id)).await?;
+            println!(
+                "revoked {} token {}",
+                v["role"].as_str().unwrap_or("?"),
+                r.id
+            );
+            return Ok(0);
+        }
+    };
     let api = t.client.client()?;
     let r: TokenResponse = api
         .post_json(

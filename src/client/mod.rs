@@ -213,6 +213,15 @@ impl ApiClient {
         decode(self.authed(req)?.send().await?).await
     }
 
+    /// DELETEs with the token and decodes the JSON answer.
+    pub async fn delete_json<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<R> {
+        let req = self.http.delete(self.url(path));
+        decode(self.authed(req)?.send().await?).await
+    }
+
     /// GETs and decodes a JSON answer.
     pub async fn get_json<R: serde::de::DeserializeOwned>(
         &self,

@@ -21,3 +21,10 @@ pub fn lookup(c: &Connection, id: &str) -> Result<Option<(Vec<u8>, String)>, DbE
         .optional()?,
     )
 }
+
+/// Removes token `id`; returns its role if it existed.
+pub fn delete(c: &Connection, id: &str) -> Result<Option<String>, DbError> {
+    let role = lookup(c, id)?.map(|(_, r)| r);
+    c.execute("DELETE FROM tokens WHERE id = ?1", [id])?;
+    Ok(role)
+}

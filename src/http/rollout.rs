@@ -1,5 +1,5 @@
 //! `POST /api/v1/reports`, `GET /api/v1/rollouts[/status]`, `POST /api/v1/rollouts/{action}`,
-//! `GET /api/v1/agents`, `POST /api/v1/tokens`.
+//! `GET /api/v1/agents`, `POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`.
 
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
@@ -105,11 +105,59 @@ async fn create_token(
     }))
 }
 
+/// Revokes a token at once (a stolen reporter token, a departed operator's admin token).
+#[actix_web::delete("/api/v1/tokens/{id}")]
+async fn revoke_token(
+    app: web::Data<App>,
+    actor: Actor,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let id = id.into_inner();
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(
+            "invalid_token_id",
+            format!("{id:?} is not a token id (16 hex digits)"),
+        ));
+    }
+    if actor.0 == format!("token:{id}") {
+        return Err(Error::conflict(
+            "token_in_use",
+            "a token cannot revoke itself; use another admin token",
+        ));
+    }
+    let (id2, actor_s) = (id.clone(), actor.0.clone());
+    let role = app
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let role = db::tokens::delete(&tx, &id2)?;
+            if let Some(role) = &role {
+                db::audit::append(
+                    &tx,
+                    &db::audit::Entry {
+                        actor: &actor_s,
+                        action: "token-revoke",
+                        subject: &format!("token:{id2}"),
+                        outcome: "ok",
+                        details: serde_json::json!({ "role": role }),
+                    },
+                )?;
+            }
+            tx.commit()?;
+            Ok(role)
+        })
+        .await?
+        .ok_or_else(|| Error::not_found("no_token", format!("no token with id {id}")))?;
+    tracing::info!(token = %id, %role, "token revoked");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "role": role, "revoked": true })))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(report)
         .service(list)
         .service(status)
         .service(act)
         .service(agents)
-        .service(create_token);
+        .service(create_token)
+        .service(revoke_token);
 }
