@@ -97,6 +97,12 @@ fn unfit(c: &Connection, id: i64, channel: &str) -> Result<Option<String>, DbErr
     super::promote::still_valid(c, &a, &channel).map_err(|e| DbError::Corrupt(e.to_string()))
 }
 
+/// When a rollout's step started, for holding it: times are stored to the second, so the step
+/// counts from the next whole second and never ends early.
+fn step_started(r: &RolloutRow) -> DateTime<Utc> {
+    parse_time(&r.step_started_at) + chrono::Duration::seconds(1)
+}
+
 fn parse_time(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
@@ -289,7 +295,7 @@ pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportRespons
             // Paused rollouts halt too: a pause holds the step, it does not hide failures.
             if let Some(r) = counted.as_ref() {
                 let (figures, _) = db::rollouts::figures(&tx, r.id)?;
-                let started = parse_time(&r.step_started_at);
+                let started = step_started(r);
                 if let Next::Halt(why) =
                     rollout::assess(&r.plan, r.step, started, figures, Utc::now())
                 {
@@ -347,7 +353,7 @@ pub async fn tick(app: &App) -> Result<(), Error> {
                     return Ok(None);
                 };
                 let (figures, _) = db::rollouts::figures(&tx, r.id)?;
-                let started = parse_time(&r.step_started_at);
+                let started = step_started(&r);
                 let actor = format!("rollout:{}", r.id);
                 let moved = match rollout::assess(&r.plan, r.step, started, figures, Utc::now()) {
                     Next::Wait(_) => None,
@@ -475,13 +481,7 @@ fn status_of(c: &Connection, r: &RolloutRow) -> Result<RolloutStatus, DbError> {
         })
     };
     let next = (r.state == State::Running).then(|| {
-        match rollout::assess(
-            &r.plan,
-            r.step,
-            parse_time(&r.step_started_at),
-            figures,
-            Utc::now(),
-        ) {
+        match rollout::assess(&r.plan, r.step, step_started(r), figures, Utc::now()) {
             Next::Wait(w) => w,
             Next::Advance => "advancing at the next tick".into(),
             Next::Complete => "completing at the next tick".into(),
