@@ -1333,3 +1333,36 @@ fn sigkill_while_writing_the_trust_document_does_not_brick_the_agent() {
 fn sigkill_while_writing_the_bootstrap_marker_does_not_brick_the_agent() {
     killed_at_first_write_then_converges("state/tuf/bootstrap.sha256");
 }
+
+/// A server that accepts connections and then says nothing cannot hang the agent: the read
+/// times out (ARCA_HTTP_TIMEOUT), the pass fails naming it, and nothing changes in DIR.
+#[test]
+fn a_server_that_stops_answering_does_not_hang_the_agent() {
+    let r = Rig::new();
+    r.push("1.0.0", vec![]);
+    r.once(&[], 0);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    // Accept and hold every connection, never answering.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming() {
+            held.push(c);
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = r
+        .agent()
+        .args(["--once", "--server", &format!("http://{addr}")])
+        .env("ARCA_HTTP_TIMEOUT", "1s")
+        .output()
+        .unwrap();
+    let text = expect_exit(&out, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(text.to_lowercase().contains("timed out"), "{text}");
+    r.assert_running("1.0.0", &["1.0.0"]);
+}

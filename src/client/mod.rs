@@ -28,6 +28,15 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// How long a read may bring nothing: `ARCA_HTTP_TIMEOUT` (humantime, e.g. `30s`), default 2 min.
+fn read_timeout() -> anyhow::Result<std::time::Duration> {
+    match std::env::var("ARCA_HTTP_TIMEOUT") {
+        Ok(v) => humantime::parse_duration(&v)
+            .with_context(|| format!("ARCA_HTTP_TIMEOUT={v:?} is not a duration (e.g. 30s)")),
+        Err(_) => Ok(std::time::Duration::from_secs(120)),
+    }
+}
+
 /// An HTTP client with arca's user agent.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     install_crypto();
@@ -38,6 +47,11 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         // completed"), which a slow step between two requests (an unpack, a health check)
         // would otherwise hit now and then.
         .pool_idle_timeout(std::time::Duration::from_secs(3))
+        // A server that stops answering must not hang a deploy agent forever: give up on a
+        // connection attempt after 15 s and on a read that brings nothing for
+        // ARCA_HTTP_TIMEOUT (default 2 minutes; per read, so large transfers are not cut off).
+        .connect_timeout(std::time::Duration::from_secs(15))
+        .read_timeout(read_timeout()?)
         .build()
         .context("building the HTTP client")
 }
