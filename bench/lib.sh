@@ -56,3 +56,48 @@ apt_install() { # apt_install PACKAGE: install a Debian package (needs root)
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >&2
 }
+
+# start_nginx WORKERS WORKER_CONNECTIONS [EXTRA_HTTP_DIRECTIVES]: nginx (installed with apt if
+# missing) serving $TMP/www as static files on a free loopback port, its files under
+# $TMP/nginx. Sets NGINX (the binary), NGINX_VERSION, NPORT, NGINX_PID (in PIDS) and N (its
+# directory); returns once it answers (bounded).
+start_nginx() {
+    local workers="$1" conns="$2" extra="${3:-}" user_line=""
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    [[ -x "$NGINX" ]] || { apt_install nginx; NGINX=/usr/sbin/nginx; }
+    # shellcheck disable=SC2034 # used by the scripts that source this file
+    NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')
+    NPORT=$(free_port)
+    N="$TMP/nginx"
+    mkdir -p "$N/tmp"
+    [[ $EUID -eq 0 ]] && user_line="user root;" # workers must read the 0700 scratch dir
+    cat >"$N/nginx.conf" <<EOF
+$user_line
+daemon off;
+worker_processes $workers;
+pid $N/nginx.pid;
+error_log $N/error.log;
+events { worker_connections $conns; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    $extra
+    default_type application/octet-stream;
+    client_body_temp_path $N/tmp/body;
+    proxy_temp_path $N/tmp/proxy;
+    fastcgi_temp_path $N/tmp/fastcgi;
+    uwsgi_temp_path $N/tmp/uwsgi;
+    scgi_temp_path $N/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NPORT;
+        root $TMP/www;
+    }
+}
+EOF
+    "$NGINX" -e "$N/error.log" -p "$N" -c "$N/nginx.conf" </dev/null >"$N/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    wait_http "http://127.0.0.1:$NPORT/" 30 \
+        || { cat "$N/error.log" "$N/stdout.log" >&2; die "nginx did not answer within 30 s"; }
+}

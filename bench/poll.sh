@@ -130,47 +130,11 @@ AETAG=$(header_value "$TMP/arca.headers" etag)
 log "timestamp.json: $(wc -c <"$FILE") bytes; arca ETag: ${AETAG:-none}"
 
 # ---------------------------------------------------------------- nginx
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[[ -x "$NGINX" ]] || { apt_install nginx; NGINX=/usr/sbin/nginx; }
-NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')
-NPORT=$(free_port)
-N="$TMP/nginx"
-mkdir -p "$N/tmp"
-user_line=""
-[[ $EUID -eq 0 ]] && user_line="user root;" # workers must read the 0700 scratch dir
 # A plain static-file setup, plus what keeps the comparison fair: as many workers as arca has
 # (one per CPU), room for every connection, and no cap on requests per keep-alive connection
 # (nginx closes a connection after 1,000 requests by default; arca does not).
-cat >"$N/nginx.conf" <<EOF
-$user_line
-daemon off;
-worker_processes $NGINX_WORKERS;
-pid $N/nginx.pid;
-error_log $N/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    types { application/json json; }
-    default_type application/octet-stream;
-    client_body_temp_path $N/tmp/body;
-    proxy_temp_path $N/tmp/proxy;
-    fastcgi_temp_path $N/tmp/fastcgi;
-    uwsgi_temp_path $N/tmp/uwsgi;
-    scgi_temp_path $N/tmp/scgi;
-    server {
-        listen 127.0.0.1:$NPORT;
-        root $TMP/www;
-    }
-}
-EOF
-"$NGINX" -e "$N/error.log" -p "$N" -c "$N/nginx.conf" </dev/null >"$N/stdout.log" 2>&1 &
-NGINX_PID=$!
-PIDS+=("$NGINX_PID")
+start_nginx "$NGINX_WORKERS" 4096 "keepalive_requests 1000000; types { application/json json; }"
 NURL="http://127.0.0.1:$NPORT$META_PATH"
-wait_http "$NURL" 30 || { cat "$N/error.log" "$N/stdout.log" >&2; die "nginx did not answer within 30 s"; }
 curl -sS --fail --max-time 30 -D "$TMP/nginx.headers" -o "$TMP/nginx.out" "$NURL" || die "GET $NURL failed"
 cmp -s "$FILE" "$TMP/nginx.out" || die "nginx serves different bytes than arca"
 NETAG=$(header_value "$TMP/nginx.headers" etag)

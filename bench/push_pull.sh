@@ -274,42 +274,9 @@ fi
 if [[ "$SKIP_NGINX" == 1 ]]; then
     log "(d) nginx skipped (SKIP_NGINX=1)"
 else
-    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-    [[ -x "$NGINX" ]] || { apt_install nginx; NGINX=/usr/sbin/nginx; }
-    V[nginx_version]=$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')
-    NPORT=$(free_port)
-    N="$TMP/nginx"
-    mkdir -p "$N/tmp"
-    user_line=""
-    [[ $EUID -eq 0 ]] && user_line="user root;" # workers must read the 0700 scratch dir
-    cat >"$N/nginx.conf" <<EOF
-$user_line
-daemon off;
-worker_processes 1;
-pid $N/nginx.pid;
-error_log $N/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    default_type application/octet-stream;
-    client_body_temp_path $N/tmp/body;
-    proxy_temp_path $N/tmp/proxy;
-    fastcgi_temp_path $N/tmp/fastcgi;
-    uwsgi_temp_path $N/tmp/uwsgi;
-    scgi_temp_path $N/tmp/scgi;
-    server {
-        listen 127.0.0.1:$NPORT;
-        root $TMP/www;
-    }
-}
-EOF
-    "$NGINX" -e "$N/error.log" -p "$N" -c "$N/nginx.conf" </dev/null >"$N/stdout.log" 2>&1 &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
+    start_nginx 1 64
+    V[nginx_version]=$NGINX_VERSION
     NURL="http://127.0.0.1:$NPORT"
-    wait_http "$NURL/" 30 || { cat "$N/error.log" "$N/stdout.log" >&2; die "nginx did not answer within 30 s"; }
     log "(d) nginx on port $NPORT (pid $NGINX_PID)"
     log "(d) nginx download"
     timed nginx_download curl -sS --fail --max-time "$XFER_TIMEOUT" -o "$TMP/nginx.out" "$NURL/$(basename "$BLOB")"
