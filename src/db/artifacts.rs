@@ -77,6 +77,12 @@ pub fn statements_of(c: &Connection, artifact_id: i64) -> Result<Vec<(String, Ve
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// An artifact by its row id.
+pub fn by_id(c: &Connection, id: i64) -> Result<Option<ArtifactRow>, DbError> {
+    Ok(c.query_row(&format!("{SELECT} WHERE a.id = ?1"), [id], row)
+        .optional()?)
+}
+
 pub fn find(c: &Connection, name: &str, version: &str) -> Result<Option<ArtifactRow>, DbError> {
     Ok(c.query_row(
         &format!("{SELECT} WHERE a.name = ?1 AND a.version = ?2"),

@@ -2,7 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::artifacts::{ArtifactRow, row};
+use crate::model::api::AgentInfo;
+
 use super::{DbError, now_str};
 use crate::rollout::{Figures, Plan, State};
 
@@ -169,18 +170,6 @@ pub fn restart_step_clock(c: &Connection, id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
-/// An artifact by id.
-pub fn artifact(c: &Connection, id: i64) -> Result<Option<ArtifactRow>, DbError> {
-    Ok(c.query_row(
-        "SELECT a.id, a.name, a.version, a.file_name, a.blake3, b.sha256, b.size, \
-         a.media_type, a.uploaded_by, a.created_at FROM artifacts a JOIN blobs b ON b.blake3 = a.blake3 \
-         WHERE a.id = ?1",
-        [id],
-        row,
-    )
-    .optional()?)
-}
-
 /// A report as stored.
 pub struct NewReport<'a> {
     pub rollout: Option<(i64, usize)>,
@@ -253,27 +242,14 @@ pub fn figures(c: &Connection, rollout: i64) -> Result<(Figures, Vec<(usize, Fig
     Ok((total, by_step.into_iter().collect()))
 }
 
-/// One agent's last word.
-#[derive(Debug, Clone)]
-pub struct AgentRow {
-    pub agent: String,
-    pub channel: String,
-    pub name: String,
-    pub current: Option<String>,
-    pub version: Option<String>,
-    pub outcome: String,
-    pub message: String,
-    pub last_seen: String,
-}
-
 /// Agents that reported on `channel` (or any), by channel, name, agent.
-pub fn agents(c: &Connection, channel: Option<&str>) -> Result<Vec<AgentRow>, DbError> {
+pub fn agents(c: &Connection, channel: Option<&str>) -> Result<Vec<AgentInfo>, DbError> {
     let mut st = c.prepare_cached(
         "SELECT agent, channel, name, current, version, outcome, message, last_seen FROM agents \
          WHERE ?1 IS NULL OR channel = ?1 ORDER BY channel, name, agent",
     )?;
     let rows = st.query_map([channel], |r| {
-        Ok(AgentRow {
+        Ok(AgentInfo {
             agent: r.get(0)?,
             channel: r.get(1)?,
             name: r.get(2)?,

@@ -106,8 +106,13 @@ pub async fn run(app: &App, only: Option<&ArtifactName>) -> Vec<String> {
                     else {
                         return Ok(false);
                     };
-                    Ok(promote::evaluate(c, &trust, &a, &req2.to, Utc::now())
-                        .is_ok_and(|(d, already)| d.allowed && !already))
+                    let Ok(policy) = promote::channel_policy(c, &trust, &req2.to) else {
+                        return Ok(false);
+                    };
+                    Ok(
+                        promote::evaluate(c, &trust, &policy, &a, &req2.to, Utc::now())
+                            .is_ok_and(|(d, already)| d.allowed && !already),
+                    )
                 })
                 .await
                 .unwrap_or(false);

@@ -78,16 +78,16 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Evaluates promoting `a` into `to` now. Returns the decision and whether `a` is already
-/// current there.
+/// Evaluates promoting `a` into `to` now under `policy` (the one `trust` pins for `to`).
+/// Returns the decision and whether `a` is already current there.
 pub fn evaluate(
     c: &Connection,
     trust: &TrustDocument,
+    policy: &Policy,
     a: &ArtifactRow,
     to: &ChannelName,
     now: DateTime<Utc>,
 ) -> Result<(Decision, bool), Error> {
-    let policy = channel_policy(c, trust, to)?;
     let (name, version) = names(a)?;
     let statements = statement_facts(c, trust, a)?;
     let current = db::channels::current(c, to.as_str(), &a.name)?;
@@ -115,7 +115,7 @@ pub fn evaluate(
         current_in_channel: current_version.as_ref(),
         now,
     };
-    Ok((policy::evaluate(&policy, &facts), already))
+    Ok((policy::evaluate(policy, &facts), already))
 }
 
 /// What one promotion attempt did, for the response and the audit log.
@@ -145,7 +145,8 @@ fn promote_tx(
         )?;
         let trust = current_trust(&tx)?;
         let now = Utc::now();
-        let (decision, mut already) = evaluate(&tx, &trust, &a, &req.to, now)?;
+        let policy = channel_policy(&tx, &trust, &req.to)?;
+        let (decision, mut already) = evaluate(&tx, &trust, &policy, &a, &req.to, now)?;
         // A release whose rollout stopped at 0% (no previous release to return to) is current
         // in name only: promoting it again releases it.
         if already
@@ -191,7 +192,7 @@ fn promote_tx(
                 },
             });
         }
-        let plan = super::rollout::plan_for(&tx, &req.to, req.rollout.as_ref())?;
+        let plan = super::rollout::choose_plan(req.rollout.as_ref(), &policy)?;
         let rollout = super::rollout::begin(&tx, req.to.as_str(), &a.name, a.id, plan.as_ref())?;
         db::channels::record_release(
             &tx,

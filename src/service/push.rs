@@ -141,8 +141,10 @@ where
                 &statement_bytes,
             )?;
             // A policy that cannot be read fails the push with it, not its rollout alone.
-            let plan = super::rollout::plan_for(&tx, &channel_name, None)
-                .map_err(|e| DbError::Corrupt(e.to_string()))?;
+            let plan = super::promote::current_trust(&tx)
+                .and_then(|t| super::promote::channel_policy(&tx, &t, &channel_name))
+                .map_err(|e| DbError::Corrupt(e.to_string()))?
+                .rollout;
             super::rollout::begin(&tx, &ch, &name, id, plan.as_ref())?;
             db::channels::record_release(&tx, &ch, &name, id, "push", &actor_s, None)?;
             let targets_version =

@@ -70,25 +70,25 @@ pub fn begin(
     )?))
 }
 
-/// The plan a release entering `channel` follows: the promotion's own, else the channel
-/// policy's.
-pub fn plan_for(
-    c: &Connection,
-    channel: &crate::model::ChannelName,
+/// The plan a release entering a channel follows: the promotion's own (checked), else the
+/// channel policy's.
+pub fn choose_plan(
     own: Option<&Plan>,
-) -> Result<Option<Plan>, super::Error> {
-    if let Some(p) = own {
-        p.validate()
-            .map_err(|e| Error::invalid("invalid_rollout", e.to_string()))?;
-        return Ok(Some(p.clone()));
+    policy: &crate::policy::Policy,
+) -> Result<Option<Plan>, Error> {
+    match own {
+        Some(p) => {
+            p.validate()
+                .map_err(|e| Error::invalid("invalid_rollout", e.to_string()))?;
+            Ok(Some(p.clone()))
+        }
+        None => Ok(policy.rollout.clone()),
     }
-    let trust = super::promote::current_trust(c)?;
-    Ok(super::promote::channel_policy(c, &trust, channel)?.rollout)
 }
 
 /// Why artifact `id` may not become current in `channel` again, if it may not.
 fn unfit(c: &Connection, id: i64, channel: &str) -> Result<Option<String>, DbError> {
-    let Some(a) = db::rollouts::artifact(c, id)? else {
+    let Some(a) = db::artifacts::by_id(c, id)? else {
         return Ok(Some(format!("artifact {id} is missing")));
     };
     let channel: crate::model::ChannelName = channel
@@ -122,10 +122,10 @@ fn halt_tx(
     tuf: &crate::config::TufConfig,
 ) -> Result<u64, DbError> {
     db::rollouts::set_state(c, r.id, state, Some(reason))?;
-    let new = db::rollouts::artifact(c, r.artifact_id)?;
+    let new = db::artifacts::by_id(c, r.artifact_id)?;
     let mut prev = r
         .previous_id
-        .map(|id| db::rollouts::artifact(c, id))
+        .map(|id| db::artifacts::by_id(c, id))
         .transpose()?
         .flatten();
     // Never back to a release that is no longer validly signed: hold the new one at 0% instead.
@@ -271,7 +271,7 @@ pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportRespons
             let active = db::rollouts::active(&tx, ch, name)?;
             let mut counted = None;
             if let (Some(r), Some(v)) = (&active, version) {
-                let a = db::rollouts::artifact(&tx, r.artifact_id)?;
+                let a = db::artifacts::by_id(&tx, r.artifact_id)?;
                 if a.is_some_and(|a| a.version == v) {
                     counted = Some(r.clone());
                 }
@@ -476,7 +476,7 @@ fn status_of(c: &Connection, r: &RolloutRow) -> Result<RolloutStatus, DbError> {
     let (figures, by_step) = db::rollouts::figures(c, r.id)?;
     let version = |id: Option<i64>| -> Result<Option<String>, DbError> {
         Ok(match id {
-            Some(id) => db::rollouts::artifact(c, id)?.map(|a| a.version),
+            Some(id) => db::artifacts::by_id(c, id)?.map(|a| a.version),
             None => None,
         })
     };
@@ -559,21 +559,8 @@ pub async fn agents(app: &App, channel: Option<String>) -> Result<Vec<AgentInfo>
     if let Some(ch) = &channel {
         app.channel_key(ch)?;
     }
-    let rows = app
+    Ok(app
         .db
         .call(move |c| db::rollouts::agents(c, channel.as_deref()))
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|a| AgentInfo {
-            agent: a.agent,
-            channel: a.channel,
-            name: a.name,
-            current: a.current,
-            version: a.version,
-            outcome: a.outcome,
-            message: a.message,
-            last_seen: a.last_seen,
-        })
-        .collect())
+        .await?)
 }

@@ -154,7 +154,7 @@ fn entries_of(
     let mut previous_path = None;
     if let Some(prev) = r
         .previous_id
-        .map(|id| db::rollouts::artifact(c, id))
+        .map(|id| db::artifacts::by_id(c, id))
         .transpose()?
         .flatten()
     {
