@@ -33,9 +33,9 @@ pub fn venv() -> PathBuf {
     dir
 }
 
-/// `../shared/tools/tuf_fetch_check.py`, python-tuf's reference client.
+/// `tests/tuf_check.py`: python-tuf's `ngclient` fetching one target, as a third-party client.
 pub fn tuf_fetch_check() -> PathBuf {
-    let p = repo_root().join("../shared/tools/tuf_fetch_check.py");
+    let p = repo_root().join("tests/tuf_check.py");
     assert!(p.exists(), "missing {}", p.display());
     p
 }
