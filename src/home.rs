@@ -9,6 +9,7 @@
 //! HOME/keys/audit.key       the online key that signs audit-log checkpoints
 //! HOME/admin.token          the first admin token (the database keeps only its hash)
 //! HOME/root.json            the pinned root clients are given
+//! HOME/serve.lock           held by the one `arca serve` of this home; names its process id
 //! ```
 
 use std::collections::BTreeMap;
@@ -29,6 +30,57 @@ pub const ROOT_KEY: &str = "keys/root.key";
 pub const AUDIT_KEY: &str = "keys/audit.key";
 pub const ADMIN_TOKEN: &str = "admin.token";
 pub const ROOT_JSON: &str = "root.json";
+pub const LOCK_FILE: &str = "serve.lock";
+
+/// The exclusive lock one server holds on its home for as long as it runs: two servers on one
+/// SQLite home would each sign and cache their own metadata versions, and clients would see
+/// one roll the other back. Released by the operating system when the process ends, however
+/// it ends.
+pub struct HomeLock {
+    _file: std::fs::File,
+}
+
+impl HomeLock {
+    /// Takes the lock of `dir` (created if missing), or fails naming the process that holds it.
+    pub fn acquire(dir: &Path) -> anyhow::Result<HomeLock> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    "another process".to_owned()
+                } else {
+                    format!("process {holder}")
+                };
+                bail!(
+                    "home {} is in use by another arca serve ({who}, lock {}): stop it first, \
+                     or serve another --home",
+                    dir.display(),
+                    path.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(HomeLock { _file: file })
+    }
+}
 
 /// Paths inside a home.
 pub struct Home {

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long)]
     name: ArtifactName,
     /// The pinned root (`root.json` from the server's home), the agent's trust anchor.
-    #[arg(long)]
+    #[arg(long, env = "ARCA_ROOT")]
     root: PathBuf,
     /// The agent's directory: `current` (a symlink), `releases/`, `state/`.
     #[arg(long)]

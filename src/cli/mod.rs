@@ -76,8 +76,9 @@ enum Command {
 /// Flags every client command takes.
 #[derive(Args, Clone)]
 pub struct ClientArgs {
-    /// The arca server.
-    #[arg(long, env = "ARCA_SERVER", default_value = "http://127.0.0.1:8480")]
+    /// The arca server's URL (`host:port` means `http://host:port`).
+    #[arg(long, env = "ARCA_SERVER", default_value = "http://127.0.0.1:8480",
+          value_parser = crate::client::server_url)]
     pub server: String,
     /// API token (for commands that change something).
     #[arg(long, env = "ARCA_TOKEN", hide_env_values = true)]

@@ -115,7 +115,7 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
         .json(&req);
     let resp = match &a.client.token {
         Some(t) => resp.bearer_auth(t),
-        None => bail!("this command needs a token: pass --token or set ARCA_TOKEN"),
+        None => return Err(crate::client::MissingToken.into()),
     }
     .send()
     .await?;
@@ -134,9 +134,15 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
         bail!("promotion {subject} refused: {}", d.failures().join("; "));
     }
     if !status.is_success() {
-        let msg = body["error"]["message"].as_str().unwrap_or("no detail");
-        let code = body["error"]["code"].as_str().unwrap_or("error");
-        bail!("refused ({} {code}): {msg}", status.as_u16());
+        return Err(crate::client::ServerAnswer {
+            status: status.as_u16(),
+            code: body["error"]["code"].as_str().unwrap_or("http").to_owned(),
+            message: body["error"]["message"]
+                .as_str()
+                .unwrap_or("no detail")
+                .to_owned(),
+        }
+        .into());
     }
     let r: PromoteResponse = serde_json::from_value(body)?;
     if a.json {

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long)]
     channel: ChannelName,
     /// The pinned root (`root.json` from the server's home), the client's trust anchor.
-    #[arg(long)]
+    #[arg(long, env = "ARCA_ROOT")]
     root: PathBuf,
     /// Directory to write the verified file into.
     #[arg(long)]

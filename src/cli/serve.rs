@@ -15,6 +15,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     crate::client::install_crypto();
+    // Held until the process ends: a second server on this home exits at once.
+    let _lock = crate::home::HomeLock::acquire(&a.home)?;
     actix_web::rt::System::new().block_on(crate::http::serve(&a.home, a.listen))?;
     Ok(0)
 }

@@ -56,10 +56,31 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// A server URL as users write it, made whole: `host:port` gets `http://`, trailing slashes
+/// go. Anything but an http(s) URL without a query is refused, naming what was given.
+pub fn server_url(given: &str) -> anyhow::Result<String> {
+    let trimmed = given.trim().trim_end_matches('/');
+    let full = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let url = url::Url::parse(&full).with_context(|| {
+        format!("server URL {given:?} is not a URL (e.g. http://127.0.0.1:8480)")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("server URL {given:?}: use http://HOST:PORT or https://HOST:PORT");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!("server URL {given:?}: a query or fragment has no place in it");
+    }
+    Ok(full)
+}
+
 impl ApiClient {
     pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
         Ok(ApiClient {
-            base: server.trim_end_matches('/').to_owned(),
+            base: server_url(server)?,
             token,
             http: http_client()?,
         })
@@ -78,10 +99,7 @@ impl ApiClient {
     }
 
     fn authed(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::RequestBuilder> {
-        let token = self
-            .token
-            .as_deref()
-            .context("this command needs a token: pass --token or set ARCA_TOKEN")?;
+        let token = self.token.as_deref().ok_or(MissingToken)?;
         Ok(req.bearer_auth(token))
     }
 
@@ -277,21 +295,125 @@ impl ApiClient {
     }
 }
 
-/// Turns a non-2xx answer into an error naming the server's code and message.
+/// A non-2xx answer from the server, with its code and message. What it means for the user
+/// (and the CLI's exit status) follows from the status: a 4xx is a refusal of this request, a
+/// 5xx a failure of the server.
+#[derive(Debug, thiserror::Error)]
+#[error("{} ({status} {code}): {message}", self.kind().describe())]
+pub struct ServerAnswer {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+/// What went wrong, as the CLI reports it (exit status, the JSON error's code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The request was refused: a policy rule, a conflict, invalid input, a failed check.
+    Refused,
+    /// What the request names does not exist.
+    NotFound,
+    /// No token, a bad token, or a token whose role may not do this.
+    Auth,
+    /// The server failed, or could not be reached.
+    Unavailable,
+}
+
+impl FailureKind {
+    /// The CLI's exit status for this kind of failure (docs/cli.md, "Exit status").
+    pub fn exit_code(self) -> i32 {
+        match self {
+            FailureKind::Refused => 1,
+            FailureKind::NotFound => 3,
+            FailureKind::Auth => 4,
+            FailureKind::Unavailable => 5,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            FailureKind::Refused => "refused",
+            FailureKind::NotFound => "not found",
+            FailureKind::Auth => "not allowed",
+            FailureKind::Unavailable => "server failure",
+        }
+    }
+
+    /// The kind of failure behind an error: what the server answered, whether it could be
+    /// reached, or (anything else) a refusal or failed check on this side.
+    pub fn of(e: &anyhow::Error) -> FailureKind {
+        for cause in e.chain() {
+            if let Some(a) = cause.downcast_ref::<ServerAnswer>() {
+                return a.kind();
+            }
+            if cause.downcast_ref::<MissingToken>().is_some() {
+                return FailureKind::Auth;
+            }
+            if cause.downcast_ref::<reqwest::Error>().is_some() {
+                return FailureKind::Unavailable;
+            }
+        }
+        FailureKind::Refused
+    }
+
+    /// The code a `--json` error carries when the server gave none.
+    pub fn code(self) -> &'static str {
+        match self {
+            FailureKind::Refused => "refused",
+            FailureKind::NotFound => "not_found",
+            FailureKind::Auth => "unauthorized",
+            FailureKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl ServerAnswer {
+    pub fn kind(&self) -> FailureKind {
+        match self.status {
+            401 => FailureKind::Auth,
+            403 if self.code.starts_with("token") => FailureKind::Auth,
+            404 => FailureKind::NotFound,
+            500.. => FailureKind::Unavailable,
+            _ => FailureKind::Refused,
+        }
+    }
+}
+
+/// A command that needs a token was given none.
+#[derive(Debug, thiserror::Error)]
+#[error("this command needs a token: pass --token or set ARCA_TOKEN")]
+pub struct MissingToken;
+
+/// Turns a non-2xx answer into a [`ServerAnswer`] naming the server's code and message.
 async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     if resp.status().is_success() {
         return Ok(resp);
     }
+    Err(answer(resp).await.into())
+}
+
+/// The error a non-2xx answer stands for.
+pub async fn answer(resp: reqwest::Response) -> ServerAnswer {
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(b) => bail!(
-            "refused ({} {}): {}",
-            status.as_u16(),
-            b.error.code,
-            b.error.message
-        ),
-        Err(_) => bail!("server answered HTTP {status}"),
+        Ok(b) => ServerAnswer {
+            status: status.as_u16(),
+            code: b.error.code,
+            message: b.error.message,
+        },
+        Err(_) => ServerAnswer {
+            status: status.as_u16(),
+            code: "http".to_owned(),
+            message: format!(
+                "the server answered HTTP {status} without an error body{}",
+                if status.is_server_error() {
+                    " (a proxy in between, or an overloaded server?)"
+                } else {
+                    ""
+                }
+            ),
+        },
     }
 }
 

@@ -1,0 +1,89 @@
+//! The command line documents itself, and docs/cli.md documents all of it: every command and
+//! every flag of `--help` has a description, and a row of docs/cli.md's table names each
+//! command with every one of its flags.
+
+use clap::CommandFactory;
+
+/// Flags every client command has, documented once above the table.
+const COMMON: &[&str] = &["server", "token", "help", "version"];
+
+/// Every leaf command: its words after `arca`, and the command itself.
+fn leaves(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, clap::Command)>) {
+    let subs: Vec<_> = cmd
+        .get_subcommands()
+        .filter(|c| c.get_name() != "help")
+        .collect();
+    if subs.is_empty() {
+        out.push((path, cmd.clone()));
+        return;
+    }
+    for s in subs {
+        let mut p = path.clone();
+        p.push(s.get_name().to_owned());
+        leaves(s, p, out);
+    }
+}
+
+fn all_leaves() -> Vec<(Vec<String>, clap::Command)> {
+    let mut cmd = arca::cli::Cli::command();
+    cmd.build();
+    let mut out = Vec::new();
+    leaves(&cmd, Vec::new(), &mut out);
+    out
+}
+
+#[test]
+fn every_command_and_option_in_help_has_a_description() {
+    let mut missing = Vec::new();
+    for (path, cmd) in all_leaves() {
+        if cmd.get_about().is_none() {
+            missing.push(format!("arca {}: no description", path.join(" ")));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("arca {}: {id}", path.join(" ")));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "options without a description in --help:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+#[test]
+fn docs_cli_md_lists_every_command_with_every_flag() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md"))
+        .expect("docs/cli.md");
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `arca ")).collect();
+    let mut problems = Vec::new();
+    for (path, cmd) in all_leaves() {
+        let head = format!("| `arca {}", path.join(" "));
+        let Some(row) = rows.iter().find(|r| {
+            r.strip_prefix(&head)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('`'))
+        }) else {
+            problems.push(format!("no row for `arca {}`", path.join(" ")));
+            continue;
+        };
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if COMMON.contains(&long) {
+                continue;
+            }
+            if !row.contains(&format!("--{long}")) {
+                problems.push(format!("`arca {}`: --{long} undocumented", path.join(" ")));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/cli.md is behind the command line:\n  {}",
+        problems.join("\n  ")
+    );
+}
