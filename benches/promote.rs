@@ -44,6 +44,8 @@ fn any_name_builder(builder: &SigningKey) -> arca_keys::KeyEntry {
         scope: vec!["**".into()],
         status: arca_keys::KeyStatus::Active,
         not_after: None,
+        label: None,
+        replaced_by: None,
     }
 }
 

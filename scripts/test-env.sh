@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the Python environment the integration tests need:
 #   $REPO/.test-env/venv  with python-tuf (the reference TUF client used by
-#   tools/tuf_fetch_check.py) and moto's S3 server (`moto_server`).
+#   tests/tuf_check.py) and moto's S3 server (`moto_server`).
 # Also makes sure strace (>= 4.16, for its fault injection) is installed: the
 # agent's crash tests use it to SIGKILL the agent at an exact system call.
 # Idempotent: a stamp file records the pinned requirements; when it matches

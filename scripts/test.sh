@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# The one test command: prepares the Python test environment (python-tuf,
-# moto's S3 server) and runs every Rust test in the workspace.
-# Extra arguments go to the main `cargo test` run (e.g. scripts/test.sh -- --nocapture);
-# the crates' documentation examples run after it.
+# The one test command: prepares the test environment (scripts/test-env.sh: python-tuf and
+# moto's S3 server in .test-env/venv, strace, ...) and runs every test of the workspace: unit,
+# property and integration tests, then the crates' documentation examples.
+#
+# With arguments, runs just what they select, as `cargo test` arguments for the workspace:
+#   scripts/test.sh --test refusals            one integration test file
+#   scripts/test.sh --test refusals -- bad_    tests of that file whose name contains "bad_"
+#   scripts/test.sh -p arca-keys               one crate
+#   scripts/test.sh --lib rollout::            unit tests whose path contains "rollout::"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/test-env.sh
-# Integration tests find python (for tools/tuf_fetch_check.py) and
-# moto_server (started per test as `moto_server -H 127.0.0.1 -p 0`) here.
+# Integration tests find python (for tests/tuf_check.py) and moto_server (started per test as
+# `moto_server -H 127.0.0.1 -p 0`) in this venv.
 export ARCA_TEST_VENV="$PWD/.test-env/venv"
-cargo test --workspace --all-targets "$@"
+if [[ $# -gt 0 ]]; then
+    exec cargo test "$@"
+fi
+cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -194,6 +194,8 @@ pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
             scope: Vec::new(),
             status: arca_keys::KeyStatus::Active,
             not_after: None,
+            label: Some("audit checkpoints".into()),
+            replaced_by: None,
         },
     );
     let policies: Vec<(String, String)> = (0..cfg.pipeline.len())

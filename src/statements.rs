@@ -89,8 +89,18 @@ pub fn builder_may_sign(
             format!("key {id} is not in trust document v{}", trust.version),
         ));
     };
+    let key = trust.describe_key(id);
     let reason = if entry.status == arca_keys::KeyStatus::Revoked {
-        format!("key {id} is revoked (trust v{})", trust.version)
+        format!("key {key} is revoked (trust v{})", trust.version)
+    } else if let Some(next) = entry
+        .replaced_by
+        .as_ref()
+        .filter(|_| !entry.can_sign(Role::Builder, now))
+    {
+        format!(
+            "key {key} was retired and replaced by {}: sign with the new key",
+            trust.describe_key(next)
+        )
     } else if !entry.can_sign(Role::Builder, now) {
         format!("key {id} is not an active builder key")
     } else if !entry.covers_name(name.as_str()) {

@@ -150,6 +150,8 @@ fn a_plain_trust_change_cannot_swap_the_root_keys_without_the_channel_roots() {
             scope: vec![],
             status: arca_keys::KeyStatus::Active,
             not_after: None,
+            label: None,
+            replaced_by: None,
         },
     );
     next.root = arca_keys::RootRole {
@@ -361,7 +363,12 @@ fn a_rotated_builder_key_is_retired_but_its_releases_stay_valid() {
         "--key",
         p(&old),
     ]);
-    assert!(err.contains("not an active builder key"), "{err}");
+    // ...and its refusal names the key that replaced it.
+    let new_id = s.ok(&["key", "id", &pubkey(&new)]).trim().to_owned();
+    assert!(
+        err.contains("retired") && err.contains(&format!("replaced by {new_id}")),
+        "{err}"
+    );
     // ...the new one has its roles and scope...
     s.push(&f2, "app/b", "1.0.0", &new);
     let err = s.fails(&[

@@ -369,6 +369,8 @@ fn trust_change_without_authorization_is_unauthorized() {
             scope: vec!["**".into()],
             status: arca_keys::KeyStatus::Active,
             not_after: None,
+            label: None,
+            replaced_by: None,
         },
     );
     // Even a correctly root-signed change needs a token.

@@ -80,6 +80,32 @@ pub struct KeyEntry {
     /// After this instant (`YYYY-MM-DDTHH:MM:SSZ`) the key signs nothing new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
+    /// Who or what holds the key ("ci-team-a", "alice"), shown instead of the bare id. Signed
+    /// with the rest, so only the root keys can name a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The key that took over this key's roles when it was rotated (`arca trust rotate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<KeyId>,
+}
+
+/// Longest key label: a name for people, not a description.
+pub const MAX_LABEL_LEN: usize = 64;
+
+/// Whether `label` may name a key: 1 to [`MAX_LABEL_LEN`] printable ASCII characters (canonical
+/// JSON escapes nothing else, so every canonicaliser agrees on it), no leading or trailing space.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() || label.len() > MAX_LABEL_LEN {
+        return Err(format!(
+            "label {label:?} must be 1 to {MAX_LABEL_LEN} characters"
+        ));
+    }
+    if !label.bytes().all(|b| (0x20..0x7f).contains(&b)) || label.trim() != label {
+        return Err(format!(
+            "label {label:?} must be printable ASCII without leading or trailing spaces"
+        ));
+    }
+    Ok(())
 }
 
 impl KeyEntry {
@@ -123,6 +149,14 @@ pub struct TrustDocument {
 }
 
 impl TrustDocument {
+    /// `id`, followed by its label when it has one: `1a2b… (ci-team-a)`.
+    pub fn describe_key(&self, id: &KeyId) -> String {
+        match self.keys.get(id).and_then(|e| e.label.as_deref()) {
+            Some(l) => format!("{id} ({l})"),
+            None => id.to_string(),
+        }
+    }
+
     /// Version 1: the given root keys and threshold, nothing else.
     pub fn genesis(root_keys: &[PublicKey], threshold: u32) -> Self {
         let keys = root_keys
@@ -136,6 +170,8 @@ impl TrustDocument {
                         scope: Vec::new(),
                         status: KeyStatus::Active,
                         not_after: None,
+                        label: None,
+                        replaced_by: None,
                     },
                 )
             })
@@ -216,6 +252,9 @@ impl TrustDocument {
             }
             if entry.roles.is_empty() {
                 return bad(format!("key {id} has no role"));
+            }
+            if let Some(l) = &entry.label {
+                check_label(l).map_err(|m| KeyError::InvalidTrust(format!("key {id}: {m}")))?;
             }
             if let Some(t) = &entry.not_after
                 && DateTime::parse_from_rfc3339(t).is_err()
@@ -311,6 +350,8 @@ mod tests {
             scope: vec![scope.into()],
             status: KeyStatus::Active,
             not_after: None,
+            label: None,
+            replaced_by: None,
         }
     }
 

@@ -9,33 +9,11 @@ use arca_keys::dsse::Envelope;
 use arca_keys::intoto::{PAYLOAD_TYPE, Statement, Subject};
 
 use super::ClientArgs;
+use crate::model::ChannelName;
 use crate::model::api::subject_name;
-use crate::model::{ArtifactName, ChannelName, Version};
 use crate::policy::{APPROVAL_PREDICATE, ApprovalPredicate};
 
-/// `NAME@VERSION` on the command line.
-#[derive(Clone, Debug)]
-pub struct Release {
-    pub name: ArtifactName,
-    pub version: Version,
-}
-
-impl std::str::FromStr for Release {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (n, v) = s
-            .rsplit_once('@')
-            .ok_or_else(|| format!("{s:?} is not NAME@VERSION"))?;
-        Ok(Release {
-            name: n
-                .parse()
-                .map_err(|e: crate::model::NameError| e.to_string())?,
-            version: v
-                .parse()
-                .map_err(|e: crate::model::NameError| e.to_string())?,
-        })
-    }
-}
+pub use super::Release;
 
 /// Sign a statement about a release and upload it.
 #[derive(clap::Args)]

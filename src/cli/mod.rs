@@ -6,18 +6,22 @@ mod audit;
 mod change;
 mod init;
 mod key;
+mod ls;
 mod policy;
 mod promote;
 mod pull;
 mod push;
 mod rollout;
 mod serve;
+mod show;
 mod trust;
 mod tuf_client;
 
 use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::model::{ArtifactName, Version};
 
 /// arca: a secure artifact repository and promotion service.
 #[derive(Parser)]
@@ -54,6 +58,10 @@ enum Command {
     Rollback(promote::RollbackArgs),
     /// List every change of a name in a channel.
     History(promote::HistoryArgs),
+    /// What is current in every channel (or one).
+    Ls(ls::Args),
+    /// One release: the artifact, where it stands in each channel, its statements, its history.
+    Show(show::Args),
     /// Fetch a channel's release of NAME, verify everything, and write it to DIR.
     Pull(pull::Args),
     /// Watch and steer phased rollouts.
@@ -71,6 +79,56 @@ enum Command {
     Audit(audit::Command),
     /// A generic TUF client (the command protocol of TUF's conformance suite).
     TufClient(tuf_client::Args),
+}
+
+/// `NAME@VERSION` on the command line.
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub name: ArtifactName,
+    pub version: Version,
+}
+
+impl std::str::FromStr for Release {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (n, v) = s
+            .rsplit_once('@')
+            .ok_or_else(|| format!("{s:?} is not NAME@VERSION"))?;
+        Ok(Release {
+            name: n
+                .parse()
+                .map_err(|e: crate::model::NameError| e.to_string())?,
+            version: v
+                .parse()
+                .map_err(|e: crate::model::NameError| e.to_string())?,
+        })
+    }
+}
+
+/// `NAME` or `NAME@VERSION` on the command line: one way to name a release everywhere.
+#[derive(Clone, Debug)]
+pub struct NameRef {
+    pub name: ArtifactName,
+    pub version: Option<Version>,
+}
+
+impl std::str::FromStr for NameRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.contains('@') {
+            let r: Release = s.parse()?;
+            return Ok(NameRef {
+                name: r.name,
+                version: Some(r.version),
+            });
+        }
+        Ok(NameRef {
+            name: s
+                .parse()
+                .map_err(|e: crate::model::NameError| e.to_string())?,
+            version: None,
+        })
+    }
 }
 
 /// Flags every client command takes.
@@ -143,6 +201,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Promote(a) => block_on(promote::promote(a)),
         Command::Rollback(a) => block_on(promote::rollback(a)),
         Command::History(a) => block_on(promote::history(a)),
+        Command::Ls(a) => block_on(ls::run(a)),
+        Command::Show(a) => block_on(show::run(a)),
         Command::Pull(a) => block_on(pull::run(a)),
         Command::TufClient(a) => block_on(tuf_client::run(a)),
         Command::Audit(c) => block_on(audit::run(c)),

@@ -1,5 +1,6 @@
 //! `arca promote NAME@VERSION --to CH [--dry-run] [--reason TEXT]`,
-//! `arca rollback NAME --channel CH [--to VERSION] [--reason TEXT]`, `arca history NAME --channel CH`.
+//! `arca rollback NAME[@VERSION] --channel CH [--to VERSION] [--reason TEXT]`,
+//! `arca history NAME[@VERSION] --channel CH`.
 
 use anyhow::bail;
 
@@ -7,7 +8,7 @@ use super::ClientArgs;
 use super::attest::Release;
 use crate::db::channels::HistoryEntry;
 use crate::model::api::{PromoteRequest, PromoteResponse, RollbackRequest, RollbackResponse};
-use crate::model::{ArtifactName, ChannelName, Version};
+use crate::model::{ChannelName, Version};
 use crate::policy::Decision;
 
 /// Promote a release into a channel if its policy allows it now.
@@ -60,14 +61,19 @@ impl PromoteArgs {
 /// Return a channel to a release it held before (as a new metadata version).
 #[derive(clap::Args)]
 pub struct RollbackArgs {
-    name: ArtifactName,
+    /// The name, or NAME@VERSION for the release to return to (the same as --to VERSION).
+    #[arg(value_name = "NAME[@VERSION]")]
+    name: super::NameRef,
+    /// The channel to roll back.
     #[arg(long)]
     channel: ChannelName,
     /// The version to return to (default: the release before the current one).
     #[arg(long)]
     to: Option<Version>,
+    /// Why (e.g. an incident ticket), kept in history and the audit log.
     #[arg(long)]
     reason: Option<String>,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -77,9 +83,13 @@ pub struct RollbackArgs {
 /// Every change of a name in a channel: who, when, why.
 #[derive(clap::Args)]
 pub struct HistoryArgs {
-    name: ArtifactName,
+    /// The name, or NAME@VERSION for the changes that involved that release only.
+    #[arg(value_name = "NAME[@VERSION]")]
+    name: super::NameRef,
+    /// The channel whose changes to list.
     #[arg(long)]
     channel: ChannelName,
+    /// Print the changes as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -180,10 +190,15 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
 
 pub async fn rollback(a: RollbackArgs) -> anyhow::Result<i32> {
     let api = a.client.client()?;
+    let to = match (&a.name.version, &a.to) {
+        (Some(v), Some(t)) if v != t => bail!("{}@{v} and --to {t} name two releases", a.name.name),
+        (Some(v), _) => Some(v.clone()),
+        (None, t) => t.clone(),
+    };
     let req = RollbackRequest {
-        name: a.name.clone(),
+        name: a.name.name.clone(),
         channel: a.channel.clone(),
-        to: a.to.clone(),
+        to,
         reason: a.reason.clone(),
     };
     let r: RollbackResponse = api.post_json("/api/v1/rollbacks", &req).await?;
@@ -192,7 +207,7 @@ pub async fn rollback(a: RollbackArgs) -> anyhow::Result<i32> {
     } else {
         println!(
             "rolled back {} in {}: {} -> {} (targets v{})",
-            a.name, a.channel, r.from, r.to, r.targets_version
+            a.name.name, a.channel, r.from, r.to, r.targets_version
         );
     }
     Ok(0)
@@ -200,18 +215,27 @@ pub async fn rollback(a: RollbackArgs) -> anyhow::Result<i32> {
 
 pub async fn history(a: HistoryArgs) -> anyhow::Result<i32> {
     let api = a.client.client()?;
-    let rows: Vec<HistoryEntry> = api
+    let mut rows: Vec<HistoryEntry> = api
         .get_json(
             "/api/v1/history",
-            &[("name", a.name.as_str()), ("channel", a.channel.as_str())],
+            &[
+                ("name", a.name.name.as_str()),
+                ("channel", a.channel.as_str()),
+            ],
         )
         .await?;
+    if let Some(v) = &a.name.version {
+        rows.retain(|r| r.version == v.as_str());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
     if rows.is_empty() {
-        println!("{} has never been in {}", a.name, a.channel);
+        match &a.name.version {
+            Some(v) => println!("{}@{v} has never been in {}", a.name.name, a.channel),
+            None => println!("{} has never been in {}", a.name.name, a.channel),
+        }
     }
     for r in rows {
         println!(

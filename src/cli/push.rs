@@ -1,4 +1,4 @@
-//! `arca push FILE --name NAME --version VERSION --key KEY`
+//! `arca push FILE NAME@VERSION --key KEY` (or `--name NAME --version VERSION`)
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,10 +17,16 @@ use crate::model::{ArtifactName, FileName, Version};
 pub struct Args {
     /// The file to upload.
     file: PathBuf,
-    #[arg(long)]
-    name: ArtifactName,
-    #[arg(long)]
-    version: Version,
+    /// The release, as NAME@VERSION (or give --name and --version).
+    #[arg(value_name = "NAME@VERSION", required_unless_present_all = ["name", "version"],
+          conflicts_with_all = ["name", "version"])]
+    release: Option<super::Release>,
+    /// The artifact's name (with --version; or give NAME@VERSION).
+    #[arg(long, requires = "version")]
+    name: Option<ArtifactName>,
+    /// The version (with --name; or give NAME@VERSION).
+    #[arg(long, requires = "name")]
+    version: Option<Version>,
     /// The builder's private key, which signs the build statement.
     #[arg(long)]
     key: PathBuf,
@@ -113,12 +119,17 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
         .len();
     let api = a.client.client()?;
     let started = std::time::Instant::now();
-    let subject = subject_name(&a.name, &a.version);
+    let (name, version) = match (&a.release, &a.name, &a.version) {
+        (Some(r), _, _) => (r.name.clone(), r.version.clone()),
+        (None, Some(n), Some(v)) => (n.clone(), v.clone()),
+        _ => bail!("name the release: NAME@VERSION, or --name and --version"),
+    };
+    let subject = subject_name(&name, &version);
 
     // A new version is uploaded while the file is hashed (two requests: stage, then push with
     // the statement). An existing one is only hashed: the push then names no bytes, and the
     // server answers "already present" for the same bytes or refuses other bytes.
-    let existing = api.artifact(&a.name, &a.version).await?;
+    let existing = api.artifact(&name, &version).await?;
     let bar = super::progress(size, a.json || existing.is_some());
     if let Some(b) = &bar {
         b.set_message(format!("push {subject}"));
@@ -127,8 +138,8 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
         (hash_file(&a.file).await?, None)
     } else {
         let uq = UploadQuery {
-            name: a.name.clone(),
-            version: a.version.clone(),
+            name: name.clone(),
+            version: version.clone(),
             signer: key.key_id(),
         };
         let (body, hashed) = read_once(&a.file, bar.clone())?;
@@ -173,8 +184,8 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
     );
     let envelope = Envelope::sign(PAYLOAD_TYPE, &statement.to_bytes(), &[&key]);
     let q = PushQuery {
-        name: a.name.clone(),
-        version: a.version.clone(),
+        name: name.clone(),
+        version: version.clone(),
         file: file_name,
         media_type: a.media_type.clone(),
         upload,

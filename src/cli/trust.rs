@@ -110,6 +110,9 @@ pub struct AddKeyArgs {
     /// The key signs nothing new after this time (YYYY-MM-DDTHH:MM:SSZ).
     #[arg(long)]
     not_after: Option<String>,
+    /// Who or what holds the key (e.g. ci-team-a), shown instead of the bare key id.
+    #[arg(long)]
+    label: Option<String>,
     #[command(flatten)]
     signing: Signing,
     #[command(flatten)]
@@ -164,6 +167,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             roles,
             scopes,
             not_after,
+            label,
             signing: Signing { sign, out },
             client,
         }) => {
@@ -190,6 +194,8 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     scope: scopes,
                     status: KeyStatus::Active,
                     not_after,
+                    label,
+                    replaced_by: None,
                 },
             );
             next.validate()?;
@@ -269,6 +275,8 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     scope: Vec::new(),
                     status: KeyStatus::Active,
                     not_after: None,
+                    label: None,
+                    replaced_by: None,
                 });
                 e.roles.insert(Role::Root);
                 e.status = KeyStatus::Active;
@@ -343,8 +351,10 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     "retired now".to_owned()
                 }
             };
+            old.replaced_by = Some(new_key.key_id());
             entry.public = new_key.to_tuf();
             entry.not_after = None;
+            entry.replaced_by = None;
             next.keys.insert(new_key.key_id(), entry);
             next.validate()?;
             let what = format!(
@@ -540,6 +550,19 @@ fn print_doc(doc: &TrustDocument) {
             .as_deref()
             .map(|t| format!(" until {t}"))
             .unwrap_or_default();
-        println!("{id}  {status:<8} {}{scope}{until}", roles.join(","));
+        let label = e
+            .label
+            .as_deref()
+            .map(|l| format!("  {l}"))
+            .unwrap_or_default();
+        let successor = e
+            .replaced_by
+            .as_ref()
+            .map(|n| format!(" replaced by {}", doc.describe_key(n)))
+            .unwrap_or_default();
+        println!(
+            "{id}  {status:<8} {}{scope}{until}{successor}{label}",
+            roles.join(",")
+        );
     }
 }

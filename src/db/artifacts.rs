@@ -210,3 +210,30 @@ impl ArtifactRow {
         })
     }
 }
+
+/// What the statements about an artifact say without opening them: (sha256, predicate type,
+/// signer key ids, stored at), oldest first.
+pub fn statement_summaries(
+    c: &Connection,
+    artifact_id: i64,
+) -> Result<Vec<(String, String, Vec<String>, String)>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT sha256, predicate_type, signers, created_at FROM statements WHERE artifact_id = ?1 \
+         ORDER BY created_at, sha256",
+    )?;
+    let rows = st.query_map([artifact_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (sha, ptype, signers, at) = r?;
+        let signers: Vec<String> = serde_json::from_str(&signers)
+            .map_err(|e| DbError::Corrupt(format!("statement {sha}: signers: {e}")))?;
+        Ok((sha, ptype, signers, at))
+    })
+    .collect()
+}

@@ -116,3 +116,26 @@ pub fn current_built_by(
     let rows = st.query_map([keyid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// The current release of each name in `channel`, with when and how it became current.
+pub fn board(c: &Connection, channel: &str) -> Result<Vec<(HistoryEntry, String)>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at, r.name FROM releases r \
+         JOIN (SELECT name, MAX(id) AS id FROM releases WHERE channel = ?1 GROUP BY name) m ON m.id = r.id \
+         JOIN artifacts a ON a.id = r.artifact_id ORDER BY r.name",
+    )?;
+    let rows = st.query_map([channel], |r| {
+        Ok((
+            HistoryEntry {
+                seq: r.get(0)?,
+                version: r.get(1)?,
+                action: r.get(2)?,
+                actor: r.get(3)?,
+                reason: r.get(4)?,
+                at: r.get(5)?,
+            },
+            r.get(6)?,
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

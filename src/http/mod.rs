@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 mod error;
 mod promotion;
+mod releases;
 mod rollout;
 pub mod status;
 mod trust;
@@ -174,6 +175,7 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
             .configure(artifacts::routes)
             .configure(trust::routes)
             .configure(promotion::routes)
+            .configure(releases::routes)
             .configure(rollout::routes)
             .configure(audit::routes)
             .configure(status::routes)

@@ -429,3 +429,64 @@ pub struct TokenResponse {
     pub role: String,
     pub token: String,
 }
+
+/// What is current in one channel (`GET /api/v1/channels`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelBoard {
+    pub channel: ChannelName,
+    /// Position in the pipeline (0: where pushes enter).
+    pub position: usize,
+    pub releases: Vec<CurrentRelease>,
+}
+
+/// The current release of a name in a channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CurrentRelease {
+    pub name: ArtifactName,
+    pub version: Version,
+    /// When it became current, and how (push, promote, auto-promote, rollback).
+    pub since: String,
+    pub action: String,
+    pub actor: String,
+}
+
+/// One release, everywhere (`GET /api/v1/release?name=&version=`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseView {
+    pub artifact: ArtifactInfo,
+    /// Every channel of the pipeline, in order.
+    pub channels: Vec<ReleaseInChannel>,
+    pub statements: Vec<StatementSummary>,
+}
+
+/// Where a release stands in one channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseInChannel {
+    pub channel: ChannelName,
+    /// Whether this release is the channel's current one for its name.
+    pub current: bool,
+    /// The channel's current version of the name, if it holds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<Version>,
+    /// The changes of this channel that involved this release, oldest first.
+    pub history: Vec<crate::db::channels::HistoryEntry>,
+}
+
+/// A statement about a release, as stored (its signatures were checked when it arrived).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatementSummary {
+    pub sha256: String,
+    pub predicate_type: String,
+    pub signers: Vec<Signer>,
+    pub created_at: String,
+}
+
+/// A key that signed a statement, with its label and standing in the current trust document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Signer {
+    pub key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// active, retired, revoked, or unknown (no longer in the trust document).
+    pub status: String,
+}

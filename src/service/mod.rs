@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auto;
+pub mod board;
 pub mod metrics;
 pub mod online;
 pub mod policy;
