@@ -18,6 +18,7 @@ pub use super::Release;
 /// Sign a statement about a release and upload it.
 #[derive(clap::Args)]
 pub struct AttestArgs {
+    /// The release, as NAME@VERSION.
     release: Release,
     /// The predicate type (a URI), e.g. https://example.com/tests/v1.
     #[arg(long = "type")]
@@ -32,6 +33,7 @@ pub struct AttestArgs {
     /// server reports).
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -41,7 +43,9 @@ pub struct AttestArgs {
 /// Approve a release for a channel.
 #[derive(clap::Args)]
 pub struct ApproveArgs {
+    /// The release, as NAME@VERSION.
     release: Release,
+    /// The channel the approval is for (an approval for staging does not count for prod).
     #[arg(long)]
     channel: ChannelName,
     /// The approver's key.
@@ -53,6 +57,7 @@ pub struct ApproveArgs {
     /// Why (recorded in the approval).
     #[arg(long)]
     reason: Option<String>,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -153,6 +158,7 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
 pub async fn approve(a: ApproveArgs) -> anyhow::Result<i32> {
     let key = SigningKey::read_file(&a.key)?;
     let predicate = serde_json::to_value(ApprovalPredicate {
+        /// The channel the approval is for (an approval for staging does not count for prod).
         channel: a.channel.clone(),
         break_glass: a.break_glass,
         reason: a.reason.clone(),

@@ -14,6 +14,7 @@ use crate::client::ApiClient;
 pub enum Command {
     /// Recompute the hash chain and check every signed checkpoint; name the first bad entry.
     Verify {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         /// Where the newest verified checkpoint is kept between runs, so that a server which
@@ -38,6 +39,7 @@ pub enum Command {
     },
     /// Ask the server to sign a checkpoint of the log now.
     Checkpoint {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -13,7 +13,10 @@ pub enum Command {
         out: PathBuf,
     },
     /// Print the key id of a key file (private or .pub).
-    Id { file: PathBuf },
+    Id {
+        /// The key file (private, or FILE.pub).
+        file: PathBuf,
+    },
 }
 
 pub fn run(c: Command) -> anyhow::Result<i32> {

@@ -14,8 +14,11 @@ use crate::policy::Policy;
 pub enum Command {
     /// Replace a channel's policy (a new trust version signed by the root keys).
     Set {
+        /// The channel whose policy it is.
         channel: ChannelName,
+        /// The policy file (TOML; see docs/policy.md).
         file: PathBuf,
+        /// Root private keys (the root threshold).
         #[arg(long = "sign", required = true)]
         sign: Vec<PathBuf>,
         #[command(flatten)]
@@ -23,6 +26,7 @@ pub enum Command {
     },
     /// Print a channel's current policy.
     Show {
+        /// The channel whose policy it is.
         channel: ChannelName,
         #[command(flatten)]
         client: ClientArgs,

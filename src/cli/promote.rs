@@ -14,7 +14,9 @@ use crate::policy::Decision;
 /// Promote a release into a channel if its policy allows it now.
 #[derive(clap::Args)]
 pub struct PromoteArgs {
+    /// The release, as NAME@VERSION.
     release: Release,
+    /// The channel to promote into.
     #[arg(long)]
     to: ChannelName,
     /// Evaluate and print the decision; change nothing.
@@ -36,6 +38,7 @@ pub struct PromoteArgs {
     /// Reports needed before the failure rate decides (advance or halt).
     #[arg(long, default_value_t = 5)]
     min_reports: u32,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -112,6 +115,7 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
     let req = PromoteRequest {
         name: a.release.name.clone(),
         version: a.release.version.clone(),
+        /// The channel to promote into.
         to: a.to.clone(),
         dry_run: a.dry_run,
         reason: a.reason.clone(),

@@ -17,7 +17,9 @@ use crate::model::{ArtifactName, ChannelName};
 /// Fetch and verify a channel's release of NAME.
 #[derive(clap::Args)]
 pub struct Args {
+    /// The artifact name to fetch.
     name: ArtifactName,
+    /// The channel to fetch it from.
     #[arg(long)]
     channel: ChannelName,
     /// The pinned root (`root.json` from the server's home), the client's trust anchor.
@@ -30,6 +32,7 @@ pub struct Args {
     /// Default: $HOME/.local/state/arca/<server>/<channel>.
     #[arg(long, env = "ARCA_METADATA_DIR")]
     metadata_dir: Option<PathBuf>,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]

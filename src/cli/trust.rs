@@ -43,12 +43,15 @@ pub enum Command {
     Propose(Proposal),
     /// Show a trust change file and add signatures to it.
     Sign {
+        /// The trust change file (written by `arca trust propose` or by a change with --out).
         file: PathBuf,
+        /// A private key to sign with (repeat for each key held here).
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
     },
     /// Send a trust change file once it carries the thresholds.
     Submit {
+        /// The trust change file (written by `arca trust propose` or by a change with --out).
         file: PathBuf,
         #[command(flatten)]
         client: ClientArgs,
@@ -58,6 +61,7 @@ pub enum Command {
         /// Warn about anything that expires within this time.
         #[arg(long, default_value = "30days")]
         warn_within: humantime::Duration,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -65,6 +69,7 @@ pub enum Command {
     },
     /// Print the current trust document.
     Show {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -121,6 +126,7 @@ pub struct AddKeyArgs {
 
 #[derive(clap::Args)]
 pub struct RevokeArgs {
+    /// The key's id (64 hex digits, as `arca key id` prints it).
     keyid: KeyId,
     #[command(flatten)]
     signing: Signing,
@@ -130,6 +136,7 @@ pub struct RevokeArgs {
 
 #[derive(clap::Args)]
 pub struct RotateArgs {
+    /// The key's id (64 hex digits, as `arca key id` prints it).
     keyid: KeyId,
     /// The new public key.
     #[arg(long)]

@@ -16,14 +16,19 @@ use crate::tuf::client::{Fetcher, Updater, download_target, target_url};
 /// A generic TUF client.
 #[derive(clap::Args)]
 pub struct Args {
+    /// The client's metadata directory (trusted root and metadata).
     #[arg(long)]
     metadata_dir: PathBuf,
+    /// Base URL of the repository's metadata (refresh, download).
     #[arg(long)]
     metadata_url: Option<String>,
+    /// The target path to download.
     #[arg(long)]
     target_name: Option<String>,
+    /// Base URL of the repository's targets (download).
     #[arg(long)]
     target_base_url: Option<String>,
+    /// Directory the downloaded target is written to (its URL-encoded path as the file name).
     #[arg(long)]
     target_dir: Option<PathBuf>,
     /// init ROOT | refresh | download
