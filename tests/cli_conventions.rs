@@ -218,3 +218,42 @@ fn a_second_server_on_the_same_home_is_refused() {
     // The first one still serves.
     s.ok(&["trust", "show"]);
 }
+
+#[test]
+fn messages_say_what_to_do_about_another_servers_root_and_an_unknown_channel() {
+    let s = Server::start();
+    let other = Server::start();
+    let b = s.builder("builder", "app/*");
+    s.push(&s.file("a.bin", 100, 1), "app/a", "1.0.0", &b);
+    let out = s.path("out");
+    let err = s.fails(&[
+        "pull",
+        "app/a",
+        "--channel",
+        "dev",
+        "--root",
+        other.root_json().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--metadata-dir",
+        s.path("state1").to_str().unwrap(),
+    ]);
+    assert!(err.contains("another server's root.json"), "{err}");
+    let err = s.fails(&[
+        "pull",
+        "app/a",
+        "--channel",
+        "qa",
+        "--root",
+        s.root_json().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--metadata-dir",
+        s.path("state2").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("has no channel qa (its channels: dev, staging, prod)"),
+        "{err}"
+    );
+    assert!(common::list_files(&out).is_empty());
+}

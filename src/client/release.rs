@@ -126,8 +126,11 @@ impl ChannelClient {
             self.fetcher.clone(),
         )
         .refresh()
-        .await
-        .context("channel metadata refused")?;
+        .await;
+        let trusted = match trusted {
+            Ok(t) => t,
+            Err(e) => return Err(self.explain(e.into()).await),
+        };
         if trusted.root.channel.as_deref() != Some(self.channel.as_str()) {
             bail!(
                 "root metadata v{} is bound to channel {:?}, not {}: refusing a wrong-channel repository",
@@ -137,6 +140,34 @@ impl ChannelClient {
             );
         }
         Ok(trusted)
+    }
+
+    /// A refused refresh, with what to do about the two causes people meet first: a channel
+    /// this server does not have, and a pinned root from another server.
+    async fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        let channels: anyhow::Result<Vec<crate::model::api::ChannelBoard>> =
+            self.api.get_json("/api/v1/channels", &[]).await;
+        if let Ok(list) = channels
+            && !list.iter().any(|c| c.channel == self.channel)
+        {
+            let names: Vec<&str> = list.iter().map(|c| c.channel.as_str()).collect();
+            return anyhow::anyhow!(
+                "{} has no channel {} (its channels: {})",
+                self.api.base(),
+                self.channel,
+                names.join(", ")
+            );
+        }
+        let text = format!("{e:#}");
+        if text.contains("root metadata") && text.contains("valid signature") {
+            return e.context(format!(
+                "channel metadata refused: the pinned root (--root) does not sign {}'s {} channel; \
+                 is it another server's root.json? Use the root.json of this server's home",
+                self.api.base(),
+                self.channel
+            ));
+        }
+        e.context("channel metadata refused")
     }
 
     /// Asks whether the channel's timestamp changed since the last call, with a conditional

@@ -100,10 +100,49 @@ pub struct FreezeWindow {
     pub reason: Option<String>,
 }
 
+/// A TOML error as a policy author reads it: where (line, column, the line itself) and what,
+/// in the file's terms rather than the parser's type names (`expected struct ApprovalRule`
+/// becomes `expected a table`).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut what = e.message().trim().to_owned();
+    for (rust, human) in [
+        ("a sequence", "a list ([...])"),
+        ("a boolean", "true or false"),
+        ("u32", "a whole number"),
+        ("u64", "a whole number"),
+        ("usize", "a whole number"),
+        ("f64", "a number"),
+        (
+            "expected number at 0",
+            "expected a duration such as 30m, 2h or 7days",
+        ),
+    ] {
+        if let Some(rest) = what.strip_suffix(rust) {
+            what = format!("{rest}{human}");
+        } else if what == rust {
+            what = human.to_owned();
+        }
+    }
+    if let Some(i) = what.find("expected struct ") {
+        what.truncate(i);
+        what.push_str("expected a table ([section] with its keys)");
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+            format!("line {line}, column {column} (`{source}`): {what}")
+        }
+        None => what,
+    }
+}
+
 impl Policy {
     /// Parses and checks a policy file.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
-        let p: Policy = toml::from_str(text).map_err(|e| PolicyError(e.to_string()))?;
+        let p: Policy = toml::from_str(text).map_err(|e| PolicyError(toml_error(text, &e)))?;
         p.validate()?;
         Ok(p)
     }
@@ -200,6 +239,28 @@ mod time {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toml_errors_name_the_line_and_no_rust_types() {
+        for (text, want) in [
+            (
+                "require_approvals = 1",
+                "line 1, column 21 (`require_approvals = 1`): invalid type: integer `1`, expected a table",
+            ),
+            (
+                "[require_approvals]\nthreshold = -1",
+                "line 2, column 13 (`threshold = -1`): invalid value: integer `-1`, expected a whole number",
+            ),
+            ("freeze = 1", "expected a list"),
+            ("min_soak = \"x\"", "expected a duration such as 30m"),
+        ] {
+            let e = Policy::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+            for rust in ["struct", "u32", "sequence", "TOML parse error"] {
+                assert!(!e.contains(rust), "{text:?}: {e}");
+            }
+        }
+    }
 
     #[test]
     fn full_policy_round_trips() {
