@@ -1,6 +1,6 @@
 //! The deploy agent (`arca agent`) under attack: it must install only verified releases, switch
 //! to them atomically, go back when they are unhealthy, survive a SIGKILL at any instant, and
-//! report every outcome (DESIGN.md §2, guarantees 5 and 8; src/agent/mod.rs).
+//! report every outcome (docs/security.md, guarantees 5 and 8; src/agent/mod.rs).
 //!
 //! Every test drives the real binary against a real server. The agent's directory is checked
 //! from outside, the way a service that runs `DIR/current` would see it: `current` is absent

@@ -1,4 +1,4 @@
-//! The tamper-evident audit log (DESIGN §2 guarantee 7, §4 "Audit entry"): every state change
+//! The tamper-evident audit log (docs/security.md guarantee 7; docs/api.md "Audit"): every state change
 //! and refusal is appended to a hash chain, the server signs checkpoints, and `arca audit verify`
 //! names a modified, removed or reordered entry — and, thanks to the checkpoints, a rewrite that
 //! recomputed every hash. The attacks edit the server's SQLite directly, as someone with write

@@ -1,4 +1,4 @@
-//! Guarantee 8 (DESIGN.md §2): a half-finished upload never becomes visible. The server or the
+//! Guarantee 8 (docs/security.md): a half-finished upload never becomes visible. The server or the
 //! client is SIGKILLed while a large push is streaming; afterwards nothing is registered, no
 //! blob is published, the channel has no release, and the same push then succeeds.
 //!

@@ -1,4 +1,4 @@
-//! Root rotation (issue 4, first part): the root keys and threshold change through a trust
+//! Root rotation (docs/key-management.md): the root keys and threshold change through a trust
 //! version and every channel's next TUF root, signed by the old threshold and the new one;
 //! clients pinned to the first root follow the chain, arca's and python-tuf alike.
 

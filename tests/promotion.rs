@@ -1,4 +1,4 @@
-//! Promotion (DESIGN.md §2 guarantees 3, 4 and 6, §4 "Policy", §6; docs/policy.md): a release
+//! Promotion (docs/security.md guarantees 3, 4 and 6; docs/policy.md; docs/cli.md): a release
 //! moves dev -> staging -> prod only when every rule of the target channel's policy passes at
 //! that moment, against the trust document as it is then. Every refusal names the failing rule,
 //! lists every rule on stdout, and changes nothing but the audit log (the channel's TUF targets

@@ -1,4 +1,4 @@
-//! Promotion guarantees (DESIGN.md §2: 4, 5, 6 and 8):
+//! Promotion guarantees (docs/security.md: 4, 5, 6 and 8):
 //!
 //! - concurrent promotions and rollbacks of one name serialise: no lost update, one targets
 //!   version per change, history and metadata agree;

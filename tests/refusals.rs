@@ -1,4 +1,4 @@
-//! What bad input gets (DESIGN §2, §7): every refusal names the problem, leaves the store and
+//! What bad input gets (docs/security.md; docs/api.md "Errors"): every refusal names the problem, leaves the store and
 //! the database exactly as they were, and (where a use case refused it) appends one `refused`
 //! audit entry.
 

@@ -1,4 +1,4 @@
-//! Phased rollouts, the server side (DESIGN.md §4 "Rollout"; docs/api.md; `src/rollout.rs`,
+//! Phased rollouts, the server side (docs/rollouts.md; docs/api.md; `src/rollout.rs`,
 //! `src/service/rollout.rs`, `tuf/repo.rs` `entries_of`): agents fall in buckets by the hash
 //! of their id and the name, so the same agents go first every time; reports that cross the
 //! failure ceiling halt the rollout at once and roll the channel forward to the previous
@@ -339,7 +339,7 @@ fn figures(s: &Server) -> (u64, u64) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bucketing, reimplemented from its specification (DESIGN.md §4, src/rollout.rs docs): the
+// Bucketing, reimplemented from its specification (docs/rollouts.md, src/rollout.rs docs): the
 // first 8 bytes (big-endian) of SHA-256("arca-rollout\0" name "\0" agent id), modulo 10000,
 // below percent * 100.
 

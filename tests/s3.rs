@@ -1,7 +1,7 @@
 //! The blob store on S3 (moto's S3 server from the test venv): the push/pull round trip with
 //! the bytes living in the bucket, python-tuf reading a release served from S3, and refused
 //! uploads (digest mismatch, too large) leaving neither an object nor a pending multipart
-//! upload behind (DESIGN.md §2 guarantees 1 and 8, §3 "Scale-out").
+//! upload behind (docs/security.md guarantees 1 and 8; docs/operations.md "S3").
 
 mod common;
 

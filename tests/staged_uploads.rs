@@ -1,4 +1,4 @@
-//! Two-step pushes (DESIGN §2, §7): `POST /api/v1/uploads` stages the bytes, `POST
+//! Two-step pushes (docs/security.md guarantees 1 and 8; docs/api.md): `POST /api/v1/uploads` stages the bytes, `POST
 //! /api/v1/artifacts?upload=ID` commits them with a build statement. A staged upload is visible
 //! nowhere; it can be used only by the token that staged it, for the name@version it was staged
 //! for, and only with a statement whose digests are the bytes'. Every refusal names the problem,

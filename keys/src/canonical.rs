@@ -84,7 +84,7 @@ mod tests {
         /// disagree when a key holds `"` or `\`, or when one key is a prefix of another followed
         /// by a space, `!` or a control character (this property found both: `""` vs `" "`).
         /// arca never emits such keys: names, file names, digests and key ids are validated to
-        /// smaller alphabets, which is why DESIGN §5 asks for plain ASCII names.
+        /// smaller alphabets, which is why arca keeps names plain ASCII.
         #[test]
         fn matches_reference_and_round_trips(m in proptest::collection::btree_map("[#-\\[\\]-~]{0,8}", any::<i64>(), 0..8)) {
             let bytes = to_canonical_json(&m).unwrap();

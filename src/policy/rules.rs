@@ -1,4 +1,4 @@
-//! The policy file: every rule of DESIGN.md §4, parsed strictly.
+//! The policy file: every rule of docs/policy.md, parsed strictly.
 
 use std::time::Duration;
 

@@ -55,7 +55,7 @@ fn open_local(root: &FsPath, options: &[(String, String)]) -> Result<Backend, St
     std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     let store = LocalFileSystem::new_with_prefix(root)
         .map_err(|e| e.to_string())?
-        // A blob the server has acknowledged must survive a power cut (DESIGN.md §2.8), as it
+        // A blob the server has acknowledged must survive a power cut (guarantee 8 in docs/security.md), as it
         // would on S3; the cost is one fsync per upload.
         .with_fsync(true);
     Ok(Backend {
