@@ -1,6 +1,6 @@
 //! Attacks on the client side (docs/security.md guarantee 5 and "What arca's client checks
-//! beyond TUF"): a compromised store, server or mirror serves altered blobs, altered or replayed metadata, expired metadata, another
-//! repository's or another channel's metadata, or a release without a trusted build signature.
+//! beyond TUF"): a compromised store, server or mirror serves altered blobs, altered or
+//! replayed metadata, expired metadata, another repository's or another channel's metadata, or a release without a trusted build signature.
 //! `arca pull` must refuse each one with exactly one `error:` line naming the problem and must
 //! leave nothing in its `--out` directory. Where it makes sense python-tuf's ngclient is run on
 //! the same repository to show that a generic TUF client refuses too — or, for the checks only
