@@ -158,7 +158,6 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
 pub async fn approve(a: ApproveArgs) -> anyhow::Result<i32> {
     let key = SigningKey::read_file(&a.key)?;
     let predicate = serde_json::to_value(ApprovalPredicate {
-        /// The channel the approval is for (an approval for staging does not count for prod).
         channel: a.channel.clone(),
         break_glass: a.break_glass,
         reason: a.reason.clone(),

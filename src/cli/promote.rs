@@ -115,7 +115,6 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
     let req = PromoteRequest {
         name: a.release.name.clone(),
         version: a.release.version.clone(),
-        /// The channel to promote into.
         to: a.to.clone(),
         dry_run: a.dry_run,
         reason: a.reason.clone(),
