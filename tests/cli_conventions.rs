@@ -257,3 +257,25 @@ fn messages_say_what_to_do_about_another_servers_root_and_an_unknown_channel() {
     );
     assert!(common::list_files(&out).is_empty());
 }
+
+#[test]
+fn logs_carry_no_colour_codes_when_not_on_a_terminal() {
+    let s = Server::start();
+    s.ok(&["trust", "show"]);
+    // The server's log is a file; a client's log lines go to a pipe here.
+    let out = s
+        .arca()
+        .env("RUST_LOG", "info")
+        .args(["history", "app/a", "--channel", "dev"])
+        .output()
+        .unwrap();
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(10),
+        || { s.log().contains("initialised a new home") }
+    ));
+    assert!(!s.log().contains('\u{1b}'), "{}", s.log());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains('\u{1b}'),
+        "{out:?}"
+    );
+}
