@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: prepares the test environment (scripts/test-env.sh: python-tuf and
 # moto's S3 server in .test-env/venv, strace, ...) and runs every test of the workspace: unit,
-# property and integration tests, then the crates' documentation examples.
+# property and integration tests, then the crates' documentation examples, then the release
+# binary's size (scripts/check-release.sh).
 #
 # With arguments, runs just what they select, as `cargo test` arguments for the workspace:
 #   scripts/test.sh --test refusals            one integration test file
@@ -19,3 +20,5 @@ if [[ $# -gt 0 ]]; then
 fi
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+# The shipped binary: release build, under 30 MiB, no DWARF.
+scripts/check-release.sh
