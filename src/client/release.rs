@@ -260,10 +260,7 @@ impl ChannelClient {
                 trust.version
             );
         }
-        let mut policy = crate::policy::Policy::from_toml(&text)?;
-        policy.from = None;
-        policy.min_soak = std::time::Duration::ZERO;
-        policy.freeze.clear();
+        let policy = crate::policy::Policy::from_toml(&text)?.signature_rules();
         let facts: Vec<crate::policy::StatementFacts> = envelopes
             .iter()
             .zip(&custom.statements)

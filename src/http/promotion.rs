@@ -113,8 +113,8 @@ async fn set_policy(
     path: web::Path<ChannelName>,
     change: web::Json<PolicyChange>,
 ) -> Result<HttpResponse, Error> {
-    let version = policy::set(&app, &actor.0, path.into_inner(), change.into_inner()).await?;
-    Ok(HttpResponse::Created().json(crate::model::api::TrustChangeResponse { version }))
+    let r = policy::set(&app, &actor.0, path.into_inner(), change.into_inner()).await?;
+    Ok(HttpResponse::Created().json(r))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
