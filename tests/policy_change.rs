@@ -57,7 +57,11 @@ fn prod_release() -> (Server, PathBuf, PathBuf) {
 
 fn two_approvals(s: &Server) -> PathBuf {
     let f = s.path("two-approvals.toml");
-    std::fs::write(&f, "from = \"staging\"\n[require_approvals]\nthreshold = 2\n").unwrap();
+    std::fs::write(
+        &f,
+        "from = \"staging\"\n[require_approvals]\nthreshold = 2\n",
+    )
+    .unwrap();
     f
 }
 
@@ -120,7 +124,10 @@ fn stricter_policy_that_strands_the_current_release_needs_force_and_an_approval_
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "exit 0 for a refused release: {stdout}");
+    assert!(
+        !out.status.success(),
+        "exit 0 for a refused release: {stdout}"
+    );
     assert!(stdout.contains("already current"), "{stdout}");
     assert!(stdout.contains("FAIL"), "{stdout}");
 
@@ -167,7 +174,11 @@ fn stricter_policy_that_strands_the_current_release_needs_force_and_an_approval_
     assert!(ok, "{log}");
     let trusted: serde_json::Value =
         serde_json::from_slice(&std::fs::read(py_state.join("targets.json")).unwrap()).unwrap();
-    assert_eq!(trusted["signed"]["version"], tv + 1, "python-tuf kept old targets");
+    assert_eq!(
+        trusted["signed"]["version"],
+        tv + 1,
+        "python-tuf kept old targets"
+    );
 
     // And promoting it again is a plain "already current" that succeeds.
     let out = s.ok(&["promote", "app/x@1.0.0", "--to", "prod"]);
@@ -180,8 +191,19 @@ fn a_policy_that_strands_nothing_needs_no_force() {
     // Staging's release has a build signature and came from dev: a stricter staging policy
     // it still meets is accepted as before, and lists nothing.
     let f = s.path("staging.toml");
-    std::fs::write(&f, "from = \"dev\"\n[require_build_signature]\nthreshold = 1\n").unwrap();
-    let out = s.ok(&["policy", "set", "staging", p(&f), "--sign", p(&s.root_key())]);
+    std::fs::write(
+        &f,
+        "from = \"dev\"\n[require_build_signature]\nthreshold = 1\n",
+    )
+    .unwrap();
+    let out = s.ok(&[
+        "policy",
+        "set",
+        "staging",
+        p(&f),
+        "--sign",
+        p(&s.root_key()),
+    ]);
     assert!(out.contains("policy of staging set"), "{out}");
     assert!(!out.contains("STRANDED"), "{out}");
 }
