@@ -63,11 +63,10 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             // (409 stranded_releases, naming them).
             let r: PolicyChangeResponse = api
                 .post_json(
-                    &format!("/api/v1/policies/{channel}"),
+                    &format!("/api/v1/policies/{channel}?force={force}"),
                     &PolicyChange {
                         policy: text,
                         trust,
-                        force,
                     },
                 )
                 .await?;

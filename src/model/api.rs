@@ -217,9 +217,15 @@ pub struct RollbackResponse {
 pub struct PolicyChange {
     pub policy: String,
     pub trust: arca_keys::SignedEnvelope,
-    /// Set the policy even though releases current in the channel would no longer meet it
+}
+
+/// Query of `POST /api/v1/policies/{channel}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChangeQuery {
+    /// Set the policy even though releases listed in the channel would no longer meet it
     /// (clients refuse them until they get what they lack, e.g. another approval).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub force: bool,
 }
 

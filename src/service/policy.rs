@@ -15,15 +15,17 @@ use crate::tuf::metadata::sha256_hex;
 /// Most stranded releases a refusal names (the count is always given).
 const MAX_NAMED: usize = 20;
 
-/// Applies a policy change; returns the new trust version and what it strands.
+/// Applies a policy change (`force`: even if it strands releases); returns the new trust
+/// version and what it strands.
 pub async fn set(
     app: &App,
     actor: &str,
     channel: ChannelName,
     change: PolicyChange,
+    force: bool,
 ) -> Result<PolicyChangeResponse, Error> {
     let subject = format!("policy {channel}");
-    let result = set_inner(app, actor, &channel, change).await;
+    let result = set_inner(app, actor, &channel, change, force).await;
     // Refusals after the trust check are audited there; these are the ones before it.
     if let Err(e) = &result
         && matches!(
@@ -44,6 +46,7 @@ async fn set_inner(
     actor: &str,
     channel: &ChannelName,
     change: PolicyChange,
+    force: bool,
 ) -> Result<PolicyChangeResponse, Error> {
     if !app.cfg.pipeline.contains(channel) {
         return Err(Error::not_found(
@@ -81,7 +84,7 @@ async fn set_inner(
             policy: Some((sha, change.policy.clone())),
             strand_check: Some(super::trust::StrandCheck {
                 channel: channel.clone(),
-                force: change.force,
+                force,
             }),
             ..Default::default()
         },
