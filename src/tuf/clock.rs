@@ -118,3 +118,39 @@ pub fn render_metrics() -> String {
         REFUSALS.load(Ordering::Relaxed)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOLERANCE: Duration = Duration::from_secs(60);
+
+    /// Other tests sign with the real clock in parallel: they re-anchor at the real time,
+    /// which keeps every expectation below true.
+    #[test]
+    fn a_jump_is_refused_until_the_clock_returns_and_a_clock_behind_the_last_signing_too() {
+        check(Utc::now(), None, TOLERANCE).unwrap();
+        let ahead = Utc::now() + chrono::Duration::days(400);
+        assert!(matches!(
+            check(ahead, None, TOLERANCE),
+            Err(ClockFault::Jump { .. })
+        ));
+        let back = Utc::now() - chrono::Duration::days(3);
+        assert!(matches!(
+            check(back, None, TOLERANCE),
+            Err(ClockFault::Jump { .. })
+        ));
+        check(Utc::now(), None, TOLERANCE).unwrap();
+        let later = Utc::now() + chrono::Duration::days(3);
+        let e = check(Utc::now(), Some(later), TOLERANCE).unwrap_err();
+        assert!(matches!(e, ClockFault::Behind { .. }), "{e}");
+        // Within the tolerance is no fault.
+        check(
+            Utc::now(),
+            Some(Utc::now() + chrono::Duration::seconds(30)),
+            TOLERANCE,
+        )
+        .unwrap();
+        assert!(render_metrics().contains("arca_signing_refusals_total "));
+    }
+}

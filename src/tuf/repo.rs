@@ -33,9 +33,10 @@ pub fn check_clock(c: &Connection, cfg: &TufConfig, now: DateTime<Utc>) -> Resul
     Ok(())
 }
 
-/// The expiry of a new version of `role`, after checking the clock: `now` + the role's
-/// lifetime, and never earlier than the current version's (a new version must not expire
-/// before the one it replaces; after a lifetime was shortened it keeps the old expiry).
+/// The expiry of a new version of `role`, after checking the clock: `now` (just checked against
+/// the monotonic clock and the last signing) + the role's lifetime, and never earlier than the
+/// current version's. The two agree unless a lifetime was shortened: the new version then keeps
+/// the current expiry, which extends nothing (the current version is valid until then anyway).
 fn online_expiry(
     c: &Connection,
     channel: &str,
