@@ -3,7 +3,8 @@
 #   $REPO/.test-env/venv  with python-tuf (the reference TUF client used by
 #   tests/tuf_check.py) and moto's S3 server (`moto_server`).
 # Also makes sure strace (>= 4.16, for its fault injection) is installed: the
-# agent's crash tests use it to SIGKILL the agent at an exact system call.
+# agent's crash tests use it to SIGKILL the agent at an exact system call,
+# and that libfaketime is (the clock tests fake the server's wall clock).
 # Idempotent: a stamp file records the pinned requirements; when it matches
 # and the venv is intact, nothing is done.
 set -euo pipefail
@@ -15,6 +16,19 @@ if ! command -v strace >/dev/null 2>&1; then
     if ! { $SUDO apt-get install -y -q strace >/dev/null 2>&1 \
         || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q strace >/dev/null 2>&1; }; }; then
         echo "test-env: cannot install strace with apt-get; install it (Debian package strace)" >&2
+        exit 1
+    fi
+fi
+
+# libfaketime: the clock tests run the server under a fake wall clock (LD_PRELOAD) that they
+# move while it runs, with the monotonic clock left real.
+if ! compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null; then
+    SUDO=""
+    [[ "$(id -u)" -ne 0 ]] && SUDO="sudo"
+    echo "test-env: installing faketime and libfaketime (apt)"
+    if ! { $SUDO apt-get install -y -q faketime libfaketime >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q faketime libfaketime >/dev/null 2>&1; }; }; then
+        echo "test-env: cannot install libfaketime with apt-get; install it (Debian packages faketime, libfaketime)" >&2
         exit 1
     fi
 fi

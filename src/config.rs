@@ -87,6 +87,12 @@ pub struct TufConfig {
     /// Serve each role's newest file from memory until this server writes metadata again.
     /// Turn it off only if something other than this process writes the database.
     pub memory_cache: bool,
+    /// The most the wall clock may move against the monotonic clock between two checks, or
+    /// stand behind the last signing, before the server refuses to sign metadata (a clock
+    /// fault: alert on `arca_clock_fault`). One minute: NTP slews far less than that, while a
+    /// clock set by hand, a bad NTP source or a VM restored from a snapshot moves by more.
+    #[serde(with = "human")]
+    pub max_clock_step: Duration,
 }
 
 impl Default for Config {
@@ -125,6 +131,7 @@ impl Default for TufConfig {
             timestamp_expiry: Duration::from_secs(DAY),
             refresh_interval: Duration::from_secs(300),
             memory_cache: true,
+            max_clock_step: Duration::from_secs(60),
         }
     }
 }

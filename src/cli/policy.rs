@@ -1,4 +1,4 @@
-//! `arca policy set CHANNEL FILE.toml --sign ROOTKEY...` and `arca policy show CHANNEL`.
+//! `arca policy set CHANNEL FILE.toml --sign ROOTKEY... [--force]` and `arca policy show CHANNEL`.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use arca_keys::{SignedEnvelope, SigningKey, TrustDocument};
 
 use super::ClientArgs;
 use crate::model::ChannelName;
-use crate::model::api::{PolicyChange, TrustChangeResponse};
+use crate::model::api::{PolicyChange, PolicyChangeResponse};
 use crate::policy::Policy;
 
 #[derive(clap::Subcommand)]
@@ -18,9 +18,13 @@ pub enum Command {
         channel: ChannelName,
         /// The policy file (TOML; see docs/policy.md).
         file: PathBuf,
-        /// Root private keys (the root threshold).
+        /// A root key file to sign the new trust version with (repeat for a threshold).
         #[arg(long = "sign", required = true)]
         sign: Vec<PathBuf>,
+        /// Set it even though releases current in the channel would no longer meet it
+        /// (clients refuse them until they get what they lack); they are listed.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -39,6 +43,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             channel,
             file,
             sign,
+            force,
             client,
         } => {
             let text = std::fs::read_to_string(&file)
@@ -57,9 +62,11 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 .collect::<Result<Vec<_>, _>>()?;
             let refs: Vec<&SigningKey> = keys.iter().collect();
             let trust = SignedEnvelope::sign(&next, &refs)?;
-            let r: TrustChangeResponse = api
+            // Without --force the server refuses a policy that would strand current releases
+            // (409 stranded_releases, naming them).
+            let r: PolicyChangeResponse = api
                 .post_json(
-                    &format!("/api/v1/policies/{channel}"),
+                    &format!("/api/v1/policies/{channel}?force={force}"),
                     &PolicyChange {
                         policy: text,
                         trust,
@@ -71,6 +78,19 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 r.version,
                 file.display()
             );
+            for s in &r.stranded {
+                println!(
+                    "  STRANDED {}@{}: {}",
+                    s.name,
+                    s.version,
+                    s.failures.join("; ")
+                );
+            }
+            if !r.stranded.is_empty() {
+                println!(
+                    "  clients refuse these releases until they meet the policy (e.g. another `arca approve`)"
+                );
+            }
         }
         Command::Show { channel, client } => {
             let text = client

@@ -161,7 +161,9 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        let verdict = if r.already_current {
+        let verdict = if r.already_current && !r.decision.allowed {
+            "already current, but the policy now REFUSES it".to_owned()
+        } else if r.already_current {
             "already current".to_owned()
         } else if a.dry_run {
             format!(
@@ -185,7 +187,9 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
         println!("promotion {subject}: {verdict}");
         print_decision(&r.decision);
     }
-    if a.dry_run && !r.decision.allowed {
+    // A dry run that would be refused, and a current release that no longer meets the policy,
+    // are failures: scripts must not read them as success.
+    if (a.dry_run || r.already_current) && !r.decision.allowed {
         return Ok(1);
     }
     Ok(0)

@@ -21,6 +21,42 @@ use crate::tuf::metadata::{Envelope, Root, Signed as _, TargetFile, Timestamp, s
 /// Most trust versions followed in one refresh.
 const MAX_TRUST_STEPS: u64 = 100_000;
 
+/// Default bound of one refresh (and of one release's verification): metadata, trust chain and
+/// statements are small, so minutes mean a mirror that holds the client back on purpose.
+pub const DEFAULT_REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How long a client lets a server or mirror take (TUF's slow-retrieval defence): each file
+/// must average `min_rate` bytes per second, each refresh end within `refresh`.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub min_rate: u64,
+    pub refresh: std::time::Duration,
+}
+
+impl Deadlines {
+    /// From `ARCA_MIN_RATE` (bytes per second) and `ARCA_REFRESH_TIMEOUT` (a duration).
+    pub fn from_env() -> anyhow::Result<Self> {
+        let min_rate = match std::env::var("ARCA_MIN_RATE") {
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| {
+                    format!("ARCA_MIN_RATE={v:?} is not a rate in bytes per second (e.g. 16384)")
+                })?,
+            Err(_) => crate::tuf::client::DEFAULT_MIN_RATE,
+        };
+        let refresh = match std::env::var("ARCA_REFRESH_TIMEOUT") {
+            Ok(v) => humantime::parse_duration(&v).with_context(|| {
+                format!("ARCA_REFRESH_TIMEOUT={v:?} is not a duration (e.g. 5m)")
+            })?,
+            Err(_) => DEFAULT_REFRESH_TIMEOUT,
+        };
+        Ok(Deadlines { min_rate, refresh })
+    }
+}
+
 /// One channel of one server, as a verifying client follows it. Trusted metadata and the
 /// trust document persist in `dir`, so versions never go back between runs.
 pub struct ChannelClient {
@@ -30,6 +66,7 @@ pub struct ChannelClient {
     channel: ChannelName,
     dir: PathBuf,
     pinned: Root,
+    deadlines: Deadlines,
     /// ETag of the last timestamp this client verified (conditional polling).
     etag: std::sync::Mutex<Option<String>>,
 }
@@ -101,7 +138,8 @@ impl ChannelClient {
             Updater::init(&dir, root_bytes)?;
         }
         check_bootstrap(&dir, root_bytes)?;
-        let fetcher = Fetcher::new(api.http().clone());
+        let deadlines = Deadlines::from_env()?;
+        let fetcher = Fetcher::with_min_rate(api.http().clone(), deadlines.min_rate);
         let base = format!("{}/tuf/{}", api.base(), channel);
         Ok(ChannelClient {
             api,
@@ -110,6 +148,7 @@ impl ChannelClient {
             channel,
             dir,
             pinned,
+            deadlines,
             etag: Default::default(),
         })
     }
@@ -118,18 +157,39 @@ impl ChannelClient {
         &self.api
     }
 
-    /// Runs the TUF refresh and checks that the channel's root is bound to this channel.
+    /// Runs `fut` within the refresh deadline.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(self.deadlines.refresh, fut).await {
+            Ok(r) => r,
+            Err(_) => bail!(
+                "{what} of channel {} from {} took longer than {} (ARCA_REFRESH_TIMEOUT): the server or a mirror is too slow",
+                self.channel,
+                self.api.base(),
+                humantime::format_duration(self.deadlines.refresh)
+            ),
+        }
+    }
+
+    /// Runs the TUF refresh (within the refresh deadline) and checks that the channel's root
+    /// is bound to this channel.
     pub async fn refresh(&self) -> anyhow::Result<Trusted> {
-        let trusted = Updater::new(
+        let updater = Updater::new(
             &format!("{}/metadata/", self.base),
             &self.dir,
             self.fetcher.clone(),
-        )
-        .refresh()
-        .await;
+        );
+        let trusted = self
+            .bounded("the metadata refresh", async {
+                updater.refresh().await.map_err(anyhow::Error::from)
+            })
+            .await;
         let trusted = match trusted {
             Ok(t) => t,
-            Err(e) => return Err(self.explain(e.into()).await),
+            Err(e) => return Err(self.explain(e).await),
         };
         if trusted.root.channel.as_deref() != Some(self.channel.as_str()) {
             bail!(
@@ -145,9 +205,14 @@ impl ChannelClient {
     /// A refused refresh, with what to do about the two causes people meet first: a channel
     /// this server does not have, and a pinned root from another server.
     async fn explain(&self, e: anyhow::Error) -> anyhow::Error {
-        let channels: anyhow::Result<Vec<crate::model::api::ChannelBoard>> =
-            self.api.get_json("/api/v1/channels", &[]).await;
-        if let Ok(list) = channels
+        // A hint only: a server (or mirror) too slow to answer within seconds gets none.
+        let channels = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.api
+                .get_json::<Vec<crate::model::api::ChannelBoard>>("/api/v1/channels", &[]),
+        )
+        .await;
+        if let Ok(Ok(list)) = channels
             && !list.iter().any(|c| c.channel == self.channel)
         {
             let names: Vec<&str> = list.iter().map(|c| c.channel.as_str()).collect();
@@ -180,7 +245,11 @@ impl ChannelClient {
         if let Some(e) = &etag {
             req = req.header(reqwest::header::IF_NONE_MATCH, e);
         }
-        let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+        let resp = self
+            .bounded("polling the timestamp", async {
+                req.send().await.with_context(|| format!("GET {url}"))
+            })
+            .await?;
         let new_etag = resp
             .headers()
             .get(reqwest::header::ETAG)
@@ -207,6 +276,11 @@ impl ChannelClient {
     /// under, a build signature by a builder key of that document, and the channel policy's
     /// signature rules.
     pub async fn verify(&self, release: &Release) -> anyhow::Result<Verified> {
+        self.bounded("verifying a release", self.verify_unbounded(release))
+            .await
+    }
+
+    async fn verify_unbounded(&self, release: &Release) -> anyhow::Result<Verified> {
         let custom = &release.custom;
         let trust = self.trust_chain(custom.trust_version).await?;
         let mut envelopes = Vec::new();
@@ -291,10 +365,7 @@ impl ChannelClient {
                 trust.version
             );
         }
-        let mut policy = crate::policy::Policy::from_toml(&text)?;
-        policy.from = None;
-        policy.min_soak = std::time::Duration::ZERO;
-        policy.freeze.clear();
+        let policy = crate::policy::Policy::from_toml(&text)?.signature_rules();
         let facts: Vec<crate::policy::StatementFacts> = envelopes
             .iter()
             .zip(&custom.statements)

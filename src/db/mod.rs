@@ -29,6 +29,9 @@ pub enum DbError {
     TooNew { found: i64, known: i64 },
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Metadata was not signed: the clock cannot be trusted now (`tuf::clock`).
+    #[error(transparent)]
+    Clock(#[from] crate::tuf::clock::ClockFault),
 }
 
 /// A handle to the database; cheap to clone.

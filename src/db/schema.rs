@@ -155,6 +155,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (channel, name, agent)
     );
     "#,
+    // 5: when each metadata file was signed (by the server's wall clock), so that a clock
+    // that went back behind the last signing is caught even across a restart.
+    r#"
+    ALTER TABLE tuf_metadata ADD COLUMN signed_at TEXT;
+    CREATE INDEX tuf_metadata_by_signed_at ON tuf_metadata(signed_at);
+    "#,
 ];
 
 /// Brings the schema up to date.

@@ -23,6 +23,7 @@ pub fn generation() -> u64 {
     GENERATION.load(std::sync::atomic::Ordering::Acquire)
 }
 
+/// Stores a metadata file, stamped with the time it is signed at (this process's wall clock).
 pub fn insert(
     c: &Connection,
     channel: &str,
@@ -31,12 +32,23 @@ pub fn insert(
     body: &[u8],
     expires: &str,
 ) -> Result<(), DbError> {
+    let signed_at = arca_keys::format_time(chrono::Utc::now());
     c.execute(
-        "INSERT INTO tuf_metadata (channel, role, version, body, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![channel, role, version as i64, body, expires],
+        "INSERT INTO tuf_metadata (channel, role, version, body, expires, signed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![channel, role, version as i64, body, expires, signed_at],
     )?;
     GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(())
+}
+
+/// The newest signing time on record (any channel, any role).
+pub fn last_signed_at(c: &Connection) -> Result<Option<String>, DbError> {
+    Ok(
+        c.query_row("SELECT MAX(signed_at) FROM tuf_metadata", [], |r| {
+            r.get::<_, Option<String>>(0)
+        })?,
+    )
 }
 
 pub fn latest(c: &Connection, channel: &str, role: &str) -> Result<Option<MetaRow>, DbError> {

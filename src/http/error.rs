@@ -16,6 +16,7 @@ impl ResponseError for Error {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -25,7 +26,8 @@ impl ResponseError for Error {
             Error::Invalid { code, message }
             | Error::Forbidden { code, message }
             | Error::NotFound { code, message }
-            | Error::Conflict { code, message } => (*code, message.clone()),
+            | Error::Conflict { code, message }
+            | Error::Unavailable { code, message } => (*code, message.clone()),
             Error::Unauthorized(m) => ("unauthorized", m.clone()),
             Error::TooLarge(_) => ("too_large", self.to_string()),
             Error::Internal(cause) => {

@@ -111,10 +111,18 @@ async fn set_policy(
     app: web::Data<App>,
     actor: Actor,
     path: web::Path<ChannelName>,
+    query: web::Query<crate::model::api::PolicyChangeQuery>,
     change: web::Json<PolicyChange>,
 ) -> Result<HttpResponse, Error> {
-    let version = policy::set(&app, &actor.0, path.into_inner(), change.into_inner()).await?;
-    Ok(HttpResponse::Created().json(crate::model::api::TrustChangeResponse { version }))
+    let r = policy::set(
+        &app,
+        &actor.0,
+        path.into_inner(),
+        change.into_inner(),
+        query.force,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(r))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

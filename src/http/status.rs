@@ -138,6 +138,7 @@ async fn metrics(app: web::Data<App>) -> Result<HttpResponse, Error> {
     );
     let _ = writeln!(out, "arca_audit_entries {}", s.audit_entries);
     rollout_metrics(&app, &mut out).await?;
+    out.push_str(&crate::tuf::clock::render_metrics());
     out.push_str(&app.counters.render());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -60,11 +60,12 @@ async fn rotate_root(
         "trust.rotate-root",
         "root keys",
         trust::Extras {
-            policy: None,
             roots: r.roots,
+            ..Default::default()
         },
     )
-    .await?;
+    .await?
+    .version;
     Ok(HttpResponse::Created().json(TrustChangeResponse { version }))
 }
 

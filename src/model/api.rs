@@ -219,6 +219,35 @@ pub struct PolicyChange {
     pub trust: arca_keys::SignedEnvelope,
 }
 
+/// Query of `POST /api/v1/policies/{channel}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChangeQuery {
+    /// Set the policy even though releases listed in the channel would no longer meet it
+    /// (clients refuse them until they get what they lack, e.g. another approval).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// A release current in a channel that the channel's (new) policy refuses: clients that
+/// re-check the policy's signature rules will not install it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrandedRelease {
+    pub name: String,
+    pub version: String,
+    /// The failing rules, each with its reason.
+    pub failures: Vec<String>,
+}
+
+/// Answer to a policy change: the new trust version and the releases it strands (only
+/// non-empty when the change was forced).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyChangeResponse {
+    pub version: u64,
+    #[serde(default)]
+    pub stranded: Vec<StrandedRelease>,
+}
+
 /// Answer to a statement upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatementResponse {

@@ -147,6 +147,18 @@ impl Policy {
         Ok(p)
     }
 
+    /// The rules a client checks from the signed statements alone (build signatures,
+    /// attestations, approvals and four eyes): the time and state rules (`from`, `min_soak`,
+    /// `freeze`) are the server's to check at promotion.
+    pub fn signature_rules(&self) -> Policy {
+        Policy {
+            from: None,
+            min_soak: Duration::ZERO,
+            freeze: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a policy encodes")
     }

@@ -107,6 +107,9 @@ pub enum Error {
     Conflict { code: &'static str, message: String },
     #[error("upload exceeds the size limit of {0} bytes")]
     TooLarge(u64),
+    /// The server cannot do it now, through no fault of the request (a clock fault): 503.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -140,7 +143,13 @@ impl Error {
 
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
-        Error::Internal(e.to_string())
+        match e {
+            DbError::Clock(f) => Error::Unavailable {
+                code: "clock_fault",
+                message: f.to_string(),
+            },
+            other => Error::Internal(other.to_string()),
+        }
     }
 }
 

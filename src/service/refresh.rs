@@ -8,12 +8,23 @@ use crate::tuf::repo;
 /// Re-signs expiring metadata now and then every `tuf.refresh_interval`, forever.
 pub async fn run(app: App) {
     loop {
+        // The clock is checked every round, signing or not: a fault shows in /metrics (and
+        // clears there) while nothing is due, and nothing is signed while it lasts.
+        let cfg = app.cfg.tuf.clone();
+        let clock = app
+            .db
+            .call(move |c| repo::check_clock(c, &cfg, Utc::now()))
+            .await;
+        if let Err(e) = &clock {
+            tracing::error!(error = %e, "not re-signing metadata this round");
+        }
         let keys: Vec<_> = app
             .online
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|(c, k)| (c.clone(), k.clone()))
+            .filter(|_| clock.is_ok())
             .collect();
         for (channel, key) in keys {
             let (ch, key, cfg) = (channel.to_string(), key.clone(), app.cfg.tuf.clone());

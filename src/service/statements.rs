@@ -100,6 +100,25 @@ fn accepted_signers(
     Ok(ok)
 }
 
+/// Whether artifact `id` (of `name`) has a target entry in `channel`: it is the current
+/// release, or the previous release a rollout of the current one keeps listed.
+fn listed_in(
+    c: &rusqlite::Connection,
+    channel: &str,
+    name: &str,
+    id: i64,
+) -> Result<bool, db::DbError> {
+    let Some((current, _)) = db::channels::current(c, channel, name)? else {
+        return Ok(false);
+    };
+    if current.id == id {
+        return Ok(true);
+    }
+    Ok(db::rollouts::latest(c, channel, name)?.is_some_and(|r| {
+        r.artifact_id == current.id && r.decides_entry() && r.previous_id == Some(id)
+    }))
+}
+
 /// Accepts a statement envelope; returns its digest, signers and any auto-promotions.
 pub async fn add(app: &App, actor: &str, body: &[u8]) -> Result<StatementResponse, Error> {
     let mut subject = String::from("statement");
@@ -169,10 +188,40 @@ async fn add_inner(
     );
     let break_glass = serde_json::from_value::<ApprovalPredicate>(st.predicate.clone())
         .is_ok_and(|p| p.break_glass);
+    let keys: Vec<(String, std::sync::Arc<arca_keys::SigningKey>)> = app
+        .online
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(c, k)| (c.to_string(), k.clone()))
+        .collect();
+    let (tuf, artifact_name) = (app.cfg.tuf.clone(), name.to_string());
     app.db
         .call(move |c| {
             let tx = c.transaction()?;
             db::artifacts::insert_statement(&tx, &digest2, id, &ptype, &signers2, &body2)?;
+            // Clients check the statements a release's target entry lists: where the release
+            // is current (or the previous release of a rollout), the entry is republished so
+            // that the new statement counts there at once, e.g. the approval a stricter policy
+            // asks for.
+            let mut republished = Vec::new();
+            for (channel, key) in &keys {
+                if listed_in(&tx, channel, &artifact_name, id)? {
+                    let v = crate::tuf::repo::publish_release(
+                        &tx,
+                        channel,
+                        &artifact_name,
+                        key,
+                        &tuf,
+                        Utc::now(),
+                    )?;
+                    republished.push(serde_json::json!({ "channel": channel, "targets_version": v }));
+                }
+            }
+            let mut details = serde_json::json!({ "statement": digest2, "predicate_type": ptype, "signers": signers2 });
+            if !republished.is_empty() {
+                details["republished"] = serde_json::Value::Array(republished);
+            }
             db::audit::append(
                 &tx,
                 &db::audit::Entry {
@@ -180,7 +229,7 @@ async fn add_inner(
                     action,
                     subject: &subj,
                     outcome: if break_glass { "ok (break-glass approval)" } else { "ok" },
-                    details: serde_json::json!({ "statement": digest2, "predicate_type": ptype, "signers": signers2 }),
+                    details,
                 },
             )?;
             tx.commit()?;

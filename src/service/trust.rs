@@ -6,6 +6,7 @@ use arca_keys::SignedEnvelope;
 
 use super::{App, Error};
 use crate::db;
+use crate::model::api::StrandedRelease;
 
 /// A policy file that a trust change brings along: (sha256, body).
 pub type NewPolicy = (String, String);
@@ -16,11 +17,29 @@ pub struct Extras {
     pub policy: Option<NewPolicy>,
     /// Each channel's next TUF root, when the root keys change.
     pub roots: std::collections::BTreeMap<String, crate::tuf::metadata::Envelope>,
+    /// Check the channel's current releases against its policy under the new trust document:
+    /// a change that would strand one is refused (409 `stranded_releases`) unless forced.
+    pub strand_check: Option<StrandCheck>,
+}
+
+/// Which channel's releases a change must not strand, and whether to allow it anyway.
+pub struct StrandCheck {
+    pub channel: crate::model::ChannelName,
+    pub force: bool,
+}
+
+/// What an accepted trust change did.
+pub struct Applied {
+    pub version: u64,
+    /// Releases the change strands (only when forced).
+    pub stranded: Vec<StrandedRelease>,
 }
 
 /// Applies a signed trust document; returns its version.
 pub async fn apply(app: &App, actor: &str, body: &[u8]) -> Result<u64, Error> {
-    apply_with(app, actor, body, "trust.change", "trust", Extras::default()).await
+    apply_with(app, actor, body, "trust.change", "trust", Extras::default())
+        .await
+        .map(|a| a.version)
 }
 
 /// Applies a signed trust document, recording it as `action` on `subject`, together with a new
@@ -33,7 +52,7 @@ pub async fn apply_with(
     action: &'static str,
     subject: &str,
     extras: Extras,
-) -> Result<u64, Error> {
+) -> Result<Applied, Error> {
     match apply_inner(app, actor, body, action, extras).await {
         Ok(v) => Ok(v),
         Err(e) => {
@@ -52,8 +71,12 @@ async fn apply_inner(
     body: &[u8],
     action: &'static str,
     extras: Extras,
-) -> Result<u64, Error> {
-    let Extras { policy, roots } = extras;
+) -> Result<Applied, Error> {
+    let Extras {
+        policy,
+        roots,
+        strand_check,
+    } = extras;
     let env = SignedEnvelope::from_slice(body)
         .map_err(|e| Error::invalid("bad_trust_document", e.to_string()))?;
     let current = app.trust().await?;
@@ -145,24 +168,45 @@ async fn apply_inner(
                     )));
                 }
             }
+            let mut stranded = Vec::new();
+            if let Some(check) = &strand_check {
+                let found = match super::policy::stranded(&tx, &next_doc, &check.channel) {
+                    Ok(found) => found,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if !found.is_empty() && !check.force {
+                    return Ok(Err(Error::conflict(
+                        "stranded_releases",
+                        super::policy::stranded_message(&check.channel, &found),
+                    )));
+                }
+                stranded = found;
+            }
             db::trust::insert(&tx, version, &bytes)?;
+            let mut details = serde_json::json!({ "changes": summary });
+            if !stranded.is_empty() {
+                details["stranded"] = serde_json::json!(stranded
+                    .iter()
+                    .map(|r| format!("{}@{}", r.name, r.version))
+                    .collect::<Vec<_>>());
+            }
             db::audit::append(
                 &tx,
                 &db::audit::Entry {
                     actor: &actor,
                     action,
                     subject: &format!("trust v{version}"),
-                    outcome: "ok",
-                    details: serde_json::json!({ "changes": summary }),
+                    outcome: if stranded.is_empty() { "ok" } else { "ok (forced)" },
+                    details,
                 },
             )?;
             tx.commit()?;
-            Ok(Ok(()))
+            Ok(Ok(stranded))
         })
         .await?;
-    inserted?;
-    tracing::info!(version, "trust document updated");
-    Ok(version)
+    let stranded = inserted?;
+    tracing::info!(version, stranded = stranded.len(), "trust document updated");
+    Ok(Applied { version, stranded })
 }
 
 /// A human-readable list of what changed between two versions.

@@ -22,25 +22,80 @@ pub const MAX_TIMESTAMP_BYTES: u64 = 16 * 1024;
 pub const MAX_SNAPSHOT_BYTES: u64 = 2 << 20;
 pub const MAX_TARGETS_BYTES: u64 = 64 << 20;
 
-/// Fetches metadata and targets over HTTP with hard length limits.
+/// Default minimum average transfer rate of every file, in bytes per second. Far below any
+/// working link (a 1 GiB artifact at this rate takes 18 hours), far above a mirror that drips
+/// a byte now and then to hold clients forever (TUF's slow-retrieval attack), which a read
+/// timeout alone never catches.
+pub const DEFAULT_MIN_RATE: u64 = 16 * 1024;
+
+/// Every file may take the time to bring this many bytes at the minimum rate before it must
+/// keep up (connection set-up, the server's first byte): 16 s at the default rate.
+pub const HEAD_START_BYTES: u64 = 256 * 1024;
+
+/// Fetches metadata and targets over HTTP with hard length limits and a minimum rate.
 #[derive(Clone)]
 pub struct Fetcher {
     http: reqwest::Client,
+    /// Minimum average bytes per second of each file (after the head start).
+    min_rate: u64,
+}
+
+/// The deadline of one transfer: by `started + (HEAD_START_BYTES + received) / rate`, it must
+/// have brought more than `received` bytes.
+struct Pace {
+    started: tokio::time::Instant,
+    rate: u64,
+}
+
+impl Pace {
+    fn new(rate: u64) -> Self {
+        Pace {
+            started: tokio::time::Instant::now(),
+            rate: rate.max(1),
+        }
+    }
+
+    fn deadline(&self, received: u64) -> tokio::time::Instant {
+        let secs = (HEAD_START_BYTES.saturating_add(received)) as f64 / self.rate as f64;
+        // Capped at a year: a rate of 1 byte/s means "no limit" in practice.
+        self.started + std::time::Duration::from_secs_f64(secs.min(365.0 * 86_400.0))
+    }
+
+    /// Waits for `fut` until the deadline for `received` bytes so far.
+    async fn within<T>(
+        &self,
+        what: &str,
+        received: u64,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, TufError> {
+        tokio::time::timeout_at(self.deadline(received), fut)
+            .await
+            .map_err(|_| TufError::TooSlow {
+                what: what.into(),
+                received,
+                secs: self.started.elapsed().as_secs_f64(),
+                rate: self.rate,
+            })
+    }
 }
 
 impl Fetcher {
     pub fn new(http: reqwest::Client) -> Self {
-        Fetcher { http }
+        Self::with_min_rate(http, DEFAULT_MIN_RATE)
     }
 
-    /// Fetches `url`, refusing more than `limit` bytes. `Ok(None)` on 404 (or 403, which some
-    /// static hosts answer for missing files).
+    /// A fetcher whose files must each average at least `min_rate` bytes per second.
+    pub fn with_min_rate(http: reqwest::Client, min_rate: u64) -> Self {
+        Fetcher { http, min_rate }
+    }
+
+    /// Fetches `url`, refusing more than `limit` bytes, or a transfer slower than the minimum
+    /// rate. `Ok(None)` on 404 (or 403, which some static hosts answer for missing files).
     pub async fn fetch(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, TufError> {
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
+        let pace = Pace::new(self.min_rate);
+        let resp = pace
+            .within(url, 0, self.http.get(url).send())
+            .await?
             .map_err(|e| TufError::Other(format!("GET {url}: {e}")))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
@@ -57,7 +112,7 @@ impl Fetcher {
         }
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
+        while let Some(chunk) = pace.within(url, body.len() as u64, stream.next()).await? {
             let chunk = chunk.map_err(|e| TufError::Other(format!("GET {url}: {e}")))?;
             if body.len() as u64 + chunk.len() as u64 > limit {
                 return Err(TufError::TooLong {
@@ -424,11 +479,10 @@ pub async fn download_target(
     out: std::fs::File,
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<Downloaded, TufError> {
-    let resp = fetcher
-        .http
-        .get(url)
-        .send()
-        .await
+    let pace = Pace::new(fetcher.min_rate);
+    let resp = pace
+        .within(url, 0, fetcher.http.get(url).send())
+        .await?
         .map_err(|e| TufError::Other(format!("GET {url}: {e}")))?;
     if !resp.status().is_success() {
         return Err(TufError::Other(format!(
@@ -452,7 +506,15 @@ pub async fn download_target(
     let mut length = 0u64;
     let mut stream = std::pin::pin!(arca_store::coalesce(resp.bytes_stream()));
     let mut failure = None;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let chunk = match pace.within(url, length, stream.next()).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(slow) => {
+                failure = Some(slow);
+                break;
+            }
+        };
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {

@@ -41,6 +41,16 @@ pub enum TufError {
     HashMismatch { what: String },
     #[error("{what} exceeds its length limit of {limit} bytes")]
     TooLong { what: String, limit: u64 },
+    /// TUF's slow-retrieval attack: a mirror that trickles bytes to hold a client forever.
+    #[error(
+        "{what}: too slow, {received} bytes in {secs:.1} s, below the minimum rate of {rate} bytes/s (ARCA_MIN_RATE)"
+    )]
+    TooSlow {
+        what: String,
+        received: u64,
+        secs: f64,
+        rate: u64,
+    },
     #[error("{0}")]
     Other(String),
 }

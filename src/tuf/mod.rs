@@ -1,5 +1,6 @@
 //! Each channel as a TUF repository: metadata types, publishing, and the client workflow.
 
 pub mod client;
+pub mod clock;
 pub mod metadata;
 pub mod repo;

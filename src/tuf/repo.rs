@@ -23,6 +23,38 @@ fn expiry(now: DateTime<Utc>, life: Duration) -> String {
     format_time(now + chrono::Duration::from_std(life).unwrap_or(chrono::Duration::days(365)))
 }
 
+/// Checks the clock before anything is signed (`tuf::clock`): refused when the wall clock
+/// jumped against the monotonic clock or stands behind the last signing on record.
+pub fn check_clock(c: &Connection, cfg: &TufConfig, now: DateTime<Utc>) -> Result<(), DbError> {
+    let last = db::tuf::last_signed_at(c)?
+        .as_deref()
+        .and_then(super::metadata::parse_time);
+    super::clock::check(now, last, cfg.max_clock_step)?;
+    Ok(())
+}
+
+/// The expiry of a new version of `role`, after checking the clock: `now` (just checked against
+/// the monotonic clock and the last signing) + the role's lifetime, and never earlier than the
+/// current version's. The two agree unless a lifetime was shortened: the new version then keeps
+/// the current expiry, which extends nothing (the current version is valid until then anyway).
+fn online_expiry(
+    c: &Connection,
+    channel: &str,
+    role: &str,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+    life: Duration,
+) -> Result<String, DbError> {
+    check_clock(c, cfg, now)?;
+    let new = expiry(now, life);
+    let current = db::tuf::latest(c, channel, role)?
+        .and_then(|m| super::metadata::parse_time(&m.expires).map(|t| (t, m.expires)));
+    Ok(match current {
+        Some((t, text)) if super::metadata::parse_time(&new).is_some_and(|n| n < t) => text,
+        _ => new,
+    })
+}
+
 /// A root whose root role is `root_keys`/`threshold` and whose online roles are `online`
 /// (or the root keys themselves, for the shared root every channel starts from).
 pub fn build_root(
@@ -245,7 +277,7 @@ pub(crate) fn sign_targets(
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
     let version = db::tuf::latest_version(c, channel, "targets")?.map_or(1, |v| v + 1);
-    let expires = expiry(now, cfg.targets_expiry);
+    let expires = online_expiry(c, channel, "targets", cfg, now, cfg.targets_expiry)?;
     let mut msg = Vec::with_capacity(64 * 1024);
     msg.extend_from_slice(b"{\"_type\":\"targets\",\"expires\":");
     msg.extend_from_slice(serde_json::to_string(&expires).expect("string").as_bytes());
@@ -296,7 +328,7 @@ pub fn publish_snapshot(
         kind: "snapshot".into(),
         spec_version: SPEC_VERSION.into(),
         version,
-        expires: expiry(now, cfg.snapshot_expiry),
+        expires: online_expiry(c, channel, "snapshot", cfg, now, cfg.snapshot_expiry)?,
         meta: [(
             "targets.json".to_owned(),
             meta_file(targets.version, &targets.body),
@@ -324,7 +356,7 @@ pub fn publish_timestamp(
         kind: "timestamp".into(),
         spec_version: SPEC_VERSION.into(),
         version,
-        expires: expiry(now, cfg.timestamp_expiry),
+        expires: online_expiry(c, channel, "timestamp", cfg, now, cfg.timestamp_expiry)?,
         meta: [(
             "snapshot.json".to_owned(),
             meta_file(snapshot.version, &snapshot.body),
