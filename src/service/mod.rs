@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auto;
+pub mod limit;
 pub mod metrics;
 pub mod online;
 pub mod policy;
@@ -11,6 +12,7 @@ pub mod push;
 pub mod refresh;
 pub mod rollout;
 pub mod statements;
+pub mod tokens;
 pub mod trust;
 pub mod upload;
 
@@ -41,6 +43,8 @@ pub struct App {
     pub counters: Arc<metrics::Counters>,
     /// The newest metadata file of each (channel, role), as agents poll it.
     pub meta_cache: Arc<MetaCache>,
+    /// Reports each token may still post (`agents.reports_per_minute`).
+    pub report_limiter: Arc<limit::RateLimiter>,
 }
 
 /// The newest body of each (channel, role) with its ETag, valid while the database's metadata
@@ -106,6 +110,9 @@ pub enum Error {
     Conflict { code: &'static str, message: String },
     #[error("upload exceeds the size limit of {0} bytes")]
     TooLarge(u64),
+    /// Too many requests from one token: answered 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited { retry_after: u64, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
