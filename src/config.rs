@@ -34,6 +34,37 @@ pub struct Config {
     /// The ordered pipeline of channels; artifacts enter the first.
     pub pipeline: Vec<ChannelName>,
     pub rollout: RolloutConfig,
+    pub agents: AgentsConfig,
+}
+
+/// Deploy agents: when they count as gone, and how much a reporter token may say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// An agent not heard from (report or heartbeat) for this long is listed as stale and no
+    /// longer counts as known for rollouts. Agents send a heartbeat every 5 minutes by
+    /// default: three missed heartbeats is a machine that is gone, not a slow one.
+    #[serde(with = "human")]
+    pub stale_after: Duration,
+    /// Reports each reporter token may post per minute (a token bucket holding as many).
+    /// An agent reports at start, on every change and at each heartbeat: 600 a minute serves a
+    /// fleet of 3,000 agents sharing one token at the default heartbeat, and keeps one stolen
+    /// token from flooding the server (it gets 429 with Retry-After).
+    pub reports_per_minute: u32,
+    /// Reports kept per agent (and name and channel); older ones are deleted as new ones
+    /// arrive, except each rollout's latest `ok`/`failed` of the agent, which its figures
+    /// count. `arca agents` shows the latest; the audit log keeps every change they caused.
+    pub keep_reports: u32,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            stale_after: Duration::from_secs(15 * 60),
+            reports_per_minute: 600,
+            keep_reports: 20,
+        }
+    }
 }
 
 /// Phased rollouts.
@@ -106,6 +137,7 @@ impl Default for Config {
                 .map(|c| c.parse().expect("valid channel"))
                 .collect(),
             rollout: RolloutConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -180,6 +212,11 @@ impl Config {
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = self.pipeline.iter().find(|c| !seen.insert(*c)) {
             return Err(format!("channel {dup} appears twice in the pipeline"));
+        }
+        if self.agents.reports_per_minute == 0 || self.agents.keep_reports == 0 {
+            return Err(
+                "agents.reports_per_minute and agents.keep_reports must be positive".into(),
+            );
         }
         let t = &self.tuf;
         if t.timestamp_expiry.is_zero() || t.snapshot_expiry.is_zero() || t.targets_expiry.is_zero()

@@ -219,7 +219,14 @@ pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
     let database = Db::open(&home.db())?;
     let root_json = database.call_sync(|c| {
         let tx = c.transaction()?;
-        db::tokens::insert(&tx, &token_id, &token_hash, "admin")?;
+        db::tokens::insert(
+            &tx,
+            &token_id,
+            &token_hash,
+            "admin",
+            Some("initial admin"),
+            &Default::default(),
+        )?;
         db::trust::insert(&tx, 1, &trust.to_bytes())?;
         for (sha, body) in &policies {
             db::policies::insert(&tx, sha, body)?;

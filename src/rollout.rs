@@ -95,6 +95,36 @@ pub fn selected(agent_id: &str, name: &str, percent: u32) -> bool {
     bucket(agent_id, name) < percent.min(100) * (BUCKETS / 100)
 }
 
+/// The percentage a step publishes, from its planned one: never below `floor` (what the
+/// rollout already reaches), and, when none of the `known` agents' buckets falls inside it,
+/// raised to the smallest percentage that reaches one of them. A small fleet's first step so
+/// always holds an agent (5 agents and a 20% step: perhaps none of them is in the 20% bucket),
+/// and agents still choose by nothing but the signed percentage. With no agent known, the
+/// planned percentage.
+pub fn reach(planned: u32, floor: u32, known: &[u32]) -> u32 {
+    let per = BUCKETS / 100;
+    let p = planned.max(floor).min(100);
+    match known.iter().min() {
+        Some(&lowest) if lowest >= p * per => (lowest / per + 1).min(100),
+        _ => p,
+    }
+}
+
+/// How many of the `known` buckets `percent` reaches.
+pub fn holds(percent: u32, known: &[u32]) -> u64 {
+    let limit = percent.min(100) * (BUCKETS / 100);
+    known.iter().filter(|b| **b < limit).count() as u64
+}
+
+/// Reports a step needs, once its interval has passed, before its figures decide:
+/// `min_reports`, but never more than the known agents the step holds (a step cannot get more
+/// reports than it has agents, and must not wait for them forever). With no agent known at
+/// all, `min_reports`: the rollout waits for the first agent to appear.
+pub fn needed(plan: &Plan, holds: u64) -> u64 {
+    let min = u64::from(plan.min_reports);
+    if holds == 0 { min } else { min.min(holds) }
+}
+
 /// A rollout's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -179,16 +209,28 @@ pub enum Next {
     Halt(String),
 }
 
-/// Decides a running rollout's next move at `now`. Failures halt as soon as there are enough
-/// reports; advancing also needs the step's interval to have passed.
+/// Decides a running rollout's next move at `now`. Failures halt as soon as there are
+/// `min_reports` reports; advancing needs the step's interval to have passed. Once it has,
+/// `needed` reports (see [`needed`]: no more than the known agents the step holds) decide
+/// both, so a step with fewer agents than `min_reports` neither waits for ever nor hides its
+/// failures.
 pub fn assess(
     plan: &Plan,
     step: usize,
     step_started: DateTime<Utc>,
     figures: Figures,
+    needed: u64,
     now: DateTime<Utc>,
 ) -> Next {
-    let enough = figures.reporting() >= u64::from(plan.min_reports);
+    let interval = chrono::Duration::from_std(plan.step_interval).unwrap_or(chrono::Duration::MAX);
+    let due = step_started.checked_add_signed(interval);
+    let held = due.is_some_and(|d| now >= d);
+    let needed = if held {
+        needed.min(u64::from(plan.min_reports))
+    } else {
+        u64::from(plan.min_reports)
+    };
+    let enough = figures.reporting() >= needed;
     let rate = figures.failure_rate();
     if enough && rate > plan.max_failure_rate {
         return Next::Halt(format!(
@@ -199,9 +241,7 @@ pub fn assess(
             plan.max_failure_rate * 100.0
         ));
     }
-    let interval = chrono::Duration::from_std(plan.step_interval).unwrap_or(chrono::Duration::MAX);
-    let due = step_started.checked_add_signed(interval);
-    if due.is_none_or(|d| now < d) {
+    if !held {
         return Next::Wait(format!(
             "step {}% holds until {}",
             plan.steps[step.min(plan.steps.len() - 1)],
@@ -210,9 +250,8 @@ pub fn assess(
     }
     if !enough {
         return Next::Wait(format!(
-            "{} of {} reports needed",
-            figures.reporting(),
-            plan.min_reports
+            "{} of {needed} reports needed",
+            figures.reporting()
         ));
     }
     if step + 1 >= plan.steps.len() {
@@ -289,12 +328,52 @@ mod tests {
         let later = t0 + chrono::Duration::seconds(61);
         let f = |ok, failed| Figures { ok, failed };
         let p = plan();
-        assert!(matches!(assess(&p, 0, t0, f(1, 0), later), Next::Wait(_)));
-        assert!(matches!(assess(&p, 0, t0, f(10, 0), t0), Next::Wait(_)));
-        assert_eq!(assess(&p, 0, t0, f(10, 2), later), Next::Advance);
-        assert_eq!(assess(&p, 3, t0, f(10, 0), later), Next::Complete);
+        let n = needed(&p, 0);
+        assert!(matches!(
+            assess(&p, 0, t0, f(1, 0), n, later),
+            Next::Wait(_)
+        ));
+        assert!(matches!(assess(&p, 0, t0, f(10, 0), n, t0), Next::Wait(_)));
+        assert_eq!(assess(&p, 0, t0, f(10, 2), n, later), Next::Advance);
+        assert_eq!(assess(&p, 3, t0, f(10, 0), n, later), Next::Complete);
         // Halting does not wait for the interval, but does wait for enough reports.
-        assert!(matches!(assess(&p, 1, t0, f(3, 2), t0), Next::Halt(_)));
-        assert!(matches!(assess(&p, 1, t0, f(0, 4), t0), Next::Wait(_)));
+        assert!(matches!(assess(&p, 1, t0, f(3, 2), n, t0), Next::Halt(_)));
+        assert!(matches!(assess(&p, 1, t0, f(0, 4), n, t0), Next::Wait(_)));
+        // A step holding one known agent needs that agent's report, not five, once it held
+        // its interval; before, a halt still needs min_reports.
+        assert_eq!(
+            assess(&p, 0, t0, f(1, 0), needed(&p, 1), later),
+            Next::Advance
+        );
+        assert!(matches!(
+            assess(&p, 0, t0, f(0, 1), needed(&p, 1), later),
+            Next::Halt(_)
+        ));
+        assert!(matches!(
+            assess(&p, 0, t0, f(0, 1), needed(&p, 1), t0),
+            Next::Wait(_)
+        ));
+        assert_eq!(needed(&p, 100), 5);
+    }
+
+    #[test]
+    fn a_step_reaches_a_known_agent() {
+        // Five agents, none below the 20% bucket: the step is raised to reach the lowest.
+        let known = [2500, 4100, 6000, 7300, 9900];
+        assert_eq!(holds(20, &known), 0);
+        let p = reach(20, 0, &known);
+        assert_eq!(p, 26);
+        assert_eq!(holds(p, &known), 1);
+        // A step that already holds one keeps its plan; the floor never goes back.
+        assert_eq!(reach(60, 26, &known), 60);
+        assert_eq!(reach(20, 30, &known), 30);
+        assert_eq!(reach(20, 0, &[]), 20);
+        assert_eq!(reach(1, 0, &[9999]), 100);
+        assert_eq!(holds(100, &known), 5);
+        // The rule agrees with `selected`: an agent is reached at the raised percentage.
+        let ids: Vec<String> = (0..5).map(|i| format!("small-{i}")).collect();
+        let buckets: Vec<u32> = ids.iter().map(|i| bucket(i, "app")).collect();
+        let p = reach(1, 0, &buckets);
+        assert!(ids.iter().any(|i| selected(i, "app", p)));
     }
 }

@@ -488,7 +488,7 @@ fn unhealthy_release_goes_back_and_is_not_retried() {
 
     // 2.0.0 lacks VERSION_OK: its health check fails.
     r.push("2.0.0", vec![]);
-    let out = r.once(&["--health-cmd", &health], 1);
+    let out = r.once(&["--health-cmd", &health], 6);
     assert!(out.contains("2.0.0 unhealthy"), "{out}");
     assert!(out.contains("back to 1.0.0"), "{out}");
     assert_eq!(r.current().as_deref(), Some("1.0.0"));
@@ -504,10 +504,12 @@ fn unhealthy_release_goes_back_and_is_not_retried() {
     assert!(last.2.contains("test -f VERSION_OK` failed"), "{last:?}");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "1.0.0\n2.0.0\n");
 
-    // Later passes stay on 1.0.0 without trying 2.0.0 again (its health command does not run).
-    let out = r.once(&["--health-cmd", &health, "--json"], 0);
+    // Later passes stay on 1.0.0 without trying 2.0.0 again (its health command does not run),
+    // and say that the wanted release does not run here: exit 3.
+    let out = r.once(&["--health-cmd", &health, "--json"], 6);
     let pass: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    assert_eq!(pass["result"], "up_to_date", "{out}");
+    assert_eq!(pass["result"], "skipped", "{out}");
+    assert_eq!(pass["version"], "2.0.0", "{out}");
     assert_eq!(pass["current"], "1.0.0", "{out}");
     assert_eq!(r.current().as_deref(), Some("1.0.0"));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "1.0.0\n2.0.0\n");
@@ -526,7 +528,7 @@ fn unhealthy_release_goes_back_and_is_not_retried() {
 fn unhealthy_first_release_leaves_no_current_link() {
     let r = Rig::new();
     r.push("1.0.0", vec![]);
-    let out = r.once(&["--health-cmd", "echo broken >&2; exit 3"], 1);
+    let out = r.once(&["--health-cmd", "echo broken >&2; exit 3"], 6);
     assert!(out.contains("back to no release"), "{out}");
     assert_eq!(r.current(), None);
     assert_row(&r.s, AGENT, "failed", None, Some("1.0.0"), "stderr: broken");
@@ -542,7 +544,7 @@ fn health_command_past_its_timeout_is_killed_with_its_children() {
     let pid_file = r.s.path("child.pid");
     let health = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
     let started = Instant::now();
-    let out = r.once(&["--health-cmd", &health, "--health-timeout", "1s"], 1);
+    let out = r.once(&["--health-cmd", &health, "--health-timeout", "1s"], 6);
     assert!(started.elapsed() < Duration::from_secs(30), "{out}");
     assert!(out.contains("back to 1.0.0"), "{out}");
     r.assert_running("1.0.0", &["1.0.0", "2.0.0"]);
@@ -837,8 +839,8 @@ fn sigkill_during_a_health_check_rechecks_it_on_restart() {
     assert_eq!(kill_mid_check("2.0.0").as_deref(), Some("2.0.0"));
     check_invariants(&r.dir).unwrap();
     std::fs::write(marks.join("fail"), "").unwrap();
-    // The pass that went back says so: exit 1.
-    let out = r.once(&["--health-cmd", &health], 1);
+    // The pass that went back says so: exit 3 (unhealthy).
+    let out = r.once(&["--health-cmd", &health], 6);
     assert!(out.contains("2.0.0 unhealthy"), "{out}");
     assert_eq!(r.current().as_deref(), Some("1.0.0"));
     assert_row(
@@ -849,9 +851,9 @@ fn sigkill_during_a_health_check_rechecks_it_on_restart() {
         Some("2.0.0"),
         "refused on recheck",
     );
-    // And it is not tried again.
+    // And it is not tried again (the wanted release does not run here: exit 3).
     std::fs::remove_file(marks.join("fail")).unwrap();
-    r.once(&["--health-cmd", &health], 0);
+    r.once(&["--health-cmd", &health], 6);
     assert_eq!(r.current().as_deref(), Some("1.0.0"));
 
     // 3.0.0: killed mid-check, its second check passes: it stays.
@@ -869,10 +871,10 @@ fn sigkill_during_a_health_check_rechecks_it_on_restart() {
 // =============================================================================================
 // 5. A malicious server or store
 
-/// The agent refused `version` (or the metadata naming it): exit 1, still on 1.0.0 with nothing
+/// The agent refused `version` (or the metadata naming it): exit 5, still on 1.0.0 with nothing
 /// else installed, and an `error` report naming `msg` reached the server.
 fn assert_refused(r: &Rig, version: Option<&str>, msg: &str) -> String {
-    let out = r.once(&[], 1);
+    let out = r.once(&[], 5);
     assert!(out.contains("nothing installed"), "{out}");
     assert!(out.contains(msg), "{out}");
     r.assert_running("1.0.0", &["1.0.0"]);
@@ -954,7 +956,7 @@ fn replayed_older_timestamp_cannot_take_the_agent_back() {
     // The server replays the older, validly signed timestamp (which leads to 1.0.0).
     let (new_v, _) = latest_meta(&r.s, "dev", "timestamp");
     set_meta_body(&r.s, "dev", "timestamp", new_v, &old_ts);
-    let out = r.once(&[], 1);
+    let out = r.once(&[], 5);
     let msg =
         format!("timestamp rollback: version {old_v} is older than the trusted version {new_v}");
     assert!(out.contains(&msg), "{out}");
@@ -1075,15 +1077,17 @@ fn signed_archives_that_escape_the_release_are_refused() {
         .collect();
     for (version, extra, why) in attacks {
         r.push(version, extra);
-        let out = r.once(&[], 1);
+        let out = r.once(&[], 6);
         assert!(out.contains("refused"), "{version}: {out}");
         assert!(out.contains(why), "{version}: {out}");
         r.assert_running("1.0.0", &["1.0.0"]);
         // A bad archive is the release's fault: reported as failed, and not fetched again.
         assert_row(&r.s, AGENT, "failed", Some("1.0.0"), Some(version), why);
-        let out = r.once(&[], 0);
+        let out = r.once(&[], 6);
         assert!(
-            out.contains("up to date: 1.0.0"),
+            out.contains(&format!(
+                "{version} failed here before; still running 1.0.0"
+            )),
             "{version} retried: {out}"
         );
         let everything = common::list_files(r.s.dir.path());
@@ -1105,7 +1109,7 @@ fn signed_archives_that_escape_the_release_are_refused() {
     zip.write_all(b"pwned").unwrap();
     zip.finish().unwrap();
     r.s.push(&zip_path, NAME, "9.0.0", &r.key);
-    let out = r.once(&[], 1);
+    let out = r.once(&[], 6);
     assert!(
         out.contains("archive entry `../zip-escape` refused"),
         "{out}"
@@ -1234,7 +1238,7 @@ fn another_servers_root_is_refused() {
     r.push("1.0.0", vec![]);
     let other = Server::start();
     let out = agent_with_root(&r, "dev", &other.root_json());
-    let text = expect_exit(&out, 1);
+    let text = expect_exit(&out, 5);
     assert!(
         text.contains("root metadata: 0 valid signature(s)"),
         "{text}"
@@ -1267,7 +1271,7 @@ fn another_channels_repository_is_refused() {
         )
         .unwrap();
     let out = agent_with_root(&r, "prod", &r.s.root_json());
-    let text = expect_exit(&out, 1);
+    let text = expect_exit(&out, 5);
     assert!(
         text.contains("root metadata v2 is bound to channel \"dev\", not prod"),
         "{text}"
@@ -1357,7 +1361,7 @@ fn a_server_that_stops_answering_does_not_hang_the_agent() {
         .env("ARCA_HTTP_TIMEOUT", "1s")
         .output()
         .unwrap();
-    let text = expect_exit(&out, 1);
+    let text = expect_exit(&out, 5);
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",

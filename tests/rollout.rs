@@ -630,7 +630,7 @@ fn failures_halt_the_rollout_and_roll_the_channel_back() {
     }
     // 1 failed of 5 is 20%: not above the ceiling.
     let (code, pass1) = pass(&s, &reporter, &sick[0], &health);
-    assert_eq!((code, &pass1["result"]), (1, &json!("reverted")), "{pass1}");
+    assert_eq!((code, &pass1["result"]), (6, &json!("reverted")), "{pass1}");
     assert_eq!(current_of(&sick[0].dir).as_deref(), Some("1.0.0"));
     let st = status(&s, NAME);
     assert_eq!(
@@ -646,7 +646,7 @@ fn failures_halt_the_rollout_and_roll_the_channel_back() {
 
     // 2 of 6 is 33%: the report halts it at once.
     let (code, pass2) = pass(&s, &reporter, &sick[1], &health);
-    assert_eq!((code, &pass2["result"]), (1, &json!("reverted")), "{pass2}");
+    assert_eq!((code, &pass2["result"]), (6, &json!("reverted")), "{pass2}");
     let st = status(&s, NAME);
     assert_eq!(st["state"], "halted", "{st}");
     assert_eq!(st["id"], id);

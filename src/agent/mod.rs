@@ -36,6 +36,9 @@ pub struct Config {
     pub health_cmd: Option<String>,
     pub health_timeout: Duration,
     pub interval: Duration,
+    /// How often the agent tells the server it is alive when it has nothing else to say
+    /// (also once at start), so `last_seen` stays fresh for healthy idle agents.
+    pub heartbeat: Duration,
     /// Releases kept on disk (at least the current and the previous one).
     pub keep: usize,
 }
@@ -75,6 +78,48 @@ pub enum Pass {
     },
     /// Nothing could be installed (metadata or bytes refused, server unreachable).
     Failed { reason: String },
+    /// The channel's signed targets do not list the name (misspelled, or never promoted).
+    NotListed { current: Option<String> },
+    /// The wanted release failed here before (health or archive) and is not tried again.
+    Skipped {
+        version: String,
+        current: Option<String>,
+    },
+    /// The wanted release's signed archive is unacceptable (it leaves its directory, or is a
+    /// bomb): remembered as failed, reported against the release.
+    Rejected { version: String, reason: String },
+}
+
+impl Pass {
+    /// The exit status of `arca agent --once` after this pass (docs/agent.md): 0 only when
+    /// the release meant for this agent runs.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Pass::Unchanged | Pass::UpToDate { .. } | Pass::Installed { .. } => 0,
+            Pass::Reverted { .. } | Pass::Skipped { .. } | Pass::Rejected { .. } => EXIT_UNHEALTHY,
+            Pass::NotListed { .. } => EXIT_NOT_LISTED,
+            Pass::Failed { .. } => EXIT_REFUSED,
+        }
+    }
+}
+
+// The statuses fit the CLI's (docs/cli.md): 3 is "not found", 4 (a refused token) and 5 (the
+// server) come from the same errors as in every command; 6 is the agent's own.
+
+/// `--once`: the channel does not list the name (the CLI's "not found").
+pub const EXIT_NOT_LISTED: i32 = 3;
+/// `--once`: nothing could be verified or fetched (metadata, signatures, bytes, server).
+pub const EXIT_REFUSED: i32 = 5;
+/// `--once`: the wanted release is unhealthy or unacceptable here (went back, or skipped).
+pub const EXIT_UNHEALTHY: i32 = 6;
+
+/// What the channel means for this agent.
+enum Choice {
+    /// The targets do not list the name.
+    NotListed,
+    /// No release (a rollout that has not reached this agent, with no previous release).
+    Nothing,
+    Release(Box<Release>),
 }
 
 pub struct Agent {
@@ -89,6 +134,8 @@ pub struct Agent {
     announced: bool,
     /// A release found unhealthy while finishing an interrupted switch at start.
     recovered: Option<Pass>,
+    /// When the server last accepted a report or heartbeat from this agent.
+    last_heard: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Agent {
@@ -124,6 +171,7 @@ impl Agent {
             settled: false,
             announced: false,
             recovered: None,
+            last_heard: std::sync::Mutex::new(None),
         };
         agent.recover().await?;
         Ok(agent)
@@ -190,8 +238,25 @@ impl Agent {
             .api()
             .post_json("/api/v1/reports", &report)
             .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %format!("{e:#}"), "cannot post the report");
+        match r {
+            Ok(_) => {
+                *self.last_heard.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(std::time::Instant::now());
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot post the report"),
+        }
+    }
+
+    /// A heartbeat when the server has heard nothing from this agent since it started or for
+    /// `heartbeat`: it keeps `last_seen` fresh and says what runs here.
+    async fn heartbeat_if_due(&self) {
+        let due = self
+            .last_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|t| t.elapsed() >= self.cfg.heartbeat);
+        if due {
+            self.report(ReportOutcome::Heartbeat, None, "alive").await;
         }
     }
 
@@ -199,9 +264,10 @@ impl Agent {
     /// pass after a start that went back from an interrupted switch says so, unless it did
     /// something else worth saying.
     pub async fn pass(&mut self) -> Pass {
+        self.heartbeat_if_due().await;
         let pass = self.pass_inner().await;
         match (self.recovered.take(), pass) {
-            (Some(r), Pass::Unchanged | Pass::UpToDate { .. }) => r,
+            (Some(r), Pass::Unchanged | Pass::UpToDate { .. } | Pass::Skipped { .. }) => r,
             (_, p) => p,
         }
     }
@@ -227,10 +293,18 @@ impl Agent {
         let trusted = self.client.refresh().await?;
         let want = self.choose(&trusted)?;
         let current = self.releases.current()?;
-        let Some(want) = want else {
-            self.settled = true;
-            self.announce(current.as_deref()).await;
-            return Ok(Pass::UpToDate { current });
+        let want = match want {
+            Choice::Release(r) => *r,
+            Choice::NotListed => {
+                tracing::warn!(name = %self.cfg.name, channel = %self.cfg.channel, "the channel does not list this name");
+                self.settled = true;
+                return Ok(Pass::NotListed { current });
+            }
+            Choice::Nothing => {
+                self.settled = true;
+                self.announce(current.as_deref()).await;
+                return Ok(Pass::UpToDate { current });
+            }
         };
         let version = want.custom.version.to_string();
         if current.as_deref() == Some(version.as_str()) {
@@ -241,7 +315,7 @@ impl Agent {
         if self.state.failed.contains(&version) {
             tracing::debug!(%version, "skipping a release that failed here before");
             self.settled = true;
-            return Ok(Pass::UpToDate { current });
+            return Ok(Pass::Skipped { version, current });
         }
         match self.install(&trusted, &want, current.clone()).await {
             Ok(p) => {
@@ -258,7 +332,7 @@ impl Agent {
                 self.settled = true;
                 self.report(ReportOutcome::Failed, Some(&version), &reason)
                     .await;
-                Ok(Pass::Failed { reason })
+                Ok(Pass::Rejected { version, reason })
             }
             Err(e) => {
                 // Refused before the switch: nothing changed; say which release.
@@ -282,27 +356,27 @@ impl Agent {
 
     /// The release this agent should run: the channel's release, or, while a rollout has not
     /// reached this agent's bucket, the previous release the rollout keeps listed.
-    fn choose(&self, trusted: &crate::tuf::client::Trusted) -> anyhow::Result<Option<Release>> {
+    fn choose(&self, trusted: &crate::tuf::client::Trusted) -> anyhow::Result<Choice> {
         let (main, previous) = releases_of(trusted, &self.cfg.name)?;
         let Some(main) = main else {
-            return Ok(None);
+            return Ok(Choice::NotListed);
         };
         let Some(rollout) = &main.custom.rollout else {
-            return Ok(Some(main));
+            return Ok(Choice::Release(Box::new(main)));
         };
         if crate::rollout::selected(
             self.cfg.id.as_str(),
             self.cfg.name.as_str(),
             rollout.percent,
         ) {
-            return Ok(Some(main));
+            return Ok(Choice::Release(Box::new(main)));
         }
         Ok(match (&rollout.previous, previous) {
-            (Some(path), Some(p)) if *path == p.path => Some(p),
+            (Some(path), Some(p)) if *path == p.path => Choice::Release(Box::new(p)),
             (Some(path), _) => {
                 bail!("the rollout names previous release {path}, which the targets do not list")
             }
-            (None, _) => None,
+            (None, _) => Choice::Nothing,
         })
     }
 

@@ -1,5 +1,5 @@
 //! `arca agent --channel CH --name NAME --root ROOT.json --dir DIR [--health-cmd CMD]
-//! [--interval 30s] [--once] [--id ID]`
+//! [--interval 30s] [--heartbeat 5m] [--once] [--id ID]`
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,8 +14,10 @@ use crate::model::{ArtifactName, ChannelName};
 /// Follow a channel: install the release meant for this machine, check health, report.
 #[derive(clap::Args)]
 pub struct Args {
+    /// The channel to follow.
     #[arg(long)]
     channel: ChannelName,
+    /// The artifact name to install from it.
     #[arg(long)]
     name: ArtifactName,
     /// The pinned root (`root.json` from the server's home), the agent's trust anchor.
@@ -33,10 +35,15 @@ pub struct Args {
     /// How often to poll the channel (a conditional request when nothing changed).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     interval: Duration,
-    /// One pass, then exit: 0 when the wanted release runs, 1 when a release was refused or
-    /// unhealthy.
+    /// One pass, then exit: 0 when the release meant for this machine runs, 6 when it is
+    /// unhealthy or unacceptable here (went back, or failed here before), 3 when the channel
+    /// does not list the name, 5 when nothing could be verified or fetched.
     #[arg(long)]
     once: bool,
+    /// How often to tell the server this agent is alive when nothing else was reported (also
+    /// once at start).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
     /// This agent's id, which places it in rollouts (default: the host name).
     #[arg(long, env = "ARCA_AGENT_ID")]
     id: Option<AgentId>,
@@ -65,14 +72,18 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
         Some(id) => id,
         None => host_name()?,
     };
+    let (cfg_channel, cfg_name) = (a.channel.clone(), a.name.clone());
     let cfg = Config {
         id,
+        /// The channel to follow.
         channel: a.channel,
+        /// The artifact name to install from it.
         name: a.name,
         dir: a.dir,
         health_cmd: a.health_cmd,
         health_timeout: a.health_timeout,
         interval: a.interval,
+        heartbeat: a.heartbeat,
         keep: a.keep,
     };
     let mut agent = Agent::open(cfg, a.client.client()?, &root).await?;
@@ -102,14 +113,20 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
                 to.as_deref().unwrap_or("no release")
             ),
             Pass::Failed { reason } => println!("nothing installed: {reason}"),
+            Pass::NotListed { .. } => {
+                println!("{} lists no {}: nothing to install", cfg_channel, cfg_name)
+            }
+            Pass::Skipped { version, current } => println!(
+                "{version} failed here before; still running {}",
+                current.as_deref().unwrap_or("no release")
+            ),
+            Pass::Rejected { version, reason } => {
+                println!("{version} refused: {reason}")
+            }
         }
     }
-    Ok(match pass {
-        Pass::Failed { reason } => {
-            eprintln!("arca agent: {reason}");
-            1
-        }
-        Pass::Reverted { .. } => 1,
-        _ => 0,
-    })
+    if let Pass::Failed { reason } | Pass::Rejected { reason, .. } = &pass {
+        eprintln!("arca agent: {reason}");
+    }
+    Ok(pass.exit_code())
 }

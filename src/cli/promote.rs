@@ -222,15 +222,29 @@ pub async fn rollback(a: RollbackArgs) -> anyhow::Result<i32> {
 
 pub async fn history(a: HistoryArgs) -> anyhow::Result<i32> {
     let api = a.client.client()?;
-    let mut rows: Vec<HistoryEntry> = api
-        .get_json(
-            "/api/v1/history",
-            &[
-                ("name", a.name.name.as_str()),
-                ("channel", a.channel.as_str()),
-            ],
-        )
-        .await?;
+    // The server answers a page at a time: ask for the rows after the last one seen.
+    const PAGE: usize = 1000;
+    let mut rows: Vec<HistoryEntry> = Vec::new();
+    loop {
+        let after = rows.last().map_or(0, |r| r.seq).to_string();
+        let limit = PAGE.to_string();
+        let page: Vec<HistoryEntry> = api
+            .get_json(
+                "/api/v1/history",
+                &[
+                    ("name", a.name.name.as_str()),
+                    ("channel", a.channel.as_str()),
+                    ("after", &after),
+                    ("limit", &limit),
+                ],
+            )
+            .await?;
+        let n = page.len();
+        rows.extend(page);
+        if n < PAGE {
+            break;
+        }
+    }
     if let Some(v) = &a.name.version {
         rows.retain(|r| r.version == v.as_str());
     }

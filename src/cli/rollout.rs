@@ -1,17 +1,19 @@
-//! `arca rollout status|list|advance|pause|resume|abort`, `arca agents --channel CH`,
-//! `arca token create --role ROLE`.
+//! `arca rollout status|list|advance|pause|resume|abort`, `arca agents [--channel CH]`,
+//! `arca agents forget ID --channel CH`, `arca token create|list|revoke`.
 
 use clap::Subcommand;
 
 use super::ClientArgs;
-use crate::model::api::{AgentInfo, RolloutAction, RolloutStatus, TokenRequest, TokenResponse};
+use crate::model::api::{
+    AgentId, AgentInfo, RolloutAction, RolloutStatus, TokenInfo, TokenRequest, TokenResponse,
+};
 use crate::model::{ArtifactName, ChannelName};
 
 /// Watch and steer phased rollouts.
 #[derive(Subcommand)]
 pub enum Command {
     /// The newest rollout of NAME in a channel: step, figures per step, what it waits for.
-    Status(Target),
+    Status(StatusArgs),
     /// The newest rollout of every name (in one channel, or all).
     List(ListArgs),
     /// Go to the next step now (or complete the rollout at its last step).
@@ -24,14 +26,33 @@ pub enum Command {
     Abort(Target),
 }
 
+/// A rollout to look at.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The artifact name.
+    name: ArtifactName,
+    /// The channel it rolls out in.
+    #[arg(long)]
+    channel: ChannelName,
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// A rollout to move.
 #[derive(clap::Args)]
 pub struct Target {
+    /// The artifact name.
     name: ArtifactName,
+    /// The channel it rolls out in.
     #[arg(long)]
     channel: ChannelName,
     /// Why (kept in the audit log).
     #[arg(long)]
     reason: Option<String>,
+    /// Print the rollout's status afterwards as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -40,21 +61,48 @@ pub struct Target {
 
 #[derive(clap::Args)]
 pub struct ListArgs {
+    /// Only this channel's rollouts.
     #[arg(long)]
     channel: Option<ChannelName>,
+    /// Print the list as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
 
-/// Which agents run what.
+/// Which agents run what; `arca agents forget` drops a decommissioned one.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentsArgs {
+    #[command(subcommand)]
+    command: Option<AgentsCommand>,
+    /// Only this channel's agents.
     #[arg(long)]
     channel: Option<ChannelName>,
+    /// Print the list as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// Forget a decommissioned agent in a channel: its row and its reports (admin, audited).
+    Forget(ForgetArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ForgetArgs {
+    /// The agent's id.
+    id: AgentId,
+    /// The channel it reported on.
+    #[arg(long)]
+    channel: ChannelName,
+    /// Only for this name (default: every name it reported on in the channel).
+    #[arg(long)]
+    name: Option<ArtifactName>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -62,25 +110,49 @@ pub struct AgentsArgs {
 /// API tokens.
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// Create a token (shown once): `reporter` tokens may only post agent reports.
+    /// Create a token (shown once): `reporter` tokens may only post agent reports, as the
+    /// agents (and on the channels) they are bound to.
     Create(TokenArgs),
+    /// List every token: id, role, label, bindings, created, revoked (never a secret).
+    List(TokenListArgs),
     /// Revoke a token at once, by its id (the 16 hex digits after `arca_`).
     Revoke(RevokeArgs),
 }
 
 #[derive(clap::Args)]
 pub struct RevokeArgs {
+    /// The token's id.
     id: String,
     #[command(flatten)]
     client: ClientArgs,
 }
 
 #[derive(clap::Args)]
+pub struct TokenListArgs {
+    /// Print the list as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(clap::Args)]
 pub struct TokenArgs {
+    /// `admin` (may change things) or `reporter` (agents: post reports, list agents).
     #[arg(long, value_parser = ["admin", "reporter"])]
     role: String,
-    #[arg(long)]
-    description: Option<String>,
+    /// Who holds the token, shown in listings and the audit log (`--description` is its old
+    /// name).
+    #[arg(long, alias = "description")]
+    label: Option<String>,
+    /// Reporter tokens (required): an agent id it may report as, a prefix such as `web-*`
+    /// for a fleet sharing the token, or `*` for any agent. Repeat for several.
+    #[arg(long = "agent", value_name = "ID")]
+    agents: Vec<String>,
+    /// Reporter tokens: a channel it may report on (repeat; default every channel).
+    #[arg(long = "channel", value_name = "CH")]
+    channels: Vec<ChannelName>,
+    /// Print the token and its bindings as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -123,6 +195,20 @@ fn print_status(r: &RolloutStatus) {
             s.percent,
             s.ok,
             s.failed
+        );
+    }
+    println!("  known agents: {}", r.known_agents);
+    for s in &r.reach {
+        let raised = if s.percent != s.planned {
+            format!(" (planned {}%)", s.planned)
+        } else {
+            String::new()
+        };
+        println!(
+            "    step {} at {}%{raised} holds {} known agents",
+            s.step + 1,
+            s.percent,
+            s.agents
         );
     }
     if let Some(reason) = &r.reason {
@@ -199,10 +285,45 @@ async fn act(action: &str, t: Target) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Agents fetched per request (the server's page size).
+const AGENTS_PAGE: usize = 1000;
+
 pub async fn agents(a: AgentsArgs) -> anyhow::Result<i32> {
+    if let Some(AgentsCommand::Forget(f)) = a.command {
+        let api = f.client.client()?;
+        let mut path = format!("/api/v1/agents/{}?channel={}", f.id, f.channel);
+        if let Some(n) = &f.name {
+            path.push_str(&format!("&name={n}"));
+        }
+        let v: serde_json::Value = api.delete_json(&path).await?;
+        let names: Vec<&str> = v["names"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "forgot agent {} in {} ({})",
+            f.id,
+            f.channel,
+            names.join(", ")
+        );
+        return Ok(0);
+    }
     let api = a.client.client()?;
-    let query: Vec<(&str, &str)> = a.channel.iter().map(|c| ("channel", c.as_str())).collect();
-    let rows: Vec<AgentInfo> = api.get_json_authed("/api/v1/agents", &query).await?;
+    let mut rows: Vec<AgentInfo> = Vec::new();
+    loop {
+        let offset = rows.len().to_string();
+        let page_size = AGENTS_PAGE.to_string();
+        let mut query: Vec<(&str, &str)> =
+            a.channel.iter().map(|c| ("channel", c.as_str())).collect();
+        query.push(("limit", &page_size));
+        query.push(("offset", &offset));
+        let page: Vec<AgentInfo> = api.get_json_authed("/api/v1/agents", &query).await?;
+        let n = page.len();
+        rows.extend(page);
+        if n < AGENTS_PAGE {
+            break;
+        }
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
@@ -212,18 +333,32 @@ pub async fn agents(a: AgentsArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<24} {:<10} {:<24} {:<12} {:<8} {:<21} message",
-        "agent", "channel", "name", "running", "last", "seen"
+        "{:<24} {:<10} {:<24} {:<12} {:<12} {:<9} {:<8} {:<21} {:<20} message",
+        "agent", "channel", "name", "running", "wanted", "state", "last", "seen", "token"
     );
     for r in &rows {
+        let state = match (r.off_release, r.stale) {
+            (true, true) => "OFF,STALE",
+            (true, false) => "OFF",
+            (false, true) => "STALE",
+            (false, false) => "ok",
+        };
+        let token = r
+            .token_label
+            .clone()
+            .or_else(|| r.token.clone())
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:<24} {:<10} {:<24} {:<12} {:<8} {:<21} {}",
+            "{:<24} {:<10} {:<24} {:<12} {:<12} {:<9} {:<8} {:<21} {:<20} {}",
             r.agent,
             r.channel,
             r.name,
             r.current.as_deref().unwrap_or("-"),
+            r.wanted.as_deref().unwrap_or("-"),
+            state,
             r.outcome,
             r.last_seen,
+            token,
             r.message
         );
     }
@@ -240,6 +375,18 @@ pub async fn agents(a: AgentsArgs) -> anyhow::Result<i32> {
     }
     for ((ch, name, v), n) in by_version {
         println!("{ch} {name} {v}: {n} agents");
+    }
+    let off = rows.iter().filter(|r| r.off_release).count();
+    let stale = rows.iter().filter(|r| r.stale).count();
+    if off > 0 {
+        println!(
+            "warning: {off} agents run something other than the release their channel means for them (OFF)"
+        );
+    }
+    if stale > 0 {
+        println!(
+            "warning: {stale} agents have not been heard from lately (STALE); `arca agents forget` drops decommissioned ones"
+        );
     }
     Ok(0)
 }
@@ -260,6 +407,44 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<i32> {
             );
             return Ok(0);
         }
+        TokenCommand::List(l) => {
+            let api = l.client.client()?;
+            let rows: Vec<TokenInfo> = api.get_json_authed("/api/v1/tokens", &[]).await?;
+            if l.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(0);
+            }
+            println!(
+                "{:<16} {:<8} {:<24} {:<24} {:<16} {:<20} revoked",
+                "id", "role", "label", "agents", "channels", "created"
+            );
+            for t in rows {
+                let scope = crate::auth::Scope {
+                    agents: t.agents,
+                    channels: t.channels,
+                };
+                let (agents, channels) = scope.describe();
+                println!(
+                    "{:<16} {:<8} {:<24} {:<24} {:<16} {:<20} {}",
+                    t.id,
+                    t.role,
+                    t.label.as_deref().unwrap_or("-"),
+                    if t.role == "admin" {
+                        "-".into()
+                    } else {
+                        agents
+                    },
+                    if t.role == "admin" {
+                        "-".into()
+                    } else {
+                        channels
+                    },
+                    t.created_at,
+                    t.revoked_at.as_deref().unwrap_or("-")
+                );
+            }
+            return Ok(0);
+        }
     };
     let api = t.client.client()?;
     let r: TokenResponse = api
@@ -267,7 +452,9 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<i32> {
             "/api/v1/tokens",
             &TokenRequest {
                 role: t.role.clone(),
-                description: t.description.clone(),
+                label: t.label.clone(),
+                agents: t.agents.clone(),
+                channels: t.channels.iter().map(|c| c.to_string()).collect(),
             },
         )
         .await?;

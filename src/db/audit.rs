@@ -31,7 +31,17 @@ pub fn append(c: &Connection, e: &Entry<'_>) -> Result<i64, DbError> {
     let (prev_seq, prev_hash) = head(c)?;
     let seq = prev_seq + 1;
     let at = now_str();
-    let details = arca_keys::canonical::to_canonical_json(&e.details)
+    // A token's label travels in the details, so the log says whose token acted; the actor
+    // stays the token id, which never changes.
+    let mut details = e.details.clone();
+    if let Some(id) = e.actor.strip_prefix("token:")
+        && let Some(obj) = details.as_object_mut()
+        && !obj.contains_key("token_label")
+        && let Some(label) = super::tokens::label(c, id)?
+    {
+        obj.insert("token_label".into(), serde_json::Value::String(label));
+    }
+    let details = arca_keys::canonical::to_canonical_json(&details)
         .map_err(|err| DbError::Corrupt(err.to_string()))?;
     let details = String::from_utf8(details).expect("JSON is UTF-8");
     let hash = entry_hash(

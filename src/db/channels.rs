@@ -82,11 +82,23 @@ pub struct HistoryEntry {
 
 /// Every change of `name` in `channel`, oldest first.
 pub fn history(c: &Connection, channel: &str, name: &str) -> Result<Vec<HistoryEntry>, DbError> {
+    history_page(c, channel, name, 0, i64::MAX)
+}
+
+/// Up to `limit` changes of `name` in `channel` after sequence number `after`, oldest first.
+pub fn history_page(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<HistoryEntry>, DbError> {
     let mut st = c.prepare_cached(
         "SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at FROM releases r \
-         JOIN artifacts a ON a.id = r.artifact_id WHERE r.channel = ?1 AND r.name = ?2 ORDER BY r.id",
+         JOIN artifacts a ON a.id = r.artifact_id WHERE r.channel = ?1 AND r.name = ?2 AND r.id > ?3 \
+         ORDER BY r.id LIMIT ?4",
     )?;
-    let rows = st.query_map(params![channel, name], |r| {
+    let rows = st.query_map(params![channel, name, after, limit], |r| {
         Ok(HistoryEntry {
             seq: r.get(0)?,
             version: r.get(1)?,

@@ -22,12 +22,20 @@ pub struct RolloutRow {
     pub reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The percentage the current step published, when raised above the plan's (so that
+    /// the step reaches a known agent).
+    pub published: Option<u32>,
 }
 
 impl RolloutRow {
-    /// The percentage of agents the rollout reaches now.
-    pub fn percent(&self) -> u32 {
+    /// The planned percentage of the current step.
+    pub fn planned(&self) -> u32 {
         self.plan.steps[self.step.min(self.plan.steps.len() - 1)]
+    }
+
+    /// The percentage of agents the rollout reaches now (what its signed entry says).
+    pub fn percent(&self) -> u32 {
+        self.published.unwrap_or(0).max(self.planned()).min(100)
     }
 
     /// Whether this rollout (of the channel's current release) still shapes its target entry:
@@ -40,7 +48,7 @@ impl RolloutRow {
 }
 
 const COLUMNS: &str = "id, channel, name, artifact_id, previous_id, plan, step, step_started_at, \
-                       state, reason, created_at, updated_at";
+                       state, reason, created_at, updated_at, percent";
 
 fn rollout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
     let bad = |i: usize, e: String| {
@@ -61,6 +69,7 @@ fn rollout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
         reason: r.get(9)?,
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
+        published: r.get::<_, Option<i64>>(12)?.map(|p| p.clamp(0, 100) as u32),
     })
 }
 
@@ -127,12 +136,22 @@ pub fn list(c: &Connection, channel: Option<&str>) -> Result<Vec<RolloutRow>, Db
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Moves a rollout to `step` (restarting the step's clock).
-pub fn set_step(c: &Connection, id: i64, step: usize) -> Result<(), DbError> {
+/// Moves a rollout to `step` (restarting the step's clock), publishing `percent`.
+pub fn set_step(c: &Connection, id: i64, step: usize, percent: u32) -> Result<(), DbError> {
     let now = now_str();
     c.execute(
-        "UPDATE rollouts SET step = ?2, step_started_at = ?3, updated_at = ?3 WHERE id = ?1",
-        params![id, step as i64, now],
+        "UPDATE rollouts SET step = ?2, step_started_at = ?3, updated_at = ?3, percent = ?4 \
+         WHERE id = ?1",
+        params![id, step as i64, now, percent],
+    )?;
+    Ok(())
+}
+
+/// Raises the percentage the current step publishes, restarting the step's clock.
+pub fn set_percent(c: &Connection, id: i64, percent: u32) -> Result<(), DbError> {
+    c.execute(
+        "UPDATE rollouts SET percent = ?2, step_started_at = ?3, updated_at = ?3 WHERE id = ?1",
+        params![id, percent, now_str()],
     )?;
     Ok(())
 }
@@ -184,8 +203,9 @@ pub struct NewReport<'a> {
     pub actor: &'a str,
 }
 
-/// Records a report and the agent's last word.
-pub fn insert_report(c: &Connection, r: &NewReport<'_>) -> Result<(), DbError> {
+/// Records a report and the agent's last word, then deletes the agent's reports beyond the
+/// newest `keep`, except the latest `ok`/`failed` of each rollout (which its figures count).
+pub fn insert_report(c: &Connection, r: &NewReport<'_>, keep: u32) -> Result<(), DbError> {
     let now = now_str();
     c.execute(
         "INSERT INTO reports (rollout_id, step, channel, name, version, agent, outcome, message, at, \
@@ -205,15 +225,82 @@ pub fn insert_report(c: &Connection, r: &NewReport<'_>) -> Result<(), DbError> {
         ],
     )?;
     c.execute(
-        "INSERT INTO agents (agent, channel, name, current, version, outcome, message, last_seen) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (channel, name, agent) DO UPDATE SET \
+        "INSERT INTO agents (agent, channel, name, current, version, outcome, message, last_seen, actor) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (channel, name, agent) DO UPDATE SET \
          current = excluded.current, version = excluded.version, outcome = excluded.outcome, \
-         message = excluded.message, last_seen = excluded.last_seen",
+         message = excluded.message, last_seen = excluded.last_seen, actor = excluded.actor",
         params![
-            r.agent, r.channel, r.name, r.current, r.version, r.outcome, r.message, now
+            r.agent, r.channel, r.name, r.current, r.version, r.outcome, r.message, now, r.actor
         ],
     )?;
+    c.execute(
+        "DELETE FROM reports WHERE channel = ?1 AND name = ?2 AND agent = ?3 \
+         AND id NOT IN (SELECT id FROM reports WHERE channel = ?1 AND name = ?2 AND agent = ?3 \
+                        ORDER BY id DESC LIMIT ?4) \
+         AND id NOT IN (SELECT MAX(id) FROM reports WHERE channel = ?1 AND name = ?2 AND agent = ?3 \
+                        AND rollout_id IS NOT NULL AND outcome IN ('ok', 'failed') GROUP BY rollout_id)",
+        params![r.channel, r.name, r.agent, i64::from(keep)],
+    )?;
     Ok(())
+}
+
+/// A heartbeat: the agent is alive and runs `current`. Its last outcome and message stay.
+pub fn heartbeat(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    agent: &str,
+    current: Option<&str>,
+    actor: &str,
+) -> Result<(), DbError> {
+    c.execute(
+        "INSERT INTO agents (agent, channel, name, current, version, outcome, message, last_seen, actor) \
+         VALUES (?1, ?2, ?3, ?4, NULL, 'heartbeat', '', ?5, ?6) ON CONFLICT (channel, name, agent) \
+         DO UPDATE SET current = excluded.current, last_seen = excluded.last_seen, actor = excluded.actor",
+        params![agent, channel, name, current, now_str(), actor],
+    )?;
+    Ok(())
+}
+
+/// Ids of the agents of `name` in `channel` seen at or after `since`.
+pub fn known_agents(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    since: &str,
+) -> Result<Vec<String>, DbError> {
+    let mut st = c.prepare_cached(
+        "SELECT agent FROM agents WHERE channel = ?1 AND name = ?2 AND last_seen >= ?3 ORDER BY agent",
+    )?;
+    let rows = st.query_map(params![channel, name, since], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Forgets an agent in `channel` (one name, or every name): its row and its reports. Returns
+/// the names it was known for.
+pub fn forget(
+    c: &Connection,
+    agent: &str,
+    channel: &str,
+    name: Option<&str>,
+) -> Result<Vec<String>, DbError> {
+    let names: Vec<String> = {
+        let mut st = c.prepare_cached(
+            "SELECT name FROM agents WHERE agent = ?1 AND channel = ?2 AND (?3 IS NULL OR name = ?3) \
+             ORDER BY name",
+        )?;
+        let rows = st.query_map(params![agent, channel, name], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    c.execute(
+        "DELETE FROM agents WHERE agent = ?1 AND channel = ?2 AND (?3 IS NULL OR name = ?3)",
+        params![agent, channel, name],
+    )?;
+    c.execute(
+        "DELETE FROM reports WHERE agent = ?1 AND channel = ?2 AND (?3 IS NULL OR name = ?3)",
+        params![agent, channel, name],
+    )?;
+    Ok(names)
 }
 
 /// Distinct agents of a rollout by their latest `ok`/`failed` report, overall and by the step
@@ -242,13 +329,21 @@ pub fn figures(c: &Connection, rollout: i64) -> Result<(Figures, Vec<(usize, Fig
     Ok((total, by_step.into_iter().collect()))
 }
 
-/// Agents that reported on `channel` (or any), by channel, name, agent.
-pub fn agents(c: &Connection, channel: Option<&str>) -> Result<Vec<AgentInfo>, DbError> {
+/// Agents that reported on `channel` (or any), by channel, name, agent: `limit` of them from
+/// `offset`. `stale`, `wanted` and `off_release` are left for the caller.
+pub fn agents(
+    c: &Connection,
+    channel: Option<&str>,
+    limit: u32,
+    offset: u64,
+) -> Result<Vec<AgentInfo>, DbError> {
     let mut st = c.prepare_cached(
-        "SELECT agent, channel, name, current, version, outcome, message, last_seen FROM agents \
-         WHERE ?1 IS NULL OR channel = ?1 ORDER BY channel, name, agent",
+        "SELECT g.agent, g.channel, g.name, g.current, g.version, g.outcome, g.message, g.last_seen, \
+         g.actor, t.label FROM agents g \
+         LEFT JOIN tokens t ON g.actor IS NOT NULL AND t.id = substr(g.actor, 7) \
+         WHERE ?1 IS NULL OR g.channel = ?1 ORDER BY g.channel, g.name, g.agent LIMIT ?2 OFFSET ?3",
     )?;
-    let rows = st.query_map([channel], |r| {
+    let rows = st.query_map(params![channel, limit, offset as i64], |r| {
         Ok(AgentInfo {
             agent: r.get(0)?,
             channel: r.get(1)?,
@@ -258,6 +353,11 @@ pub fn agents(c: &Connection, channel: Option<&str>) -> Result<Vec<AgentInfo>, D
             outcome: r.get(5)?,
             message: r.get(6)?,
             last_seen: r.get(7)?,
+            token: r.get(8)?,
+            token_label: r.get(9)?,
+            stale: false,
+            wanted: None,
+            off_release: false,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -161,6 +161,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tuf_metadata ADD COLUMN signed_at TEXT;
     CREATE INDEX tuf_metadata_by_signed_at ON tuf_metadata(signed_at);
     "#,
+    // 6: reporter tokens bound to the agents (and channels) they speak for, token labels, revoked
+    // tokens kept (marked) for the listing; the
+    // percentage a rollout step publishes (raised so that a step holds a known agent); the
+    // token each agent last reported with; reports looked up per agent (they are pruned).
+    r#"
+    ALTER TABLE tokens ADD COLUMN label TEXT;
+    ALTER TABLE tokens ADD COLUMN agents TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE tokens ADD COLUMN channels TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE tokens ADD COLUMN revoked_at TEXT;
+    UPDATE tokens SET agents = '["*"]' WHERE role = 'reporter';
+    ALTER TABLE rollouts ADD COLUMN percent INTEGER;
+    ALTER TABLE agents ADD COLUMN actor TEXT;
+    CREATE INDEX reports_by_agent ON reports(channel, name, agent, id);
+    "#,
 ];
 
 /// Brings the schema up to date.

@@ -15,13 +15,15 @@ use crate::service::{App, Error};
 pub struct Actor(pub String);
 
 /// Who made the request, with a token of any role: `reporter` tokens, which agents hold, may
-/// post reports and nothing else.
+/// post reports (for the agents and channels of their scope) and nothing else.
 #[derive(Debug, Clone)]
-pub struct Reporter(pub String);
+pub struct Reporter {
+    /// `token:<id>`.
+    pub actor: String,
+    pub token: db::tokens::TokenRow,
+}
 
-/// Token roles.
-pub const ADMIN: &str = "admin";
-pub const REPORTER: &str = "reporter";
+pub use crate::auth::{ADMIN, REPORTER};
 
 impl FromRequest for Actor {
     type Error = Error;
@@ -30,7 +32,8 @@ impl FromRequest for Actor {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let fut = authenticate(req);
         Box::pin(async move {
-            let (actor, role) = fut.await?;
+            let (actor, token) = fut.await?;
+            let role = token.role;
             if role != ADMIN {
                 return Err(Error::forbidden(
                     "token_role",
@@ -48,14 +51,17 @@ impl FromRequest for Reporter {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let fut = authenticate(req);
-        Box::pin(async move { Ok(Reporter(fut.await?.0)) })
+        Box::pin(async move {
+            let (actor, token) = fut.await?;
+            Ok(Reporter { actor, token })
+        })
     }
 }
 
-/// (actor, role) of a checked token, once the database answered.
-type Authenticated = Pin<Box<dyn Future<Output = Result<(String, String), Error>>>>;
+/// (actor, token) of a checked token, once the database answered.
+type Authenticated = Pin<Box<dyn Future<Output = Result<(String, db::tokens::TokenRow), Error>>>>;
 
-/// Checks the bearer token: (actor, role).
+/// Checks the bearer token: (actor, its row).
 fn authenticate(req: &HttpRequest) -> Authenticated {
     {
         let app = req.app_data::<web::Data<App>>().cloned();
@@ -82,8 +88,8 @@ fn authenticate(req: &HttpRequest) -> Authenticated {
                 .call(move |c| db::tokens::lookup(c, &lookup_id))
                 .await?;
             match row {
-                Some((hash, role)) if auth::matches(&token, &hash) => {
-                    Ok((format!("token:{id}"), role))
+                Some((hash, row)) if auth::matches(&token, &hash) => {
+                    Ok((format!("token:{id}"), row))
                 }
                 _ => Err(invalid()),
             }

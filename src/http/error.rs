@@ -17,6 +17,7 @@ impl ResponseError for Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -30,12 +31,20 @@ impl ResponseError for Error {
             | Error::Unavailable { code, message } => (*code, message.clone()),
             Error::Unauthorized(m) => ("unauthorized", m.clone()),
             Error::TooLarge(_) => ("too_large", self.to_string()),
+            Error::RateLimited { message, .. } => ("rate_limited", message.clone()),
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 ("internal", "internal server error".to_owned())
             }
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut answer = HttpResponse::build(self.status_code());
+        if let Error::RateLimited { retry_after, .. } = self {
+            answer.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                retry_after.to_string(),
+            ));
+        }
+        answer.json(ErrorBody {
             error: ErrorDetail {
                 code: code.to_owned(),
                 message,

@@ -114,6 +114,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         uploads: Default::default(),
         counters: Default::default(),
         meta_cache: Default::default(),
+        report_limiter: Default::default(),
         audit_key: Arc::new(
             arca_keys::SigningKey::read_file(&dir.join(home::AUDIT_KEY))
                 .context("loading the audit key")?,

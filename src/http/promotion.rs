@@ -45,15 +45,28 @@ async fn rollback(
 struct HistoryQuery {
     name: ArtifactName,
     channel: ChannelName,
+    /// Only changes after this sequence number (the last `seq` of the previous page).
+    after: Option<i64>,
+    /// At most this many (default and most: [`MAX_HISTORY_PAGE`]).
+    limit: Option<u32>,
 }
+
+/// Most history rows one request answers; `arca history` pages with `after`.
+pub const MAX_HISTORY_PAGE: u32 = 1000;
 
 #[get("/api/v1/history")]
 async fn history(app: web::Data<App>, q: web::Query<HistoryQuery>) -> Result<HttpResponse, Error> {
     app.channel_key(q.channel.as_str())?;
     let (name, channel) = (q.name.to_string(), q.channel.to_string());
+    let after = q.after.unwrap_or(0);
+    let limit = i64::from(
+        q.limit
+            .unwrap_or(MAX_HISTORY_PAGE)
+            .clamp(1, MAX_HISTORY_PAGE),
+    );
     let rows = app
         .db
-        .call(move |c| db::channels::history(c, &channel, &name))
+        .call(move |c| db::channels::history_page(c, &channel, &name, after, limit))
         .await?;
     Ok(HttpResponse::Ok().json(rows))
 }

@@ -1,22 +1,27 @@
 //! `POST /api/v1/reports`, `GET /api/v1/rollouts[/status]`, `POST /api/v1/rollouts/{action}`,
-//! `GET /api/v1/agents`, `POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`.
+//! `GET /api/v1/agents`, `DELETE /api/v1/agents/{agent}`, `GET|POST /api/v1/tokens`,
+//! `DELETE /api/v1/tokens/{id}`.
 
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
-use super::auth::{ADMIN, Actor, REPORTER, Reporter};
-use crate::db;
-use crate::model::api::{Report, RolloutAction, TokenRequest, TokenResponse};
+use super::auth::{Actor, Reporter};
+use crate::model::api::{AgentId, Report, RolloutAction, TokenRequest};
 use crate::model::{ArtifactName, ChannelName};
-use crate::service::{App, Error, rollout};
+use crate::service::{App, Error, rollout, tokens};
 
-#[post("/api/v1/reports")]
+/// Largest report body: a report is a few short fields and a message of at most 2 KiB
+/// (even written entirely as `\u` escapes, 12 KiB).
+const MAX_REPORT_BODY: usize = 16 << 10;
+
+/// `POST /api/v1/reports`. The token is checked before the body is read.
 async fn report(
     app: web::Data<App>,
     who: Reporter,
     rep: web::Json<Report>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(rollout::report(&app, &who.0, rep.into_inner()).await?))
+    Ok(HttpResponse::Ok()
+        .json(rollout::report(&app, &who.actor, &who.token, rep.into_inner()).await?))
 }
 
 #[derive(Deserialize)]
@@ -53,15 +58,57 @@ async fn act(
     Ok(HttpResponse::Ok().json(rollout::act(&app, &actor.0, &action, req.into_inner()).await?))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentsQuery {
+    channel: Option<ChannelName>,
+    /// At most this many agents (default and most: 1000).
+    limit: Option<u32>,
+    /// Skip this many (ordered by channel, name, agent).
+    offset: Option<u64>,
+}
+
 /// The fleet is an inventory worth keeping to those with a token (of any role).
 #[get("/api/v1/agents")]
 async fn agents(
     app: web::Data<App>,
     _who: Reporter,
-    q: web::Query<ChannelQuery>,
+    q: web::Query<AgentsQuery>,
 ) -> Result<HttpResponse, Error> {
-    let channel = q.into_inner().channel.map(|c| c.to_string());
-    Ok(HttpResponse::Ok().json(rollout::agents(&app, channel).await?))
+    let q = q.into_inner();
+    let channel = q.channel.map(|c| c.to_string());
+    let limit = q.limit.unwrap_or(rollout::MAX_AGENTS_PAGE);
+    Ok(
+        HttpResponse::Ok()
+            .json(rollout::agents(&app, channel, limit, q.offset.unwrap_or(0)).await?),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForgetQuery {
+    channel: ChannelName,
+    name: Option<ArtifactName>,
+}
+
+/// Forgets a decommissioned agent (admin).
+#[actix_web::delete("/api/v1/agents/{agent}")]
+async fn forget_agent(
+    app: web::Data<App>,
+    actor: Actor,
+    agent: web::Path<String>,
+    q: web::Query<ForgetQuery>,
+) -> Result<HttpResponse, Error> {
+    let agent: AgentId = agent
+        .into_inner()
+        .parse()
+        .map_err(|e: String| Error::invalid("invalid_agent", e))?;
+    let q = q.into_inner();
+    let channel = q.channel.clone();
+    let names = rollout::forget(&app, &actor.0, agent.clone(), q.channel, q.name).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "agent": agent.to_string(), "channel": channel.to_string(), "names": names, "forgotten": true,
+    })))
 }
 
 #[post("/api/v1/tokens")]
@@ -70,39 +117,12 @@ async fn create_token(
     actor: Actor,
     req: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, Error> {
-    let req = req.into_inner();
-    if req.role != ADMIN && req.role != REPORTER {
-        return Err(Error::invalid(
-            "invalid_role",
-            format!("token role {:?} is not admin or reporter", req.role),
-        ));
-    }
-    let (token, id, hash) = crate::auth::new_token().map_err(|e| Error::Internal(e.to_string()))?;
-    let (role, id2, actor_s) = (req.role.clone(), id.clone(), actor.0.clone());
-    app.db
-        .call(move |c| {
-            let tx = c.transaction()?;
-            db::tokens::insert(&tx, &id2, &hash, &role)?;
-            db::audit::append(
-                &tx,
-                &db::audit::Entry {
-                    actor: &actor_s,
-                    action: "token-create",
-                    subject: &format!("token:{id2}"),
-                    outcome: "ok",
-                    details: serde_json::json!({ "role": role, "description": req.description }),
-                },
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await?;
-    tracing::info!(token = %id, role = %req.role, "token created");
-    Ok(HttpResponse::Created().json(TokenResponse {
-        id,
-        role: req.role,
-        token,
-    }))
+    Ok(HttpResponse::Created().json(tokens::create(&app, &actor.0, req.into_inner()).await?))
+}
+
+#[get("/api/v1/tokens")]
+async fn list_tokens(app: web::Data<App>, _actor: Actor) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(tokens::list(&app).await?))
 }
 
 /// Revokes a token at once (a stolen reporter token, a departed operator's admin token).
@@ -113,51 +133,26 @@ async fn revoke_token(
     id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let id = id.into_inner();
-    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::invalid(
-            "invalid_token_id",
-            format!("{id:?} is not a token id (16 hex digits)"),
-        ));
-    }
-    if actor.0 == format!("token:{id}") {
-        return Err(Error::conflict(
-            "token_in_use",
-            "a token cannot revoke itself; use another admin token",
-        ));
-    }
-    let (id2, actor_s) = (id.clone(), actor.0.clone());
-    let role = app
-        .db
-        .call(move |c| {
-            let tx = c.transaction()?;
-            let role = db::tokens::delete(&tx, &id2)?;
-            if let Some(role) = &role {
-                db::audit::append(
-                    &tx,
-                    &db::audit::Entry {
-                        actor: &actor_s,
-                        action: "token-revoke",
-                        subject: &format!("token:{id2}"),
-                        outcome: "ok",
-                        details: serde_json::json!({ "role": role }),
-                    },
-                )?;
-            }
-            tx.commit()?;
-            Ok(role)
-        })
-        .await?
-        .ok_or_else(|| Error::not_found("no_token", format!("no token with id {id}")))?;
-    tracing::info!(token = %id, %role, "token revoked");
+    let role = tokens::revoke(&app, &actor.0, id.clone()).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "role": role, "revoked": true })))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(report)
-        .service(list)
-        .service(status)
-        .service(act)
-        .service(agents)
-        .service(create_token)
-        .service(revoke_token);
+    cfg.service(
+        web::resource("/api/v1/reports")
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_REPORT_BODY)
+                    .error_handler(super::error::json_error),
+            )
+            .route(web::post().to(report)),
+    )
+    .service(list)
+    .service(status)
+    .service(act)
+    .service(agents)
+    .service(forget_agent)
+    .service(create_token)
+    .service(list_tokens)
+    .service(revoke_token);
 }

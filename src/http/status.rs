@@ -217,6 +217,47 @@ async fn rollout_metrics(app: &App, out: &mut String) -> Result<(), Error> {
             label(&version)
         );
     }
+    // Agents off the release their channel means for them, and agents not heard from.
+    let mut by_name: std::collections::BTreeMap<(String, String), (u64, u64)> = Default::default();
+    let mut offset = 0u64;
+    loop {
+        let page = crate::service::rollout::agents(
+            app,
+            None,
+            crate::service::rollout::MAX_AGENTS_PAGE,
+            offset,
+        )
+        .await?;
+        for a in &page {
+            let e = by_name
+                .entry((a.channel.clone(), a.name.clone()))
+                .or_default();
+            e.0 += u64::from(a.off_release);
+            e.1 += u64::from(a.stale);
+        }
+        offset += page.len() as u64;
+        if page.len() < crate::service::rollout::MAX_AGENTS_PAGE as usize {
+            break;
+        }
+    }
+    out.push_str("# HELP arca_agents_off_release Agents that run something other than the release their channel means for them (a failed install, a stopped agent).\n# TYPE arca_agents_off_release gauge\n");
+    for ((channel, name), (off, _)) in &by_name {
+        let _ = writeln!(
+            out,
+            "arca_agents_off_release{{channel=\"{}\",name=\"{}\"}} {off}",
+            label(channel),
+            label(name)
+        );
+    }
+    out.push_str("# HELP arca_agents_stale Agents not heard from (report or heartbeat) within agents.stale_after.\n# TYPE arca_agents_stale gauge\n");
+    for ((channel, name), (_, stale)) in &by_name {
+        let _ = writeln!(
+            out,
+            "arca_agents_stale{{channel=\"{}\",name=\"{}\"}} {stale}",
+            label(channel),
+            label(name)
+        );
+    }
     Ok(())
 }
 

@@ -288,6 +288,9 @@ pub enum ReportOutcome {
     /// The agent could not get a release it would accept (metadata or bytes refused,
     /// server unreachable): nothing was installed. Recorded, not counted against a rollout.
     Error,
+    /// The agent is alive and runs `current` (sent at start and every heartbeat interval):
+    /// refreshes `last_seen` and what it runs, keeps its last outcome, counts for nothing.
+    Heartbeat,
 }
 
 impl ReportOutcome {
@@ -296,6 +299,7 @@ impl ReportOutcome {
             ReportOutcome::Ok => "ok",
             ReportOutcome::Failed => "failed",
             ReportOutcome::Error => "error",
+            ReportOutcome::Heartbeat => "heartbeat",
         }
     }
 }
@@ -398,6 +402,19 @@ pub struct StepFigures {
     pub failed: u64,
 }
 
+/// How many of the agents known for the name (seen within `agents.stale_after`) a step of a
+/// rollout reaches: the current step at the percentage it publishes, the others at the one the
+/// rule (`rollout::reach`) gives them with the agents known now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReach {
+    pub step: u32,
+    /// The planned percentage.
+    pub planned: u32,
+    /// The percentage agents obey (raised above the plan so that the step holds an agent).
+    pub percent: u32,
+    pub agents: u64,
+}
+
 /// A rollout as `GET /api/v1/rollouts/status` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RolloutStatus {
@@ -424,6 +441,12 @@ pub struct RolloutStatus {
     /// What the server waits for, for a running rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Agents known for the name (seen within `agents.stale_after`).
+    #[serde(default)]
+    pub known_agents: u64,
+    /// Every step of the plan with the known agents it holds.
+    #[serde(default)]
+    pub reach: Vec<StepReach>,
 }
 
 /// One agent as `GET /api/v1/agents` lists it.
@@ -439,6 +462,20 @@ pub struct AgentInfo {
     pub outcome: String,
     pub message: String,
     pub last_seen: String,
+    /// Not seen (no report, no heartbeat) within the server's `agents.stale_after`.
+    #[serde(default)]
+    pub stale: bool,
+    /// The release the channel means for this agent now (by the signed rollout plan), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wanted: Option<String>,
+    /// It runs something other than `wanted` (a failed install, a stopped agent).
+    #[serde(default)]
+    pub off_release: bool,
+    /// The token it last reported with (`token:<id>`) and that token's label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_label: Option<String>,
 }
 
 /// Body of `POST /api/v1/tokens`.
@@ -447,8 +484,19 @@ pub struct AgentInfo {
 pub struct TokenRequest {
     /// `admin` or `reporter` (may only post agent reports).
     pub role: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+    /// Who holds it (shown in listings and the audit log); `description` is its old name.
+    #[serde(
+        default,
+        alias = "description",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub label: Option<String>,
+    /// Reporter tokens: the agent ids it may report as (exact, `prefix*`, or `*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
+    /// Reporter tokens: the channels it may report on (none: every channel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
 }
 
 /// Answer to a token request: the token is shown once.
@@ -457,6 +505,28 @@ pub struct TokenResponse {
     pub id: String,
     pub role: String,
     pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+}
+
+/// One token as `GET /api/v1/tokens` lists it (never the secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub agents: Vec<String>,
+    #[serde(default)]
+    pub channels: Vec<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
 }
 
 /// What is current in one channel (`GET /api/v1/channels`).

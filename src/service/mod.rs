@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auto;
 pub mod board;
+pub mod limit;
 pub mod metrics;
 pub mod online;
 pub mod policy;
@@ -12,6 +13,7 @@ pub mod push;
 pub mod refresh;
 pub mod rollout;
 pub mod statements;
+pub mod tokens;
 pub mod trust;
 pub mod upload;
 
@@ -42,6 +44,8 @@ pub struct App {
     pub counters: Arc<metrics::Counters>,
     /// The newest metadata file of each (channel, role), as agents poll it.
     pub meta_cache: Arc<MetaCache>,
+    /// Reports each token may still post (`agents.reports_per_minute`).
+    pub report_limiter: Arc<limit::RateLimiter>,
 }
 
 /// The newest body of each (channel, role) with its ETag, valid while the database's metadata
@@ -110,6 +114,9 @@ pub enum Error {
     /// The server cannot do it now, through no fault of the request (a clock fault): 503.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// Too many requests from one token: answered 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited { retry_after: u64, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

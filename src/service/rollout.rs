@@ -10,6 +10,7 @@ use super::{App, Error};
 use crate::db::{self, DbError, rollouts::RolloutRow};
 use crate::model::api::{
     AgentInfo, Report, ReportOutcome, ReportResponse, RolloutAction, RolloutStatus, StepFigures,
+    StepReach,
 };
 use crate::rollout::{self, Figures, Next, Plan, State};
 use crate::tuf::repo;
@@ -185,26 +186,52 @@ fn halt_tx(
     Ok(version)
 }
 
-/// Moves a rollout one step on (or completes it at the last step), re-signing the entry.
+/// Buckets of the agents known for a rollout's name in its channel: those seen within
+/// `agents.stale_after`.
+fn known_buckets(
+    c: &Connection,
+    channel: &str,
+    name: &str,
+    stale_after: std::time::Duration,
+) -> Result<Vec<u32>, DbError> {
+    let since =
+        Utc::now() - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX / 2);
+    Ok(
+        db::rollouts::known_agents(c, channel, name, &arca_keys::format_time(since))?
+            .iter()
+            .map(|a| rollout::bucket(a, name))
+            .collect(),
+    )
+}
+
+/// Moves a rollout one step on (or completes it at the last step), re-signing the entry. The
+/// next step publishes its planned percentage, raised to reach a known agent if it reaches
+/// none (`rollout::reach`).
+#[allow(clippy::too_many_arguments)]
 fn advance_tx(
     c: &Connection,
     r: &RolloutRow,
     actor: &str,
     figures: Figures,
-    forced: bool,
+    (forced, reason): (bool, Option<&str>),
+    known: &[u32],
     key: &arca_keys::SigningKey,
     tuf: &crate::config::TufConfig,
 ) -> Result<State, DbError> {
     let last = r.step + 1 >= r.plan.steps.len();
+    let percent = if last {
+        100
+    } else {
+        rollout::reach(r.plan.steps[r.step + 1], r.percent(), known)
+    };
     let (state, action) = if last {
         db::rollouts::set_state(c, r.id, State::Completed, None)?;
         (State::Completed, "rollout-complete")
     } else {
-        db::rollouts::set_step(c, r.id, r.step + 1)?;
+        db::rollouts::set_step(c, r.id, r.step + 1, percent)?;
         (r.state, "rollout-advance")
     };
     let version = repo::publish_release(c, &r.channel, &r.name, key, tuf, Utc::now())?;
-    let percent = if last { 100 } else { r.plan.steps[r.step + 1] };
     db::audit::append(
         c,
         &db::audit::Entry {
@@ -217,6 +244,8 @@ fn advance_tx(
             outcome: "ok",
             details: serde_json::json!({
                 "rollout": r.id, "from_step": r.step, "percent": percent, "forced": forced,
+                "planned_percent": if last { 100 } else { r.plan.steps[r.step + 1] },
+                "reason": reason,
                 "ok": figures.ok, "failed": figures.failed,
                 "failure_rate": format!("{:.4}", figures.failure_rate()), "targets_version": version,
             }),
@@ -225,11 +254,99 @@ fn advance_tx(
     Ok(state)
 }
 
+/// Raises the percentage a running step publishes when the step held its interval and
+/// reaches none of the known agents (5 agents, a 20% step), and restarts the step's clock so
+/// the widened step holds a full interval with an agent in it. Audit `rollout-widen`.
+fn widen_tx(
+    c: &Connection,
+    r: &RolloutRow,
+    known: &[u32],
+    key: &arca_keys::SigningKey,
+    tuf: &crate::config::TufConfig,
+) -> Result<Option<u32>, DbError> {
+    let interval =
+        chrono::Duration::from_std(r.plan.step_interval).unwrap_or(chrono::Duration::MAX);
+    let held = step_started(r)
+        .checked_add_signed(interval)
+        .is_some_and(|d| Utc::now() >= d);
+    let percent = rollout::reach(r.planned(), r.percent(), known);
+    if !held || percent <= r.percent() {
+        return Ok(None);
+    }
+    db::rollouts::set_percent(c, r.id, percent)?;
+    let version = repo::publish_release(c, &r.channel, &r.name, key, tuf, Utc::now())?;
+    db::audit::append(
+        c,
+        &db::audit::Entry {
+            actor: &format!("rollout:{}", r.id),
+            action: "rollout-widen",
+            subject: &format!(
+                "{} in {}: rollout {} at {percent}% (planned {}%)",
+                r.name,
+                r.channel,
+                r.id,
+                r.planned()
+            ),
+            outcome: "ok",
+            details: serde_json::json!({
+                "rollout": r.id, "step": r.step, "planned_percent": r.planned(),
+                "from_percent": r.percent(), "percent": percent,
+                "known_agents": known.len(), "targets_version": version,
+            }),
+        },
+    )?;
+    Ok(Some(percent))
+}
+
 /// `POST /api/v1/reports`: records an agent's report; a report that pushes a running
 /// rollout's failure rate over its ceiling halts it and rolls the channel back at once.
-pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportResponse, Error> {
+/// `token` is the reporting token: rate-limited, and bound to the agents and channels it may
+/// speak for (admin tokens speak for any).
+pub async fn report(
+    app: &App,
+    actor: &str,
+    token: &db::tokens::TokenRow,
+    mut rep: Report,
+) -> Result<ReportResponse, Error> {
+    if let Err(retry_after) = app
+        .report_limiter
+        .take(&token.id, app.cfg.agents.reports_per_minute)
+    {
+        return Err(Error::RateLimited {
+            retry_after,
+            message: format!(
+                "token {} posted more than {} reports a minute; retry in {retry_after} s",
+                token.id, app.cfg.agents.reports_per_minute
+            ),
+        });
+    }
+    if token.role != crate::auth::ADMIN {
+        let (agents, channels) = token.scope.describe();
+        if !token.scope.allows_agent(rep.agent.as_str()) {
+            tracing::warn!(token = %token.id, agent = %rep.agent, "report refused: agent outside the token's scope");
+            return Err(Error::forbidden(
+                "token_scope",
+                format!(
+                    "token {} may not report as agent {} (it speaks for {agents})",
+                    token.id, rep.agent
+                ),
+            ));
+        }
+        if !token.scope.allows_channel(rep.channel.as_str()) {
+            tracing::warn!(token = %token.id, channel = %rep.channel, "report refused: channel outside the token's scope");
+            return Err(Error::forbidden(
+                "token_scope",
+                format!(
+                    "token {} may not report on channel {} (it is bound to {channels})",
+                    token.id, rep.channel
+                ),
+            ));
+        }
+    }
     let (_, key) = app.channel_key(rep.channel.as_str())?;
-    if rep.outcome != ReportOutcome::Error && rep.version.is_none() {
+    if !matches!(rep.outcome, ReportOutcome::Error | ReportOutcome::Heartbeat)
+        && rep.version.is_none()
+    {
         return Err(Error::invalid(
             "invalid_report",
             format!(
@@ -247,13 +364,17 @@ pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportRespons
             ),
         ));
     }
-    if chrono::DateTime::parse_from_rfc3339(&rep.at).is_err() {
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(&rep.at) else {
         return Err(Error::invalid(
             "invalid_report",
             format!("at {:?} is not an RFC 3339 time", rep.at),
         ));
-    }
+    };
+    // The agent's clock decides nothing: a time in the future is the server's now.
+    let now = Utc::now();
+    rep.at = arca_keys::format_time(at.with_timezone(&Utc).min(now));
     let (tuf, actor) = (app.cfg.tuf.clone(), actor.to_owned());
+    let (keep, stale_after) = (app.cfg.agents.keep_reports, app.cfg.agents.stale_after);
     let rep2 = rep.clone();
     let (resp, halted) = app
         .db
@@ -266,6 +387,24 @@ pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportRespons
                 return Ok(Err(Error::not_found(
                     "no_release",
                     format!("{ch} has never held {name}: nothing to report on"),
+                )));
+            }
+            if rep2.outcome == ReportOutcome::Heartbeat {
+                db::rollouts::heartbeat(
+                    &tx,
+                    ch,
+                    name,
+                    rep2.agent.as_str(),
+                    rep2.current.as_ref().map(|v| v.as_str()),
+                    &actor,
+                )?;
+                tx.commit()?;
+                return Ok(Ok((
+                    ReportResponse {
+                        rollout: None,
+                        halted: false,
+                    },
+                    None,
                 )));
             }
             let active = db::rollouts::active(&tx, ch, name)?;
@@ -290,14 +429,17 @@ pub async fn report(app: &App, actor: &str, rep: Report) -> Result<ReportRespons
                     at: &rep2.at,
                     actor: &actor,
                 },
+                keep,
             )?;
             let mut halted = None;
             // Paused rollouts halt too: a pause holds the step, it does not hide failures.
             if let Some(r) = counted.as_ref() {
                 let (figures, _) = db::rollouts::figures(&tx, r.id)?;
+                let known = known_buckets(&tx, ch, name, stale_after)?;
+                let needed = rollout::needed(&r.plan, rollout::holds(r.percent(), &known));
                 let started = step_started(r);
                 if let Next::Halt(why) =
-                    rollout::assess(&r.plan, r.step, started, figures, Utc::now())
+                    rollout::assess(&r.plan, r.step, started, figures, needed, Utc::now())
                 {
                     halt_tx(
                         &tx,
@@ -341,6 +483,7 @@ pub async fn tick(app: &App) -> Result<(), Error> {
             Err(_) => continue,
         };
         let tuf = app.cfg.tuf.clone();
+        let stale_after = app.cfg.agents.stale_after;
         let id = r.id;
         let moved = app
             .db
@@ -353,19 +496,33 @@ pub async fn tick(app: &App) -> Result<(), Error> {
                     return Ok(None);
                 };
                 let (figures, _) = db::rollouts::figures(&tx, r.id)?;
+                let known = known_buckets(&tx, &r.channel, &r.name, stale_after)?;
+                let needed = rollout::needed(&r.plan, rollout::holds(r.percent(), &known));
                 let started = step_started(&r);
                 let actor = format!("rollout:{}", r.id);
-                let moved = match rollout::assess(&r.plan, r.step, started, figures, Utc::now()) {
-                    Next::Wait(_) => None,
-                    Next::Advance | Next::Complete => {
-                        advance_tx(&tx, &r, &actor, figures, false, &key, &tuf)?;
-                        Some("advanced")
-                    }
-                    Next::Halt(why) => {
-                        halt_tx(&tx, &r, (State::Halted, &why), &actor, figures, &key, &tuf)?;
-                        Some("halted")
-                    }
-                };
+                let moved =
+                    match rollout::assess(&r.plan, r.step, started, figures, needed, Utc::now()) {
+                        // A step that held its interval without reaching any known agent is
+                        // widened: it must never wait on an empty bucket.
+                        Next::Wait(_) => widen_tx(&tx, &r, &known, &key, &tuf)?.map(|_| "widened"),
+                        Next::Advance | Next::Complete => {
+                            advance_tx(
+                                &tx,
+                                &r,
+                                &actor,
+                                figures,
+                                (false, None),
+                                &known,
+                                &key,
+                                &tuf,
+                            )?;
+                            Some("advanced")
+                        }
+                        Next::Halt(why) => {
+                            halt_tx(&tx, &r, (State::Halted, &why), &actor, figures, &key, &tuf)?;
+                            Some("halted")
+                        }
+                    };
                 tx.commit()?;
                 Ok(moved)
             })
@@ -402,6 +559,7 @@ pub async fn act(
         ));
     }
     let (tuf, actor_s, action_s) = (app.cfg.tuf.clone(), actor.to_owned(), action.to_owned());
+    let stale_after = app.cfg.agents.stale_after;
     let req2 = req.clone();
     let result = app
         .db
@@ -418,7 +576,9 @@ pub async fn act(
                 let (figures, _) = db::rollouts::figures(&tx, r.id)?;
                 match (action_s.as_str(), r.state) {
                     ("advance", _) => {
-                        advance_tx(&tx, &r, &actor_s, figures, true, &key, &tuf)?;
+                        let known = known_buckets(&tx, ch, name, stale_after)?;
+                        let why = (true, req2.reason.as_deref());
+                        advance_tx(&tx, &r, &actor_s, figures, why, &known, &key, &tuf)?;
                     }
                     ("pause", State::Running) | ("resume", State::Paused) => {
                         let (to, verb) = if action_s == "pause" {
@@ -472,8 +632,38 @@ pub async fn act(
     status(app, &req.channel, &req.name).await
 }
 
-fn status_of(c: &Connection, r: &RolloutRow) -> Result<RolloutStatus, DbError> {
+fn status_of(
+    c: &Connection,
+    r: &RolloutRow,
+    stale_after: std::time::Duration,
+) -> Result<RolloutStatus, DbError> {
     let (figures, by_step) = db::rollouts::figures(c, r.id)?;
+    let known = known_buckets(c, &r.channel, &r.name, stale_after)?;
+    let needed = rollout::needed(&r.plan, rollout::holds(r.percent(), &known));
+    // The current step at what it publishes; the others at what the rule gives them with the
+    // agents known now (past steps never above the current one).
+    let mut floor = 0;
+    let reach = r
+        .plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, &planned)| {
+            let percent = match i.cmp(&r.step) {
+                std::cmp::Ordering::Less => rollout::reach(planned, floor, &known).min(r.percent()),
+                std::cmp::Ordering::Equal => r.percent(),
+                std::cmp::Ordering::Greater if i + 1 == r.plan.steps.len() => 100,
+                std::cmp::Ordering::Greater => rollout::reach(planned, floor, &known),
+            };
+            floor = floor.max(percent);
+            StepReach {
+                step: i as u32,
+                planned,
+                percent,
+                agents: rollout::holds(percent, &known),
+            }
+        })
+        .collect();
     let version = |id: Option<i64>| -> Result<Option<String>, DbError> {
         Ok(match id {
             Some(id) => db::artifacts::by_id(c, id)?.map(|a| a.version),
@@ -481,7 +671,14 @@ fn status_of(c: &Connection, r: &RolloutRow) -> Result<RolloutStatus, DbError> {
         })
     };
     let next = (r.state == State::Running).then(|| {
-        match rollout::assess(&r.plan, r.step, step_started(r), figures, Utc::now()) {
+        match rollout::assess(
+            &r.plan,
+            r.step,
+            step_started(r),
+            figures,
+            needed,
+            Utc::now(),
+        ) {
             Next::Wait(w) => w,
             Next::Advance => "advancing at the next tick".into(),
             Next::Complete => "completing at the next tick".into(),
@@ -514,6 +711,8 @@ fn status_of(c: &Connection, r: &RolloutRow) -> Result<RolloutStatus, DbError> {
             })
             .collect(),
         next,
+        known_agents: known.len() as u64,
+        reach,
     })
 }
 
@@ -525,10 +724,11 @@ pub async fn status(
 ) -> Result<RolloutStatus, Error> {
     app.channel_key(channel.as_str())?;
     let (ch, n) = (channel.to_string(), name.to_string());
+    let stale_after = app.cfg.agents.stale_after;
     app.db
         .call(move |c| {
             Ok(match db::rollouts::latest(c, &ch, &n)? {
-                Some(r) => Ok(status_of(c, &r)?),
+                Some(r) => Ok(status_of(c, &r, stale_after)?),
                 None => Err(Error::not_found(
                     "no_rollout",
                     format!("{n} has had no rollout in {ch}"),
@@ -543,24 +743,147 @@ pub async fn list(app: &App, channel: Option<String>) -> Result<Vec<RolloutStatu
     if let Some(ch) = &channel {
         app.channel_key(ch)?;
     }
+    let stale_after = app.cfg.agents.stale_after;
     Ok(app
         .db
         .call(move |c| {
             db::rollouts::list(c, channel.as_deref())?
                 .iter()
-                .map(|r| status_of(c, r))
+                .map(|r| status_of(c, r, stale_after))
                 .collect()
         })
         .await?)
 }
 
-/// Every agent that reported on `channel` (or any), with what it runs.
-pub async fn agents(app: &App, channel: Option<String>) -> Result<Vec<AgentInfo>, Error> {
+/// Most agents one `GET /api/v1/agents` answers (the client pages with `offset`).
+pub const MAX_AGENTS_PAGE: u32 = 1000;
+
+/// Agents that reported on `channel` (or any), `limit` from `offset`, with what each runs,
+/// what the channel means it to run (by the signed rollout plan) and whether it is stale.
+pub async fn agents(
+    app: &App,
+    channel: Option<String>,
+    limit: u32,
+    offset: u64,
+) -> Result<Vec<AgentInfo>, Error> {
     if let Some(ch) = &channel {
         app.channel_key(ch)?;
     }
+    let stale_after = app.cfg.agents.stale_after;
+    let limit = limit.clamp(1, MAX_AGENTS_PAGE);
     Ok(app
         .db
-        .call(move |c| db::rollouts::agents(c, channel.as_deref()))
+        .call(move |c| {
+            let mut rows = db::rollouts::agents(c, channel.as_deref(), limit, offset)?;
+            let since = arca_keys::format_time(
+                Utc::now()
+                    - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX / 2),
+            );
+            let mut wanted_of: std::collections::HashMap<(String, String), Wanted> =
+                Default::default();
+            for a in &mut rows {
+                a.stale = a.last_seen < since;
+                let key = (a.channel.clone(), a.name.clone());
+                if !wanted_of.contains_key(&key) {
+                    let w = wanted(c, &a.channel, &a.name)?;
+                    wanted_of.insert(key.clone(), w);
+                }
+                if let Some(w) = wanted_of.get(&key) {
+                    a.wanted = w.for_agent(&a.agent, &a.name);
+                    a.off_release = w.listed && a.wanted != a.current;
+                }
+            }
+            Ok::<_, DbError>(rows)
+        })
         .await?)
+}
+
+/// What a channel means agents of a name to run: its release, or, while a rollout shapes the
+/// entry, the release for agents inside the percentage and the previous one (or nothing)
+/// for the others.
+struct Wanted {
+    listed: bool,
+    current: Option<String>,
+    rollout: Option<(u32, Option<String>)>,
+}
+
+impl Wanted {
+    fn for_agent(&self, agent: &str, name: &str) -> Option<String> {
+        match &self.rollout {
+            Some((percent, previous)) if !rollout::selected(agent, name, *percent) => {
+                previous.clone()
+            }
+            _ => self.current.clone(),
+        }
+    }
+}
+
+fn wanted(c: &Connection, channel: &str, name: &str) -> Result<Wanted, DbError> {
+    let Some((current, _)) = db::channels::current(c, channel, name)? else {
+        return Ok(Wanted {
+            listed: false,
+            current: None,
+            rollout: None,
+        });
+    };
+    let rollout = match db::rollouts::latest(c, channel, name)? {
+        Some(r) if r.artifact_id == current.id && r.decides_entry() => {
+            let percent = if r.state.is_active() { r.percent() } else { 0 };
+            let previous = match r.previous_id {
+                Some(id) => db::artifacts::by_id(c, id)?.map(|a| a.version),
+                None => None,
+            };
+            Some((percent, previous))
+        }
+        _ => None,
+    };
+    Ok(Wanted {
+        listed: true,
+        current: Some(current.version),
+        rollout,
+    })
+}
+
+/// `DELETE /api/v1/agents/{agent}?channel=CH[&name=N]`: forgets a decommissioned agent (its
+/// row and its reports), audited as `agent-forget`.
+pub async fn forget(
+    app: &App,
+    actor: &str,
+    agent: crate::model::api::AgentId,
+    channel: crate::model::ChannelName,
+    name: Option<crate::model::ArtifactName>,
+) -> Result<Vec<String>, Error> {
+    app.channel_key(channel.as_str())?;
+    let actor_s = actor.to_owned();
+    let (agent2, ch2, name2) = (agent.to_string(), channel.to_string(), name.clone());
+    let names = app
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let names =
+                db::rollouts::forget(&tx, &agent2, &ch2, name2.as_ref().map(|n| n.as_str()))?;
+            if !names.is_empty() {
+                db::audit::append(
+                    &tx,
+                    &db::audit::Entry {
+                        actor: &actor_s,
+                        action: "agent-forget",
+                        subject: &format!("agent {agent2} in {ch2}"),
+                        outcome: "ok",
+                        details: serde_json::json!({ "agent": agent2, "channel": ch2, "names": names }),
+                    },
+                )?;
+            }
+            tx.commit()?;
+            Ok::<_, DbError>(names)
+        })
+        .await?;
+    if names.is_empty() {
+        let what = name.map_or_else(String::new, |n| format!(" for {n}"));
+        return Err(Error::not_found(
+            "no_agent",
+            format!("no agent {agent} has reported in {channel}{what}"),
+        ));
+    }
+    Ok(names)
 }

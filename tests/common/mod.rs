@@ -253,9 +253,10 @@ impl Server {
         self.fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
-    /// A new `reporter` token: what deploy agents hold (it may only post reports).
+    /// A new `reporter` token for any agent (`--agent *`): what deploy agents hold (it may
+    /// only post reports).
     pub fn reporter_token(&self) -> String {
-        self.ok(&["token", "create", "--role", "reporter"])
+        self.ok(&["token", "create", "--role", "reporter", "--agent", "*"])
             .trim()
             .to_owned()
     }
