@@ -198,3 +198,39 @@ fn show_tells_where_a_release_stands_and_names_release_everywhere() {
     let err = s.fails(&["show", "app/a@9.9.9"]);
     assert!(err.contains("no artifact app/a@9.9.9"), "{err}");
 }
+
+#[test]
+fn history_and_ls_name_the_token_by_its_label() {
+    let s = Server::start();
+    let b = s.builder("b", "app/*");
+    let ci = s
+        .ok(&[
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--label",
+            "release-bot",
+        ])
+        .trim()
+        .to_owned();
+    let mut push = s.arca();
+    push.env("ARCA_TOKEN", &ci).args([
+        "push",
+        p(&s.file("a1", 100, 1)),
+        "app/a@1.0.0",
+        "--key",
+        p(&b),
+    ]);
+    assert!(push.output().unwrap().status.success());
+    s.ok(&["promote", "app/a@1.0.0", "--to", "staging"]);
+
+    let dev = s.ok(&["history", "app/a", "--channel", "dev"]);
+    assert!(dev.contains("(release-bot)"), "{dev}");
+    let staging: serde_json::Value =
+        serde_json::from_str(&s.ok(&["history", "app/a", "--channel", "staging", "--json"]))
+            .unwrap();
+    assert_eq!(staging[0]["actor_label"], "initial admin", "{staging}");
+    let ls = s.ok(&["ls", "--channel", "dev"]);
+    assert!(ls.contains("release-bot"), "{ls}");
+}

@@ -75,9 +75,7 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
     let (cfg_channel, cfg_name) = (a.channel.clone(), a.name.clone());
     let cfg = Config {
         id,
-        /// The channel to follow.
         channel: a.channel,
-        /// The artifact name to install from it.
         name: a.name,
         dir: a.dir,
         health_cmd: a.health_cmd,

@@ -44,8 +44,8 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
             .unwrap_or(0);
         for r in &b.releases {
             println!(
-                "  {:<width$}  {:<16} {:<13} since {}",
-                r.name, r.version, r.action, r.since
+                "  {:<width$}  {:<16} {:<13} since {}  by {}",
+                r.name, r.version, r.action, r.since, r.actor
             );
         }
     }

@@ -265,8 +265,8 @@ pub async fn history(a: HistoryArgs) -> anyhow::Result<i32> {
             r.at,
             r.action,
             r.version,
-            r.actor,
-            r.reason.unwrap_or_default()
+            r.who(),
+            r.reason.as_deref().unwrap_or_default()
         );
     }
     Ok(0)

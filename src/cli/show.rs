@@ -85,7 +85,7 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
                 h.at,
                 c.channel.as_str(),
                 h.action,
-                h.actor,
+                h.who(),
                 h.reason.as_deref().unwrap_or_default()
             );
         }

@@ -76,6 +76,9 @@ pub struct HistoryEntry {
     pub version: String,
     pub action: String,
     pub actor: String,
+    /// The label of the token the actor names, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_label: Option<String>,
     pub reason: Option<String>,
     pub at: String,
 }
@@ -94,9 +97,10 @@ pub fn history_page(
     limit: i64,
 ) -> Result<Vec<HistoryEntry>, DbError> {
     let mut st = c.prepare_cached(
-        "SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at FROM releases r \
-         JOIN artifacts a ON a.id = r.artifact_id WHERE r.channel = ?1 AND r.name = ?2 AND r.id > ?3 \
-         ORDER BY r.id LIMIT ?4",
+        "SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at, t.label FROM releases r \
+         JOIN artifacts a ON a.id = r.artifact_id \
+         LEFT JOIN tokens t ON r.actor = 'token:' || t.id \
+         WHERE r.channel = ?1 AND r.name = ?2 AND r.id > ?3 ORDER BY r.id LIMIT ?4",
     )?;
     let rows = st.query_map(params![channel, name, after, limit], |r| {
         Ok(HistoryEntry {
@@ -106,6 +110,7 @@ pub fn history_page(
             actor: r.get(3)?,
             reason: r.get(4)?,
             at: r.get(5)?,
+            actor_label: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -132,9 +137,10 @@ pub fn current_built_by(
 /// The current release of each name in `channel`, with when and how it became current.
 pub fn board(c: &Connection, channel: &str) -> Result<Vec<(HistoryEntry, String)>, DbError> {
     let mut st = c.prepare_cached(
-        "SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at, r.name FROM releases r \
+        "SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at, r.name, t.label FROM releases r \
          JOIN (SELECT name, MAX(id) AS id FROM releases WHERE channel = ?1 GROUP BY name) m ON m.id = r.id \
-         JOIN artifacts a ON a.id = r.artifact_id ORDER BY r.name",
+         JOIN artifacts a ON a.id = r.artifact_id \
+         LEFT JOIN tokens t ON r.actor = 'token:' || t.id ORDER BY r.name",
     )?;
     let rows = st.query_map([channel], |r| {
         Ok((
@@ -145,9 +151,20 @@ pub fn board(c: &Connection, channel: &str) -> Result<Vec<(HistoryEntry, String)
                 actor: r.get(3)?,
                 reason: r.get(4)?,
                 at: r.get(5)?,
+                actor_label: r.get(7)?,
             },
             r.get(6)?,
         ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl HistoryEntry {
+    /// The actor as people read it: `token:1a2b… (ci-team-a)`.
+    pub fn who(&self) -> String {
+        match &self.actor_label {
+            Some(l) => format!("{} ({l})", self.actor),
+            None => self.actor.clone(),
+        }
+    }
 }

@@ -27,12 +27,13 @@ pub async fn channels(app: &App) -> Result<Vec<ChannelBoard>, Error> {
             let releases = rows
                 .into_iter()
                 .map(|(h, name)| {
+                    let actor = h.who();
                     Ok(CurrentRelease {
                         name: parse::<ArtifactName>(&name)?,
                         version: parse::<Version>(&h.version)?,
                         since: h.at,
                         action: h.action,
-                        actor: h.actor,
+                        actor,
                     })
                 })
                 .collect::<Result<_, Error>>()?;
