@@ -279,3 +279,36 @@ fn logs_carry_no_colour_codes_when_not_on_a_terminal() {
         "{out:?}"
     );
 }
+
+#[test]
+fn agent_logs_read_as_words_not_rust_debug_output() {
+    let s = Server::start();
+    let b = s.builder("builder", "app/*");
+    let token = s.reporter_token();
+    let dir = s.path("agent");
+    let run = || {
+        let out = s
+            .agent_cmd(&token, "dev", "app/a", &dir, "host-1")
+            .env("RUST_LOG", "info")
+            .args(["--once", "--keep", "2"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    s.push(&s.file("a1.bin", 100, 1), "app/a", "1.0.0", &b);
+    run();
+    s.push(&s.file("a2.bin", 100, 2), "app/a", "2.0.0", &b);
+    run();
+    s.push(&s.file("a3.bin", 100, 3), "app/a", "3.0.0", &b);
+    let (out, log) = run();
+    assert!(out.contains("installed 3.0.0 (was 2.0.0)"), "{out}");
+    assert!(log.contains("previous=2.0.0"), "{log}");
+    assert!(log.contains("pruned old releases removed=1.0.0"), "{log}");
+    for debug in ["Some(", "None", "[\"", "\\\""] {
+        assert!(!log.contains(debug), "{debug:?} in the agent's log:\n{log}");
+    }
+}

@@ -91,6 +91,33 @@ pub enum Pass {
 }
 
 impl Pass {
+    /// The pass in words, for logs and the terminal: `installed 1.1.0 (was 1.0.1)`.
+    pub fn describe(&self, channel: &str, name: &str) -> String {
+        let or = |v: &Option<String>, none: &str| v.as_deref().unwrap_or(none).to_owned();
+        match self {
+            Pass::Unchanged => "unchanged".to_owned(),
+            Pass::UpToDate { current } => format!("up to date: {}", or(current, "no release")),
+            Pass::Installed { version, previous } => {
+                format!("installed {version} (was {})", or(previous, "none"))
+            }
+            Pass::Reverted {
+                version,
+                to,
+                reason,
+            } => format!(
+                "{version} unhealthy ({reason}); back to {}",
+                or(to, "no release")
+            ),
+            Pass::Failed { reason } => format!("nothing installed: {reason}"),
+            Pass::NotListed { .. } => format!("{channel} lists no {name}: nothing to install"),
+            Pass::Skipped { version, current } => format!(
+                "{version} failed here before; still running {}",
+                or(current, "no release")
+            ),
+            Pass::Rejected { version, reason } => format!("{version} refused: {reason}"),
+        }
+    }
+
     /// The exit status of `arca agent --once` after this pass (docs/agent.md): 0 only when
     /// the release meant for this agent runs.
     pub fn exit_code(&self) -> i32 {
@@ -421,11 +448,17 @@ impl Agent {
             protect.push(c.as_str());
         }
         match self.releases.prune(self.cfg.keep.max(2), &protect) {
-            Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "pruned old releases"),
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(removed = %removed.join(", "), "pruned old releases")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot prune old releases"),
         }
-        tracing::info!(%version, previous = ?current, "installed and healthy");
+        tracing::info!(
+            %version,
+            previous = %current.as_deref().unwrap_or("none"),
+            "installed and healthy"
+        );
         self.report(ReportOutcome::Ok, Some(&version), "installed and healthy")
             .await;
         self.announced = true;
@@ -447,7 +480,12 @@ impl Agent {
             Some(p) => self.releases.switch(p)?,
             None => remove_current(&self.cfg.dir)?,
         }
-        tracing::error!(%version, back_to = ?to, %reason, "health check failed; went back");
+        tracing::error!(
+            %version,
+            back_to = %to.as_deref().unwrap_or("no release"),
+            %reason,
+            "health check failed; went back"
+        );
         self.state.failed.insert(version.to_owned());
         self.state.pending = None;
         self.save()?;
@@ -469,7 +507,8 @@ impl Agent {
         loop {
             let pass = self.pass().await;
             if !matches!(pass, Pass::Unchanged) {
-                tracing::info!(pass = ?pass, "pass");
+                let what = pass.describe(self.cfg.channel.as_str(), self.cfg.name.as_str());
+                tracing::info!("{what}");
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.interval) => {}

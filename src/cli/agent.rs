@@ -93,35 +93,7 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
     if a.json {
         println!("{}", serde_json::to_string(&pass)?);
     } else {
-        match &pass {
-            Pass::Unchanged => println!("unchanged"),
-            Pass::UpToDate { current } => {
-                println!("up to date: {}", current.as_deref().unwrap_or("no release"))
-            }
-            Pass::Installed { version, previous } => println!(
-                "installed {version} (was {})",
-                previous.as_deref().unwrap_or("none")
-            ),
-            Pass::Reverted {
-                version,
-                to,
-                reason,
-            } => println!(
-                "{version} unhealthy ({reason}); back to {}",
-                to.as_deref().unwrap_or("no release")
-            ),
-            Pass::Failed { reason } => println!("nothing installed: {reason}"),
-            Pass::NotListed { .. } => {
-                println!("{} lists no {}: nothing to install", cfg_channel, cfg_name)
-            }
-            Pass::Skipped { version, current } => println!(
-                "{version} failed here before; still running {}",
-                current.as_deref().unwrap_or("no release")
-            ),
-            Pass::Rejected { version, reason } => {
-                println!("{version} refused: {reason}")
-            }
-        }
+        println!("{}", pass.describe(cfg_channel.as_str(), cfg_name.as_str()));
     }
     if let Pass::Failed { reason } | Pass::Rejected { reason, .. } = &pass {
         eprintln!("arca agent: {reason}");

@@ -172,8 +172,13 @@ fn print_status(r: &RolloutStatus) {
         r.percent
     );
     println!(
-        "  plan: steps {:?}, every {}, halt above {:.1}% failed with at least {} reports",
-        r.plan.steps,
+        "  plan: steps {}, every {}, halt above {:.1}% failed with at least {} report(s)",
+        r.plan
+            .steps
+            .iter()
+            .map(|p| format!("{p}%"))
+            .collect::<Vec<_>>()
+            .join(", "),
         humantime::format_duration(r.plan.step_interval),
         r.plan.max_failure_rate * 100.0,
         r.plan.min_reports
@@ -374,7 +379,7 @@ pub async fn agents(a: AgentsArgs) -> anyhow::Result<i32> {
             .or_default() += 1;
     }
     for ((ch, name, v), n) in by_version {
-        println!("{ch} {name} {v}: {n} agents");
+        println!("{ch} {name} {v}: {n} agent(s)");
     }
     let off = rows.iter().filter(|r| r.off_release).count();
     let stale = rows.iter().filter(|r| r.stale).count();
