@@ -87,3 +87,78 @@ fn docs_cli_md_lists_every_command_with_every_flag() {
         problems.join("\n  ")
     );
 }
+
+/// Every file of the project that people or the build read.
+fn project_files() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = vec![root.join("README.md"), root.join("Cargo.toml")];
+    let mut dirs: Vec<std::path::PathBuf> = [
+        "docs", "src", "tests", "scripts", "bench", "benches", "examples", "store", "keys", ".ci",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "target") {
+                    dirs.push(p);
+                }
+            } else if p
+                .extension()
+                .is_some_and(|x| ["rs", "md", "sh", "py", "toml"].contains(&x.to_str().unwrap()))
+                || p.file_name().is_some_and(|n| n == "run")
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_project_cites_nothing_outside_itself() {
+    // Spelled in pieces, so that this file does not find itself.
+    let outside = [
+        format!("../{}", "shared"),
+        format!("{}.md", "DESIGN"),
+        format!("{}.md", "STYLE"),
+        format!("{} §", "DESIGN"),
+    ];
+    let mut found = Vec::new();
+    for p in project_files() {
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            let lower = line.to_lowercase();
+            let issue = lower.match_indices("issue ").any(|(i, _)| {
+                lower[i + 6..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_digit())
+            });
+            if issue || outside.iter().any(|o| line.contains(o.as_str())) {
+                found.push(format!("{}:{}: {line}", p.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "cites outside the project:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn security_md_numbers_its_guarantees_in_order() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md")).unwrap();
+    let numbers: Vec<u32> = doc
+        .lines()
+        .filter_map(|l| l.split_once(". **"))
+        .filter_map(|(n, _)| n.parse().ok())
+        .collect();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+}
