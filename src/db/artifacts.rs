@@ -210,3 +210,12 @@ impl ArtifactRow {
         })
     }
 }
+
+/// Whether any artifact names the blob `blake3`.
+pub fn blob_referenced(c: &Connection, blake3: &str) -> Result<bool, DbError> {
+    Ok(c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM artifacts WHERE blake3 = ?1)",
+        [blake3],
+        |r| r.get(0),
+    )?)
+}

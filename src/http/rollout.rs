@@ -16,6 +16,7 @@ async fn report(
     who: Reporter,
     rep: web::Json<Report>,
 ) -> Result<HttpResponse, Error> {
+    rep.check_fields()?;
     Ok(HttpResponse::Ok().json(rollout::report(&app, &who.0, rep.into_inner()).await?))
 }
 
@@ -50,6 +51,7 @@ async fn act(
     action: web::Path<String>,
     req: web::Json<RolloutAction>,
 ) -> Result<HttpResponse, Error> {
+    req.check_fields()?;
     Ok(HttpResponse::Ok().json(rollout::act(&app, &actor.0, &action, req.into_inner()).await?))
 }
 
@@ -71,6 +73,7 @@ async fn create_token(
     req: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, Error> {
     let req = req.into_inner();
+    req.check_fields()?;
     if req.role != ADMIN && req.role != REPORTER {
         return Err(Error::invalid(
             "invalid_role",
