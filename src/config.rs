@@ -35,6 +35,7 @@ pub struct Config {
     pub pipeline: Vec<ChannelName>,
     pub rollout: RolloutConfig,
     pub agents: AgentsConfig,
+    pub limits: LimitsConfig,
 }
 
 /// Deploy agents: when they count as gone, and how much a reporter token may say.
@@ -63,6 +64,43 @@ impl Default for AgentsConfig {
             stale_after: Duration::from_secs(15 * 60),
             reports_per_minute: 600,
             keep_reports: 20,
+        }
+    }
+}
+
+/// What one client can hold of the server: concurrent transfers and how long a silent peer
+/// keeps its connection. Each limit bounds memory, threads or file handles that anyone who can
+/// reach the port could otherwise pin (downloads need no token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Uploads (staged or single-request pushes) receiving bytes at once. Each holds four
+    /// threads (two hashing, a writer and a flusher) and a file; beyond it, `503
+    /// too_many_uploads`. 32 is far above the parallelism of a build farm's pushes and keeps
+    /// the threads near 130.
+    pub max_uploads: usize,
+    /// Target downloads streaming at once. A download holds at most one read chunk (64 KiB)
+    /// beside the socket's kernel buffers, so 1024 of them stay under ~100 MiB; beyond it,
+    /// `503 too_many_downloads`. Metadata requests are not counted.
+    pub max_downloads: usize,
+    /// An upload body that sends nothing for this long is cut off (`408 body_timeout`) and its
+    /// bytes deleted. A minute covers any pause of a live client; an idle one frees its slot.
+    #[serde(with = "human")]
+    pub body_idle_timeout: Duration,
+    /// A connection whose peer acknowledges none of the bytes sent to it for this long is
+    /// closed by the kernel (`TCP_USER_TIMEOUT`), so a client that stops reading a download
+    /// gives its slot and buffers back. A minute outlasts real network stalls.
+    #[serde(with = "human")]
+    pub write_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_uploads: 32,
+            max_downloads: 1024,
+            body_idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -97,6 +135,17 @@ pub struct StoreConfig {
     /// object_store options (e.g. `aws_endpoint`, `aws_allow_http`); credentials are better
     /// given by the backend's own environment variables (`AWS_ACCESS_KEY_ID`, ...).
     pub options: BTreeMap<String, String>,
+    /// How often temporary uploads left by a crash (or an abandoned upload) are looked for
+    /// while the server runs (it also sweeps at start). Ten minutes keeps the cost of listing
+    /// `tmp/` negligible.
+    #[serde(with = "human")]
+    pub sweep_interval: Duration,
+    /// A temporary upload that no upload of this server owns (a crash's leftover) is removed
+    /// once it is this old. This server's own uploads are never swept, whatever their age; the
+    /// age protects those of another process sharing the store (during a rolling restart), so
+    /// it is the staged-upload lifetime, an hour.
+    #[serde(with = "human")]
+    pub temp_max_age: Duration,
 }
 
 /// Lifetimes of each channel's TUF metadata. Online roles are re-signed by the server when
@@ -138,6 +187,7 @@ impl Default for Config {
                 .collect(),
             rollout: RolloutConfig::default(),
             agents: AgentsConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -148,6 +198,8 @@ impl Default for StoreConfig {
             url: String::new(),
             max_blob_size: 16 << 30,
             options: BTreeMap::new(),
+            sweep_interval: Duration::from_secs(600),
+            temp_max_age: Duration::from_secs(3600),
         }
     }
 }
@@ -222,6 +274,21 @@ impl Config {
         if t.timestamp_expiry.is_zero() || t.snapshot_expiry.is_zero() || t.targets_expiry.is_zero()
         {
             return Err("metadata lifetimes must be positive".into());
+        }
+        let l = &self.limits;
+        if l.max_uploads == 0 || l.max_downloads == 0 {
+            return Err("limits.max_uploads and limits.max_downloads must be positive".into());
+        }
+        if l.body_idle_timeout.is_zero() || l.write_timeout.is_zero() {
+            return Err(
+                "limits.body_idle_timeout and limits.write_timeout must be positive".into(),
+            );
+        }
+        if l.write_timeout.as_millis() > u128::from(u32::MAX) {
+            return Err("limits.write_timeout is too long".into());
+        }
+        if self.store.sweep_interval.is_zero() {
+            return Err("store.sweep_interval must be positive".into());
         }
         Ok(())
     }

@@ -162,3 +162,22 @@ fn security_md_numbers_its_guarantees_in_order() {
         .collect();
     assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
 }
+
+#[test]
+fn the_configuration_example_in_operations_md_is_a_valid_config_of_the_defaults() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let start = doc.find("```toml\n").expect("a toml example") + 8;
+    let example = &doc[start..start + doc[start..].find("\n```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("arca.toml"), example).unwrap();
+    let cfg = arca::config::Config::load(dir.path())
+        .unwrap_or_else(|e| panic!("docs/operations.md's example is not a valid arca.toml: {e}"));
+    // It documents the defaults: the same as no file at all.
+    let defaults = arca::config::Config::load(tempfile::tempdir().unwrap().path()).unwrap();
+    assert_eq!(
+        format!("{cfg:?}"),
+        format!("{defaults:?}"),
+        "docs/operations.md's example differs from the defaults"
+    );
+}

@@ -211,12 +211,17 @@ impl ArtifactRow {
     }
 }
 
-/// What the statements about an artifact say without opening them: (sha256, predicate type,
-/// signer key ids, stored at), oldest first.
-pub fn statement_summaries(
-    c: &Connection,
-    artifact_id: i64,
-) -> Result<Vec<(String, String, Vec<String>, String)>, DbError> {
+/// What a stored statement says without opening it.
+pub struct StatementRow {
+    pub sha256: String,
+    pub predicate_type: String,
+    /// The key ids whose signatures were verified when it arrived.
+    pub signers: Vec<String>,
+    pub created_at: String,
+}
+
+/// The statements about an artifact, oldest first.
+pub fn statement_summaries(c: &Connection, artifact_id: i64) -> Result<Vec<StatementRow>, DbError> {
     let mut st = c.prepare_cached(
         "SELECT sha256, predicate_type, signers, created_at FROM statements WHERE artifact_id = ?1 \
          ORDER BY created_at, sha256",
@@ -233,7 +238,21 @@ pub fn statement_summaries(
         let (sha, ptype, signers, at) = r?;
         let signers: Vec<String> = serde_json::from_str(&signers)
             .map_err(|e| DbError::Corrupt(format!("statement {sha}: signers: {e}")))?;
-        Ok((sha, ptype, signers, at))
+        Ok(StatementRow {
+            sha256: sha,
+            predicate_type: ptype,
+            signers,
+            created_at: at,
+        })
     })
     .collect()
+}
+
+/// Whether any artifact names the blob `blake3`.
+pub fn blob_referenced(c: &Connection, blake3: &str) -> Result<bool, DbError> {
+    Ok(c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM artifacts WHERE blake3 = ?1)",
+        [blake3],
+        |r| r.get(0),
+    )?)
 }

@@ -43,10 +43,15 @@ async fn push_artifact(
             )
         })?;
 
-    let (body, forward) = forward(payload);
     let q = q.into_inner();
-    let (result, ()) = futures::join!(push::push(&app, &actor.0, q, statement, body), forward);
-    let resp = result?;
+    // A push that names a staged upload has an empty body: only a body takes an upload slot.
+    let _slot = match q.upload {
+        None => Some(app.transfers.upload()?),
+        Some(_) => None,
+    };
+    let (body, forward) = forward(payload, app.cfg.limits.body_idle_timeout);
+    let (result, idle) = futures::join!(push::push(&app, &actor.0, q, statement, body), forward);
+    let resp = result.map_err(|e| idle.unwrap_or(e))?;
     Ok(if resp.created {
         HttpResponse::Created().json(resp)
     } else {
@@ -56,25 +61,50 @@ async fn push_artifact(
 
 /// actix's payload is bound to its worker thread; this forwards it through a bounded channel so
 /// the store sees a `Send` stream, with backpressure. Run the returned future next to the
-/// consumer (`join!`).
+/// consumer (`join!`). A body that sends nothing for `idle` fails the stream; the future then
+/// returns the error to answer (408), since the consumer only sees a failed body.
 fn forward(
     mut payload: web::Payload,
+    idle: std::time::Duration,
 ) -> (
     impl futures::Stream<Item = Result<bytes::Bytes, String>> + Send,
-    impl std::future::Future<Output = ()>,
+    impl std::future::Future<Output = Option<Error>>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(8);
     let body =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     let pump = async move {
-        let mut payload = std::pin::pin!(arca_store::coalesce(payload.by_ref()));
-        while let Some(chunk) = payload.next().await {
-            let item = chunk.map_err(|e| e.to_string());
+        let timed_out = || Error::TimedOut {
+            code: "body_timeout",
+            message: format!(
+                "the upload sent no bytes for {}; its bytes were discarded",
+                humantime::format_duration(idle)
+            ),
+        };
+        // The timeout applies to each chunk of the network stream, before chunks are joined:
+        // a slow client that keeps sending is not idle.
+        let timed = futures::stream::unfold(Some(payload.by_ref()), move |p| async move {
+            let p = p?;
+            match tokio::time::timeout(idle, p.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(p))),
+                Ok(Some(Err(e))) => Some((Err(Some(e)), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(None), None)),
+            }
+        });
+        let mut chunks = std::pin::pin!(arca_store::coalesce(timed));
+        while let Some(chunk) = chunks.next().await {
+            let (item, idle) = match chunk {
+                Ok(c) => (Ok(c), None),
+                Err(Some(e)) => (Err(e.to_string()), None),
+                Err(None) => (Err("the upload went idle".to_owned()), Some(timed_out())),
+            };
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
-                break;
+                return idle;
             }
         }
+        None
     };
     (body, pump)
 }
@@ -86,9 +116,10 @@ async fn stage_upload(
     q: web::Query<UploadQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, Error> {
-    let (body, pump) = forward(payload);
-    let (result, ()) = futures::join!(upload::stage(&app, &actor.0, q.into_inner(), body), pump);
-    Ok(HttpResponse::Created().json(result?))
+    let _slot = app.transfers.upload()?;
+    let (body, pump) = forward(payload, app.cfg.limits.body_idle_timeout);
+    let (result, idle) = futures::join!(upload::stage(&app, &actor.0, q.into_inner(), body), pump);
+    Ok(HttpResponse::Created().json(result.map_err(|e| idle.unwrap_or(e))?))
 }
 
 #[derive(Deserialize)]

@@ -81,7 +81,11 @@ fn authenticate(req: &HttpRequest) -> Authenticated {
                 .trim()
                 .to_owned();
             let invalid = || Error::Unauthorized("invalid token".into());
-            let id = auth::token_id(&token).ok_or_else(invalid)?.to_owned();
+            // Logged in the request's span (with its request id); never the token itself.
+            let Some(id) = auth::token_id(&token).map(str::to_owned) else {
+                tracing::warn!("refused a request with a malformed token");
+                return Err(invalid());
+            };
             let lookup_id = id.clone();
             let row = app
                 .db
@@ -91,7 +95,10 @@ fn authenticate(req: &HttpRequest) -> Authenticated {
                 Some((hash, row)) if auth::matches(&token, &hash) => {
                     Ok((format!("token:{id}"), row))
                 }
-                _ => Err(invalid()),
+                _ => {
+                    tracing::warn!(token_id = %id, "refused a request with an unknown or wrong token");
+                    Err(invalid())
+                }
             }
         })
     }

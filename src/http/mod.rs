@@ -35,17 +35,42 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// Ready when the database answers (the process being up is `/healthz`).
+/// Ready when the database answers and the blob store can be reached (the process being up
+/// is `/healthz`). Not ready: 503 with the JSON error naming which (`database_unavailable`,
+/// `store_unavailable`); the cause goes to the log.
 #[get("/readyz")]
-async fn readyz(app: web::Data<App>) -> HttpResponse {
+async fn readyz(app: web::Data<App>) -> Result<HttpResponse, crate::service::Error> {
+    use crate::service::Error;
     match app.db.call(|c| crate::db::trust::latest_version(c)).await {
-        Ok(Some(_)) => HttpResponse::Ok()
-            .content_type("text/plain")
-            .body("ready\n"),
-        _ => HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body("database not ready\n"),
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            tracing::error!("not ready: the database holds no trust document");
+            return Err(Error::unavailable(
+                "database_unavailable",
+                "not ready: the database holds no trust document",
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "not ready: the database does not answer");
+            return Err(Error::unavailable(
+                "database_unavailable",
+                "not ready: the database does not answer",
+            ));
+        }
     }
+    if let Err(e) = app.store.check().await {
+        tracing::error!(error = %e, store = %app.store_label(), "not ready: the blob store does not answer");
+        return Err(Error::unavailable(
+            "store_unavailable",
+            format!(
+                "not ready: the blob store {} cannot be reached",
+                app.store_label()
+            ),
+        ));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain")
+        .body("ready\n"))
 }
 
 /// The span of each request: method, path, request id and status. Lighter than
@@ -105,6 +130,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         .into_iter()
         .map(|(c, k)| (c, Arc::new(k)))
         .collect();
+    let transfers = Arc::new(crate::service::transfers::Transfers::new(&cfg.limits));
     Ok(App {
         db,
         store,
@@ -115,6 +141,8 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         counters: Default::default(),
         meta_cache: Default::default(),
         report_limiter: Default::default(),
+        transfers,
+        pins: Default::default(),
         audit_key: Arc::new(
             arca_keys::SigningKey::read_file(&dir.join(home::AUDIT_KEY))
                 .context("loading the audit key")?,
@@ -136,57 +164,98 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
     let app = open(dir, cfg)?;
     let cfg = (*app.cfg).clone();
 
-    match app.store.sweep_temp(Duration::from_secs(3600)).await {
-        Ok(n) if n > 0 => tracing::info!(removed = n, "removed abandoned uploads"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot sweep abandoned uploads"),
-    }
+    crate::service::sweep::once(&app).await;
+    actix_web::rt::spawn(crate::service::sweep::run(app.clone()));
     actix_web::rt::spawn(crate::service::refresh::run(app.clone()));
     actix_web::rt::spawn(crate::service::rollout::run(app.clone()));
 
+    let listener = std::net::TcpListener::bind(&cfg.listen)
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    set_write_timeout(&listener, cfg.limits.write_timeout)?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    // Tests and scripts read this line to learn the port.
+    println!("arca listening on http://{addr}");
+    std::io::stdout().flush().ok();
+
     let counters = app.counters.clone();
     let data = web::Data::new(app);
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(MAX_JSON_BODY))
-            .app_data(web::QueryConfig::default().error_handler(error::query_error))
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(MAX_JSON_BODY)
-                    .error_handler(error::json_error),
-            )
-            .wrap_fn({
-                let counters = counters.clone();
-                move |req, srv| {
-                    let counters = counters.clone();
-                    let fut = actix_web::dev::Service::call(srv, req);
-                    async move {
-                        let res = fut.await?;
-                        counters.response(res.status().as_u16());
-                        Ok(res)
+    let (max_blob, max_json) = (cfg.store.max_blob_size, MAX_JSON_BODY as u64);
+    let server = actix_server::Server::build()
+        .listen("arca", listener, move || {
+            use actix_service::ServiceFactoryExt as _;
+            let app = actix_web::App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(MAX_JSON_BODY))
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(MAX_JSON_BODY)
+                        .error_handler(error::json_error),
+                )
+                // Innermost, before routing: HEAD is served wherever GET is (actix sends the
+                // headers, Content-Length included, and no body).
+                .wrap_fn(|mut req, srv| {
+                    if req.method() == actix_web::http::Method::HEAD {
+                        req.head_mut().method = actix_web::http::Method::GET;
                     }
+                    actix_web::dev::Service::call(srv, req)
+                })
+                .wrap_fn(|req, srv| {
+                    let fut = actix_web::dev::Service::call(srv, req);
+                    async move { Ok(error::json_errors(fut.await?)) }
+                })
+                .wrap_fn({
+                    let counters = counters.clone();
+                    move |req, srv| {
+                        let counters = counters.clone();
+                        let fut = actix_web::dev::Service::call(srv, req);
+                        async move {
+                            let res = fut.await?;
+                            counters.response(res.status().as_u16());
+                            Ok(res)
+                        }
+                    }
+                })
+                .wrap(TracingLogger::<RequestSpan>::new())
+                // The polled metadata first: routes are matched in order.
+                .configure(tuf::routes)
+                .service(healthz)
+                .service(readyz)
+                .configure(artifacts::routes)
+                .configure(trust::routes)
+                .configure(promotion::routes)
+                .configure(releases::routes)
+                .configure(rollout::routes)
+                .configure(audit::routes)
+                .configure(status::routes)
+                .default_service(web::to(error::no_route));
+            let app = actix_service::IntoServiceFactory::into_factory(app)
+                .map_err(|e: actix_web::Error| e.error_response());
+            let expect = actix_service::fn_service(move |req: actix_http::Request| async move {
+                match error::refuse_oversized(req.head(), max_blob, max_json) {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(req),
                 }
-            })
-            .wrap(TracingLogger::<RequestSpan>::new())
-            // The polled metadata first: routes are matched in order.
-            .configure(tuf::routes)
-            .service(healthz)
-            .service(readyz)
-            .configure(artifacts::routes)
-            .configure(trust::routes)
-            .configure(promotion::routes)
-            .configure(releases::routes)
-            .configure(rollout::routes)
-            .configure(audit::routes)
-            .configure(status::routes)
-    })
-    .bind(&cfg.listen)
-    .with_context(|| format!("binding {}", cfg.listen))?;
-    for addr in server.addrs() {
-        // Tests and scripts read this line to learn the port.
-        println!("arca listening on http://{addr}");
-    }
-    std::io::stdout().flush().ok();
-    server.run().await.context("serving")
+            });
+            actix_http::HttpService::build()
+                .expect(expect)
+                .finish(actix_service::map_config(app, |_| {
+                    actix_web::dev::AppConfig::default()
+                }))
+                .tcp()
+        })
+        .with_context(|| format!("serving on {addr}"))?
+        .run();
+    server.await.context("serving")
+}
+
+/// Sets `TCP_USER_TIMEOUT` on the listening socket, which every accepted connection inherits:
+/// the kernel closes a connection whose peer has acknowledged none of the bytes sent to it
+/// for `timeout` (a client that stopped reading a download), and the server drops what it
+/// held for it. actix has no write timeout of its own.
+fn set_write_timeout(listener: &std::net::TcpListener, timeout: Duration) -> anyhow::Result<()> {
+    let ms = u32::try_from(timeout.as_millis()).context("limits.write_timeout is too long")?;
+    nix::sys::socket::setsockopt(listener, nix::sys::socket::sockopt::TcpUserTimeout, &ms)
+        .context("setting TCP_USER_TIMEOUT on the listening socket")
 }

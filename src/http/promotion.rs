@@ -17,6 +17,7 @@ async fn promote_release(
     req: web::Json<PromoteRequest>,
 ) -> Result<HttpResponse, Error> {
     let req = req.into_inner();
+    req.check_fields()?;
     let subject = format!("{}@{} to {}", req.name, req.version, req.to);
     let resp = promote::promote(&app, &actor.0, req.clone(), "promote").await?;
     if resp.decision.allowed || req.dry_run || resp.already_current {
@@ -37,6 +38,7 @@ async fn rollback(
     actor: Actor,
     req: web::Json<RollbackRequest>,
 ) -> Result<HttpResponse, Error> {
+    req.check_fields()?;
     Ok(HttpResponse::Ok().json(promote::rollback(&app, &actor.0, req.into_inner()).await?))
 }
 

@@ -55,6 +55,7 @@ async fn act(
     action: web::Path<String>,
     req: web::Json<RolloutAction>,
 ) -> Result<HttpResponse, Error> {
+    req.check_fields()?;
     Ok(HttpResponse::Ok().json(rollout::act(&app, &actor.0, &action, req.into_inner()).await?))
 }
 

@@ -2,6 +2,7 @@
 //! `/tuf/{channel}/targets/{name}/{sha256}.{file}` (consistent snapshots, streamed from the store).
 
 use actix_web::{HttpRequest, HttpResponse, body::SizedStream, get, web};
+use futures::StreamExt as _;
 
 use crate::db;
 use crate::model::{ArtifactName, FileName};
@@ -130,25 +131,55 @@ fn parse_target_path(path: &str) -> Option<(ArtifactName, String, FileName)> {
     Some((dir.parse().ok()?, sha.to_owned(), file.parse().ok()?))
 }
 
-/// Parses a single `Range: bytes=...` against `size` into `[start, end)`.
-fn parse_range(header: &str, size: u64) -> Option<std::ops::Range<u64>> {
-    let spec = header.strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (size.saturating_sub(n), size)
-        }
-        (s, "") => (s.parse().ok()?, size),
-        (s, e) => (
-            s.parse().ok()?,
-            e.parse::<u64>().ok()?.saturating_add(1).min(size),
-        ),
+/// What a `Range` header asks of a target of `size` bytes (RFC 9110 §14).
+#[derive(Debug, PartialEq)]
+enum RangeAsk {
+    /// No range, or one the server may ignore: another unit, several ranges (which arca
+    /// does not serve as multipart), or a value that is not valid syntax. Answer 200.
+    Whole,
+    /// A valid single byte range, as `[start, end)`: 206.
+    Part(std::ops::Range<u64>),
+    /// A valid byte range that starts past the end: 416.
+    Unsatisfiable,
+}
+
+/// Parses `Range: bytes=a-b | a- | -n` against `size`.
+fn parse_range(header: Option<&str>, size: u64) -> RangeAsk {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeAsk::Whole;
     };
-    (start < end && end <= size).then_some(start..end)
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let num = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a, b) {
+        ("", n) => match num(n) {
+            Some(0) => return RangeAsk::Unsatisfiable,
+            Some(n) => size.saturating_sub(n)..size,
+            None => return RangeAsk::Whole,
+        },
+        (s, "") => match num(s) {
+            Some(s) => s..size,
+            None => return RangeAsk::Whole,
+        },
+        (s, e) => match (num(s), num(e)) {
+            (Some(s), Some(e)) if s <= e => s..e.saturating_add(1).min(size),
+            _ => return RangeAsk::Whole,
+        },
+    };
+    if range.start < range.end {
+        RangeAsk::Part(range)
+    } else {
+        RangeAsk::Unsatisfiable
+    }
 }
 
 #[get("/tuf/{channel}/targets/{path:.*}")]
@@ -175,29 +206,36 @@ async fn target(
     let digest: arca_store::Blake3Digest = blake3
         .parse()
         .map_err(|e: arca_store::StoreError| Error::Internal(e.to_string()))?;
-    let range = req
+    let header = req
         .headers()
         .get(actix_web::http::header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|h| parse_range(h, size));
+        .and_then(|v| v.to_str().ok());
+    let range = parse_range(header, size);
+    if range == RangeAsk::Unsatisfiable {
+        return Err(Error::RangeNotSatisfiable { size });
+    }
+    // A slot per streaming download, held by the body until it is sent or dropped.
+    let permit = app.transfers.download()?;
+    let hold = move |chunk| {
+        let _ = &permit;
+        chunk
+    };
     match range {
-        Some(None) => Ok(HttpResponse::RangeNotSatisfiable()
-            .insert_header(("content-range", format!("bytes */{size}")))
-            .finish()),
-        Some(Some(r)) => {
+        RangeAsk::Unsatisfiable => Err(Error::RangeNotSatisfiable { size }),
+        RangeAsk::Part(r) => {
             let len = r.end - r.start;
             crate::service::metrics::Counters::add(&app.counters.download_bytes, len);
             let header = format!("bytes {}-{}/{size}", r.start, r.end - 1);
-            let stream = app.store.get(&digest, Some(r)).await?;
+            let stream = app.store.get(&digest, Some(r)).await?.map(hold);
             Ok(HttpResponse::PartialContent()
                 .content_type("application/octet-stream")
                 .insert_header(("content-range", header))
                 .insert_header(IMMUTABLE)
                 .body(SizedStream::new(len, stream)))
         }
-        None => {
+        RangeAsk::Whole => {
             crate::service::metrics::Counters::add(&app.counters.download_bytes, size);
-            let stream = app.store.get(&digest, None).await?;
+            let stream = app.store.get(&digest, None).await?.map(hold);
             Ok(HttpResponse::Ok()
                 .content_type("application/octet-stream")
                 .insert_header(("accept-ranges", "bytes"))
@@ -253,10 +291,19 @@ mod tests {
         assert!(parse_target_path(&format!("-/previous/{sha}.x")).is_none());
         assert!(parse_target_path(&format!("../{sha}.x")).is_none());
         assert!(parse_target_path("app/short.x").is_none());
-        assert_eq!(parse_range("bytes=0-9", 100), Some(0..10));
-        assert_eq!(parse_range("bytes=90-", 100), Some(90..100));
-        assert_eq!(parse_range("bytes=-10", 100), Some(90..100));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
+        let r = |h: &str| parse_range(Some(h), 100);
+        assert_eq!(r("bytes=0-9"), RangeAsk::Part(0..10));
+        assert_eq!(r("bytes=90-"), RangeAsk::Part(90..100));
+        assert_eq!(r("bytes=-10"), RangeAsk::Part(90..100));
+        assert_eq!(r("bytes=50-500"), RangeAsk::Part(50..100));
+        assert_eq!(r("bytes=100-"), RangeAsk::Unsatisfiable);
+        assert_eq!(r("bytes=-0"), RangeAsk::Unsatisfiable);
+        // What RFC 9110 lets a server ignore is ignored: the whole target is served.
+        assert_eq!(parse_range(None, 100), RangeAsk::Whole);
+        assert_eq!(r("bytes=0-1,3-4"), RangeAsk::Whole);
+        assert_eq!(r("items=0-9"), RangeAsk::Whole);
+        assert_eq!(r("bytes=abc"), RangeAsk::Whole);
+        assert_eq!(r("bytes=9-0"), RangeAsk::Whole);
+        assert_eq!(r("bytes=+1-2"), RangeAsk::Whole);
     }
 }

@@ -72,7 +72,7 @@ pub async fn release(
                     .collect();
                 channels.push((ch.clone(), current.map(|r| r.version), history));
             }
-            let digests = statements.iter().map(|s| s.0.clone()).collect();
+            let digests = statements.iter().map(|s| s.sha256.clone()).collect();
             Ok(Some((a.info(digests)?, channels, statements)))
         })
         .await?;
@@ -98,29 +98,28 @@ pub async fn release(
         .collect::<Result<_, Error>>()?;
     let statements = statements
         .into_iter()
-        .map(
-            |(sha256, predicate_type, signers, created_at)| StatementSummary {
-                sha256,
-                predicate_type,
-                signers: signers
-                    .into_iter()
-                    .map(|id| {
-                        let entry = id
-                            .parse::<arca_keys::KeyId>()
-                            .ok()
-                            .and_then(|k| trust.keys.get(&k).cloned());
-                        Signer {
-                            label: entry.as_ref().and_then(|e| e.label.clone()),
-                            status: entry
-                                .map(|e| format!("{:?}", e.status).to_lowercase())
-                                .unwrap_or_else(|| "unknown".to_owned()),
-                            key_id: id,
-                        }
-                    })
-                    .collect(),
-                created_at,
-            },
-        )
+        .map(|st| StatementSummary {
+            sha256: st.sha256,
+            predicate_type: st.predicate_type,
+            signers: st
+                .signers
+                .into_iter()
+                .map(|id| {
+                    let entry = id
+                        .parse::<arca_keys::KeyId>()
+                        .ok()
+                        .and_then(|k| trust.keys.get(&k).cloned());
+                    Signer {
+                        label: entry.as_ref().and_then(|e| e.label.clone()),
+                        status: entry
+                            .map(|e| format!("{:?}", e.status).to_lowercase())
+                            .unwrap_or_else(|| "unknown".to_owned()),
+                        key_id: id,
+                    }
+                })
+                .collect(),
+            created_at: st.created_at,
+        })
         .collect();
     Ok(ReleaseView {
         artifact,

@@ -13,7 +13,9 @@ pub mod push;
 pub mod refresh;
 pub mod rollout;
 pub mod statements;
+pub mod sweep;
 pub mod tokens;
+pub mod transfers;
 pub mod trust;
 pub mod upload;
 
@@ -46,6 +48,10 @@ pub struct App {
     pub meta_cache: Arc<MetaCache>,
     /// Reports each token may still post (`agents.reports_per_minute`).
     pub report_limiter: Arc<limit::RateLimiter>,
+    /// Slots for concurrent uploads and downloads (`[limits]`).
+    pub transfers: Arc<transfers::Transfers>,
+    /// Blobs that pushes in flight are about to reference (see `transfers::BlobPins`).
+    pub pins: Arc<transfers::BlobPins>,
 }
 
 /// The newest body of each (channel, role) with its ETag, valid while the database's metadata
@@ -111,12 +117,23 @@ pub enum Error {
     Conflict { code: &'static str, message: String },
     #[error("upload exceeds the size limit of {0} bytes")]
     TooLarge(u64),
-    /// The server cannot do it now, through no fault of the request (a clock fault): 503.
-    #[error("{message}")]
-    Unavailable { code: &'static str, message: String },
     /// Too many requests from one token: answered 429 with `Retry-After`.
     #[error("{message}")]
     RateLimited { retry_after: u64, message: String },
+    /// A byte range that starts past the end of a target of `size` bytes: 416.
+    #[error("the requested range starts past the end of the {size}-byte target")]
+    RangeNotSatisfiable { size: u64 },
+    /// The client went silent (an upload body sent nothing for the idle timeout): 408.
+    #[error("{message}")]
+    TimedOut { code: &'static str, message: String },
+    /// The server cannot take the request now: a backend it needs is down, a limit of
+    /// concurrent transfers is reached, or its clock cannot be trusted. 503; retrying later
+    /// may work.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    /// A disk (the blob store's or the database's) is full: 507 `insufficient_storage`.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -146,16 +163,46 @@ impl Error {
             message: message.into(),
         }
     }
+    /// A refusal of the client's request (4xx), which the audit log records; server-side
+    /// failures (5xx) are logged instead.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            Error::Internal(_) | Error::Unavailable { .. } | Error::InsufficientStorage(_)
+        )
+    }
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Unavailable {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::model::limits::FieldError> for Error {
+    fn from(e: crate::model::limits::FieldError) -> Self {
+        Error::invalid(e.code, e.message)
+    }
 }
 
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
-        match e {
-            DbError::Clock(f) => Error::Unavailable {
+        if let DbError::Clock(f) = &e {
+            Error::Unavailable {
                 code: "clock_fault",
                 message: f.to_string(),
-            },
-            other => Error::Internal(other.to_string()),
+            }
+        } else if e.is_disk_full() {
+            tracing::error!(cause = %e, "the database's disk is full");
+            Error::InsufficientStorage("insufficient storage: the database's disk is full".into())
+        } else if e.is_busy() {
+            tracing::error!(cause = %e, "the database stayed locked past the busy timeout");
+            Error::unavailable(
+                "database_busy",
+                "the database is locked by another process; retry later",
+            )
+        } else {
+            Error::Internal(e.to_string())
         }
     }
 }
@@ -169,12 +216,35 @@ impl From<arca_store::StoreError> for Error {
             S::NotFound { .. } => Error::not_found("blob_not_found", e.to_string()),
             S::InvalidRange { .. } => Error::invalid("invalid_range", e.to_string()),
             S::Body(_) => Error::invalid("upload_failed", e.to_string()),
+            S::Backend(_) if e.is_storage_full() => {
+                tracing::error!(cause = %e, "the blob store's disk is full");
+                Error::InsufficientStorage(
+                    "insufficient storage: the blob store's disk is full".into(),
+                )
+            }
+            S::Backend(_) => {
+                tracing::error!(cause = %e, "the blob store failed");
+                Error::unavailable(
+                    "store_unavailable",
+                    "the blob store cannot be reached or refused the operation; retry later",
+                )
+            }
             other => Error::Internal(other.to_string()),
         }
     }
 }
 
 impl App {
+    /// The blob store as operators name it: its URL (which holds no credentials: those are
+    /// options), or the local directory.
+    pub fn store_label(&self) -> String {
+        if self.cfg.store.url.is_empty() {
+            format!("{}", self.home.join("blobs").display())
+        } else {
+            self.cfg.store.url.clone()
+        }
+    }
+
     /// The current trust document and its version.
     pub async fn trust(&self) -> Result<arca_keys::TrustDocument, Error> {
         let bytes = self
@@ -229,5 +299,56 @@ impl App {
         if let Err(e) = r {
             tracing::error!(error = %e, "cannot write the audit entry of a refusal");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk under the blob store is 507, not an opaque 500 (the store's own test
+    /// checks that a write to a full disk is recognised as such).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_insufficient_storage() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut sink = arca_store::FileSink::new(f).unwrap();
+        let _ = sink.write(bytes::Bytes::from(vec![1u8; 4 << 20])).await;
+        let io = sink.finish().await.unwrap_err();
+        let e = Error::from(arca_store::StoreError::from_io(io));
+        assert!(matches!(e, Error::InsufficientStorage(_)), "{e:?}");
+        let e = Error::from(arca_store::StoreError::from_io(std::io::Error::other("no")));
+        assert!(
+            matches!(
+                e,
+                Error::Unavailable {
+                    code: "store_unavailable",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_database_disk_is_insufficient_storage() {
+        let full = DbError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        assert!(matches!(Error::from(full), Error::InsufficientStorage(_)));
+        let busy = DbError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ));
+        assert!(matches!(
+            Error::from(busy),
+            Error::Unavailable {
+                code: "database_busy",
+                ..
+            }
+        ));
     }
 }

@@ -156,6 +156,10 @@ fn promote_tx(
             already = false;
         }
         let subject = format!("{}@{} -> {}", req.name, req.version, req.to);
+        if req.dry_run {
+            // A dry run refuses a bad plan exactly as the promotion would.
+            super::rollout::choose_plan(req.rollout.as_ref(), &policy)?;
+        }
         if already || req.dry_run {
             return Ok(Outcome {
                 response: PromoteResponse {

@@ -34,7 +34,7 @@ where
     match push_inner(app, actor, &q, statement_bytes, body).await {
         Ok(r) => Ok(r),
         Err(e) => {
-            if !matches!(e, Error::Internal(_)) {
+            if e.is_refusal() {
                 app.audit_refusal(actor, "push", subject, &e).await;
             }
             Err(e)
@@ -53,6 +53,7 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: std::fmt::Display,
 {
+    q.check_fields()?;
     let env = Envelope::from_slice(&statement_bytes)
         .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
     let trust = app.trust().await?;
@@ -80,6 +81,10 @@ where
         sha256: Some(parse_digest::<Sha256Digest>(&checked.sha256)?),
         size: None,
     };
+    let (key, tuf_cfg) = (app.channel_key(channel.as_str())?.1, app.cfg.tuf.clone());
+    // From before the blob is published until the transaction ends, this push pins it: a
+    // concurrent push that ends without referencing the same bytes cannot delete them.
+    let pin = app.pins.pin(&checked.blake3).await;
     let digests = match &q.upload {
         Some(id) => {
             let pending = app.uploads.take(id, actor, &q.name, &q.version)?;
@@ -98,7 +103,6 @@ where
         .unwrap_or_else(|| OCTET_STREAM.to_owned());
     let statement_sha = sha256_hex(&statement_bytes);
     let signers: Vec<String> = checked.signers.iter().map(ToString::to_string).collect();
-    let (key, tuf_cfg) = (app.channel_key(channel.as_str())?.1, app.cfg.tuf.clone());
     let (name, version, file) = (
         q.name.to_string(),
         q.version.to_string(),
@@ -168,8 +172,17 @@ where
             tx.commit()?;
             Ok(Ok((row.info(statements)?, targets_version)))
         })
-        .await?;
-    match result {
+        .await;
+    let referenced = match &result {
+        Ok(Ok(_)) => true,
+        Ok(Err(a)) => a.blake3 == digests.blake3.hex(),
+        Err(_) => false,
+    };
+    drop(pin);
+    if !referenced {
+        remove_unreferenced(app, digests.blake3).await;
+    }
+    match result? {
         Ok((artifact, targets_version)) => {
             tracing::info!(artifact = %subject_name(&q.name, &q.version), blake3 = %artifact.blake3, "pushed");
             // A channel with `auto = true` may take the release at once.
@@ -183,6 +196,29 @@ where
         }
         // A concurrent push of the same name@version won the race.
         Err(a) => existing_answer(app, a, &checked.blake3, &channel).await,
+    }
+}
+
+/// Deletes the blob this push published if no artifact references it (the push lost a race
+/// for its `name@version`, or its transaction failed): only when no other push holds a pin on
+/// the same bytes (that one references them or cleans up after itself), and after checking
+/// the database under the exclusive pin, so no blob is removed that a row names or is about to.
+async fn remove_unreferenced(app: &App, blake3: Blake3Digest) {
+    let Some(_sole) = app.pins.sole(&blake3.hex()) else {
+        return;
+    };
+    let hex = blake3.hex();
+    match app
+        .db
+        .call(move |c| db::artifacts::blob_referenced(c, &hex))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => match app.store.delete(&blake3).await {
+            Ok(()) => tracing::info!(%blake3, "removed the blob of a push that stored nothing"),
+            Err(e) => tracing::warn!(%blake3, error = %e, "cannot remove an unreferenced blob"),
+        },
+        Err(e) => tracing::warn!(%blake3, error = %e, "cannot check whether a blob is referenced"),
     }
 }
 

@@ -15,9 +15,6 @@ use crate::model::api::{
 use crate::rollout::{self, Figures, Next, Plan, State};
 use crate::tuf::repo;
 
-/// Longest message kept from a report.
-const MAX_MESSAGE: usize = 2048;
-
 /// Called inside a release's transaction before its metadata is published: supersedes the
 /// name's active rollout and, with a plan, starts a new one whose previous release is the one
 /// agents ran before (the current release, or the previous release of an unfinished rollout).
@@ -355,15 +352,7 @@ pub async fn report(
             ),
         ));
     }
-    if rep.message.len() > MAX_MESSAGE {
-        return Err(Error::invalid(
-            "invalid_report",
-            format!(
-                "message is {} bytes, more than {MAX_MESSAGE}",
-                rep.message.len()
-            ),
-        ));
-    }
+    rep.check_fields()?;
     let Ok(at) = chrono::DateTime::parse_from_rfc3339(&rep.at) else {
         return Err(Error::invalid(
             "invalid_report",

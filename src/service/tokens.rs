@@ -6,9 +6,6 @@ use crate::auth::{ADMIN, MAX_BINDINGS, REPORTER, Scope};
 use crate::db::{self, DbError};
 use crate::model::api::{TokenInfo, TokenRequest, TokenResponse};
 
-/// Longest token label: a name and a purpose, not a document.
-const MAX_LABEL: usize = 200;
-
 /// `POST /api/v1/tokens`.
 pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenResponse, Error> {
     if req.role != ADMIN && req.role != REPORTER {
@@ -17,14 +14,7 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
             format!("token role {:?} is not admin or reporter", req.role),
         ));
     }
-    if let Some(l) = &req.label
-        && (l.len() > MAX_LABEL || l.chars().any(char::is_control))
-    {
-        return Err(Error::invalid(
-            "invalid_label",
-            format!("a label is at most {MAX_LABEL} bytes without control characters"),
-        ));
-    }
+    req.check_fields()?;
     let scope = Scope {
         agents: req.agents.clone(),
         channels: req.channels.clone(),

@@ -88,7 +88,7 @@ where
     let subject = subject_name(&q.name, &q.version);
     let result = stage_inner(app, actor, q, body).await;
     if let Err(e) = &result
-        && !matches!(e, Error::Internal(_))
+        && e.is_refusal()
     {
         app.audit_refusal(actor, "push", subject, e).await;
     }

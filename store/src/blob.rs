@@ -35,6 +35,8 @@ pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     /// Set for the local disk backend, whose multipart staging files only a directory scan sees.
     local_root: Option<Arc<PathBuf>>,
+    /// Temporary objects owned by uploads in flight or staged, which the sweep skips.
+    live: temp::Live,
 }
 
 impl fmt::Debug for BlobStore {
@@ -62,6 +64,7 @@ impl BlobStore {
         Ok(Self {
             store: backend.store,
             local_root: backend.local_root.map(Arc::new),
+            live: temp::Live::default(),
         })
     }
 
@@ -70,6 +73,7 @@ impl BlobStore {
         Self {
             store,
             local_root: None,
+            live: temp::Live::default(),
         }
     }
 
@@ -116,6 +120,7 @@ impl BlobStore {
             return self.stage_local(root, body, max_size).await;
         }
         let tmp = temp::new_path()?;
+        let live = self.live.hold(&tmp);
         let upload = self.store.put_multipart(&tmp).await?;
         let writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut temp = TempObject::new(Arc::clone(&self.store), tmp, writer);
@@ -125,6 +130,7 @@ impl BlobStore {
                 digests,
                 store: Arc::clone(&self.store),
                 settled: false,
+                _live: live,
             }),
             Err(e) => {
                 temp.remove().await;
@@ -149,13 +155,9 @@ impl BlobStore {
         E: fmt::Display,
     {
         let tmp = temp::new_path()?;
+        let live = self.live.hold(&tmp);
         let fs_path = root.join(tmp.as_ref());
-        let io = |e: std::io::Error| {
-            StoreError::Backend(object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: Box::new(e),
-            })
-        };
+        let io = StoreError::from_io;
         if let Some(dir) = fs_path.parent() {
             tokio::fs::create_dir_all(dir).await.map_err(io)?;
         }
@@ -197,6 +199,7 @@ impl BlobStore {
             digests,
             store: Arc::clone(&self.store),
             settled: false,
+            _live: live,
         })
     }
 
@@ -283,6 +286,42 @@ impl BlobStore {
         }
     }
 
+    /// Deletes a blob (a push that lost a race uses it for the copy it published; the caller
+    /// makes sure that nothing references the blob). Deleting a missing blob is no error.
+    pub async fn delete(&self, blake3: &Blake3Digest) -> Result<(), StoreError> {
+        match self.store.delete(&blob_object(blake3)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks that the backend answers (readiness): the local directory exists, or a cloud
+    /// bucket can be listed. Cheap: it lists `tmp/` (only uploads in flight live there) and
+    /// reads one entry at most.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        if let Some(root) = &self.local_root {
+            let root = PathBuf::clone(root);
+            let meta = tokio::fs::metadata(&root).await.map_err(|e| {
+                StoreError::Backend(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: format!("{}: {e}", root.display()).into(),
+                })
+            })?;
+            if !meta.is_dir() {
+                return Err(StoreError::Backend(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: format!("{} is not a directory", root.display()).into(),
+                }));
+            }
+            return Ok(());
+        }
+        let prefix = Path::from(temp::TEMP_DIR);
+        match self.store.list(Some(&prefix)).next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+
     /// Whether a blob with this digest is stored.
     pub async fn exists(&self, blake3: &Blake3Digest) -> Result<bool, StoreError> {
         match self.store.head(&blob_object(blake3)).await {
@@ -356,15 +395,17 @@ impl BlobStore {
         result.map_err(|e| not_found(e, blake3))
     }
 
-    /// Deletes temporary objects older than `older_than`: uploads abandoned by a crash.
-    /// Returns how many were removed. Pick an age well above the longest upload.
+    /// Deletes temporary objects older than `older_than` that no upload of this store owns
+    /// (in progress or staged): uploads abandoned by a crash, or by a process that shares the
+    /// store. Safe to run while uploads run; returns how many were removed. Pick an age well
+    /// above the longest upload of any *other* process sharing the store.
     pub async fn sweep_temp(&self, older_than: Duration) -> Result<usize, StoreError> {
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut removed = temp::sweep_listed(self.store.as_ref(), cutoff).await?;
+        let mut removed = temp::sweep_listed(self.store.as_ref(), cutoff, &self.live).await?;
         if let Some(root) = &self.local_root {
-            removed += temp::sweep_local_staging(root, cutoff).await?;
+            removed += temp::sweep_local_staging(root, cutoff, &self.live).await?;
         }
         if removed > 0 {
             tracing::info!(removed, "swept abandoned temporary uploads");
@@ -406,6 +447,8 @@ pub struct Staged {
     pub digests: Digests,
     store: Arc<dyn ObjectStore>,
     settled: bool,
+    /// Keeps the sweep away from the temporary object while it is staged.
+    _live: temp::LiveGuard,
 }
 
 impl Staged {
@@ -429,33 +472,46 @@ impl Drop for Staged {
     }
 }
 
-/// Size of the chunks read from a local file. object_store's own file stream reads 8 KiB at a
-/// time; 256 KiB chunks cut the per-chunk work of a download (and its syscalls) by 32.
-const FILE_CHUNK: usize = 256 * 1024;
+/// Size of the chunks read from a local file: about a socket buffer. A download whose client
+/// stopped reading holds one chunk in the server's write buffer and nothing else (the next is
+/// read only when the socket takes more), so thousands of stalled readers stay cheap.
+const FILE_CHUNK: usize = 64 * 1024;
 
-/// The body of a get: local files are read in [`FILE_CHUNK`] blocks, other backends' streams
-/// pass through.
+/// The body of a get: local files are read in [`FILE_CHUNK`] blocks on the blocking pool
+/// (positional reads, no buffer kept between chunks), other backends' streams pass through.
 fn into_stream(result: GetResult) -> BlobStream {
     match result.payload {
         object_store::GetResultPayload::File(file, _) => {
             let range = result.range;
-            let read = async move {
-                use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                let mut f = tokio::fs::File::from_std(file);
-                f.seek(std::io::SeekFrom::Start(range.start)).await?;
-                Ok::<_, std::io::Error>(f.take(range.end - range.start))
-            };
-            let stream = futures::stream::once(read)
-                .map_ok(|r| tokio_util::io::ReaderStream::with_capacity(r, FILE_CHUNK))
-                .try_flatten()
-                .map_err(|e| {
-                    StoreError::Backend(object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(e),
-                    })
-                });
+            let io = StoreError::from_io;
+            let file = Arc::new(file);
+            let stream = futures::stream::try_unfold(range.start, move |pos| {
+                let file = Arc::clone(&file);
+                let end = range.end;
+                async move {
+                    if pos >= end {
+                        return Ok(None);
+                    }
+                    let want = (end - pos).min(FILE_CHUNK as u64) as usize;
+                    let chunk =
+                        tokio::task::spawn_blocking(move || read_exact_at(&file, pos, want))
+                            .await
+                            .map_err(std::io::Error::other)
+                            .and_then(|r| r)
+                            .map_err(io)?;
+                    Ok(Some((chunk, pos + want as u64)))
+                }
+            });
             Box::pin(stream)
         }
         object_store::GetResultPayload::Stream(s) => Box::pin(s.map_err(StoreError::from)),
     }
+}
+
+/// `len` bytes of `file` from `pos` (a file that ends early is an error: the blob shrank).
+fn read_exact_at(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(Bytes::from(buf))
 }

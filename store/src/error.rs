@@ -40,3 +40,53 @@ pub enum StoreError {
     #[error("object store: {0}")]
     Backend(#[from] object_store::Error),
 }
+
+impl StoreError {
+    /// A local disk error as the store reports it (the I/O error stays the source, so
+    /// [`StoreError::is_storage_full`] sees a full disk).
+    pub fn from_io(e: std::io::Error) -> Self {
+        StoreError::Backend(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })
+    }
+
+    /// Whether the backend failed because its disk (or the quota) is full: an I/O error of
+    /// kind `StorageFull` or `QuotaExceeded` somewhere in the error's sources.
+    pub fn is_storage_full(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            {
+                return true;
+            }
+            cur = e.source();
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use crate::FileSink;
+
+    /// `/dev/full` answers every write with ENOSPC, as a full disk does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_recognised() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut sink = FileSink::new(f).unwrap();
+        let _ = sink.write(bytes::Bytes::from(vec![1u8; 4 << 20])).await;
+        let e = StoreError::from_io(sink.finish().await.unwrap_err());
+        assert!(e.is_storage_full(), "{e:?}");
+        let other = StoreError::from_io(std::io::Error::other("disk on fire"));
+        assert!(!other.is_storage_full());
+    }
+}

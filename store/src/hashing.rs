@@ -20,29 +20,97 @@ pub struct ParallelHasher {
     size: u64,
 }
 
-type Lane = (
-    tokio::sync::mpsc::Sender<Bytes>,
-    std::thread::JoinHandle<[u8; 32]>,
-);
+/// One digest being computed: on a thread of its own, or, when the process cannot start one
+/// (it is at its thread limit), on the caller's thread — slower, never a panic.
+enum Lane {
+    Thread(
+        tokio::sync::mpsc::Sender<Bytes>,
+        std::thread::JoinHandle<[u8; 32]>,
+    ),
+    Inline(Box<dyn InlineHash>),
+}
 
-/// A thread that feeds every chunk it receives to `state` and returns `finish(state)`.
+trait InlineHash: Send {
+    fn update(&mut self, bytes: &[u8]);
+    fn finish(self: Box<Self>) -> [u8; 32];
+}
+
+struct Inline<H> {
+    state: H,
+    update: fn(&mut H, &[u8]),
+    finish: fn(H) -> [u8; 32],
+}
+
+impl<H: Send> InlineHash for Inline<H> {
+    fn update(&mut self, bytes: &[u8]) {
+        (self.update)(&mut self.state, bytes)
+    }
+    fn finish(self: Box<Self>) -> [u8; 32] {
+        (self.finish)(self.state)
+    }
+}
+
+/// A thread that feeds every chunk it receives to a `make()` state and returns its `finish`.
 fn lane<H: Send + 'static>(
     name: &str,
-    mut state: H,
+    make: fn() -> H,
     update: fn(&mut H, &[u8]),
     finish: fn(H) -> [u8; 32],
 ) -> Lane {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PARALLEL_QUEUE);
-    let handle = std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            let mut state = make();
             while let Some(chunk) = rx.blocking_recv() {
                 update(&mut state, &chunk);
             }
             finish(state)
-        })
-        .expect("spawn a hashing thread");
-    (tx, handle)
+        });
+    match spawned {
+        Ok(handle) => Lane::Thread(tx, handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a hashing thread; hashing inline");
+            Lane::Inline(Box::new(Inline {
+                state: make(),
+                update,
+                finish,
+            }))
+        }
+    }
+}
+
+impl Lane {
+    async fn update(&mut self, chunk: &Bytes) {
+        match self {
+            // A send fails only if the thread died; `finish` reports that.
+            Lane::Thread(tx, _) => {
+                let _ = tx.send(chunk.clone()).await;
+            }
+            Lane::Inline(h) => h.update(chunk),
+        }
+    }
+
+    fn update_blocking(&mut self, chunk: &Bytes) {
+        match self {
+            Lane::Thread(tx, _) => {
+                let _ = tx.blocking_send(chunk.clone());
+            }
+            Lane::Inline(h) => h.update(chunk),
+        }
+    }
+
+    fn finish(self) -> Result<[u8; 32], StoreError> {
+        match self {
+            Lane::Thread(tx, handle) => {
+                drop(tx);
+                handle
+                    .join()
+                    .map_err(|_| StoreError::Body("a hashing thread panicked".into()))
+            }
+            Lane::Inline(h) => Ok(h.finish()),
+        }
+    }
 }
 
 impl Default for ParallelHasher {
@@ -57,13 +125,13 @@ impl ParallelHasher {
         // such path (~1.1 GB/s), and SHA-256 is the slowest step of every upload and download.
         let sha256 = lane(
             "arca-sha256",
-            openssl::sha::Sha256::new(),
+            openssl::sha::Sha256::new,
             |c, b| c.update(b),
             |c| c.finish(),
         );
         let blake3 = lane(
             "arca-blake3",
-            blake3::Hasher::new(),
+            blake3::Hasher::new,
             |h, b| {
                 h.update(b);
             },
@@ -84,29 +152,22 @@ impl ParallelHasher {
     /// Feeds a chunk from async code (waits, without blocking, when the hashers are behind).
     pub async fn update(&mut self, chunk: Bytes) {
         self.size += chunk.len() as u64;
-        for (tx, _) in [&self.sha256, &self.blake3].into_iter().flatten() {
-            // A send fails only if the thread died; `finish` reports that.
-            let _ = tx.send(chunk.clone()).await;
+        for lane in [&mut self.sha256, &mut self.blake3].into_iter().flatten() {
+            lane.update(&chunk).await;
         }
     }
 
     /// Feeds a chunk from a plain thread (not from async code: it blocks).
     pub fn update_blocking(&mut self, chunk: Bytes) {
         self.size += chunk.len() as u64;
-        for (tx, _) in [&self.sha256, &self.blake3].into_iter().flatten() {
-            let _ = tx.blocking_send(chunk.clone());
+        for lane in [&mut self.sha256, &mut self.blake3].into_iter().flatten() {
+            lane.update_blocking(&chunk);
         }
     }
 
     /// The digests of everything fed, from a plain thread.
     pub fn finish_blocking(mut self) -> Result<Digests, StoreError> {
-        let join = |slot: Option<Lane>| {
-            let (tx, handle) = slot.expect("finished once");
-            drop(tx);
-            handle
-                .join()
-                .map_err(|_| StoreError::Body("a hashing thread panicked".into()))
-        };
+        let join = |slot: Option<Lane>| slot.expect("finished once").finish();
         let sha256 = join(self.sha256.take())?;
         let blake3 = join(self.blake3.take())?;
         Ok(Digests {

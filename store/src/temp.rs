@@ -27,6 +27,51 @@ pub(crate) fn new_path() -> Result<Path, StoreError> {
     Ok(Path::from_iter([TEMP_DIR, &hex::encode(id)]))
 }
 
+/// The temporary objects that uploads of this process own (in progress or staged): the
+/// sweep leaves them alone whatever their age, so it can run while the server serves.
+#[derive(Clone, Default)]
+pub(crate) struct Live(Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl Live {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `path` until the returned guard is dropped.
+    pub(crate) fn hold(&self, path: &Path) -> LiveGuard {
+        self.set().insert(path.to_string());
+        LiveGuard {
+            live: self.clone(),
+            path: path.to_string(),
+        }
+    }
+
+    /// Whether `path` (or the staging file `path#n` of a local multipart upload) is owned.
+    pub(crate) fn owns(&self, path: &str) -> bool {
+        let base = path.split_once('#').map_or(path, |(b, _)| b);
+        self.set().contains(base)
+    }
+}
+
+/// Keeps a temporary path registered in [`Live`] while it lives.
+#[derive(Debug)]
+pub(crate) struct LiveGuard {
+    live: Live,
+    path: String,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.live.set().remove(&self.path);
+    }
+}
+
 /// A temporary upload in progress. [`TempObject::remove`] cleans it up; if the owning future
 /// is dropped instead (a client hung up mid-upload), `Drop` spawns the same cleanup.
 pub(crate) struct TempObject {
@@ -143,17 +188,20 @@ pub(crate) async fn delete_quietly(store: &dyn ObjectStore, path: &Path) {
     }
 }
 
-/// Deletes the listed temporary objects last modified at or before `cutoff`.
+/// Deletes the listed temporary objects last modified at or before `cutoff` that no upload
+/// of this process owns.
 pub(crate) async fn sweep_listed(
     store: &dyn ObjectStore,
     cutoff: SystemTime,
+    live: &Live,
 ) -> Result<usize, StoreError> {
     let prefix = Path::from(TEMP_DIR);
     let stale: Vec<Path> = store
         .list(Some(&prefix))
         .try_filter_map(|meta| async move {
             let modified = SystemTime::from(meta.last_modified);
-            Ok((modified <= cutoff).then_some(meta.location))
+            let owned = live.owns(meta.location.as_ref());
+            Ok((modified <= cutoff && !owned).then_some(meta.location))
         })
         .try_collect()
         .await?;
@@ -174,8 +222,10 @@ pub(crate) async fn sweep_listed(
 pub(crate) async fn sweep_local_staging(
     root: &FsPath,
     cutoff: SystemTime,
+    live: &Live,
 ) -> Result<usize, StoreError> {
     let dir = root.join(TEMP_DIR);
+    let live = live.clone();
     let scan = move || -> std::io::Result<usize> {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -185,9 +235,11 @@ pub(crate) async fn sweep_local_staging(
         let mut removed = 0;
         for entry in entries {
             let entry = entry?;
-            let staged = entry.file_name().to_string_lossy().contains('#');
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let staged = name.contains('#');
+            let owned = live.owns(&format!("{TEMP_DIR}/{name}"));
             let meta = entry.metadata()?;
-            if staged && meta.is_file() && meta.modified()? <= cutoff {
+            if staged && !owned && meta.is_file() && meta.modified()? <= cutoff {
                 match std::fs::remove_file(entry.path()) {
                     Ok(()) => removed += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
