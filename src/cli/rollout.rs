@@ -210,7 +210,7 @@ fn print_status(r: &RolloutStatus) {
             String::new()
         };
         println!(
-            "    step {} at {}%{raised} holds {} known agents",
+            "    step {} at {}%{raised} holds {} known agent(s)",
             s.step + 1,
             s.percent,
             s.agents
