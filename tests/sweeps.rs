@@ -184,3 +184,38 @@ fn concurrent_pushes_of_one_version_leave_only_the_winners_blob() {
         assert!(blob_file(&s, won).exists());
     }
 }
+
+#[test]
+fn a_blob_left_by_a_crash_before_its_row_is_removed_at_the_next_start() {
+    let mut s = Server::start();
+    let key = s.builder("builder", "app/*");
+    let kept = s.file("kept.bin", 5000, 1);
+    s.push(&kept, "app/kept", "1.0.0", &key);
+    let kept_blob = blob_file(&s, &std::fs::read(&kept).unwrap());
+
+    // What a SIGKILL between storing the bytes and committing the row leaves: a blob that no
+    // artifact names, written a while ago.
+    let orphan_bytes = b"bytes of a push that never committed".to_vec();
+    let orphan = blob_file(&s, &orphan_bytes);
+    std::fs::write(&orphan, &orphan_bytes).unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    for f in [&orphan, &kept_blob] {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+
+    s.kill();
+    s.launch();
+    assert!(!orphan.exists(), "the orphan blob survived a restart");
+    assert!(kept_blob.exists(), "a referenced blob was removed");
+    s.pull_ok("app/kept", "dev", &s.path("out"), &s.path("state"));
+    assert!(
+        s.log().contains("removed blobs that no artifact names"),
+        "{}",
+        s.log()
+    );
+}

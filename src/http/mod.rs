@@ -165,6 +165,7 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
     let cfg = (*app.cfg).clone();
 
     crate::service::sweep::once(&app).await;
+    crate::service::sweep::orphans(&app).await;
     actix_web::rt::spawn(crate::service::sweep::run(app.clone()));
     actix_web::rt::spawn(crate::service::refresh::run(app.clone()));
     actix_web::rt::spawn(crate::service::rollout::run(app.clone()));

@@ -13,6 +13,48 @@ pub async fn once(app: &App) {
     }
 }
 
+/// Blobs that no artifact names, left by a crash between a push storing its bytes and
+/// committing its row (a push that ends without its row removes its blob itself). Run once at
+/// start, before the server takes requests: no push is in flight then, so none can be about to
+/// reference a blob this deletes. Only blobs older than `store.temp_max_age` go, so a blob
+/// that another server sharing the store is committing right now is left alone.
+pub async fn orphans(app: &App) {
+    let found = match app.store.blobs_older_than(app.cfg.store.temp_max_age).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the blobs to look for orphans");
+            return;
+        }
+    };
+    let mut removed = 0usize;
+    for digest in found {
+        let hex = digest.hex();
+        let referenced = app
+            .db
+            .call(move |c| crate::db::artifacts::blob_referenced(c, &hex))
+            .await;
+        match referenced {
+            Ok(false) => match app.store.delete(&digest).await {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(blob = %digest.hex(), error = %e, "cannot remove an orphan blob")
+                }
+            },
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for orphan blobs");
+                return;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed blobs that no artifact names (left by a crash)"
+        );
+    }
+}
+
 /// Sweeps every `store.sweep_interval`, forever (the server sweeps once before it serves).
 pub async fn run(app: App) {
     loop {

@@ -413,6 +413,33 @@ impl BlobStore {
         Ok(removed)
     }
 
+    /// Every blob last written more than `older_than` ago, by digest. Objects under `blobs/`
+    /// whose name is not a digest are skipped. Lists the whole store: for a sweep at start,
+    /// not for every request.
+    pub async fn blobs_older_than(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<Blake3Digest>, StoreError> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let prefix = Path::from(BLOBS_DIR);
+        let found: Vec<Blake3Digest> = self
+            .store
+            .list(Some(&prefix))
+            .try_filter_map(|meta| async move {
+                let old = SystemTime::from(meta.last_modified) <= cutoff;
+                let digest = meta
+                    .location
+                    .filename()
+                    .and_then(|n| n.parse::<Blake3Digest>().ok());
+                Ok(digest.filter(|_| old))
+            })
+            .try_collect()
+            .await?;
+        Ok(found)
+    }
+
     /// Convenience for bodies already in memory; see [`BlobStore::put_stream`].
     pub async fn put_bytes(
         &self,
