@@ -164,11 +164,25 @@ fn a_clock_jump_ahead_and_back_signs_nothing_long_lived_and_is_alerted() {
     );
     assert!(metric(&s, "arca_clock_drift_seconds") > 399.0 * 86_400.0);
     let before = s.state();
+    let refused_entries = s.audit_count("refused");
     let line = s.fails(&["promote", "app/x@1.0.0", "--to", "staging"]);
     assert!(line.contains("clock_fault"), "{line}");
     assert!(line.contains("monotonic"), "{line}");
     assert!(line.contains("503"), "{line}");
     assert_unchanged(&before, &s.state());
+    // A statement about a listed release republishes its channel: refused too. A server
+    // failure is not the request's refusal: logged and counted, not audited.
+    let line = s.fails(&[
+        "attest",
+        "app/x@1.0.0",
+        "--type",
+        "https://example.com/tests/v1",
+        "--key",
+        b.to_str().unwrap(),
+    ]);
+    assert!(line.contains("clock_fault"), "{line}");
+    assert_unchanged(&before, &s.state());
+    assert_eq!(s.audit_count("refused"), refused_entries);
     assert!(metric(&s, "arca_signing_refusals_total") > refusals);
     assert!(s.log().contains("clock fault"), "no error in the log");
 

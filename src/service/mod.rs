@@ -271,7 +271,10 @@ impl App {
             })
     }
 
-    /// Appends a refusal to the audit log (in its own transaction; the refused change wrote nothing).
+    /// Appends a refusal to the audit log (in its own transaction; the refused change wrote
+    /// nothing). A failure of the server (a 5xx: a backend down, a clock fault, an internal
+    /// error) is no refusal of the request: it goes to the log and the metrics, not the audit
+    /// chain, so no internal text reaches the exported log.
     pub async fn audit_refusal(
         &self,
         actor: &str,
@@ -279,6 +282,9 @@ impl App {
         subject: String,
         err: &Error,
     ) {
+        if !err.is_refusal() {
+            return;
+        }
         let actor = actor.to_owned();
         let reason = err.to_string();
         let r = self
