@@ -240,6 +240,13 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
                 }
             });
             actix_http::HttpService::build()
+                // As actix-web's HttpServer does: a request head must arrive within 5 s, idle
+                // keep-alive connections close after 5 s, and a connection is kept 1 s after the
+                // last response before it is closed, so that a client still sending a body the
+                // server refused early reads the refusal instead of a broken pipe.
+                .keep_alive(Duration::from_secs(5))
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
                 .expect(expect)
                 .finish(actix_service::map_config(app, |_| {
                     actix_web::dev::AppConfig::default()
