@@ -93,8 +93,9 @@ impl Change {
     }
 }
 
-/// Signs `change` with the keys `sign` (encrypted ones with their passphrase) and submits it, or writes it to `out` for others to sign.
-/// Returns the new trust version when it was submitted.
+/// Signs `change` with the keys `sign` (encrypted ones with their passphrase, all read before
+/// the first signature) and submits it, or writes it to `out` for others to sign. Returns the
+/// new trust version when it was submitted.
 pub async fn finish(
     api: &ApiClient,
     mut change: Change,

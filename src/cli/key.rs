@@ -43,6 +43,9 @@ pub fn run(c: Command) -> anyhow::Result<i32> {
             unencrypted,
             passphrase,
         } => {
+            if out.exists() {
+                anyhow::bail!("{} exists: a key file is never overwritten", out.display());
+            }
             let pass = if unencrypted {
                 None
             } else {
