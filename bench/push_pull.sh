@@ -162,7 +162,7 @@ else
     export ARCA_SERVER="http://127.0.0.1:$PORT"
     ARCA_TOKEN="$(cat "$HOME_DIR/admin.token")"
     export ARCA_TOKEN
-    timeout 60 "$ARCA" key gen --out "$TMP/builder.key" >"$TMP/arca-keygen.log" 2>&1 \
+    timeout 60 "$ARCA" key gen --unencrypted --out "$TMP/builder.key" >"$TMP/arca-keygen.log" 2>&1 \
         || { cat "$TMP/arca-keygen.log" >&2; die "arca key gen failed"; }
     timeout 60 "$ARCA" trust add-key "$TMP/builder.key.pub" --role builder --scope 'bench/*' \
         --sign "$HOME_DIR/keys/root.key" >"$TMP/arca-trust.log" 2>&1 \

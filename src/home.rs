@@ -170,6 +170,10 @@ pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
     }
     let cfg = Config::load(dir)?;
 
+    // The server's own keys are unencrypted files (write_files), unlike `arca key gen`'s: the
+    // server signs with the online and audit keys unattended, and a passphrase kept beside them
+    // would protect nothing. The root key is a development key, to be encrypted (`arca key
+    // encrypt`) and moved offline, or rotated away (docs/key-management.md, "Key files").
     let root = SigningKey::generate()?;
     root.write_files(&dir.join(ROOT_KEY))?;
     for ch in &cfg.pipeline {

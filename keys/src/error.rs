@@ -17,6 +17,16 @@ pub enum KeyError {
     },
     #[error("key file {path} is not a valid arca/TUF ed25519 key: {reason}")]
     BadKeyFile { path: String, reason: String },
+    #[error("key file {path} is encrypted: it needs its passphrase")]
+    Encrypted { path: String },
+    #[error("key file {path} is already encrypted")]
+    AlreadyEncrypted { path: String },
+    #[error("wrong passphrase for key file {path} (or the file is damaged)")]
+    WrongPassphrase { path: String },
+    #[error("the passphrase is empty")]
+    EmptyPassphrase,
+    #[error("cannot encrypt the key: {0}")]
+    Encrypt(String),
     #[error("invalid key id {0:?}: expected 64 lowercase hex characters")]
     InvalidKeyId(String),
     #[error("invalid public key: {0}")]

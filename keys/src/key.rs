@@ -7,6 +7,7 @@ use std::str::FromStr;
 use ed25519_dalek::{Signer, Verifier};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Deserializer, Serialize};
+use zeroize::Zeroizing;
 
 use crate::{KeyError, canonical::to_canonical_json};
 
@@ -190,8 +191,10 @@ impl SigningKey {
         self.0.sign(msg).to_bytes().to_vec()
     }
 
-    /// Writes the private key to `path` (created with mode 0600, never overwriting) and the
-    /// public key to `path.pub`.
+    /// Writes the private key unencrypted, as arca's JSON key file, to `path` (created with
+    /// mode 0600, never overwriting) and the public key to `path.pub`. For keys that must sign
+    /// unattended (the server's own) or that are explicitly asked for unencrypted; others are
+    /// written with [`SigningKey::write_encrypted_files`].
     pub fn write_files(&self, path: &Path) -> Result<(), KeyError> {
         let public = self.public();
         let private = PrivateKeyFile {
@@ -206,11 +209,71 @@ impl SigningKey {
             path: path.display().to_string(),
             source,
         };
-        let mut body = serde_json::to_vec_pretty(&private).expect("key file encodes");
+        let mut body =
+            Zeroizing::new(serde_json::to_vec_pretty(&private).expect("key file encodes"));
         body.push(b'\n');
         write_new(path, &body, 0o600).map_err(werr)?;
+        self.write_pub_file(path)
+    }
+
+    /// Reads an unencrypted private key file: the JSON that [`SigningKey::write_files`] writes
+    /// (what the server's own keys are) or an unencrypted PKCS#8 PEM. An encrypted file is
+    /// refused with [`KeyError::Encrypted`]; read those with [`KeyFile::read`].
+    pub fn read_file(path: &Path) -> Result<Self, KeyError> {
+        match KeyFile::read(path)? {
+            KeyFile::Plain(key) => Ok(key),
+            KeyFile::Encrypted(_) => Err(KeyError::Encrypted {
+                path: path.display().to_string(),
+            }),
+        }
+    }
+
+    /// The private key as an encrypted PKCS#8 PEM (`-----BEGIN ENCRYPTED PRIVATE KEY-----`):
+    /// PBES2 with scrypt (N = 2^14, r = 8, p = 1: OpenSSL 3's own choice, and the most it
+    /// accepts by default) and AES-256-CBC, salt and IV from the secure random generator. The
+    /// key inside is RFC 8410's ed25519 `PrivateKeyInfo` (version 1, as OpenSSL writes it).
+    pub fn to_encrypted_pem(&self, passphrase: &[u8]) -> Result<Zeroizing<String>, KeyError> {
+        use pkcs8::EncodePrivateKey;
+        use pkcs8::pkcs5::{pbes2, scrypt};
+        if passphrase.is_empty() {
+            return Err(KeyError::EmptyPassphrase);
+        }
+        let enc = |e: &dyn fmt::Display| KeyError::Encrypt(e.to_string());
+        let plain = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_der()
+        .map_err(|e| enc(&e))?;
+        let info: pkcs8::PrivateKeyInfoRef<'_> = plain.decode_msg().map_err(|e| enc(&e))?;
+        let rng = ring::rand::SystemRandom::new();
+        let mut salt = [0u8; 16];
+        let mut iv = [0u8; 16];
+        rng.fill(&mut salt).map_err(|_| KeyError::Random)?;
+        rng.fill(&mut iv).map_err(|_| KeyError::Random)?;
+        let cost = scrypt::Params::new(SCRYPT_LOG_N, 8, 1).map_err(|e| enc(&e))?;
+        let params =
+            pbes2::Parameters::generate_scrypt_aes256cbc(cost, &salt, iv).map_err(|e| enc(&e))?;
+        info.encrypt_with_params(params, passphrase)
+            .map_err(|e| enc(&e))?
+            .to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
+            .map_err(|e| enc(&e))
+    }
+
+    /// Writes the private key encrypted with `passphrase` ([`SigningKey::to_encrypted_pem`])
+    /// to `path` (created with mode 0600, never overwriting) and the public key to `path.pub`.
+    pub fn write_encrypted_files(&self, path: &Path, passphrase: &[u8]) -> Result<(), KeyError> {
+        let pem = self.to_encrypted_pem(passphrase)?;
+        write_new(path, pem.as_bytes(), 0o600).map_err(|source| KeyError::WriteFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.write_pub_file(path)
+    }
+
+    fn write_pub_file(&self, path: &Path) -> Result<(), KeyError> {
         let pub_path = pub_path(path);
-        let mut pub_body = serde_json::to_vec_pretty(&public.to_tuf()).expect("key encodes");
+        let mut pub_body = serde_json::to_vec_pretty(&self.public().to_tuf()).expect("key encodes");
         pub_body.push(b'\n');
         write_new(&pub_path, &pub_body, 0o644).map_err(|source| KeyError::WriteFile {
             path: pub_path.display().to_string(),
@@ -218,28 +281,156 @@ impl SigningKey {
         })
     }
 
-    /// Reads a private key file written by [`SigningKey::write_files`].
-    pub fn read_file(path: &Path) -> Result<Self, KeyError> {
+    /// Replaces the unencrypted key file at `path` with the same key encrypted with
+    /// `passphrase`, atomically (a new file of mode 0600 beside it, synced, renamed over it):
+    /// at every moment `path` holds the whole old file or the whole new one. Returns the key.
+    pub fn encrypt_file(path: &Path, passphrase: &[u8]) -> Result<Self, KeyError> {
+        let key = match KeyFile::read(path)? {
+            KeyFile::Plain(key) => key,
+            KeyFile::Encrypted(_) => {
+                return Err(KeyError::AlreadyEncrypted {
+                    path: path.display().to_string(),
+                });
+            }
+        };
+        let pem = key.to_encrypted_pem(passphrase)?;
+        let werr = |source| KeyError::WriteFile {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut suffix = [0u8; 8];
+        ring::rand::SystemRandom::new()
+            .fill(&mut suffix)
+            .map_err(|_| KeyError::Random)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", hex::encode(suffix)));
+        let tmp = std::path::PathBuf::from(tmp);
+        let replaced = write_new(&tmp, pem.as_bytes(), 0o600)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .and_then(|()| sync_parent(path));
+        if let Err(e) = replaced {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(werr(e));
+        }
+        Ok(key)
+    }
+}
+
+/// scrypt's cost for new encrypted key files, as log2(N); see [`SigningKey::to_encrypted_pem`].
+const SCRYPT_LOG_N: u8 = 14;
+
+const ENCRYPTED_PEM: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+const PLAIN_PEM: &str = "-----BEGIN PRIVATE KEY-----";
+
+/// A private key file as read from disk: usable at once, or encrypted (needing a passphrase).
+pub enum KeyFile {
+    /// An unencrypted file: arca's JSON key file, or an unencrypted PKCS#8 PEM.
+    Plain(SigningKey),
+    /// An encrypted PKCS#8 PEM, not yet decrypted.
+    Encrypted(EncryptedKey),
+}
+
+impl KeyFile {
+    /// Reads a private key file in any of the formats arca reads: arca's JSON key file (what
+    /// [`SigningKey::write_files`] writes), an unencrypted PKCS#8 PEM (`BEGIN PRIVATE KEY`) or
+    /// an encrypted one (`BEGIN ENCRYPTED PRIVATE KEY`, PBES2), all ed25519 (RFC 8410).
+    pub fn read(path: &Path) -> Result<Self, KeyError> {
         let bad = |reason: String| KeyError::BadKeyFile {
             path: path.display().to_string(),
             reason,
         };
-        let text = std::fs::read(path).map_err(|source| KeyError::ReadFile {
+        let text = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::ReadFile {
             path: path.display().to_string(),
             source,
-        })?;
+        })?);
+        let start = text.trim_ascii_start();
+        if start.starts_with(ENCRYPTED_PEM.as_bytes()) {
+            let pem = std::str::from_utf8(start).map_err(|e| bad(e.to_string()))?;
+            let (label, der) =
+                pkcs8::Document::from_pem(pem).map_err(|e| bad(format!("PEM: {e}")))?;
+            if label != "ENCRYPTED PRIVATE KEY" {
+                return Err(bad(format!("PEM label {label:?}")));
+            }
+            pkcs8::EncryptedPrivateKeyInfoRef::try_from(der.as_bytes())
+                .map_err(|e| bad(format!("encrypted PKCS#8: {e}")))?;
+            return Ok(KeyFile::Encrypted(EncryptedKey {
+                path: path.to_path_buf(),
+                der,
+            }));
+        }
+        if start.starts_with(PLAIN_PEM.as_bytes()) {
+            let pem = std::str::from_utf8(start).map_err(|e| bad(e.to_string()))?;
+            let (label, der) =
+                pkcs8::SecretDocument::from_pem(pem).map_err(|e| bad(format!("PEM: {e}")))?;
+            if label != "PRIVATE KEY" {
+                return Err(bad(format!("PEM label {label:?}")));
+            }
+            return SigningKey::from_pkcs8_der(der.as_bytes())
+                .map_err(bad)
+                .map(KeyFile::Plain);
+        }
         let file: PrivateKeyFile = serde_json::from_slice(&text)
             .map_err(|e| bad(format!("{e} (is this a .pub file?)")))?;
         if file.keytype != "ed25519" || file.scheme != "ed25519" {
             return Err(bad(format!("key type {}/{}", file.keytype, file.scheme)));
         }
-        let seed: [u8; 32] = hex::decode(&file.keyval.private)
+        let seed: Zeroizing<[u8; 32]> = hex::decode(&file.keyval.private)
             .ok()
             .and_then(|v| v.try_into().ok())
+            .map(Zeroizing::new)
             .ok_or_else(|| bad("private part is not 32 bytes of hex".into()))?;
-        let key = Self::from_seed(&seed);
+        let key = SigningKey::from_seed(&seed);
         if key.public().to_hex() != file.keyval.public {
             return Err(bad("public part does not match the private seed".into()));
+        }
+        Ok(KeyFile::Plain(key))
+    }
+}
+
+/// An encrypted PKCS#8 key file, read and parsed but not decrypted.
+pub struct EncryptedKey {
+    path: std::path::PathBuf,
+    der: pkcs8::Document,
+}
+
+impl EncryptedKey {
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Decrypts the key. A wrong passphrase is [`KeyError::WrongPassphrase`] (AES-CBC cannot
+    /// tell a wrong passphrase from a damaged file: both fail the padding or the key's
+    /// structure).
+    pub fn decrypt(&self, passphrase: &[u8]) -> Result<SigningKey, KeyError> {
+        let path = || self.path.display().to_string();
+        let info =
+            pkcs8::EncryptedPrivateKeyInfoRef::try_from(self.der.as_bytes()).map_err(|e| {
+                KeyError::BadKeyFile {
+                    path: path(),
+                    reason: format!("encrypted PKCS#8: {e}"),
+                }
+            })?;
+        let plain = info
+            .decrypt(passphrase)
+            .map_err(|_| KeyError::WrongPassphrase { path: path() })?;
+        SigningKey::from_pkcs8_der(plain.as_bytes())
+            .map_err(|_| KeyError::WrongPassphrase { path: path() })
+    }
+}
+
+impl SigningKey {
+    /// An ed25519 key from an unencrypted PKCS#8 `PrivateKeyInfo` (RFC 8410; version 2 with
+    /// the public key is checked against the private key).
+    fn from_pkcs8_der(der: &[u8]) -> Result<Self, String> {
+        let info = pkcs8::PrivateKeyInfoRef::try_from(der).map_err(|e| e.to_string())?;
+        let pair = ed25519_dalek::pkcs8::KeypairBytes::try_from(info)
+            .map_err(|e| format!("not an ed25519 PKCS#8 key: {e}"))?;
+        let key = Self::from_seed(&pair.secret_key);
+        if let Some(public) = &pair.public_key
+            && public.0 != *key.public().0.as_bytes()
+        {
+            return Err("public part does not match the private key".into());
         }
         Ok(key)
     }
@@ -250,6 +441,21 @@ pub fn pub_path(path: &Path) -> std::path::PathBuf {
     let mut os = path.as_os_str().to_owned();
     os.push(".pub");
     os.into()
+}
+
+/// Syncs the directory holding `path`, so that a rename into it survives a crash.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn write_new(path: &Path, body: &[u8], mode: u32) -> std::io::Result<()> {
@@ -330,6 +536,88 @@ mod tests {
         assert!(SigningKey::generate().unwrap().write_files(&path).is_err());
         // A public key file is not a private key.
         assert!(SigningKey::read_file(&pub_path(&path)).is_err());
+    }
+
+    #[test]
+    fn encrypted_key_files_round_trip_and_refuse_a_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        let key = SigningKey::generate().unwrap();
+        key.write_encrypted_files(&path, b"correct horse").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"),
+            "{text}"
+        );
+        assert!(!text.contains(&hex::encode(key.0.to_bytes())));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(
+            SigningKey::read_file(&path),
+            Err(KeyError::Encrypted { .. })
+        ));
+        let KeyFile::Encrypted(enc) = KeyFile::read(&path).unwrap() else {
+            panic!("not read as encrypted");
+        };
+        assert!(matches!(
+            enc.decrypt(b"wrong horse"),
+            Err(KeyError::WrongPassphrase { .. })
+        ));
+        assert_eq!(
+            enc.decrypt(b"correct horse").unwrap().key_id(),
+            key.key_id()
+        );
+        let public = PublicKey::read_file(&pub_path(&path)).unwrap();
+        assert_eq!(public.key_id(), key.key_id());
+        assert!(matches!(
+            key.to_encrypted_pem(b""),
+            Err(KeyError::EmptyPassphrase)
+        ));
+    }
+
+    #[test]
+    fn encrypt_file_replaces_a_plain_key_with_the_same_key_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        let key = SigningKey::generate().unwrap();
+        key.write_files(&path).unwrap();
+        let back = SigningKey::encrypt_file(&path, b"pw").unwrap();
+        assert_eq!(back.key_id(), key.key_id());
+        let KeyFile::Encrypted(enc) = KeyFile::read(&path).unwrap() else {
+            panic!("not encrypted");
+        };
+        assert_eq!(enc.decrypt(b"pw").unwrap().key_id(), key.key_id());
+        assert!(matches!(
+            SigningKey::encrypt_file(&path, b"pw"),
+            Err(KeyError::AlreadyEncrypted { .. })
+        ));
+        // No temporary file is left beside it.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["k.key", "k.key.pub"]);
+    }
+
+    #[test]
+    fn reads_an_unencrypted_pkcs8_pem() {
+        // RFC 8410 section 10.3's example private key (version 1, no public key).
+        let pem = "-----BEGIN PRIVATE KEY-----\n\
+                   MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
+                   -----END PRIVATE KEY-----\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        std::fs::write(&path, pem).unwrap();
+        let key = SigningKey::read_file(&path).unwrap();
+        assert_eq!(
+            key.public().to_hex(),
+            "19bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1"
+        );
     }
 
     #[test]

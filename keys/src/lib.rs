@@ -1,7 +1,7 @@
 //! arca-keys: the signing and trust layer that arca's server, CLI and agent share.
 //!
 //! - [`SigningKey`] / [`PublicKey`]: ed25519 keys, key files (private key mode 0600, `.pub`
-//!   beside it) and TUF key ids ([`KeyId`]: SHA-256 of the canonical JSON of the public key).
+//!   beside it; [`KeyFile`] reads arca's JSON key files and PKCS#8 PEM, encrypted or not) and TUF key ids ([`KeyId`]: SHA-256 of the canonical JSON of the public key).
 //! - [`canonical::to_canonical_json`]: OLPC canonical JSON, the only bytes arca signs.
 //! - [`SignedEnvelope`]: TUF-style `{"signed", "signatures"}` documents and threshold checks that
 //!   count distinct trusted key ids (a key listed twice counts once).
@@ -29,9 +29,11 @@ mod signed;
 pub mod trust;
 
 pub use error::KeyError;
-pub use key::{KeyId, KeyVal, PublicKey, SigningKey, TufKey, pub_path};
+pub use key::{EncryptedKey, KeyFile, KeyId, KeyVal, PublicKey, SigningKey, TufKey, pub_path};
 pub use signed::{Signature, SignedEnvelope};
 pub use trust::{KeyEntry, KeyStatus, Role, RootRole, TrustDocument};
+/// Holds passphrases and key bytes; wiped when dropped.
+pub use zeroize::Zeroizing;
 
 /// Formats a time the way TUF and arca write it: exactly `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {

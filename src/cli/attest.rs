@@ -26,6 +26,8 @@ pub struct AttestArgs {
     /// The signing key (an attestor or builder key).
     #[arg(long)]
     key: PathBuf,
+    #[command(flatten)]
+    passphrase: super::passphrase::PassphraseArgs,
     /// The predicate, a JSON file (default: {}).
     #[arg(long)]
     predicate: Option<PathBuf>,
@@ -51,6 +53,8 @@ pub struct ApproveArgs {
     /// The approver's key.
     #[arg(long)]
     key: PathBuf,
+    #[command(flatten)]
+    passphrase: super::passphrase::PassphraseArgs,
     /// A break-glass approval, which also lets the release through a freeze window (recorded as such).
     #[arg(long)]
     break_glass: bool,
@@ -127,7 +131,7 @@ fn print(
 }
 
 pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
-    let key = SigningKey::read_file(&a.key)?;
+    let key = a.passphrase.read_key(&a.key)?;
     let predicate = match &a.predicate {
         Some(p) => serde_json::from_slice(
             &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
@@ -156,7 +160,7 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
 }
 
 pub async fn approve(a: ApproveArgs) -> anyhow::Result<i32> {
-    let key = SigningKey::read_file(&a.key)?;
+    let key = a.passphrase.read_key(&a.key)?;
     let predicate = serde_json::to_value(ApprovalPredicate {
         channel: a.channel.clone(),
         break_glass: a.break_glass,

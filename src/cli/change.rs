@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use arca_keys::{SignedEnvelope, SigningKey, TrustDocument};
 use serde::{Deserialize, Serialize};
 
+use super::passphrase::PassphraseArgs;
 use crate::client::ApiClient;
 use crate::tuf::metadata::{Envelope, MetaSignature};
 
@@ -92,16 +93,18 @@ impl Change {
     }
 }
 
-/// Signs `change` with `sign` and submits it, or writes it to `out` for others to sign.
-/// Returns the new trust version when it was submitted.
+/// Signs `change` with the keys `sign` (encrypted ones with their passphrase, all read before
+/// the first signature) and submits it, or writes it to `out` for others to sign. Returns the
+/// new trust version when it was submitted.
 pub async fn finish(
     api: &ApiClient,
     mut change: Change,
     sign: &[PathBuf],
+    passphrase: &PassphraseArgs,
     out: Option<&Path>,
 ) -> anyhow::Result<Option<u64>> {
-    for p in sign {
-        change.sign(&SigningKey::read_file(p)?)?;
+    for key in passphrase.read_keys(sign)? {
+        change.sign(&key)?;
     }
     match out {
         Some(path) => {
@@ -118,7 +121,7 @@ pub async fn finish(
 }
 
 /// `arca trust sign FILE --key K...`: shows the change, then adds the signatures.
-pub fn sign_file(path: &Path, keys: &[PathBuf]) -> anyhow::Result<()> {
+pub fn sign_file(path: &Path, keys: &[PathBuf], passphrase: &PassphraseArgs) -> anyhow::Result<()> {
     let mut change = Change::read(path)?;
     let doc: TrustDocument = change.trust.decode("trust document")?;
     println!("trust change to version {}:", doc.version);
@@ -134,8 +137,7 @@ pub fn sign_file(path: &Path, keys: &[PathBuf]) -> anyhow::Result<()> {
     if keys.is_empty() {
         bail!("no --key given");
     }
-    for k in keys {
-        let key = SigningKey::read_file(k)?;
+    for key in passphrase.read_keys(keys)? {
         change.sign(&key)?;
         println!("signed by {}", key.key_id());
     }

@@ -7,6 +7,7 @@ mod change;
 mod init;
 mod key;
 mod ls;
+mod passphrase;
 mod policy;
 mod promote;
 mod pull;

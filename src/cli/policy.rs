@@ -21,6 +21,8 @@ pub enum Command {
         /// A root key file to sign the new trust version with (repeat for a threshold).
         #[arg(long = "sign", required = true)]
         sign: Vec<PathBuf>,
+        #[command(flatten)]
+        passphrase: super::passphrase::PassphraseArgs,
         /// Set it even though releases current in the channel would no longer meet it
         /// (clients refuse them until they get what they lack); they are listed.
         #[arg(long)]
@@ -43,9 +45,11 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             channel,
             file,
             sign,
+            passphrase,
             force,
             client,
         } => {
+            let keys = passphrase.read_keys(&sign)?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             Policy::from_toml(&text).with_context(|| format!("{}", file.display()))?;
@@ -56,10 +60,6 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 channel.to_string(),
                 crate::tuf::metadata::sha256_hex(text.as_bytes()),
             );
-            let keys = sign
-                .iter()
-                .map(|p| SigningKey::read_file(p))
-                .collect::<Result<Vec<_>, _>>()?;
             let refs: Vec<&SigningKey> = keys.iter().collect();
             let trust = SignedEnvelope::sign(&next, &refs)?;
             // Without --force the server refuses a policy that would strand current releases

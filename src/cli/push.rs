@@ -4,7 +4,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use arca_keys::SigningKey;
 use arca_keys::dsse::Envelope;
 use arca_keys::intoto::{PAYLOAD_TYPE, Statement, Subject};
 
@@ -30,6 +29,8 @@ pub struct Args {
     /// The builder's private key, which signs the build statement.
     #[arg(long)]
     key: PathBuf,
+    #[command(flatten)]
+    passphrase: super::passphrase::PassphraseArgs,
     /// Media type recorded with the artifact.
     #[arg(long)]
     media_type: Option<String>,
@@ -107,7 +108,7 @@ fn read_once(
 }
 
 pub async fn run(a: Args) -> anyhow::Result<i32> {
-    let key = SigningKey::read_file(&a.key)?;
+    let key = a.passphrase.read_key(&a.key)?;
     let file_name: FileName = a
         .file
         .file_name()

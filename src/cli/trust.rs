@@ -8,6 +8,7 @@ use arca_keys::{KeyEntry, KeyId, KeyStatus, PublicKey, Role, TrustDocument};
 
 use super::ClientArgs;
 use super::change::{Change, finish, sign_file};
+use super::passphrase::PassphraseArgs;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -28,6 +29,8 @@ pub enum Command {
         /// Root private keys (the root threshold).
         #[arg(long = "sign", required = true)]
         sign: Vec<PathBuf>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
         /// Lifetime of the channels' new root metadata.
         #[arg(long, default_value = "365days")]
         expires_in: humantime::Duration,
@@ -48,6 +51,8 @@ pub enum Command {
         /// A private key to sign with (repeat for each key held here).
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
     },
     /// Send a trust change file once it carries the thresholds.
     Submit {
@@ -87,6 +92,8 @@ pub struct Signing {
     /// instead of submitting it.
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
 }
 
 /// The changes that can be proposed (`arca trust propose CHANGE ... --out FILE`).
@@ -175,7 +182,12 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             scopes,
             not_after,
             label,
-            signing: Signing { sign, out },
+            signing:
+                Signing {
+                    sign,
+                    out,
+                    passphrase,
+                },
             client,
         }) => {
             let key = PublicKey::read_file(&public)?;
@@ -220,13 +232,18 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     .collect::<String>()
             );
             let change = Change::new(vec![what.clone()], &next, Default::default())?;
-            if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
+            if let Some(v) = finish(&api, change, &sign, &passphrase, out.as_deref()).await? {
                 println!("trust v{v}: {what}");
             }
         }
         Command::Revoke(RevokeArgs {
             keyid,
-            signing: Signing { sign, out },
+            signing:
+                Signing {
+                    sign,
+                    out,
+                    passphrase,
+                },
             client,
         }) => {
             let api = client.client()?;
@@ -249,7 +266,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 &next,
                 Default::default(),
             )?;
-            if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
+            if let Some(v) = finish(&api, change, &sign, &passphrase, out.as_deref()).await? {
                 println!("trust v{v}: revoked key {keyid}");
                 print_reliant(&api, &keyid).await?;
             }
@@ -258,7 +275,12 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             keys,
             threshold,
             expires_in,
-            signing: Signing { sign, out },
+            signing:
+                Signing {
+                    sign,
+                    out,
+                    passphrase,
+                },
             client,
         }) => {
             let api = client.client()?;
@@ -314,7 +336,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     .join(", ")
             );
             let change = Change::new(vec![what.clone()], &next, roots)?;
-            if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
+            if let Some(v) = finish(&api, change, &sign, &passphrase, out.as_deref()).await? {
                 println!("trust v{v}: {what}; every channel's TUF root re-signed");
             }
         }
@@ -322,7 +344,12 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             keyid,
             new,
             overlap,
-            signing: Signing { sign, out },
+            signing:
+                Signing {
+                    sign,
+                    out,
+                    passphrase,
+                },
             client,
         }) => {
             let api = client.client()?;
@@ -369,16 +396,18 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 new_key.key_id()
             );
             let change = Change::new(vec![what.clone()], &next, Default::default())?;
-            if let Some(v) = finish(&api, change, &sign, out.as_deref()).await? {
+            if let Some(v) = finish(&api, change, &sign, &passphrase, out.as_deref()).await? {
                 println!("trust v{v}: {what}");
             }
         }
         Command::RotateOnline {
             channel,
             sign,
+            passphrase,
             expires_in,
             client,
         } => {
+            let keys = passphrase.read_keys(&sign)?;
             let api = client.client()?;
             let channels: Vec<String> = match channel {
                 Some(c) => vec![c.to_string()],
@@ -387,10 +416,6 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     t.policies.keys().cloned().collect()
                 }
             };
-            let keys = sign
-                .iter()
-                .map(|p| arca_keys::SigningKey::read_file(p))
-                .collect::<Result<Vec<_>, _>>()?;
             let refs: Vec<&arca_keys::SigningKey> = keys.iter().collect();
             let expires = expiry_in(&expires_in)?;
             for ch in channels {
@@ -475,7 +500,11 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             }
             return Box::pin(run(change)).await;
         }
-        Command::Sign { file, keys } => sign_file(&file, &keys)?,
+        Command::Sign {
+            file,
+            keys,
+            passphrase,
+        } => sign_file(&file, &keys, &passphrase)?,
         Command::Submit { file, client } => {
             let v = Change::read(&file)?.submit(&client.client()?).await?;
             println!("trust v{v}: submitted {}", file.display());

@@ -22,6 +22,7 @@ pub async fn propose(app: &App, actor: &str, channel: &ChannelName) -> Result<Tu
         let _ = std::fs::remove_file(p);
     }
     let key = SigningKey::generate().map_err(|e| Error::Internal(e.to_string()))?;
+    // Unencrypted, like every online key: the server signs with it unattended.
     key.write_files(&path)
         .map_err(|e| Error::Internal(e.to_string()))?;
     let (actor, ch, id) = (

@@ -182,10 +182,10 @@ impl Server {
         failure_line(args, &out)
     }
 
-    /// Generates a key in the test dir and returns its path (`.pub` beside it).
+    /// Generates an unencrypted key in the test dir and returns its path (`.pub` beside it).
     pub fn key(&self, name: &str) -> PathBuf {
         let p = self.path(&format!("{name}.key"));
-        self.ok(&["key", "gen", "--out", p.to_str().unwrap()]);
+        self.ok(&["key", "gen", "--unencrypted", "--out", p.to_str().unwrap()]);
         p
     }
 
