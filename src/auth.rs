@@ -58,7 +58,11 @@ impl Action<'_> {
             Action::Approve { .. } => "approve".into(),
             Action::Promote { .. } => "promote".into(),
             Action::Rollback { .. } => "rollback".into(),
-            Action::Rollout { verb, .. } => format!("rollout-{verb}"),
+            // The verb comes from the path: only the known ones reach the audit log.
+            Action::Rollout { verb, .. } => match *verb {
+                "advance" | "pause" | "resume" | "abort" => format!("rollout-{verb}"),
+                _ => "rollout".into(),
+            },
             Action::Report { .. } => "report".into(),
             Action::ListAgents => "agents".into(),
             Action::Read(what) | Action::Admin(what) => (*what).into(),
@@ -424,6 +428,12 @@ mod tests {
         assert_eq!(q(&to("staging")), Ok(()));
         assert_eq!(q(&to("prod")), Err("token_scope"));
         assert_eq!(q(&Action::Push { name: "app/x" }), Err("token_role"));
+        let odd = Action::Rollout {
+            verb: "x\u{1b}[2J",
+            name: "app/x",
+            channel: "prod",
+        };
+        assert_eq!(odd.audit_action(), "rollout");
         let v = |a: &Action<'_>| permit("t", VIEWER, &Scope::default(), a).map_err(|d| d.code);
         assert_eq!(v(&Action::Read("audit")), Ok(()));
         assert_eq!(v(&Action::ListAgents), Ok(()));
