@@ -5,10 +5,182 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SecureRandom;
 
-/// Token roles: `admin` tokens may change things; `reporter` tokens (agents) may only post
-/// reports, as the agents their [`Scope`] names, and list agents.
+/// Token roles (docs/security.md, "Tokens"): `admin` may do everything; `publisher` may push
+/// and attest names its [`Scope`] covers; `promoter` may promote, roll back, act on rollouts
+/// and upload approvals for the names and channels of its scope; `reporter` (agents) may post
+/// reports as the agents of its scope, and list agents; `viewer` may read what needs a token
+/// (the audit log, agents, tokens) and change nothing.
 pub const ADMIN: &str = "admin";
+pub const PUBLISHER: &str = "publisher";
+pub const PROMOTER: &str = "promoter";
 pub const REPORTER: &str = "reporter";
+pub const VIEWER: &str = "viewer";
+/// Every role, in the order the documentation lists them.
+pub const ROLES: [&str; 5] = [ADMIN, PUBLISHER, PROMOTER, REPORTER, VIEWER];
+
+/// What a request does, with the name and channel it touches: every endpoint that needs a
+/// token names its action, and [`permit`] alone decides whether a token may do it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Push (or stage the bytes of) a release of `name`.
+    Push { name: &'a str },
+    /// Upload an attestation about a release of `name`.
+    Attest { name: &'a str },
+    /// Upload an approval of a release of `name` for `channel`.
+    Approve { name: &'a str, channel: &'a str },
+    /// Promote a release of `name` to `channel`.
+    Promote { name: &'a str, channel: &'a str },
+    /// Roll `name` back in `channel`.
+    Rollback { name: &'a str, channel: &'a str },
+    /// Advance, pause, resume or abort the rollout of `name` in `channel`.
+    Rollout {
+        verb: &'a str,
+        name: &'a str,
+        channel: &'a str,
+    },
+    /// Post an agent report.
+    Report { agent: &'a str, channel: &'a str },
+    /// List agents (reporters may: agents read their fleet).
+    ListAgents,
+    /// A read that needs a token: the audit log and its checkpoints, the tokens.
+    Read(&'static str),
+    /// Everything else that changes something: trust, policies, keys, tokens, checkpoints,
+    /// forgetting agents (admin only).
+    Admin(&'static str),
+}
+
+impl Action<'_> {
+    /// The audit log's action for a refusal of this one.
+    pub fn audit_action(&self) -> String {
+        match self {
+            Action::Push { .. } => "push".into(),
+            Action::Attest { .. } => "attest".into(),
+            Action::Approve { .. } => "approve".into(),
+            Action::Promote { .. } => "promote".into(),
+            Action::Rollback { .. } => "rollback".into(),
+            // The verb comes from the path: only the known ones reach the audit log.
+            Action::Rollout { verb, .. } => match *verb {
+                "advance" | "pause" | "resume" | "abort" => format!("rollout-{verb}"),
+                _ => "rollout".into(),
+            },
+            Action::Report { .. } => "report".into(),
+            Action::ListAgents => "agents".into(),
+            Action::Read(what) | Action::Admin(what) => (*what).into(),
+        }
+    }
+
+    /// What the request touches, for messages and the audit log's subject.
+    pub fn subject(&self) -> String {
+        match self {
+            Action::Push { name } | Action::Attest { name } => (*name).into(),
+            Action::Approve { name, channel }
+            | Action::Promote { name, channel }
+            | Action::Rollback { name, channel }
+            | Action::Rollout { name, channel, .. } => format!("{name} in {channel}"),
+            Action::Report { agent, channel } => format!("agent {agent} in {channel}"),
+            Action::ListAgents => "agents".into(),
+            Action::Read(what) | Action::Admin(what) => (*what).into(),
+        }
+    }
+
+    /// `push team-b/x`, `promote app/x in prod`: for messages.
+    fn describe(&self) -> String {
+        match self {
+            Action::Read(what) => format!("read {what}"),
+            Action::Admin(what) => format!("do {what}"),
+            Action::ListAgents => "list agents".into(),
+            Action::Report { agent, channel } => {
+                format!("report as agent {agent} on channel {channel}")
+            }
+            other => format!("{} {}", other.audit_action(), other.subject()),
+        }
+    }
+}
+
+/// Why a token may not do an action: `token_role` (its role never may) or `token_scope` (its
+/// role may, not for this name, channel or agent). The message names the token, the action
+/// and the scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// What each role may do, for messages.
+fn role_can(role: &str) -> &'static str {
+    match role {
+        ADMIN => "everything",
+        PUBLISHER => "push and attest",
+        PROMOTER => "promote, roll back, act on rollouts and upload approvals",
+        REPORTER => "post agent reports and list agents",
+        VIEWER => "read the audit log, agents and tokens",
+        _ => "nothing (unknown role)",
+    }
+}
+
+/// The one check of every endpoint: may token `id` of `role` with `scope` do `action`?
+pub fn permit(id: &str, role: &str, scope: &Scope, action: &Action<'_>) -> Result<(), Denied> {
+    let role_ok = match role {
+        ADMIN => true,
+        PUBLISHER => matches!(action, Action::Push { .. } | Action::Attest { .. }),
+        PROMOTER => matches!(
+            action,
+            Action::Promote { .. }
+                | Action::Rollback { .. }
+                | Action::Rollout { .. }
+                | Action::Approve { .. }
+        ),
+        REPORTER => matches!(action, Action::Report { .. } | Action::ListAgents),
+        VIEWER => matches!(action, Action::Read(_) | Action::ListAgents),
+        _ => false,
+    };
+    if !role_ok {
+        return Err(Denied {
+            code: "token_role",
+            message: format!(
+                "token {id} is a {role} token: it may not {} (a {role} token may only {})",
+                action.describe(),
+                role_can(role)
+            ),
+        });
+    }
+    if role == ADMIN {
+        return Ok(());
+    }
+    let (name, channel, agent) = match action {
+        Action::Push { name } | Action::Attest { name } => (Some(*name), None, None),
+        Action::Approve { name, channel }
+        | Action::Promote { name, channel }
+        | Action::Rollback { name, channel }
+        | Action::Rollout { name, channel, .. } => (Some(*name), Some(*channel), None),
+        Action::Report { agent, channel } => (None, Some(*channel), Some(*agent)),
+        Action::ListAgents | Action::Read(_) | Action::Admin(_) => (None, None, None),
+    };
+    let refuse = |what: String| Denied {
+        code: "token_scope",
+        message: format!(
+            "{role} token {id} may not {}: {what} is outside its scope ({})",
+            action.describe(),
+            scope.describe_for(role)
+        ),
+    };
+    if let Some(agent) = agent
+        && !scope.allows_agent(agent)
+    {
+        return Err(refuse(format!("agent {agent}")));
+    }
+    if let Some(name) = name
+        && !scope.allows_name(name)
+    {
+        return Err(refuse(format!("name {name}")));
+    }
+    if let Some(channel) = channel
+        && !scope.allows_channel(channel)
+    {
+        return Err(refuse(format!("channel {channel}")));
+    }
+    Ok(())
+}
 
 /// A fresh token: (token text, token id, SHA-256 of the token).
 /// Format: `arca_<16 hex id>_<43 base64url chars of secret>`.
@@ -49,15 +221,20 @@ pub fn matches(token: &str, stored_hash: &[u8]) -> bool {
 /// patterns, not an inventory).
 pub const MAX_BINDINGS: usize = 64;
 
-/// Whom a reporter token may speak for: agent ids (exact, or a prefix followed by `*`, or `*`
-/// for any) and, optionally, channels. Invented ids outside the patterns count for nothing:
-/// their reports are refused.
+/// What a token is bound to: for reporter tokens, agent ids (exact, or a prefix followed by
+/// `*`, or `*` for any) and, optionally, channels (invented ids outside the patterns count for
+/// nothing: their reports are refused); for publisher tokens, name globs; for promoter tokens,
+/// channels and, optionally, name globs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scope {
-    /// Agent id patterns; empty for admin tokens (which report for nobody).
+    /// Agent id patterns; empty for every role but reporter (which report for nobody).
     pub agents: Vec<String>,
-    /// Channels the token may report on; empty means every channel.
+    /// Channels the token may act on; empty means every channel.
     pub channels: Vec<String>,
+    /// Artifact name globs (as in the trust document's key scopes: `team-a/*`, `**`); empty
+    /// means every name.
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 impl Scope {
@@ -98,9 +275,66 @@ impl Scope {
         })
     }
 
-    /// Whether the token may report on `channel`.
+    /// Whether the token may act on `channel`.
     pub fn allows_channel(&self, channel: &str) -> bool {
         self.channels.is_empty() || self.channels.iter().any(|c| c == channel)
+    }
+
+    /// Whether the token may act on artifact `name`.
+    pub fn allows_name(&self, name: &str) -> bool {
+        self.names.is_empty() || self.names.iter().any(|g| glob_match::glob_match(g, name))
+    }
+
+    /// Checks one name glob: the characters of artifact names and `*`, `?`, `[`, `]`, `{`,
+    /// `}`, `,`, `!`.
+    pub fn check_glob(g: &str) -> Result<(), String> {
+        let valid = !g.is_empty()
+            && g.len() <= 256
+            && g.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'.' | b'_'
+                            | b'-'
+                            | b'/'
+                            | b'*'
+                            | b'?'
+                            | b'['
+                            | b']'
+                            | b'{'
+                            | b'}'
+                            | b','
+                            | b'!'
+                    )
+            });
+        if valid {
+            Ok(())
+        } else {
+            Err(format!(
+                "name glob {g:?} is not a glob over artifact names (e.g. 'team-a/*', '**')"
+            ))
+        }
+    }
+
+    /// The scope in words, for the role's bindings: `names team-a/*; any channel`.
+    pub fn describe_for(&self, role: &str) -> String {
+        let (agents, channels) = self.describe();
+        let names = if self.names.is_empty() {
+            "any name".to_owned()
+        } else {
+            format!("names {}", self.names.join(", "))
+        };
+        let channels = if self.channels.is_empty() {
+            channels
+        } else {
+            format!("channels {channels}")
+        };
+        match role {
+            REPORTER => format!("agents {agents}; {channels}"),
+            PUBLISHER => names,
+            PROMOTER => format!("{names}; {channels}"),
+            _ => "unscoped".to_owned(),
+        }
     }
 
     /// `web-1, web-*` / `any channel`: for messages and listings.
@@ -141,6 +375,7 @@ mod tests {
         let s = Scope {
             agents: vec!["web-1".into(), "db-*".into()],
             channels: vec!["prod".into()],
+            names: vec![],
         };
         assert!(s.allows_agent("web-1"));
         assert!(!s.allows_agent("web-10"));
@@ -151,6 +386,7 @@ mod tests {
         let any = Scope {
             agents: vec!["*".into()],
             channels: vec![],
+            names: vec![],
         };
         assert!(any.allows_agent("anything") && any.allows_channel("dev"));
         assert!(!Scope::default().allows_agent("web-1"));
@@ -160,5 +396,66 @@ mod tests {
         for bad in ["w*b", "**", "-x", "web/1", ""] {
             assert!(Scope::check_pattern(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn permit_checks_role_then_scope() {
+        let publisher = Scope {
+            names: vec!["team-a/*".into()],
+            ..Default::default()
+        };
+        let p = |a: &Action<'_>| permit("t", PUBLISHER, &publisher, a).map_err(|d| d.code);
+        assert_eq!(p(&Action::Push { name: "team-a/x" }), Ok(()));
+        assert_eq!(p(&Action::Push { name: "team-b/x" }), Err("token_scope"));
+        assert_eq!(p(&Action::Push { name: "team-a/x/y" }), Err("token_scope"));
+        assert_eq!(
+            p(&Action::Promote {
+                name: "team-a/x",
+                channel: "staging"
+            }),
+            Err("token_role")
+        );
+        assert_eq!(p(&Action::Admin("token-create")), Err("token_role"));
+        let promoter = Scope {
+            channels: vec!["staging".into()],
+            ..Default::default()
+        };
+        let q = |a: &Action<'_>| permit("t", PROMOTER, &promoter, a).map_err(|d| d.code);
+        let to = |channel| Action::Promote {
+            name: "app/x",
+            channel,
+        };
+        assert_eq!(q(&to("staging")), Ok(()));
+        assert_eq!(q(&to("prod")), Err("token_scope"));
+        assert_eq!(q(&Action::Push { name: "app/x" }), Err("token_role"));
+        let odd = Action::Rollout {
+            verb: "x\u{1b}[2J",
+            name: "app/x",
+            channel: "prod",
+        };
+        assert_eq!(odd.audit_action(), "rollout");
+        let v = |a: &Action<'_>| permit("t", VIEWER, &Scope::default(), a).map_err(|d| d.code);
+        assert_eq!(v(&Action::Read("audit")), Ok(()));
+        assert_eq!(v(&Action::ListAgents), Ok(()));
+        assert_eq!(v(&Action::Push { name: "app/x" }), Err("token_role"));
+        assert_eq!(
+            permit("t", ADMIN, &Scope::default(), &to("prod")),
+            Ok(()),
+            "admin may do anything"
+        );
+        let denied = permit(
+            "abc",
+            PUBLISHER,
+            &publisher,
+            &Action::Push { name: "team-b/x" },
+        )
+        .unwrap_err()
+        .message;
+        assert!(
+            denied.contains("abc")
+                && denied.contains("push team-b/x")
+                && denied.contains("team-a/*"),
+            "{denied}"
+        );
     }
 }

@@ -230,6 +230,7 @@ pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
             "admin",
             Some("initial admin"),
             &Default::default(),
+            None,
         )?;
         db::trust::insert(&tx, 1, &trust.to_bytes())?;
         for (sha, body) in &policies {

@@ -79,10 +79,13 @@ fn row(s: &Server, id: &str) -> Value {
         .unwrap_or_else(|| panic!("no agent {id}"))
 }
 
+/// The accepted changes of `action` in the audit log (refusals are audited too, as `refused`).
 fn audit_actions(s: &Server, action: &str) -> Vec<(String, Value)> {
     let c = s.db();
     let mut st = c
-        .prepare("SELECT actor, details FROM audit WHERE action = ?1 ORDER BY seq")
+        .prepare(
+            "SELECT actor, details FROM audit WHERE action = ?1 AND outcome = 'ok' ORDER BY seq",
+        )
         .unwrap();
     st.query_map([action], |r| {
         let d: String = r.get(1)?;

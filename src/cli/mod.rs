@@ -72,7 +72,7 @@ enum Command {
     Agents(rollout::AgentsArgs),
     /// Follow a channel: install the release meant for this machine, check health, report.
     Agent(agent::Args),
-    /// Create API tokens (admin, or reporter for agents).
+    /// API tokens: create (admin, publisher, promoter, reporter, viewer), list, revoke.
     #[command(subcommand)]
     Token(rollout::TokenCommand),
     /// Verify and export the tamper-evident audit log.

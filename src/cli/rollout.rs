@@ -110,10 +110,12 @@ pub struct ForgetArgs {
 /// API tokens.
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// Create a token (shown once): `reporter` tokens may only post agent reports, as the
-    /// agents (and on the channels) they are bound to.
+    /// Create a token (shown once on stdout): `admin`, `publisher` (push, attest; scoped to
+    /// names), `promoter` (promote, roll back, rollouts, approvals; scoped to channels and
+    /// names), `reporter` (agent reports, as the agents it is bound to) or `viewer` (reads).
     Create(TokenArgs),
-    /// List every token: id, role, label, bindings, created, revoked (never a secret).
+    /// List every token: id, role, label, scope, created, expires, last used, revoked (never
+    /// a secret).
     List(TokenListArgs),
     /// Revoke a token at once, by its id (the 16 hex digits after `arca_`).
     Revoke(RevokeArgs),
@@ -123,6 +125,9 @@ pub enum TokenCommand {
 pub struct RevokeArgs {
     /// The token's id.
     id: String,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -138,8 +143,10 @@ pub struct TokenListArgs {
 
 #[derive(clap::Args)]
 pub struct TokenArgs {
-    /// `admin` (may change things) or `reporter` (agents: post reports, list agents).
-    #[arg(long, value_parser = ["admin", "reporter"])]
+    /// `admin` (everything), `publisher` (push, attest), `promoter` (promote, roll back,
+    /// rollout actions, approvals), `reporter` (agents: post reports, list agents) or `viewer`
+    /// (read the audit log, agents and tokens).
+    #[arg(long, value_parser = crate::auth::ROLES)]
     role: String,
     /// Who holds the token, shown in listings and the audit log (`--description` is its old
     /// name).
@@ -149,9 +156,17 @@ pub struct TokenArgs {
     /// for a fleet sharing the token, or `*` for any agent. Repeat for several.
     #[arg(long = "agent", value_name = "ID")]
     agents: Vec<String>,
-    /// Reporter tokens: a channel it may report on (repeat; default every channel).
+    /// Reporter tokens: a channel it may report on (repeat; default every channel). Promoter
+    /// tokens (required): a channel it may promote to, roll back and act on rollouts in.
     #[arg(long = "channel", value_name = "CH")]
     channels: Vec<ChannelName>,
+    /// Publisher tokens (required) and promoter tokens (default every name): an artifact name
+    /// glob it may act on, e.g. `team-a/*` (`**` for every name). Repeat for several.
+    #[arg(long = "scope", value_name = "GLOB")]
+    names: Vec<String>,
+    /// Expire the token after this long (`90d`, `12h`, `30m`; default never).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    expires: Option<std::time::Duration>,
     /// Print the token and its bindings as JSON.
     #[arg(long)]
     json: bool,
@@ -405,6 +420,10 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<i32> {
             }
             let api = r.client.client()?;
             let v: serde_json::Value = api.delete_json(&format!("/api/v1/tokens/{}", r.id)).await?;
+            if r.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(0);
+            }
             println!(
                 "revoked {} token {}",
                 v["role"].as_str().unwrap_or("?"),
@@ -420,31 +439,27 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             println!(
-                "{:<16} {:<8} {:<24} {:<24} {:<16} {:<20} revoked",
-                "id", "role", "label", "agents", "channels", "created"
+                "{:<16} {:<9} {:<20} {:<28} {:<20} {:<20} {:<20} revoked",
+                "id", "role", "label", "scope", "created", "expires", "last used"
             );
             for t in rows {
                 let scope = crate::auth::Scope {
                     agents: t.agents,
                     channels: t.channels,
+                    names: t.names,
                 };
-                let (agents, channels) = scope.describe();
                 println!(
-                    "{:<16} {:<8} {:<24} {:<24} {:<16} {:<20} {}",
+                    "{:<16} {:<9} {:<20} {:<28} {:<20} {:<20} {:<20} {}",
                     t.id,
                     t.role,
                     t.label.as_deref().unwrap_or("-"),
-                    if t.role == "admin" {
-                        "-".into()
-                    } else {
-                        agents
-                    },
-                    if t.role == "admin" {
-                        "-".into()
-                    } else {
-                        channels
+                    match t.role.as_str() {
+                        crate::auth::ADMIN | crate::auth::VIEWER => "-".to_owned(),
+                        role => scope.describe_for(role),
                     },
                     t.created_at,
+                    t.expires_at.as_deref().unwrap_or("never"),
+                    t.last_used_at.as_deref().unwrap_or("never"),
                     t.revoked_at.as_deref().unwrap_or("-")
                 );
             }
@@ -460,6 +475,8 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<i32> {
                 label: t.label.clone(),
                 agents: t.agents.clone(),
                 channels: t.channels.iter().map(|c| c.to_string()).collect(),
+                names: t.names.clone(),
+                expires_in: t.expires.map(|d| d.as_secs().max(1)),
             },
         )
         .await?;

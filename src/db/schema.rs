@@ -175,6 +175,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE agents ADD COLUMN actor TEXT;
     CREATE INDEX reports_by_agent ON reports(channel, name, agent, id);
     "#,
+    // 7: token roles publisher, promoter and viewer, scoped to name globs; token expiry; when
+    // each token was last used (its own table: recording a use is no change to the token,
+    // and is written at most once a minute).
+    r#"
+    ALTER TABLE tokens ADD COLUMN names TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE tokens ADD COLUMN expires_at TEXT;
+    CREATE TABLE token_used (
+        id TEXT PRIMARY KEY REFERENCES tokens(id),
+        at TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date.

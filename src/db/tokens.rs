@@ -1,5 +1,5 @@
-//! API tokens. Only the SHA-256 of a token is stored, with its role, label and, for reporter
-//! tokens, the agents and channels it may speak for.
+//! API tokens. Only the SHA-256 of a token is stored, with its role, label, scope (agents,
+//! channels, name globs) and expiry; when it was last used is kept beside it (`token_used`).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -16,6 +16,10 @@ pub struct TokenRow {
     pub created_at: String,
     /// When it was revoked (a revoked token authenticates nothing).
     pub revoked_at: Option<String>,
+    /// When it expires (an expired token authenticates nothing); none: never.
+    pub expires_at: Option<String>,
+    /// When it last authenticated a request (recorded at most once a minute).
+    pub last_used_at: Option<String>,
 }
 
 pub fn insert(
@@ -25,24 +29,31 @@ pub fn insert(
     role: &str,
     label: Option<&str>,
     scope: &Scope,
+    expires_at: Option<&str>,
 ) -> Result<(), DbError> {
+    let json =
+        |v: &Vec<String>| serde_json::to_string(v).map_err(|e| DbError::Corrupt(e.to_string()));
     c.execute(
-        "INSERT INTO tokens (id, hash, role, created_at, label, agents, channels) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO tokens (id, hash, role, created_at, label, agents, channels, names, \
+         expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             id,
             hash,
             role,
             now_str(),
             label,
-            serde_json::to_string(&scope.agents).map_err(|e| DbError::Corrupt(e.to_string()))?,
-            serde_json::to_string(&scope.channels).map_err(|e| DbError::Corrupt(e.to_string()))?,
+            json(&scope.agents)?,
+            json(&scope.channels)?,
+            json(&scope.names)?,
+            expires_at,
         ],
     )?;
     Ok(())
 }
 
-const COLUMNS: &str = "id, role, label, agents, channels, created_at, revoked_at";
+const COLUMNS: &str = "tokens.id, role, label, agents, channels, created_at, revoked_at, names, \
+                       expires_at, token_used.at";
+const FROM: &str = "tokens LEFT JOIN token_used ON token_used.id = tokens.id";
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     token_row_at(r, 0)
@@ -67,16 +78,19 @@ fn token_row_at(r: &rusqlite::Row<'_>, base: usize) -> rusqlite::Result<TokenRow
         scope: Scope {
             agents: list(3)?,
             channels: list(4)?,
+            names: list(7)?,
         },
         created_at: r.get(base + 5)?,
         revoked_at: r.get(base + 6)?,
+        expires_at: r.get(base + 8)?,
+        last_used_at: r.get(base + 9)?,
     })
 }
 
 /// The stored hash and the row of token `id`, unless it was revoked.
 pub fn lookup(c: &Connection, id: &str) -> Result<Option<(Vec<u8>, TokenRow)>, DbError> {
     Ok(c.query_row(
-        &format!("SELECT hash, {COLUMNS} FROM tokens WHERE id = ?1 AND revoked_at IS NULL"),
+        &format!("SELECT hash, {COLUMNS} FROM {FROM} WHERE tokens.id = ?1 AND revoked_at IS NULL"),
         [id],
         |r| Ok((r.get(0)?, token_row_at(r, 1)?)),
     )
@@ -97,7 +111,7 @@ pub fn label(c: &Connection, id: &str) -> Result<Option<String>, DbError> {
 /// Every token, revoked ones too, oldest first.
 pub fn list(c: &Connection) -> Result<Vec<TokenRow>, DbError> {
     let mut st = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM tokens ORDER BY created_at, id"
+        "SELECT {COLUMNS} FROM {FROM} ORDER BY created_at, tokens.id"
     ))?;
     let rows = st.query_map([], token_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -112,4 +126,14 @@ pub fn revoke(c: &Connection, id: &str) -> Result<Option<String>, DbError> {
         params![id, now_str()],
     )?;
     Ok(role)
+}
+
+/// Records that token `id` authenticated a request now.
+pub fn touch(c: &Connection, id: &str) -> Result<(), DbError> {
+    c.execute(
+        "INSERT INTO token_used (id, at) VALUES (?1, ?2) \
+         ON CONFLICT(id) DO UPDATE SET at = excluded.at",
+        params![id, now_str()],
+    )?;
+    Ok(())
 }

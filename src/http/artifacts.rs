@@ -5,10 +5,11 @@ use base64::Engine as _;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::auth::Actor;
+use crate::auth::Action;
 use crate::db;
 use crate::model::api::{PushQuery, STATEMENT_HEADER, UploadQuery};
 use crate::model::{ArtifactName, Version};
+use crate::service::tokens::Caller;
 use crate::service::{App, Error, push, upload};
 
 /// Longest accepted statement header (base64 of the DSSE envelope).
@@ -17,11 +18,18 @@ const MAX_STATEMENT_HEADER: usize = 16 * 1024;
 #[post("/api/v1/artifacts")]
 async fn push_artifact(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     req: HttpRequest,
     q: web::Query<PushQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, Error> {
+    app.permit(
+        &caller,
+        Action::Push {
+            name: q.name.as_str(),
+        },
+    )
+    .await?;
     let header = req.headers().get(STATEMENT_HEADER).ok_or_else(|| {
         Error::invalid(
             "missing_statement",
@@ -50,7 +58,8 @@ async fn push_artifact(
         Some(_) => None,
     };
     let (body, forward) = forward(payload, app.cfg.limits.body_idle_timeout);
-    let (result, idle) = futures::join!(push::push(&app, &actor.0, q, statement, body), forward);
+    let (result, idle) =
+        futures::join!(push::push(&app, &caller.actor, q, statement, body), forward);
     let resp = result.map_err(|e| idle.unwrap_or(e))?;
     Ok(if resp.created {
         HttpResponse::Created().json(resp)
@@ -112,13 +121,23 @@ fn forward(
 #[post("/api/v1/uploads")]
 async fn stage_upload(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     q: web::Query<UploadQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, Error> {
+    app.permit(
+        &caller,
+        Action::Push {
+            name: q.name.as_str(),
+        },
+    )
+    .await?;
     let _slot = app.transfers.upload()?;
     let (body, pump) = forward(payload, app.cfg.limits.body_idle_timeout);
-    let (result, idle) = futures::join!(upload::stage(&app, &actor.0, q.into_inner(), body), pump);
+    let (result, idle) = futures::join!(
+        upload::stage(&app, &caller.actor, q.into_inner(), body),
+        pump
+    );
     Ok(HttpResponse::Created().json(result.map_err(|e| idle.unwrap_or(e))?))
 }
 

@@ -3,8 +3,9 @@
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
-use super::auth::Actor;
+use crate::auth::Action;
 use crate::db;
+use crate::service::tokens::Caller;
 use crate::service::{App, Error, audit};
 
 /// Most entries per page.
@@ -27,9 +28,10 @@ fn default_limit() -> i64 {
 #[get("/api/v1/audit")]
 async fn entries(
     app: web::Data<App>,
-    _actor: Actor,
+    caller: Caller,
     q: web::Query<Page>,
 ) -> Result<HttpResponse, Error> {
+    app.permit(&caller, Action::Read("audit")).await?;
     let (after, limit) = (q.after.max(0), q.limit.clamp(1, MAX_PAGE));
     let rows = app
         .db
@@ -39,12 +41,16 @@ async fn entries(
 }
 
 #[get("/api/v1/audit/checkpoints")]
-async fn checkpoints(app: web::Data<App>, _actor: Actor) -> Result<HttpResponse, Error> {
+async fn checkpoints(app: web::Data<App>, caller: Caller) -> Result<HttpResponse, Error> {
+    app.permit(&caller, Action::Read("audit-checkpoints"))
+        .await?;
     Ok(HttpResponse::Ok().json(app.db.call(|c| db::audit::checkpoints(c)).await?))
 }
 
 #[post("/api/v1/audit/checkpoints")]
-async fn sign_checkpoint(app: web::Data<App>, _actor: Actor) -> Result<HttpResponse, Error> {
+async fn sign_checkpoint(app: web::Data<App>, caller: Caller) -> Result<HttpResponse, Error> {
+    app.permit(&caller, Action::Admin("audit-checkpoint"))
+        .await?;
     Ok(HttpResponse::Created().json(audit::checkpoint(&app).await?))
 }
 

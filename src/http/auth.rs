@@ -1,4 +1,5 @@
-//! The bearer-token extractor: every mutating endpoint takes an [`Actor`].
+//! The bearer-token extractor: every endpoint that needs a token takes a [`Caller`] and names
+//! what it does to `App::permit` (service/tokens.rs), which checks role and scope in one place.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,63 +8,17 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use crate::auth;
 use crate::db;
+use crate::service::tokens::Caller;
 use crate::service::{App, Error};
 
-/// Who made the request (`token:<id>`), with an admin token: every mutating endpoint but
-/// reports takes one.
-#[derive(Debug, Clone)]
-pub struct Actor(pub String);
+/// How often, at most, a token's last use is written: once a minute, not once a request.
+const LAST_USED_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
-/// Who made the request, with a token of any role: `reporter` tokens, which agents hold, may
-/// post reports (for the agents and channels of their scope) and nothing else.
-#[derive(Debug, Clone)]
-pub struct Reporter {
-    /// `token:<id>`.
-    pub actor: String,
-    pub token: db::tokens::TokenRow,
-}
-
-pub use crate::auth::{ADMIN, REPORTER};
-
-impl FromRequest for Actor {
+impl FromRequest for Caller {
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Actor, Error>>>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Caller, Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let fut = authenticate(req);
-        Box::pin(async move {
-            let (actor, token) = fut.await?;
-            let role = token.role;
-            if role != ADMIN {
-                return Err(Error::forbidden(
-                    "token_role",
-                    format!("a {role} token may not do this (only post agent reports)"),
-                ));
-            }
-            Ok(Actor(actor))
-        })
-    }
-}
-
-impl FromRequest for Reporter {
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Reporter, Error>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let fut = authenticate(req);
-        Box::pin(async move {
-            let (actor, token) = fut.await?;
-            Ok(Reporter { actor, token })
-        })
-    }
-}
-
-/// (actor, token) of a checked token, once the database answered.
-type Authenticated = Pin<Box<dyn Future<Output = Result<(String, db::tokens::TokenRow), Error>>>>;
-
-/// Checks the bearer token: (actor, its row).
-fn authenticate(req: &HttpRequest) -> Authenticated {
-    {
         let app = req.app_data::<web::Data<App>>().cloned();
         let header = req
             .headers()
@@ -72,34 +27,68 @@ fn authenticate(req: &HttpRequest) -> Authenticated {
             .map(str::to_owned);
         Box::pin(async move {
             let app = app.ok_or_else(|| Error::Internal("no app state".into()))?;
-            let token = header
-                .as_deref()
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .ok_or_else(|| {
-                    Error::Unauthorized("missing bearer token (Authorization: Bearer ...)".into())
-                })?
-                .trim()
-                .to_owned();
-            let invalid = || Error::Unauthorized("invalid token".into());
-            // Logged in the request's span (with its request id); never the token itself.
-            let Some(id) = auth::token_id(&token).map(str::to_owned) else {
-                tracing::warn!("refused a request with a malformed token");
-                return Err(invalid());
-            };
-            let lookup_id = id.clone();
-            let row = app
-                .db
-                .call(move |c| db::tokens::lookup(c, &lookup_id))
-                .await?;
-            match row {
-                Some((hash, row)) if auth::matches(&token, &hash) => {
-                    Ok((format!("token:{id}"), row))
-                }
-                _ => {
-                    tracing::warn!(token_id = %id, "refused a request with an unknown or wrong token");
-                    Err(invalid())
-                }
-            }
+            authenticate(&app, header.as_deref()).await
         })
     }
+}
+
+/// Checks the bearer token: known, not revoked, not expired. Records its use at most once
+/// a minute.
+async fn authenticate(app: &App, header: Option<&str>) -> Result<Caller, Error> {
+    let token = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Error::Unauthorized("missing bearer token (Authorization: Bearer ...)".into())
+        })?
+        .trim()
+        .to_owned();
+    let invalid = || Error::Unauthorized("invalid token".into());
+    // Logged in the request's span (with its request id); never the token itself.
+    let Some(id) = auth::token_id(&token).map(str::to_owned) else {
+        tracing::warn!("refused a request with a malformed token");
+        return Err(invalid());
+    };
+    let lookup_id = id.clone();
+    let row = app
+        .db
+        .call(move |c| db::tokens::lookup(c, &lookup_id))
+        .await?;
+    let row = match row {
+        Some((hash, row)) if auth::matches(&token, &hash) => row,
+        _ => {
+            tracing::warn!(token_id = %id, "refused a request with an unknown or wrong token");
+            return Err(invalid());
+        }
+    };
+    let now = chrono::Utc::now();
+    let parse = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    if let Some(expires) = &row.expires_at {
+        // An unreadable expiry counts as expired: the row was written by us, so it is a fault.
+        if parse(expires).is_none_or(|t| t <= now) {
+            tracing::warn!(token_id = %id, %expires, "refused a request with an expired token");
+            return Err(Error::Unauthorized(format!(
+                "token {id} expired at {expires}; create a new one (arca token create)"
+            )));
+        }
+    }
+    let stale = row
+        .last_used_at
+        .as_deref()
+        .and_then(parse)
+        .is_none_or(|t| now - t >= LAST_USED_EVERY);
+    if stale {
+        let touch_id = id.clone();
+        // Best effort: a request is not refused because its use could not be recorded.
+        if let Err(e) = app.db.call(move |c| db::tokens::touch(c, &touch_id)).await {
+            tracing::warn!(token_id = %id, error = %e, "cannot record the token's last use");
+        }
+    }
+    Ok(Caller {
+        actor: format!("token:{id}"),
+        token: row,
+    })
 }

@@ -4,22 +4,31 @@
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
-use super::auth::Actor;
+use crate::auth::Action;
 use crate::db;
 use crate::model::api::{PolicyChange, PromoteRequest, RollbackRequest};
 use crate::model::{ArtifactName, ChannelName};
+use crate::service::tokens::Caller;
 use crate::service::{App, Error, policy, promote, statements};
 
 #[post("/api/v1/promotions")]
 async fn promote_release(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     req: web::Json<PromoteRequest>,
 ) -> Result<HttpResponse, Error> {
     let req = req.into_inner();
+    app.permit(
+        &caller,
+        Action::Promote {
+            name: req.name.as_str(),
+            channel: req.to.as_str(),
+        },
+    )
+    .await?;
     req.check_fields()?;
     let subject = format!("{}@{} to {}", req.name, req.version, req.to);
-    let resp = promote::promote(&app, &actor.0, req.clone(), "promote").await?;
+    let resp = promote::promote(&app, &caller.actor, req.clone(), "promote").await?;
     if resp.decision.allowed || req.dry_run || resp.already_current {
         return Ok(HttpResponse::Ok().json(resp));
     }
@@ -35,11 +44,19 @@ async fn promote_release(
 #[post("/api/v1/rollbacks")]
 async fn rollback(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     req: web::Json<RollbackRequest>,
 ) -> Result<HttpResponse, Error> {
+    app.permit(
+        &caller,
+        Action::Rollback {
+            name: req.name.as_str(),
+            channel: req.channel.as_str(),
+        },
+    )
+    .await?;
     req.check_fields()?;
-    Ok(HttpResponse::Ok().json(promote::rollback(&app, &actor.0, req.into_inner()).await?))
+    Ok(HttpResponse::Ok().json(promote::rollback(&app, &caller.actor, req.into_inner()).await?))
 }
 
 #[derive(Deserialize)]
@@ -76,10 +93,10 @@ async fn history(app: web::Data<App>, q: web::Query<HistoryQuery>) -> Result<Htt
 #[post("/api/v1/statements")]
 async fn add_statement(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Created().json(statements::add(&app, &actor.0, &body).await?))
+    Ok(HttpResponse::Created().json(statements::add(&app, &caller, &body).await?))
 }
 
 #[get("/api/v1/policies/{channel}")]
@@ -124,14 +141,15 @@ async fn policy_body(app: &App, sha: String) -> Result<String, Error> {
 #[post("/api/v1/policies/{channel}")]
 async fn set_policy(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     path: web::Path<ChannelName>,
     query: web::Query<crate::model::api::PolicyChangeQuery>,
     change: web::Json<PolicyChange>,
 ) -> Result<HttpResponse, Error> {
+    app.permit(&caller, Action::Admin("policy-change")).await?;
     let r = policy::set(
         &app,
-        &actor.0,
+        &caller.actor,
         path.into_inner(),
         change.into_inner(),
         query.force,

@@ -5,9 +5,10 @@
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
-use super::auth::{Actor, Reporter};
+use crate::auth::Action;
 use crate::model::api::{AgentId, Report, RolloutAction, TokenRequest};
 use crate::model::{ArtifactName, ChannelName};
+use crate::service::tokens::Caller;
 use crate::service::{App, Error, rollout, tokens};
 
 /// Largest report body: a report is a few short fields and a message of at most 2 KiB
@@ -17,11 +18,10 @@ const MAX_REPORT_BODY: usize = 16 << 10;
 /// `POST /api/v1/reports`. The token is checked before the body is read.
 async fn report(
     app: web::Data<App>,
-    who: Reporter,
+    who: Caller,
     rep: web::Json<Report>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok()
-        .json(rollout::report(&app, &who.actor, &who.token, rep.into_inner()).await?))
+    Ok(HttpResponse::Ok().json(rollout::report(&app, &who, rep.into_inner()).await?))
 }
 
 #[derive(Deserialize)]
@@ -51,12 +51,24 @@ async fn status(app: web::Data<App>, q: web::Query<StatusQuery>) -> Result<HttpR
 #[post("/api/v1/rollouts/{action}")]
 async fn act(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     action: web::Path<String>,
     req: web::Json<RolloutAction>,
 ) -> Result<HttpResponse, Error> {
+    app.permit(
+        &caller,
+        Action::Rollout {
+            verb: action.as_str(),
+            name: req.name.as_str(),
+            channel: req.channel.as_str(),
+        },
+    )
+    .await?;
     req.check_fields()?;
-    Ok(HttpResponse::Ok().json(rollout::act(&app, &actor.0, &action, req.into_inner()).await?))
+    Ok(
+        HttpResponse::Ok()
+            .json(rollout::act(&app, &caller.actor, &action, req.into_inner()).await?),
+    )
 }
 
 #[derive(Deserialize)]
@@ -69,13 +81,14 @@ struct AgentsQuery {
     offset: Option<u64>,
 }
 
-/// The fleet is an inventory worth keeping to those with a token (of any role).
+/// The fleet is an inventory worth keeping to those with a token (admin, viewer, reporter).
 #[get("/api/v1/agents")]
 async fn agents(
     app: web::Data<App>,
-    _who: Reporter,
+    who: Caller,
     q: web::Query<AgentsQuery>,
 ) -> Result<HttpResponse, Error> {
+    app.permit(&who, Action::ListAgents).await?;
     let q = q.into_inner();
     let channel = q.channel.map(|c| c.to_string());
     let limit = q.limit.unwrap_or(rollout::MAX_AGENTS_PAGE);
@@ -96,17 +109,18 @@ struct ForgetQuery {
 #[actix_web::delete("/api/v1/agents/{agent}")]
 async fn forget_agent(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     agent: web::Path<String>,
     q: web::Query<ForgetQuery>,
 ) -> Result<HttpResponse, Error> {
+    app.permit(&caller, Action::Admin("agent-forget")).await?;
     let agent: AgentId = agent
         .into_inner()
         .parse()
         .map_err(|e: String| Error::invalid("invalid_agent", e))?;
     let q = q.into_inner();
     let channel = q.channel.clone();
-    let names = rollout::forget(&app, &actor.0, agent.clone(), q.channel, q.name).await?;
+    let names = rollout::forget(&app, &caller.actor, agent.clone(), q.channel, q.name).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "agent": agent.to_string(), "channel": channel.to_string(), "names": names, "forgotten": true,
     })))
@@ -115,14 +129,16 @@ async fn forget_agent(
 #[post("/api/v1/tokens")]
 async fn create_token(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     req: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Created().json(tokens::create(&app, &actor.0, req.into_inner()).await?))
+    app.permit(&caller, Action::Admin("token-create")).await?;
+    Ok(HttpResponse::Created().json(tokens::create(&app, &caller.actor, req.into_inner()).await?))
 }
 
 #[get("/api/v1/tokens")]
-async fn list_tokens(app: web::Data<App>, _actor: Actor) -> Result<HttpResponse, Error> {
+async fn list_tokens(app: web::Data<App>, caller: Caller) -> Result<HttpResponse, Error> {
+    app.permit(&caller, Action::Read("tokens")).await?;
     Ok(HttpResponse::Ok().json(tokens::list(&app).await?))
 }
 
@@ -130,11 +146,12 @@ async fn list_tokens(app: web::Data<App>, _actor: Actor) -> Result<HttpResponse,
 #[actix_web::delete("/api/v1/tokens/{id}")]
 async fn revoke_token(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
+    app.permit(&caller, Action::Admin("token-revoke")).await?;
     let id = id.into_inner();
-    let role = tokens::revoke(&app, &actor.0, id.clone()).await?;
+    let role = tokens::revoke(&app, &caller.actor, id.clone()).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "role": role, "revoked": true })))
 }
 

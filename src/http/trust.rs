@@ -2,9 +2,10 @@
 
 use actix_web::{HttpResponse, get, post, web};
 
-use super::auth::Actor;
+use crate::auth::Action;
 use crate::db;
 use crate::model::api::TrustChangeResponse;
+use crate::service::tokens::Caller;
 use crate::service::{App, Error, trust};
 
 #[get("/api/v1/trust")]
@@ -39,23 +40,26 @@ async fn by_version(app: web::Data<App>, path: web::Path<String>) -> Result<Http
 #[post("/api/v1/trust")]
 async fn change(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    let version = trust::apply(&app, &actor.0, &body).await?;
+    app.permit(&caller, Action::Admin("trust-change")).await?;
+    let version = trust::apply(&app, &caller.actor, &body).await?;
     Ok(HttpResponse::Created().json(TrustChangeResponse { version }))
 }
 
 #[post("/api/v1/trust/rotation")]
 async fn rotate_root(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     body: web::Json<crate::model::api::RootRotation>,
 ) -> Result<HttpResponse, Error> {
+    app.permit(&caller, Action::Admin("trust-rotate-root"))
+        .await?;
     let r = body.into_inner();
     let version = trust::apply_with(
         &app,
-        &actor.0,
+        &caller.actor,
         &r.trust.to_bytes(),
         "trust.rotate-root",
         "root keys",
@@ -97,10 +101,12 @@ async fn built_by(
 #[post("/api/v1/channels/{channel}/online-key")]
 async fn propose_online(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     path: web::Path<crate::model::ChannelName>,
 ) -> Result<HttpResponse, Error> {
-    let key = crate::service::online::propose(&app, &actor.0, &path.into_inner()).await?;
+    app.permit(&caller, Action::Admin("online-key-propose"))
+        .await?;
+    let key = crate::service::online::propose(&app, &caller.actor, &path.into_inner()).await?;
     Ok(HttpResponse::Created().json(key))
 }
 
@@ -108,12 +114,13 @@ async fn propose_online(
 #[post("/api/v1/channels/{channel}/root")]
 async fn install_root(
     app: web::Data<App>,
-    actor: Actor,
+    caller: Caller,
     path: web::Path<crate::model::ChannelName>,
     env: web::Json<crate::tuf::metadata::Envelope>,
 ) -> Result<HttpResponse, Error> {
+    app.permit(&caller, Action::Admin("channel-root")).await?;
     let version =
-        crate::service::online::install(&app, &actor.0, &path.into_inner(), env.into_inner())
+        crate::service::online::install(&app, &caller.actor, &path.into_inner(), env.into_inner())
             .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "targets_version": version })))
 }

@@ -482,7 +482,7 @@ pub struct AgentInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    /// `admin` or `reporter` (may only post agent reports).
+    /// `admin`, `publisher`, `promoter`, `reporter` or `viewer` (docs/security.md, "Tokens").
     pub role: String,
     /// Who holds it (shown in listings and the audit log); `description` is its old name.
     #[serde(
@@ -494,9 +494,17 @@ pub struct TokenRequest {
     /// Reporter tokens: the agent ids it may report as (exact, `prefix*`, or `*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<String>,
-    /// Reporter tokens: the channels it may report on (none: every channel).
+    /// Reporter tokens: the channels it may report on (none: every channel); promoter tokens
+    /// (required): the channels it may promote to, roll back and act on rollouts in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+    /// Publisher tokens (required) and promoter tokens (none: every name): the artifact name
+    /// globs it may act on (`team-a/*`, `**`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Seconds from now until the token expires; none: it never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
 }
 
 /// Answer to a token request: the token is shown once.
@@ -511,6 +519,10 @@ pub struct TokenResponse {
     pub agents: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// One token as `GET /api/v1/tokens` lists it (never the secret).
@@ -524,9 +536,17 @@ pub struct TokenInfo {
     pub agents: Vec<String>,
     #[serde(default)]
     pub channels: Vec<String>,
+    #[serde(default)]
+    pub names: Vec<String>,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// When it expires; absent: never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// When it last authenticated a request (recorded at most once a minute); absent: never.
+    #[serde(default)]
+    pub last_used_at: Option<String>,
 }
 
 /// What is current in one channel (`GET /api/v1/channels`).

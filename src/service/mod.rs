@@ -163,6 +163,11 @@ impl Error {
             message: message.into(),
         }
     }
+    /// A `token_role` or `token_scope` refusal: `App::permit` audited it already.
+    pub fn is_token_refusal(&self) -> bool {
+        matches!(self, Error::Forbidden { code, .. } if code.starts_with("token_"))
+    }
+
     /// A refusal of the client's request (4xx), which the audit log records; server-side
     /// failures (5xx) are logged instead.
     pub fn is_refusal(&self) -> bool {

@@ -297,14 +297,15 @@ fn widen_tx(
 
 /// `POST /api/v1/reports`: records an agent's report; a report that pushes a running
 /// rollout's failure rate over its ceiling halts it and rolls the channel back at once.
-/// `token` is the reporting token: rate-limited, and bound to the agents and channels it may
-/// speak for (admin tokens speak for any).
+/// `caller` is the reporting token: rate-limited (before anything else, so that refusals,
+/// which are audited, are bounded too), and bound to the agents and channels it may speak for
+/// (admin tokens speak for any).
 pub async fn report(
     app: &App,
-    actor: &str,
-    token: &db::tokens::TokenRow,
+    caller: &super::tokens::Caller,
     mut rep: Report,
 ) -> Result<ReportResponse, Error> {
+    let (actor, token) = (caller.actor.as_str(), &caller.token);
     if let Err(retry_after) = app
         .report_limiter
         .take(&token.id, app.cfg.agents.reports_per_minute)
@@ -317,29 +318,14 @@ pub async fn report(
             ),
         });
     }
-    if token.role != crate::auth::ADMIN {
-        let (agents, channels) = token.scope.describe();
-        if !token.scope.allows_agent(rep.agent.as_str()) {
-            tracing::warn!(token = %token.id, agent = %rep.agent, "report refused: agent outside the token's scope");
-            return Err(Error::forbidden(
-                "token_scope",
-                format!(
-                    "token {} may not report as agent {} (it speaks for {agents})",
-                    token.id, rep.agent
-                ),
-            ));
-        }
-        if !token.scope.allows_channel(rep.channel.as_str()) {
-            tracing::warn!(token = %token.id, channel = %rep.channel, "report refused: channel outside the token's scope");
-            return Err(Error::forbidden(
-                "token_scope",
-                format!(
-                    "token {} may not report on channel {} (it is bound to {channels})",
-                    token.id, rep.channel
-                ),
-            ));
-        }
-    }
+    app.permit(
+        caller,
+        crate::auth::Action::Report {
+            agent: rep.agent.as_str(),
+            channel: rep.channel.as_str(),
+        },
+    )
+    .await?;
     let (_, key) = app.channel_key(rep.channel.as_str())?;
     if !matches!(rep.outcome, ReportOutcome::Error | ReportOutcome::Heartbeat)
         && rep.version.is_none()

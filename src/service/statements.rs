@@ -120,11 +120,19 @@ fn listed_in(
 }
 
 /// Accepts a statement envelope; returns its digest, signers and any auto-promotions.
-pub async fn add(app: &App, actor: &str, body: &[u8]) -> Result<StatementResponse, Error> {
+/// The uploading token must be a publisher for the name (attestations) or a promoter for the
+/// name and the approval's channel (approvals): docs/security.md, "Tokens".
+pub async fn add(
+    app: &App,
+    caller: &super::tokens::Caller,
+    body: &[u8],
+) -> Result<StatementResponse, Error> {
+    let actor = caller.actor.as_str();
     let mut subject = String::from("statement");
-    let result = add_inner(app, actor, body, &mut subject).await;
+    let result = add_inner(app, caller, body, &mut subject).await;
     if let Err(e) = &result
         && !matches!(e, Error::Internal(_))
+        && !e.is_token_refusal()
     {
         app.audit_refusal(actor, "attest", subject, e).await;
     }
@@ -133,10 +141,11 @@ pub async fn add(app: &App, actor: &str, body: &[u8]) -> Result<StatementRespons
 
 async fn add_inner(
     app: &App,
-    actor: &str,
+    caller: &super::tokens::Caller,
     body: &[u8],
     subject: &mut String,
 ) -> Result<StatementResponse, Error> {
+    let actor = caller.actor.as_str();
     if body.len() > MAX_STATEMENT {
         return Err(Error::TooLarge(MAX_STATEMENT as u64));
     }
@@ -156,6 +165,21 @@ async fn add_inner(
         )
     })?;
     *subject = s.name.clone();
+    let approval_channel = (st.predicate_type == APPROVAL_PREDICATE)
+        .then(|| serde_json::from_value::<ApprovalPredicate>(st.predicate.clone()))
+        .transpose()
+        .map_err(|e| Error::invalid("bad_statement", format!("approval predicate: {e}")))?
+        .map(|p| p.channel);
+    let action = match &approval_channel {
+        Some(channel) => crate::auth::Action::Approve {
+            name: name.as_str(),
+            channel: channel.as_str(),
+        },
+        None => crate::auth::Action::Attest {
+            name: name.as_str(),
+        },
+    };
+    app.permit(caller, action).await?;
     let (n, v) = (name.to_string(), version.to_string());
     let a = app
         .db

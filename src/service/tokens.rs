@@ -1,30 +1,153 @@
-//! API tokens: creation (with a label and, for reporter tokens, the agents and channels they
-//! may speak for), listing and revocation, each audited.
+//! API tokens: who a request comes from ([`Caller`]) and what it may do ([`App::permit`], the
+//! one check of role and scope every endpoint goes through); creation (with a label, a scope
+//! and an optional expiry), listing and revocation, each audited.
 
 use super::{App, Error};
-use crate::auth::{ADMIN, MAX_BINDINGS, REPORTER, Scope};
+use crate::auth::{Action, MAX_BINDINGS, PROMOTER, PUBLISHER, REPORTER, ROLES, Scope};
 use crate::db::{self, DbError};
 use crate::model::api::{TokenInfo, TokenRequest, TokenResponse};
 
+/// Who made a request: an authenticated token (any role; not revoked, not expired).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `token:<id>`, the actor of audit entries.
+    pub actor: String,
+    pub token: db::tokens::TokenRow,
+}
+
+/// Longest expiry a token may be given: ten years (a longer one is a token that never expires,
+/// which is what leaving `expires_in` out says).
+const MAX_EXPIRY_SECS: u64 = 10 * 366 * 24 * 3600;
+
+impl App {
+    /// The one check of role and scope: whether `caller` may do `action`. A refusal is `403
+    /// token_role` or `token_scope` naming the token, the action and the scope, and is
+    /// appended to the audit log (the request was authenticated).
+    pub async fn permit(&self, caller: &Caller, action: Action<'_>) -> Result<(), Error> {
+        let t = &caller.token;
+        let Err(denied) = crate::auth::permit(&t.id, &t.role, &t.scope, &action) else {
+            return Ok(());
+        };
+        tracing::warn!(token = %t.id, role = %t.role, code = denied.code, "{}", denied.message);
+        let err = Error::forbidden(denied.code, denied.message);
+        let (actor, verb, subject, reason) = (
+            caller.actor.clone(),
+            action.audit_action(),
+            action.subject(),
+            err.to_string(),
+        );
+        let code = denied.code;
+        let r = self
+            .db
+            .call(move |c| {
+                db::audit::append(
+                    c,
+                    &db::audit::Entry {
+                        actor: &actor,
+                        action: &verb,
+                        subject: &subject,
+                        outcome: "refused",
+                        details: serde_json::json!({ "reason": reason, "code": code }),
+                    },
+                )
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot write the audit entry of a refusal");
+        }
+        Err(err)
+    }
+}
+
 /// `POST /api/v1/tokens`.
 pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenResponse, Error> {
-    if req.role != ADMIN && req.role != REPORTER {
+    if !ROLES.contains(&req.role.as_str()) {
         return Err(Error::invalid(
             "invalid_role",
-            format!("token role {:?} is not admin or reporter", req.role),
+            format!(
+                "token role {:?} is not one of {}",
+                req.role,
+                ROLES.join(", ")
+            ),
         ));
     }
     req.check_fields()?;
     let scope = Scope {
         agents: req.agents.clone(),
         channels: req.channels.clone(),
+        names: req.names.clone(),
     };
-    if req.role == ADMIN && (!scope.agents.is_empty() || !scope.channels.is_empty()) {
+    let role = req.role.as_str();
+    let unbound = |what: &str, bound: bool| -> Result<(), Error> {
+        if bound {
+            return Err(Error::invalid(
+                "invalid_scope",
+                format!("{role} tokens are not bound to {what}"),
+            ));
+        }
+        Ok(())
+    };
+    unbound(
+        "agents (only reporter tokens are)",
+        role != REPORTER && !scope.agents.is_empty(),
+    )?;
+    unbound(
+        "channels (only reporter and promoter tokens are)",
+        !matches!(role, REPORTER | PROMOTER) && !scope.channels.is_empty(),
+    )?;
+    unbound(
+        "names (only publisher and promoter tokens are)",
+        !matches!(role, PUBLISHER | PROMOTER) && !scope.names.is_empty(),
+    )?;
+    if role == PUBLISHER && scope.names.is_empty() {
         return Err(Error::invalid(
             "invalid_scope",
-            "admin tokens are not bound to agents or channels; bind reporter tokens",
+            "a publisher token names what it may push (--scope GLOB, e.g. 'team-a/*'; '**' \
+             for every name)",
         ));
     }
+    if role == PROMOTER && scope.channels.is_empty() {
+        return Err(Error::invalid(
+            "invalid_scope",
+            "a promoter token names the channels it may promote to (--channel CH, repeat \
+             for several)",
+        ));
+    }
+    if scope.names.len() > MAX_BINDINGS || scope.channels.len() > MAX_BINDINGS {
+        return Err(Error::invalid(
+            "invalid_scope",
+            format!("at most {MAX_BINDINGS} name globs and {MAX_BINDINGS} channels"),
+        ));
+    }
+    for g in &scope.names {
+        Scope::check_glob(g).map_err(|e| Error::invalid("invalid_scope", e))?;
+    }
+    for ch in &scope.channels {
+        app.channel_key(ch)?;
+    }
+    let expires_at = match req.expires_in {
+        None => None,
+        Some(0) => {
+            return Err(Error::invalid(
+                "invalid_expiry",
+                "a token's expiry is a positive duration (e.g. 90d)",
+            ));
+        }
+        Some(s) if s > MAX_EXPIRY_SECS => {
+            return Err(Error::invalid(
+                "invalid_expiry",
+                "a token expires within ten years; leave the expiry out for one that never \
+                 expires",
+            ));
+        }
+        Some(s) => {
+            let secs =
+                i64::try_from(s).map_err(|_| Error::invalid("invalid_expiry", "too long"))?;
+            Some(arca_keys::format_time(
+                chrono::Utc::now() + chrono::Duration::seconds(secs),
+            ))
+        }
+    };
     if req.role == REPORTER {
         if scope.agents.is_empty() {
             return Err(Error::invalid(
@@ -42,9 +165,6 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
         for p in &scope.agents {
             Scope::check_pattern(p).map_err(|e| Error::invalid("invalid_scope", e))?;
         }
-        for ch in &scope.channels {
-            app.channel_key(ch)?;
-        }
     }
     let (token, id, hash) = crate::auth::new_token().map_err(|e| Error::Internal(e.to_string()))?;
     let (role, id2, actor_s, label) = (
@@ -53,11 +173,19 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
         actor.to_owned(),
         req.label.clone(),
     );
-    let scope2 = scope.clone();
+    let (scope2, expires2) = (scope.clone(), expires_at.clone());
     app.db
         .call(move |c| {
             let tx = c.transaction()?;
-            db::tokens::insert(&tx, &id2, &hash, &role, label.as_deref(), &scope2)?;
+            db::tokens::insert(
+                &tx,
+                &id2,
+                &hash,
+                &role,
+                label.as_deref(),
+                &scope2,
+                expires2.as_deref(),
+            )?;
             db::audit::append(
                 &tx,
                 &db::audit::Entry {
@@ -68,6 +196,7 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
                     details: serde_json::json!({
                         "role": role, "label": label,
                         "agents": scope2.agents, "channels": scope2.channels,
+                        "names": scope2.names, "expires_at": expires2,
                     }),
                 },
             )?;
@@ -83,6 +212,8 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
         label: req.label,
         agents: scope.agents,
         channels: scope.channels,
+        names: scope.names,
+        expires_at,
     })
 }
 
@@ -97,8 +228,11 @@ pub async fn list(app: &App) -> Result<Vec<TokenInfo>, Error> {
             label: t.label,
             agents: t.scope.agents,
             channels: t.scope.channels,
+            names: t.scope.names,
             created_at: t.created_at,
             revoked_at: t.revoked_at,
+            expires_at: t.expires_at,
+            last_used_at: t.last_used_at,
         })
         .collect())
 }
