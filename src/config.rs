@@ -36,6 +36,21 @@ pub struct Config {
     pub rollout: RolloutConfig,
     pub agents: AgentsConfig,
     pub limits: LimitsConfig,
+    /// TLS for the listener. None by default: a fresh home serves plain HTTP on loopback for
+    /// development; anything reachable from a network should set `[tls]` (or sit behind a
+    /// proxy that terminates TLS), since every request carries a bearer token.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The server's certificate and key (PEM files). Both are re-read when their files change,
+/// without a restart; relative paths are taken from the home directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 /// Deploy agents: when they count as gone, and how much a reporter token may say.
@@ -188,6 +203,7 @@ impl Default for Config {
             rollout: RolloutConfig::default(),
             agents: AgentsConfig::default(),
             limits: LimitsConfig::default(),
+            tls: None,
         }
     }
 }

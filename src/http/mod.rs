@@ -8,6 +8,7 @@ mod promotion;
 mod releases;
 mod rollout;
 pub mod status;
+pub mod tls;
 mod trust;
 mod tuf;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, get, web};
 use anyhow::Context;
+use tokio_util::either::Either;
 use tracing_actix_web::TracingLogger;
 
 use crate::config::Config;
@@ -174,8 +176,17 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     set_write_timeout(&listener, cfg.limits.write_timeout)?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let acceptor = match &cfg.tls {
+        Some(t) => {
+            let (cert, key) = (dir.join(&t.cert), dir.join(&t.key));
+            let config = tls::server_config(&cert, &key)?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+        None => None,
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to learn the port.
-    println!("arca listening on http://{addr}");
+    println!("arca listening on {scheme}://{addr}");
     std::io::stdout().flush().ok();
 
     let counters = app.counters.clone();
@@ -239,7 +250,7 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
                     None => Ok(req),
                 }
             });
-            actix_http::HttpService::build()
+            let http = actix_http::HttpService::build()
                 // As actix-web's HttpServer does: a request head must arrive within 5 s, idle
                 // keep-alive connections close after 5 s, and a connection is kept 1 s after the
                 // last response before it is closed, so that a client still sending a body the
@@ -250,8 +261,30 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
                 .expect(expect)
                 .finish(actix_service::map_config(app, |_| {
                     actix_web::dev::AppConfig::default()
-                }))
-                .tcp()
+                }));
+            let acceptor = acceptor.clone();
+            // Each accepted connection, TLS or not, then HTTP/1.1. The TLS handshake gets as
+            // long as a request head (5 s).
+            actix_service::fn_service(move |io: actix_web::rt::net::TcpStream| {
+                let acceptor = acceptor.clone();
+                async move {
+                    let peer = io.peer_addr().ok();
+                    let Some(acceptor) = acceptor else {
+                        return Ok((Either::Right(io), actix_http::Protocol::Http1, peer));
+                    };
+                    let tls = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(io))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
+                        .and_then(|r| r)
+                        .map_err(actix_http::error::DispatchError::Io)?;
+                    Ok::<_, actix_http::error::DispatchError>((
+                        Either::Left(tls),
+                        actix_http::Protocol::Http1,
+                        peer,
+                    ))
+                }
+            })
+            .and_then(http)
         })
         .with_context(|| format!("serving on {addr}"))?
         .run();

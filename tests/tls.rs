@@ -1,0 +1,223 @@
+//! TLS on the listener: the configured certificate is served over HTTPS, and a certificate
+//! replaced on disk is served without a restart. Certificates are made with `openssl`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Server, wait_until};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA (`ca.pem`, `ca.key`) in `dir`.
+fn make_ca(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=arca test CA",
+            "-days",
+            "2",
+        ],
+    );
+}
+
+/// A certificate for 127.0.0.1 and localhost signed by the CA of `dir`, with `serial`,
+/// written as `name.pem` (its key `name.key`, reused if it exists).
+fn make_cert(dir: &Path, name: &str, serial: &str) -> (PathBuf, PathBuf) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.tmp"),
+    );
+    if !dir.join(&key).exists() {
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &key,
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            serial,
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            &pem,
+        ],
+    );
+    // Swapped in whole, as a renewal would.
+    std::fs::rename(dir.join(&pem), dir.join(format!("{name}.pem"))).unwrap();
+    (dir.join(format!("{name}.pem")), dir.join(key))
+}
+
+fn tls_config(cert: &Path, key: &Path) -> String {
+    format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    )
+}
+
+/// `curl URL` trusting `ca` (or the system roots): its exit status and body.
+fn curl(url: &str, ca: Option<&Path>) -> (i32, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "10"]);
+    if let Some(ca) = ca {
+        c.arg("--cacert").arg(ca);
+    }
+    let out = c.arg(url).output().expect("run curl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The serial number (hex, as openssl prints it) of the certificate the server presents.
+fn served_serial(url: &str) -> String {
+    let addr = url.trim_start_matches("https://");
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-showcerts"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some(start) = text.find("-----BEGIN CERTIFICATE-----") else {
+        return String::new();
+    };
+    let end = text[start..].find("-----END CERTIFICATE-----").unwrap() + start + 25;
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(&text.as_bytes()[start..end])
+        .unwrap();
+    let out = x509.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned()
+}
+
+#[test]
+fn the_server_speaks_https_with_the_configured_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    make_ca(certs.path());
+    let (cert, key) = make_cert(certs.path(), "server", "0x1001");
+    let s = Server::start_with(Some(&tls_config(&cert, &key)), &[]);
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+
+    let ca = certs.path().join("ca.pem");
+    let (code, body) = curl(&format!("{}/healthz", s.url), Some(&ca));
+    assert_eq!(code, 0, "curl trusting the CA: {body}");
+    assert!(body.contains("ok"), "{body}");
+    // Without the CA the certificate is not trusted (curl: 60, peer certificate problem).
+    let (code, _) = curl(&format!("{}/healthz", s.url), None);
+    assert_eq!(code, 60);
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = s.url.replacen("https://", "http://", 1);
+    let (code, body) = curl(&format!("{plain}/healthz"), None);
+    assert_ne!(code, 0, "plain HTTP was answered: {body}");
+    assert_eq!(served_serial(&s.url), "1001");
+}
+
+#[test]
+fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
+    let certs = tempfile::tempdir().unwrap();
+    make_ca(certs.path());
+    let (cert, key) = make_cert(certs.path(), "server", "0x1001");
+    let s = Server::start_with(Some(&tls_config(&cert, &key)), &[]);
+    assert_eq!(served_serial(&s.url), "1001");
+
+    // A file that does not parse: the previous certificate stays in service.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            served_serial(&s.url) == "1001"
+                && s.log().contains("keeping the previous TLS certificate")
+        }),
+        "log:\n{}",
+        s.log()
+    );
+
+    // A renewed certificate (same CA, new serial) is picked up by the next handshakes.
+    make_cert(certs.path(), "server", "0x1002");
+    assert!(
+        wait_until(Duration::from_secs(20), || served_serial(&s.url) == "1002"),
+        "still serving {}; log:\n{}",
+        served_serial(&s.url),
+        s.log()
+    );
+    let (code, body) = curl(
+        &format!("{}/healthz", s.url),
+        Some(&certs.path().join("ca.pem")),
+    );
+    assert_eq!(code, 0, "{body}");
+}
