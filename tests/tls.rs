@@ -221,3 +221,70 @@ fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     );
     assert_eq!(code, 0, "{body}");
 }
+
+#[test]
+fn clients_trusting_the_ca_push_pull_and_deploy_over_https_and_others_refuse() {
+    let certs = tempfile::tempdir().unwrap();
+    make_ca(certs.path());
+    let (cert, key) = make_cert(certs.path(), "server", "0x1001");
+    let mut s = Server::start_with(Some(&tls_config(&cert, &key)), &[]);
+    let ca = certs.path().join("ca.pem");
+
+    // Without the CA: one error line naming the certificate problem, nothing changed.
+    let before = s.state();
+    let file = s.file("web-1.0.bin", 64 * 1024 + 3, 1);
+    let err = s.fails(&["ls", "--channel", "dev"]);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(s.state(), before);
+
+    s.set_client_env("ARCA_CA_CERT", ca.to_str().unwrap());
+    let key = s.builder("builder", "app/*");
+    let out = s.push(&file, "app/web", "1.0.0", &key);
+    assert!(out.contains("pushed app/web@1.0.0"), "{out}");
+    let dir = s.path("out");
+    let msg = s.pull_ok("app/web", "dev", &dir, &s.path("state"));
+    assert!(msg.contains("verified app/web@1.0.0"), "{msg}");
+    assert_eq!(
+        std::fs::read(dir.join("web-1.0.bin")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+
+    // The agent reads ARCA_CA_CERT too (its TUF client and its reports).
+    let token = s.reporter_token();
+    let adir = s.path("agent");
+    let out = s
+        .agent_cmd(&token, "dev", "app/web", &adir, "web-1")
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        s.ok(&["agents", "--json"]).contains("web-1"),
+        "the agent's report did not arrive"
+    );
+
+    // --ca-cert works as the flag too; without it (and the variable) a pull refuses.
+    let mut plain = s.arca();
+    plain
+        .env_remove("ARCA_CA_CERT")
+        .args(["ls", "--channel", "dev"]);
+    let out = plain.output().unwrap();
+    assert!(!out.status.success());
+    let mut flag = s.arca();
+    flag.env_remove("ARCA_CA_CERT")
+        .args(["ls", "--channel", "dev", "--ca-cert"])
+        .arg(&ca);
+    let out = flag.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("app/web"));
+}

@@ -142,10 +142,16 @@ pub struct ClientArgs {
     /// API token (for commands that change something).
     #[arg(long, env = "ARCA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an HTTPS server, besides the system's roots.
+    #[arg(long, env = "ARCA_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
     pub fn client(&self) -> anyhow::Result<crate::client::ApiClient> {
+        if let Some(ca) = &self.ca_cert {
+            crate::client::trust_ca(ca);
+        }
         crate::client::ApiClient::new(&self.server, self.token.clone())
     }
 }

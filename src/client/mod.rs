@@ -37,10 +37,40 @@ fn read_timeout() -> anyhow::Result<std::time::Duration> {
     }
 }
 
-/// An HTTP client with arca's user agent.
+/// A CA certificate given with `--ca-cert`, trusted by every client this process builds.
+static CA_CERT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Trusts the CA certificate (PEM) at `path` in every HTTP client built from now on, in
+/// addition to the system's roots. The first call wins.
+pub fn trust_ca(path: &std::path::Path) {
+    let _ = CA_CERT.set(path.to_path_buf());
+}
+
+/// The extra CA to trust: `--ca-cert`, else `ARCA_CA_CERT`, else none (system roots only).
+fn extra_ca() -> anyhow::Result<Option<reqwest::Certificate>> {
+    let path = match CA_CERT.get() {
+        Some(p) => p.clone(),
+        None => match std::env::var_os("ARCA_CA_CERT") {
+            Some(p) if !p.is_empty() => p.into(),
+            _ => return Ok(None),
+        },
+    };
+    let pem = std::fs::read(&path)
+        .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+    let cert = reqwest::Certificate::from_pem(&pem)
+        .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+    Ok(Some(cert))
+}
+
+/// An HTTP client with arca's user agent, trusting the system's roots and the extra CA of
+/// `--ca-cert` / `ARCA_CA_CERT`.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     install_crypto();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(ca) = extra_ca()? {
+        builder = builder.add_root_certificate(ca);
+    }
+    builder
         .user_agent(concat!("arca/", env!("CARGO_PKG_VERSION")))
         // Drop idle connections before servers do (actix-web closes them after 5 s): reusing
         // one the server is closing fails the request ("connection closed before message

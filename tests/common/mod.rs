@@ -48,6 +48,8 @@ pub struct Server {
     pub token: String,
     child: Option<Child>,
     extra_env: Vec<(String, String)>,
+    /// Set on every `arca` client command of `arca()` (none unless `set_client_env` is called).
+    client_env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -80,6 +82,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            client_env: Vec::new(),
         };
         s.launch();
         s.token = std::fs::read_to_string(s.home.join("admin.token"))
@@ -153,9 +156,17 @@ impl Server {
         self.home.join("root.json")
     }
 
+    /// Sets `key=value` in the environment of every later client command of `arca()`.
+    pub fn set_client_env(&mut self, key: &str, value: &str) {
+        self.client_env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// `arca ARGS` with this server and the admin token in the environment.
     pub fn arca(&self) -> Command {
         let mut c = Command::new(arca_bin());
+        for (k, v) in &self.client_env {
+            c.env(k, v);
+        }
         c.env("ARCA_SERVER", &self.url)
             .env("ARCA_TOKEN", &self.token)
             .env("HOME", self.dir.path())
