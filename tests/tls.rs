@@ -83,7 +83,9 @@ fn make_cert(dir: &Path, name: &str, serial: &str) -> (PathBuf, PathBuf) {
     );
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n\
+         basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n",
     )
     .unwrap();
     openssl(
@@ -287,4 +289,32 @@ fn clients_trusting_the_ca_push_pull_and_deploy_over_https_and_others_refuse() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("app/web"));
+}
+
+#[test]
+fn python_tuf_verifies_and_downloads_over_https_trusting_the_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    make_ca(certs.path());
+    let (cert, key) = make_cert(certs.path(), "server", "0x1001");
+    let mut s = Server::start_with(Some(&tls_config(&cert, &key)), &[]);
+    let ca = certs.path().join("ca.pem");
+    s.set_client_env("ARCA_CA_CERT", ca.to_str().unwrap());
+    let key = s.builder("builder", "**");
+    let file = s.file("tool.bin", 200_000, 2);
+    s.push(&file, "tools/tool", "2.1.0", &key);
+
+    // Not trusting the CA, python-tuf refuses the server.
+    let (ok, log) = s.python_tuf("dev", "tools/tool/tool.bin", &s.path("py0"), &[]);
+    assert!(!ok, "python-tuf trusted an unknown CA:\n{log}");
+    assert!(log.contains("DownloadError"), "{log}");
+
+    let out = s.path("py");
+    // python-tuf 7 fetches with urllib3 and the default SSL context, which reads
+    // SSL_CERT_FILE; older ones used requests, which reads REQUESTS_CA_BUNDLE.
+    let ca_path = ca.to_str().unwrap();
+    let bundle = [("SSL_CERT_FILE", ca_path), ("REQUESTS_CA_BUNDLE", ca_path)];
+    let (ok, log) = s.python_tuf_env("dev", "tools/tool/tool.bin", &out, &[], &bundle);
+    assert!(ok, "python-tuf over HTTPS:\n{log}");
+    let got = std::fs::read(out.join("tools%2Ftool%2Ftool.bin")).unwrap();
+    assert_eq!(got, std::fs::read(&file).unwrap());
 }

@@ -364,7 +364,20 @@ impl Server {
         out: &Path,
         extra: &[&str],
     ) -> (bool, String) {
+        self.python_tuf_env(channel, target, out, extra, &[])
+    }
+
+    /// `python_tuf` with `env` set for python (e.g. `REQUESTS_CA_BUNDLE` for an HTTPS server).
+    pub fn python_tuf_env(
+        &self,
+        channel: &str,
+        target: &str,
+        out: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (bool, String) {
         let o = Command::new(venv().join("bin/python"))
+            .envs(env.iter().copied())
             .arg(tuf_fetch_check())
             .args([
                 "--metadata-url",
