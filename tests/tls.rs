@@ -318,3 +318,34 @@ fn python_tuf_verifies_and_downloads_over_https_trusting_the_ca() {
     let got = std::fs::read(out.join("tools%2Ftool%2Ftool.bin")).unwrap();
     assert_eq!(got, std::fs::read(&file).unwrap());
 }
+
+#[test]
+fn an_upload_announced_too_large_gets_413_before_100_continue_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    make_ca(certs.path());
+    let (cert, key) = make_cert(certs.path(), "server", "0x1001");
+    let config = format!("{}[store]\nmax_blob_size = 1000\n", tls_config(&cert, &key));
+    let mut s = Server::start_with(Some(&config), &[]);
+    let ca = certs.path().join("ca.pem");
+    s.set_client_env("ARCA_CA_CERT", ca.to_str().unwrap());
+    let signer = common::raw::key_id(&s.builder("builder", "app/*"));
+    let body = s.file("big.bin", 1_000_000, 4);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&ca)
+        .args(["-H", "Expect: 100-continue", "-H"])
+        .arg(format!("Authorization: Bearer {}", s.token))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .args(["-w", "\n%{http_code} %{size_upload}"])
+        .arg(format!(
+            "{}/api/v1/uploads?name=app/big&version=1.0.0&signer={signer}",
+            s.url
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("\"too_large\""), "{text}");
+    // Refused from the head alone: 413, and the body was never sent.
+    assert!(text.trim_end().ends_with("413 0"), "{text}");
+}
