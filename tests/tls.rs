@@ -349,3 +349,79 @@ fn an_upload_announced_too_large_gets_413_before_100_continue_over_tls() {
     // Refused from the head alone: 413, and the body was never sent.
     assert!(text.trim_end().ends_with("413 0"), "{text}");
 }
+
+#[test]
+fn init_tls_writes_a_development_certificate_that_clients_trust_with_ca_cert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let out = Command::new(common::arca_bin())
+        .args(["init", "--tls", "--home"])
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = home.join("tls/cert.pem");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        printed.contains(&format!("--ca-cert {}", cert.display())),
+        "{printed}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(home.join("tls/key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let toml = std::fs::read_to_string(home.join("arca.toml")).unwrap();
+    assert!(toml.contains("[tls]"), "{toml}");
+
+    // Served from that home, the certificate is trusted with --ca-cert alone.
+    let mut serve = Command::new(common::arca_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--home"])
+        .arg(&home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead as _;
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("arca listening on ")
+        .unwrap_or_default()
+        .to_owned();
+    let ls = |ca: Option<&Path>| {
+        let mut c = Command::new(common::arca_bin());
+        c.env_remove("ARCA_CA_CERT")
+            .env("HOME", tmp.path())
+            .args(["ls", "--server", &url]);
+        if let Some(ca) = ca {
+            c.arg("--ca-cert").arg(ca);
+        }
+        c.output().unwrap()
+    };
+    let trusted = ls(Some(&cert));
+    let untrusted = ls(None);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(url.starts_with("https://127.0.0.1:"), "{line}");
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("dev"));
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr).into_owned();
+    assert!(
+        err.starts_with("error: ") && err.contains("certificate"),
+        "{err}"
+    );
+}

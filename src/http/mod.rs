@@ -3,6 +3,7 @@
 mod artifacts;
 mod audit;
 pub mod auth;
+pub mod devcert;
 mod error;
 mod promotion;
 mod releases;
