@@ -59,7 +59,9 @@ fn read_answer(c: &mut TcpStream) -> (u16, String) {
 #[test]
 fn stalled_readers_keep_memory_flat_and_are_disconnected() {
     let s = Server::start_with(
-        Some("[limits]\nmax_downloads = 1000\nwrite_timeout = \"10s\"\n"),
+        // The write timeout leaves time to open the 1000 connections on a loaded machine
+        // before the first of them is cut off (which would free its slot again).
+        Some("[limits]\nmax_downloads = 1000\nwrite_timeout = \"30s\"\n"),
         &[],
     );
     let key = s.builder("builder", "app/*");
@@ -112,7 +114,7 @@ fn stalled_readers_keep_memory_flat_and_are_disconnected() {
     );
     // The stalled connections are closed by the write timeout.
     assert!(
-        common::wait_until(Duration::from_secs(60), || open_fds(pid) < fds_before + 20),
+        common::wait_until(Duration::from_secs(120), || open_fds(pid) < fds_before + 20),
         "{} fds still open (baseline {fds_before})",
         open_fds(pid)
     );

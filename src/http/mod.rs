@@ -270,6 +270,8 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
                 let acceptor = acceptor.clone();
                 async move {
                     let peer = io.peer_addr().ok();
+                    // As actix-http's `.tcp()` does: small answers (a 503, a 304) go out at once.
+                    let _ = io.set_nodelay(true);
                     let Some(acceptor) = acceptor else {
                         return Ok((Either::Right(io), actix_http::Protocol::Http1, peer));
                     };
