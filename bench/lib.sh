@@ -57,12 +57,55 @@ apt_install() { # apt_install PACKAGE: install a Debian package (needs root)
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >&2
 }
 
+# make_tls_cert DIR: a test CA (DIR/ca.pem) and a certificate for 127.0.0.1 and localhost
+# signed by it (DIR/server.pem, DIR/server.key), ECDSA P-256 as most sites use. Both servers
+# under test are given the same certificate and key, so the handshakes cost them the same.
+make_tls_cert() {
+    local d="$1"
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/ca.key" \
+        -out "$d/ca.pem" -subj "/CN=arca bench CA" -days 2 2>/dev/null || die "openssl: CA"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/server.key" 2>/dev/null \
+        || die "openssl: server key"
+    openssl req -new -key "$d/server.key" -out "$d/server.csr" -subj /CN=localhost 2>/dev/null \
+        || die "openssl: CSR"
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "extendedKeyUsage=serverAuth" \
+        "basicConstraints=CA:FALSE" "keyUsage=digitalSignature" >"$d/ext.cnf"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -set_serial 1 \
+        -days 2 -extfile "$d/ext.cnf" -out "$d/server.pem" 2>/dev/null || die "openssl: certificate"
+}
+
+# start_arca HOME LOG [TLS_DIR]: `arca serve` on a free loopback port (initialising HOME on
+# first start), over TLS with TLS_DIR's server certificate (make_tls_cert) when given. Sets
+# ARCA_PID (in PIDS) and AURL_BASE (http://127.0.0.1:PORT or https://...); returns once the
+# server printed its address (bounded: 60 s, the first start makes keys and the database).
+start_arca() {
+    local home="$1" out="$2" tls="${3:-}" port=""
+    if [[ -n "$tls" ]]; then
+        timeout 120 "$ARCA" init --home "$home" >"$out.init" 2>&1 || { cat "$out.init" >&2; die "arca init failed"; }
+        printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$tls/server.pem" "$tls/server.key" >>"$home/arca.toml"
+    fi
+    RUST_LOG="${ARCA_LOG:-info}" "$ARCA" serve --home "$home" --listen 127.0.0.1:0 </dev/null >"$out" 2>"$out.log" &
+    ARCA_PID=$!
+    PIDS+=("$ARCA_PID")
+    for _ in $(seq 600); do
+        kill -0 "$ARCA_PID" 2>/dev/null || { cat "$out" "$out.log" >&2; die "arca serve exited"; }
+        port=$(grep -oE 'arca listening on https?://127\.0\.0\.1:[0-9]+' "$out" | head -n1 | grep -oE '[0-9]+$' || true)
+        [[ -n "$port" ]] && break
+        sleep 0.1
+    done
+    [[ -n "$port" ]] || { cat "$out.log" >&2; die "arca serve printed no 'arca listening on' line within 60 s"; }
+    if [[ -n "$tls" ]]; then AURL_BASE="https://127.0.0.1:$port"; else AURL_BASE="http://127.0.0.1:$port"; fi
+}
+
 # start_nginx WORKERS WORKER_CONNECTIONS [EXTRA_HTTP_DIRECTIVES]: nginx (installed with apt if
 # missing) serving $TMP/www as static files on a free loopback port, its files under
-# $TMP/nginx. Sets NGINX (the binary), NGINX_VERSION, NPORT, NGINX_PID (in PIDS) and N (its
-# directory); returns once it answers (bounded).
+# $TMP/nginx. With NGINX_TLS_DIR set (make_tls_cert), it also serves ${NGINX_TLS_ROOT:-$TMP/www}
+# over TLS (HTTP/1.1, its default session cache) on a second free port, NTPORT. Sets NGINX (the
+# binary), NGINX_VERSION, NPORT, NGINX_PID (in PIDS) and N (its directory); returns once it
+# answers (bounded).
 start_nginx() {
-    local workers="$1" conns="$2" extra="${3:-}" user_line=""
+    local workers="$1" conns="$2" extra="${3:-}" user_line="" tls_server=""
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     [[ -x "$NGINX" ]] || { apt_install nginx; NGINX=/usr/sbin/nginx; }
     # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -71,6 +114,16 @@ start_nginx() {
     N="$TMP/nginx"
     mkdir -p "$N/tmp"
     [[ $EUID -eq 0 ]] && user_line="user root;" # workers must read the 0700 scratch dir
+    NTPORT=""
+    if [[ -n "${NGINX_TLS_DIR:-}" ]]; then
+        NTPORT=$(free_port)
+        tls_server="server {
+        listen 127.0.0.1:$NTPORT ssl;
+        ssl_certificate $NGINX_TLS_DIR/server.pem;
+        ssl_certificate_key $NGINX_TLS_DIR/server.key;
+        root ${NGINX_TLS_ROOT:-$TMP/www};
+    }"
+    fi
     cat >"$N/nginx.conf" <<EOF
 $user_line
 daemon off;
@@ -93,6 +146,7 @@ http {
         listen 127.0.0.1:$NPORT;
         root $TMP/www;
     }
+    $tls_server
 }
 EOF
     "$NGINX" -e "$N/error.log" -p "$N" -c "$N/nginx.conf" </dev/null >"$N/stdout.log" 2>&1 &

@@ -6,9 +6,13 @@
 # and drives both with examples/poll_load.rs (CONNECTIONS keep-alive connections, one request in
 # flight each), in turns, REPEAT times; the run with the best rate of each target is reported.
 # When arca's answer carries an ETag, both are also polled with If-None-Match (answers 304).
+# Then both over TLS: a second arca (its own home, [tls] set) and nginx's second server, with the
+# same test certificate (ECDSA P-256, made with openssl), each polled over keep-alive TLS
+# connections (one handshake per connection, HTTP/1.1), nginx serving that arca's bytes.
 # Targets, on ratios measured in the same run (the machine is shared and noisy):
 #   arca requests/s / nginx requests/s   target >= 0.5
 #   arca p99 latency                     target <  10 ms
+#   over TLS: arca / nginx requests/s    target >= 0.8
 # A missed target is reported, not an error: the exit status is 0 unless something failed.
 #
 # Usage: bench/poll.sh [--json]
@@ -18,6 +22,7 @@
 #        REPEAT=3         runs per target; the best rate counts
 #        CHANNEL=dev      channel whose timestamp.json is polled
 #        NGINX_WORKERS=auto  nginx worker_processes (auto: one per CPU, as arca's workers)
+#        SKIP_TLS=1       no TLS modes
 #        ARCA_BIN=PATH    use this arca binary instead of building target/release/arca
 #        POLL_LOAD_BIN=PATH  use this load generator instead of building the example
 #        BENCH_TMP=DIR    parent of the scratch directory (default: $TMPDIR or /tmp)
@@ -34,7 +39,7 @@ JSON=0
 for arg in "$@"; do
     case "$arg" in
         --json) JSON=1 ;;
-        -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "poll.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -45,6 +50,7 @@ WARMUP="${WARMUP:-2}"
 REPEAT="${REPEAT:-3}"
 CHANNEL="${CHANNEL:-dev}"
 NGINX_WORKERS="${NGINX_WORKERS:-auto}"
+SKIP_TLS="${SKIP_TLS:-0}"
 ARCA_LOG="${RUST_LOG:-info}"
 [[ "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || { echo "poll.sh: CONNECTIONS must be a positive integer" >&2; exit 2; }
 [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || { echo "poll.sh: DURATION must be a positive integer" >&2; exit 2; }
@@ -108,26 +114,33 @@ fi
 [[ -x "$LOAD" ]] || die "$LOAD not found"
 
 # ---------------------------------------------------------------- arca
-RUST_LOG="$ARCA_LOG" "$ARCA" serve --home "$TMP/home" --listen 127.0.0.1:0 </dev/null >"$TMP/arca-serve.out" 2>"$TMP/arca-serve.log" &
-ARCA_PID=$!
-PIDS+=("$ARCA_PID")
-PORT=""
-for _ in $(seq 600); do # 60 s: the first start initialises the home (keys, database)
-    kill -0 "$ARCA_PID" 2>/dev/null || { cat "$TMP/arca-serve.out" "$TMP/arca-serve.log" >&2; die "arca serve exited"; }
-    PORT=$(grep -oE 'arca listening on http://127\.0\.0\.1:[0-9]+' "$TMP/arca-serve.out" | head -n1 | grep -oE '[0-9]+$' || true)
-    [[ -n "$PORT" ]] && break
-    sleep 0.1
-done
-[[ -n "$PORT" ]] || { cat "$TMP/arca-serve.log" >&2; die "arca serve printed no 'arca listening on' line within 60 s"; }
-log "arca serving on port $PORT (pid $ARCA_PID, RUST_LOG=$ARCA_LOG)"
+start_arca "$TMP/home" "$TMP/arca-serve.out"
+log "arca serving on $AURL_BASE (pid $ARCA_PID, RUST_LOG=$ARCA_LOG)"
+PLAIN_PID=$ARCA_PID PLAIN_BASE=$AURL_BASE
+TLS_PID=""
+if [[ "$SKIP_TLS" != 1 ]]; then
+    make_tls_cert "$TMP/tls"
+    start_arca "$TMP/home-tls" "$TMP/arca-tls.out" "$TMP/tls"
+    TLS_PID=$ARCA_PID
+    ATLS_BASE=$AURL_BASE
+    log "arca over TLS on $ATLS_BASE (pid $TLS_PID)"
+fi
+ARCA_PID=$PLAIN_PID
 
 META_PATH="/tuf/$CHANNEL/metadata/timestamp.json"
-AURL="http://127.0.0.1:$PORT$META_PATH"
+AURL="$PLAIN_BASE$META_PATH"
 mkdir -p "$TMP/www$(dirname "$META_PATH")"
 FILE="$TMP/www$META_PATH" # nginx serves this very file
 curl -sS --fail --max-time 30 -D "$TMP/arca.headers" -o "$FILE" "$AURL" || die "GET $AURL failed"
 AETAG=$(header_value "$TMP/arca.headers" etag)
 log "timestamp.json: $(wc -c <"$FILE") bytes; arca ETag: ${AETAG:-none}"
+if [[ -n "$TLS_PID" ]]; then
+    ATURL="$ATLS_BASE$META_PATH"
+    mkdir -p "$TMP/www-tls$(dirname "$META_PATH")"
+    TFILE="$TMP/www-tls$META_PATH" # nginx's TLS server serves this very file
+    curl -sS --fail --max-time 30 --cacert "$TMP/tls/ca.pem" -o "$TFILE" "$ATURL" || die "GET $ATURL failed"
+    export NGINX_TLS_DIR="$TMP/tls" NGINX_TLS_ROOT="$TMP/www-tls"
+fi
 
 # ---------------------------------------------------------------- nginx
 # A plain static-file setup, plus what keeps the comparison fair: as many workers as arca has
@@ -139,6 +152,12 @@ curl -sS --fail --max-time 30 -D "$TMP/nginx.headers" -o "$TMP/nginx.out" "$NURL
 cmp -s "$FILE" "$TMP/nginx.out" || die "nginx serves different bytes than arca"
 NETAG=$(header_value "$TMP/nginx.headers" etag)
 log "nginx $NGINX_VERSION on port $NPORT (pid $NGINX_PID, worker_processes $NGINX_WORKERS)"
+if [[ -n "$TLS_PID" ]]; then
+    NTURL="https://127.0.0.1:$NTPORT$META_PATH"
+    curl -sS --fail --max-time 30 --cacert "$TMP/tls/ca.pem" -o "$TMP/nginx-tls.out" "$NTURL" || die "GET $NTURL failed"
+    cmp -s "$TFILE" "$TMP/nginx-tls.out" || die "nginx over TLS serves different bytes than arca over TLS"
+    log "nginx over TLS on port $NTPORT"
+fi
 
 # ---------------------------------------------------------------- modes
 # name|url|etag|what
@@ -152,10 +171,14 @@ else
     [[ -n "$NETAG" ]] || die "nginx sent no ETag"
     MODES+=("arca_inm|$AURL|$AETAG|arca, If-None-Match" "nginx_inm|$NURL|$NETAG|nginx, If-None-Match")
 fi
+if [[ -n "$TLS_PID" ]]; then
+    MODES+=("arca_tls|$ATURL||arca over TLS" "nginx_tls|$NTURL||nginx over TLS")
+fi
 
 # server_pids NAME: arca's process, or nginx's master and workers
 server_pids() {
     case "$1" in
+        arca_tls*) echo "$TLS_PID" ;;
         arca*) echo "$ARCA_PID" ;;
         nginx*) echo "$NGINX_PID" "$(cat /proc/"$NGINX_PID"/task/*/children 2>/dev/null)" ;;
     esac
@@ -176,6 +199,7 @@ run_load() {
     read -ra spids <<<"$(server_pids "$name")"
     args=("$url" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json)
     [[ -n "$etag" ]] && args+=(--if-none-match "$etag")
+    [[ "$url" == https://* ]] && args+=(--ca-cert "$TMP/tls/ca.pem")
     "$LOAD" "${args[@]}" </dev/null >"$out.load" 2>"$out.err" &
     pid=$!
     PIDS+=("$pid")
@@ -253,7 +277,8 @@ import json, re, sys
 as_json, repeat = as_json == "1", int(repeat)
 names = names.split()
 labels = {"arca": "arca", "nginx": "nginx (static file)",
-          "arca_inm": "arca, If-None-Match (304)", "nginx_inm": "nginx, If-None-Match (304)"}
+          "arca_inm": "arca, If-None-Match (304)", "nginx_inm": "nginx, If-None-Match (304)",
+          "arca_tls": "arca over TLS", "nginx_tls": "nginx over TLS"}
 
 runs = {n: [json.load(open(f"{runs_dir}/{n}.{i}.json")) for i in range(1, repeat + 1)] for n in names}
 best = {n: max(rs, key=lambda r: r["requests_per_s"]) for n, rs in runs.items()}
@@ -281,20 +306,21 @@ for a in sys.argv[13:]:
     wrk_figs[n] = wrk(path)
 
 ratios, targets = {}, {}
-def judge(suffix, label):
+def judge(suffix, label, floor=0.5):
     a, n = best.get("arca" + suffix), best.get("nginx" + suffix)
     if not a or not n:
         return
     r = round(a["requests_per_s"] / n["requests_per_s"], 3) if n["requests_per_s"] else 0.0
     ratios["arca_vs_nginx_rate" + suffix] = r
-    targets["rate_ratio>=0.5" + suffix] = r >= 0.5
+    targets[f"rate_ratio>={floor}" + suffix] = r >= floor
     targets["arca_p99<10ms" + suffix] = a["p99_us"] < 10_000
-    lines.append((f"arca / nginx requests/s{label}", f"{r:.2f}", "target >= 0.5", r >= 0.5))
+    lines.append((f"arca / nginx requests/s{label}", f"{r:.2f}", f"target >= {floor}", r >= floor))
     lines.append((f"arca p99{label}", f"{a['p99_us'] / 1000:.2f} ms", "target < 10 ms",
                   a["p99_us"] < 10_000))
 lines = []
 judge("", "")
 judge("_inm", " (If-None-Match)")
+judge("_tls", " (TLS)", 0.8)
 if "arca_inm" in best and "nginx" in best and best["nginx"]["requests_per_s"]:
     ratios["arca_inm_vs_nginx_rate"] = round(
         best["arca_inm"]["requests_per_s"] / best["nginx"]["requests_per_s"], 3)

@@ -7,17 +7,21 @@
 #       pull, with the server's peak RSS sampled during the push;
 #   (c) the CNCF distribution registry (Debian docker-registry): monolithic
 #       blob upload and blob download;
-#   (d) nginx serving the file as a static file (sendfile on).
+#   (d) nginx serving the file as a static file (sendfile on);
+#   (e) over TLS, with one test certificate (ECDSA P-256, made with openssl) for both: arca
+#       (a second home with [tls] set) push and verified pull, and nginx's download over TLS
+#       (HTTP/1.1; without kernel TLS, nginx cannot sendfile and encrypts in user space too).
 # and prints throughputs in MiB/s and the ratios arca is held to:
 #   arca push / registry upload          target >= 2.0
 #   arca pull time / nginx download time target <= 1.5
+#   the same over TLS                    target <= 1.3
 #   arca server peak RSS                 target <  100 MiB
 #
 # Usage: bench/push_pull.sh [--json]
 # Env:   SIZE_MB=1024   file size in MiB
 #        SKIP_ARCA=1    skip part (b) (no cargo build, no arca figures)
 #        ARCA_BIN=PATH  use this arca binary instead of building target/release/arca
-#        SKIP_REGISTRY=1 / SKIP_NGINX=1  skip part (c) / (d)
+#        SKIP_REGISTRY=1 / SKIP_NGINX=1 / SKIP_TLS=1  skip part (c) / (d) / (e)
 #        BENCH_TMP=DIR  parent of the scratch directory (default: $TMPDIR or /tmp)
 #        KEEP_TMP=1     keep the scratch directory
 #        REPEAT=3       runs per timed step; the fastest is reported
@@ -31,7 +35,7 @@ JSON=0
 for arg in "$@"; do
     case "$arg" in
         --json) JSON=1 ;;
-        -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "push_pull.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -41,6 +45,7 @@ SIZE_MB="${SIZE_MB:-1024}"
 SKIP_ARCA="${SKIP_ARCA:-0}"
 SKIP_REGISTRY="${SKIP_REGISTRY:-0}"
 SKIP_NGINX="${SKIP_NGINX:-0}"
+SKIP_TLS="${SKIP_TLS:-0}"
 XFER_TIMEOUT=900 # seconds, bound for any single transfer / hashing step
 REPEAT="${REPEAT:-3}" # runs per timed step; the fastest counts
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "push_pull.sh: REPEAT must be a positive integer" >&2; exit 2; }
@@ -128,6 +133,52 @@ V[hash_tool]=$HASH_TOOL
 log "(a) sha256sum"
 timed sha256sum timeout "$XFER_TIMEOUT" sha256sum "$BLOB" >/dev/null
 
+# ---------------------------------------------------------------- arca helpers
+# arca_prepare HOME URL: point the client at the server (ARCA_SERVER, ARCA_TOKEN) and add a
+# builder key (TMP/builder.key, made once) for bench/* to its trust document.
+arca_prepare() {
+    export ARCA_SERVER="$2"
+    ARCA_TOKEN="$(cat "$1/admin.token")"
+    export ARCA_TOKEN
+    if [[ ! -f "$TMP/builder.key" ]]; then
+        timeout 60 "$ARCA" key gen --unencrypted --out "$TMP/builder.key" >"$TMP/arca-keygen.log" 2>&1 \
+            || { cat "$TMP/arca-keygen.log" >&2; die "arca key gen failed"; }
+    fi
+    timeout 60 "$ARCA" trust add-key "$TMP/builder.key.pub" --role builder --scope 'bench/*' \
+        --sign "$1/keys/root.key" >"$TMP/arca-trust.log" 2>&1 \
+        || { cat "$TMP/arca-trust.log" >&2; die "arca trust add-key failed"; }
+}
+
+# Each push sends a new version (the same bytes: the server still receives, hashes and writes
+# all of them before it finds the blob stored).
+PUSH_N=0
+arca_push_once() {
+    PUSH_N=$((PUSH_N + 1))
+    timeout "$XFER_TIMEOUT" "$ARCA" push "$BLOB" --name bench/blob --version "1.0.$PUSH_N" \
+        --key "$TMP/builder.key" >"$TMP/arca-push.log" 2>&1
+}
+
+# arca_pull_once HOME: a verified pull of the newest bench/blob in dev, trusting HOME's root.json
+arca_pull_once() {
+    rm -rf "$TMP/pulled"
+    mkdir -p "$TMP/pulled"
+    timeout "$XFER_TIMEOUT" "$ARCA" pull bench/blob --channel dev \
+        --root "$1/root.json" --out "$TMP/pulled" >"$TMP/arca-pull.log" 2>&1
+}
+
+# pulled_ok: whether the last pull wrote the original bytes
+pulled_ok() {
+    local pulled
+    pulled="$TMP/pulled/$(basename "$BLOB")"
+    if [[ -f "$pulled" ]] && cmp -s "$BLOB" "$pulled"; then
+        echo identical
+    else
+        log "the pulled file differs from the original (or is missing: $pulled)"
+        ls -l "$TMP/pulled" >&2 || true
+        echo DIFFERENT
+    fi
+}
+
 # ---------------------------------------------------------------- (b) arca
 ARCA_SERVER_PID=""
 if [[ "$SKIP_ARCA" == 1 ]]; then
@@ -146,27 +197,10 @@ else
     timeout 120 "$ARCA" init --home "$HOME_DIR" >"$TMP/arca-init.log" 2>&1 \
         || { cat "$TMP/arca-init.log" >&2; die "arca init failed"; }
 
-    "$ARCA" serve --home "$HOME_DIR" --listen 127.0.0.1:0 </dev/null >"$TMP/arca-serve.log" 2>&1 &
-    ARCA_SERVER_PID=$!
-    PIDS+=("$ARCA_SERVER_PID")
-    PORT=""
-    for _ in $(seq 300); do # 30 s
-        kill -0 "$ARCA_SERVER_PID" 2>/dev/null || { cat "$TMP/arca-serve.log" >&2; die "arca serve exited"; }
-        PORT=$(grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' "$TMP/arca-serve.log" | head -n1 | grep -oE '[0-9]+$' || true)
-        [[ -n "$PORT" ]] && break
-        sleep 0.1
-    done
-    [[ -n "$PORT" ]] || { cat "$TMP/arca-serve.log" >&2; die "arca serve printed no 'listening on' line within 30 s"; }
-    log "(b) arca serving on port $PORT (pid $ARCA_SERVER_PID)"
-
-    export ARCA_SERVER="http://127.0.0.1:$PORT"
-    ARCA_TOKEN="$(cat "$HOME_DIR/admin.token")"
-    export ARCA_TOKEN
-    timeout 60 "$ARCA" key gen --unencrypted --out "$TMP/builder.key" >"$TMP/arca-keygen.log" 2>&1 \
-        || { cat "$TMP/arca-keygen.log" >&2; die "arca key gen failed"; }
-    timeout 60 "$ARCA" trust add-key "$TMP/builder.key.pub" --role builder --scope 'bench/*' \
-        --sign "$HOME_DIR/keys/root.key" >"$TMP/arca-trust.log" 2>&1 \
-        || { cat "$TMP/arca-trust.log" >&2; die "arca trust add-key failed"; }
+    start_arca "$HOME_DIR" "$TMP/arca-serve.out"
+    ARCA_SERVER_PID=$ARCA_PID
+    log "(b) arca serving on $AURL_BASE (pid $ARCA_SERVER_PID)"
+    arca_prepare "$HOME_DIR" "$AURL_BASE"
 
     # Sample the server's VmRSS every 0.2 s while the push runs.
     RSS_FILE="$TMP/rss.max"
@@ -183,14 +217,6 @@ else
     PIDS+=("$SAMPLER_PID")
 
     log "(b) arca push"
-    # Each run pushes a new version (the same bytes: the server still receives, hashes and
-    # writes all of them before it finds the blob stored).
-    PUSH_N=0
-    arca_push_once() {
-        PUSH_N=$((PUSH_N + 1))
-        timeout "$XFER_TIMEOUT" "$ARCA" push "$BLOB" --name bench/blob --version "1.0.$PUSH_N" \
-            --key "$TMP/builder.key" >"$TMP/arca-push.log" 2>&1
-    }
     timed arca_push arca_push_once \
         || { cat "$TMP/arca-push.log" >&2; die "arca push failed"; }
     hwm_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$ARCA_SERVER_PID/status")
@@ -201,20 +227,32 @@ else
     V[arca_vmrss_max_kb]=$rss_kb
 
     log "(b) arca pull"
-    mkdir -p "$TMP/pulled"
-    timed arca_pull timeout "$XFER_TIMEOUT" "$ARCA" pull bench/blob --channel dev \
-        --root "$HOME_DIR/root.json" --out "$TMP/pulled" >"$TMP/arca-pull.log" 2>&1 \
+    timed arca_pull arca_pull_once "$HOME_DIR" \
         || { cat "$TMP/arca-pull.log" >&2; die "arca pull failed"; }
-    PULLED="$TMP/pulled/$(basename "$BLOB")"
-    if [[ -f "$PULLED" ]] && cmp -s "$BLOB" "$PULLED"; then
-        V[arca_pull_cmp]=identical
-    else
-        V[arca_pull_cmp]=DIFFERENT
-        log "(b) pulled file differs from the original (or is missing: $PULLED)"
-        ls -l "$TMP/pulled" >&2 || true
-    fi
+    V[arca_pull_cmp]=$(pulled_ok)
     rm -rf "$TMP/pulled"
     kill "$ARCA_SERVER_PID" 2>/dev/null || true
+
+    if [[ "$SKIP_TLS" == 1 ]]; then
+        log "(e) TLS skipped (SKIP_TLS=1)"
+    else
+        make_tls_cert "$TMP/tls"
+        TLS_HOME="$TMP/home-tls"
+        start_arca "$TLS_HOME" "$TMP/arca-tls.out" "$TMP/tls"
+        log "(e) arca over TLS on $AURL_BASE (pid $ARCA_PID)"
+        export ARCA_CA_CERT="$TMP/tls/ca.pem"
+        arca_prepare "$TLS_HOME" "$AURL_BASE"
+        log "(e) arca push over TLS"
+        timed arca_push_tls arca_push_once \
+            || { cat "$TMP/arca-push.log" >&2; die "arca push over TLS failed"; }
+        log "(e) arca pull over TLS"
+        timed arca_pull_tls arca_pull_once "$TLS_HOME" \
+            || { cat "$TMP/arca-pull.log" >&2; die "arca pull over TLS failed"; }
+        V[arca_pull_tls_cmp]=$(pulled_ok)
+        rm -rf "$TMP/pulled"
+        kill "$ARCA_PID" 2>/dev/null || true
+        unset ARCA_CA_CERT
+    fi
 fi
 
 # ---------------------------------------------------------------- (c) distribution registry
@@ -274,6 +312,10 @@ fi
 if [[ "$SKIP_NGINX" == 1 ]]; then
     log "(d) nginx skipped (SKIP_NGINX=1)"
 else
+    if [[ "$SKIP_TLS" != 1 ]]; then
+        [[ -f "$TMP/tls/server.pem" ]] || make_tls_cert "$TMP/tls"
+        export NGINX_TLS_DIR="$TMP/tls"
+    fi
     start_nginx 1 64
     V[nginx_version]=$NGINX_VERSION
     NURL="http://127.0.0.1:$NPORT"
@@ -282,6 +324,13 @@ else
     timed nginx_download curl -sS --fail --max-time "$XFER_TIMEOUT" -o "$TMP/nginx.out" "$NURL/$(basename "$BLOB")"
     cmp -s "$BLOB" "$TMP/nginx.out" || die "nginx download differs from the original"
     rm -f "$TMP/nginx.out"
+    if [[ -n "$NTPORT" ]]; then
+        log "(e) nginx download over TLS (port $NTPORT)"
+        timed nginx_download_tls curl -sS --fail --http1.1 --cacert "$TMP/tls/ca.pem" --max-time "$XFER_TIMEOUT" \
+            -o "$TMP/nginx.out" "https://127.0.0.1:$NTPORT/$(basename "$BLOB")"
+        cmp -s "$BLOB" "$TMP/nginx.out" || die "nginx download over TLS differs from the original"
+        rm -f "$TMP/nginx.out"
+    fi
     kill "$NGINX_PID" 2>/dev/null || true
 fi
 
@@ -310,7 +359,7 @@ out["mib_per_s"] = {k: rate(k) for k in sorted(t)}
 if "cp" in t and "hash" in t:
     out["mib_per_s"]["cp_plus_hash"] = round(mib / (t["cp"] + t["hash"]), 1)
 out["hash_tool"] = v.get("hash_tool")
-for k in ("registry_version", "nginx_version", "arca_pull_cmp"):
+for k in ("registry_version", "nginx_version", "arca_pull_cmp", "arca_pull_tls_cmp"):
     if k in v:
         out[k] = v[k]
 ratios = {}
@@ -318,6 +367,8 @@ if "arca_push" in t and "registry_upload" in t:
     ratios["push_vs_registry_upload"] = round(t["registry_upload"] / t["arca_push"], 2)
 if "arca_pull" in t and "nginx_download" in t:
     ratios["pull_time_vs_nginx_time"] = round(t["arca_pull"] / t["nginx_download"], 2)
+if "arca_pull_tls" in t and "nginx_download_tls" in t:
+    ratios["tls_pull_time_vs_nginx_time"] = round(t["arca_pull_tls"] / t["nginx_download_tls"], 2)
 out["ratios"] = ratios
 if "arca_vmhwm_kb" in v:
     hwm = int(v["arca_vmhwm_kb"] or 0) / 1024
@@ -330,6 +381,8 @@ if "push_vs_registry_upload" in ratios:
     targets["push_vs_registry_upload>=2.0"] = ratios["push_vs_registry_upload"] >= 2.0
 if "pull_time_vs_nginx_time" in ratios:
     targets["pull_time_vs_nginx_time<=1.5"] = ratios["pull_time_vs_nginx_time"] <= 1.5
+if "tls_pull_time_vs_nginx_time" in ratios:
+    targets["tls_pull_time_vs_nginx_time<=1.3"] = ratios["tls_pull_time_vs_nginx_time"] <= 1.3
 if "arca_server_peak_rss_mib" in out:
     targets["peak_rss_mib<100"] = out["arca_server_peak_rss_mib"] < 100
 out["targets_met"] = targets
@@ -347,6 +400,9 @@ labels = [
     ("registry_upload", "(c) registry blob upload"),
     ("registry_download", "(c) registry blob download"),
     ("nginx_download", "(d) nginx download"),
+    ("arca_push_tls", "(e) arca push over TLS"),
+    ("arca_pull_tls", "(e) arca pull over TLS (verified)"),
+    ("nginx_download_tls", "(e) nginx download over TLS"),
 ]
 print(f"file: {size_mb} MiB random")
 print(f"{'step':<58} {'seconds':>9} {'MiB/s':>9}")
@@ -364,12 +420,17 @@ if "push_vs_registry_upload" in ratios:
 if "pull_time_vs_nginx_time" in ratios:
     r = ratios["pull_time_vs_nginx_time"]
     print(f"arca pull is {r:.2f}x nginx's time (target <= 1.5: {verdict(r <= 1.5)})")
+if "tls_pull_time_vs_nginx_time" in ratios:
+    r = ratios["tls_pull_time_vs_nginx_time"]
+    print(f"over TLS, arca pull is {r:.2f}x nginx's time (target <= 1.3: {verdict(r <= 1.3)})")
 if "arca_server_peak_rss_mib" in out:
     p = out["arca_server_peak_rss_mib"]
     print(f"arca server peak RSS: {p:.1f} MiB (VmHWM {out['arca_server_vmhwm_mib']:.1f}, "
           f"sampled VmRSS max {out['arca_server_vmrss_max_mib']:.1f}) (target < 100: {verdict(p < 100)})")
 if "arca_pull_cmp" in out:
     print(f"pulled file vs original: {out['arca_pull_cmp']}")
+if "arca_pull_tls_cmp" in out:
+    print(f"file pulled over TLS vs original: {out['arca_pull_tls_cmp']}")
 for k in ("registry_version", "nginx_version"):
     if k in out:
         print(f"{k.replace('_', ' ')}: {out[k]}")

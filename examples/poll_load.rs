@@ -8,8 +8,12 @@
 //!
 //! ```text
 //! poll_load URL [--connections 128] [--duration 10] [--warmup 2] [--if-none-match ETAG]
-//!           [--client raw|reqwest] [--threads N] [--json]
+//!           [--client raw|reqwest] [--threads N] [--ca-cert PEM] [--json]
 //! ```
+//!
+//! An `https://` URL is polled over TLS (rustls on ring, ALPN `http/1.1`), trusting the CA
+//! certificates of `--ca-cert`: each connection does one handshake, then keeps polling, as an
+//! agent's keep-alive connection does.
 //!
 //! Each of `--connections` tasks sends one request at a time over its own connection and records
 //! the latency of every response that starts after the warm-up and ends within `--duration`.
@@ -27,15 +31,26 @@ use std::io;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = BufReader<Box<dyn Io>>;
 
 #[derive(Parser)]
 #[command(about = "Poll one URL over keep-alive connections and report rate and latency")]
 struct Args {
-    /// The URL to poll (plain `http://` only).
+    /// The URL to poll (`http://` or `https://`).
     url: url::Url,
+    /// PEM file of the CA certificates an `https://` URL's certificate must chain to.
+    #[arg(long)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Concurrent connections, each with one request in flight.
     #[arg(long, default_value_t = 128)]
     connections: usize,
@@ -123,8 +138,8 @@ struct Window {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        args.url.scheme() == "http",
-        "only http:// URLs are supported"
+        matches!(args.url.scheme(), "http" | "https"),
+        "only http:// and https:// URLs are supported"
     );
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(
@@ -154,13 +169,26 @@ async fn run(args: &Args) -> anyhow::Result<Tally> {
             let host = args.url.host_str().unwrap_or("localhost").to_owned();
             let port = args.url.port_or_known_default().unwrap_or(80);
             let request = raw_request_bytes(&args.url, args.if_none_match.as_deref());
+            let tls = match args.url.scheme() {
+                "https" => Some(tls_connector(args.ca_cert.as_deref())?),
+                _ => None,
+            };
+            let target = Target { host, port, tls };
+            let target = Arc::new(target);
             for _ in 0..args.connections {
-                tasks.spawn(raw_task(host.clone(), port, request.clone(), w));
+                tasks.spawn(raw_task(target.clone(), request.clone(), w));
             }
         }
         Client::Reqwest => {
             arca::client::install_crypto();
-            let client = reqwest::Client::builder()
+            let mut client = reqwest::Client::builder();
+            if let Some(ca) = &args.ca_cert {
+                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                    client = client.add_root_certificate(cert);
+                }
+            }
+            let client = client
                 .pool_max_idle_per_host(args.connections)
                 .http1_only()
                 .tcp_nodelay(true)
@@ -222,9 +250,51 @@ fn raw_request_bytes(url: &url::Url, if_none_match: Option<&str>) -> Vec<u8> {
     req.into_bytes()
 }
 
-async fn raw_task(host: String, port: u16, request: Vec<u8>, w: Window) -> Tally {
+/// Where raw tasks connect, and how.
+struct Target {
+    host: String,
+    port: u16,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+/// A TLS client trusting the certificates of `ca` (rustls on ring, HTTP/1.1 by ALPN).
+fn tls_connector(ca: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let ca = ca.context("an https:// URL needs --ca-cert")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Opens a connection to `target` (with the TLS handshake, for https).
+async fn connect(target: &Target) -> io::Result<Conn> {
+    let s = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    s.set_nodelay(true)?;
+    let io: Box<dyn Io> = match &target.tls {
+        None => Box::new(s),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            Box::new(tls.connect(name, s).await?)
+        }
+    };
+    Ok(BufReader::with_capacity(16 << 10, io))
+}
+
+async fn raw_task(target: Arc<Target>, request: Vec<u8>, w: Window) -> Tally {
     let mut t = Tally::default();
-    let mut conn: Option<BufReader<TcpStream>> = None;
+    let mut conn: Option<Conn> = None;
     let mut opened = 0u64;
     let mut line = Vec::with_capacity(256);
     loop {
@@ -235,9 +305,7 @@ async fn raw_task(host: String, port: u16, request: Vec<u8>, w: Window) -> Tally
         let measured = t0 >= w.start;
         let outcome = tokio::time::timeout(w.timeout, async {
             if conn.is_none() {
-                let s = TcpStream::connect((host.as_str(), port)).await?;
-                s.set_nodelay(true)?;
-                conn = Some(BufReader::with_capacity(16 << 10, s));
+                conn = Some(connect(&target).await?);
                 opened += 1;
                 if measured && opened > 1 {
                     t.reconnects += 1;
@@ -293,7 +361,7 @@ fn bad(msg: &str) -> io::Error {
 }
 
 /// Reads one `\r\n`-terminated line into `line` (cleared first), without the line ending.
-async fn read_line(c: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> io::Result<()> {
+async fn read_line(c: &mut Conn, line: &mut Vec<u8>) -> io::Result<()> {
     line.clear();
     if c.read_until(b'\n', line).await? == 0 || line.last() != Some(&b'\n') {
         return Err(io::Error::new(
@@ -309,7 +377,7 @@ async fn read_line(c: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> io::Resu
 }
 
 /// Reads and drops `n` bytes.
-async fn skip(c: &mut BufReader<TcpStream>, mut n: u64) -> io::Result<()> {
+async fn skip(c: &mut Conn, mut n: u64) -> io::Result<()> {
     while n > 0 {
         let buf = c.fill_buf().await?;
         if buf.is_empty() {
@@ -327,12 +395,9 @@ async fn skip(c: &mut BufReader<TcpStream>, mut n: u64) -> io::Result<()> {
 
 /// Sends `request` and reads the whole response; returns its status and whether the connection
 /// may be reused.
-async fn raw_exchange(
-    c: &mut BufReader<TcpStream>,
-    request: &[u8],
-    line: &mut Vec<u8>,
-) -> io::Result<(u16, bool)> {
+async fn raw_exchange(c: &mut Conn, request: &[u8], line: &mut Vec<u8>) -> io::Result<(u16, bool)> {
     c.get_mut().write_all(request).await?;
+    c.get_mut().flush().await?;
     read_line(c, line).await?;
     let mut keep_alive = line.starts_with(b"HTTP/1.1 ");
     let status: u16 = line
