@@ -268,11 +268,11 @@ pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
                         }
                     }
                 })
-                // HTTP/2 has no `Expect: 100-continue` (actix-http calls the expect service on
-                // HTTP/1.1 only), and its client sends the body with the head: every HTTP/2
-                // request gets the check the expect service makes, so an announced oversized
-                // body is refused from the head alone, unread (the stream is then reset, so
-                // the client stops sending).
+                // actix-http calls the expect service on HTTP/1.1 only (it sends no `100
+                // Continue` over HTTP/2), and HTTP/2 clients send the body right after the
+                // head: every HTTP/2 request gets the check the expect service makes, so an
+                // announced oversized body is refused from the head alone, unread (the stream
+                // is then reset, RST_STREAM NO_ERROR, so the client stops sending).
                 .wrap_fn(move |req, srv| {
                     let refusal = (req.version() == actix_web::http::Version::HTTP_2)
                         .then(|| error::refuse_oversized(req.head(), max_blob, max_json))
