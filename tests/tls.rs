@@ -890,7 +890,14 @@ fn curl_report(
             )
         })
         .unzip();
-    let mut args: Vec<String> = vec!["--cacert".into(), ca.display().to_string()];
+    // HTTP/1.1: a refusal answered before the body is read ends the HTTP/2 stream with
+    // RST_STREAM NO_ERROR, which curl 7.88 reports as an error (92) instead of the answer
+    // when it had not sent the whole body yet. arca's own client (the agent above) speaks h2.
+    let mut args: Vec<String> = vec![
+        "--http1.1".into(),
+        "--cacert".into(),
+        ca.display().to_string(),
+    ];
     if let (Some(c), Some(k)) = (cert_pem, key_pem) {
         args.extend([
             "--cert".into(),
