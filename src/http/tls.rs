@@ -241,3 +241,43 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
     })?;
     Ok(certified)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The DER contents of a `Name` with one RDN: `(oid, string tag, value)`.
+    fn name(oid: &[u8], tag: u8, value: &[u8]) -> Vec<u8> {
+        let mut atv = vec![0x06, oid.len() as u8];
+        atv.extend(oid);
+        atv.extend([tag, value.len() as u8]);
+        atv.extend(value);
+        let mut seq = vec![0x30, atv.len() as u8];
+        seq.extend(atv);
+        let mut set = vec![0x31, seq.len() as u8];
+        set.extend(seq);
+        set
+    }
+
+    #[test]
+    fn the_common_name_is_read_and_anything_else_is_none() {
+        const CN: &[u8] = &[0x55, 0x04, 0x03];
+        const O: &[u8] = &[0x55, 0x04, 0x0a];
+        assert_eq!(
+            common_name(&name(CN, 0x0c, b"web-1")).as_deref(),
+            Some("web-1")
+        );
+        let mut two = name(O, 0x0c, b"acme");
+        two.extend(name(CN, 0x13, b"web-2"));
+        assert_eq!(common_name(&two).as_deref(), Some("web-2"));
+        assert_eq!(common_name(&name(O, 0x0c, b"acme")), None);
+        // A BMPString is not read; truncated or overlong input is no name, never a panic.
+        assert_eq!(common_name(&name(CN, 0x1e, b"\0w")), None);
+        let whole = name(CN, 0x0c, b"web-1");
+        for cut in 0..whole.len() {
+            assert_eq!(common_name(&whole[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(common_name(&[0x31, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(common_name(&[0x31, 0x85, 1, 1, 1, 1, 1]), None);
+    }
+}
