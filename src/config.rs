@@ -42,8 +42,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
 }
 
-/// The server's certificate and key (PEM files). Both are re-read when their files change,
-/// without a restart; relative paths are taken from the home directory.
+/// The server's certificate and key (PEM files). Both are re-read when their files change
+/// (and on SIGHUP), without a restart; relative paths are taken from the home directory.
+/// `arca serve --tls-cert FILE --tls-key FILE` overrides `cert` and `key`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -51,6 +52,12 @@ pub struct TlsConfig {
     pub cert: std::path::PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key: std::path::PathBuf,
+    /// CA certificates (PEM, one or more) that issue agents' client certificates. When set,
+    /// the server asks for a client certificate and verifies a presented one against them; a
+    /// verified certificate's agent id lets that agent post reports without a token
+    /// (docs/security.md, "Client certificates"). None: no certificate is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// Deploy agents: when they count as gone, and how much a reporter token may say.

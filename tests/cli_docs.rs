@@ -5,7 +5,15 @@
 use clap::CommandFactory;
 
 /// Flags every client command has, documented once above the table.
-const COMMON: &[&str] = &["server", "token", "ca-cert", "help", "version"];
+const COMMON: &[&str] = &[
+    "server",
+    "token",
+    "ca-cert",
+    "client-cert",
+    "client-key",
+    "help",
+    "version",
+];
 
 /// Every leaf command: its words after `arca`, and the command itself.
 fn leaves(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, clap::Command)>) {

@@ -145,12 +145,32 @@ pub struct ClientArgs {
     /// A CA certificate (PEM) to trust for an HTTPS server, besides the system's roots.
     #[arg(long, env = "ARCA_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) to present to an HTTPS server that asks for one (`[tls]
+    /// client_ca`); an agent's certificate lets it report without a token. Needs --client-key.
+    #[arg(
+        long,
+        env = "ARCA_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        env = "ARCA_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
     pub fn client(&self) -> anyhow::Result<crate::client::ApiClient> {
         if let Some(ca) = &self.ca_cert {
             crate::client::trust_ca(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            crate::client::use_client_cert(cert, key);
         }
         crate::client::ApiClient::new(&self.server, self.token.clone())
     }

@@ -62,13 +62,97 @@ fn extra_ca() -> anyhow::Result<Option<reqwest::Certificate>> {
     Ok(Some(cert))
 }
 
+/// The client certificate and key given with `--client-cert` and `--client-key`, presented by
+/// every client this process builds.
+static CLIENT_CERT: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)> =
+    std::sync::OnceLock::new();
+
+/// Presents the client certificate `cert` (PEM chain, leaf first) with its private key `key`
+/// (PEM) to HTTPS servers, from every HTTP client built from now on. The first call wins.
+pub fn use_client_cert(cert: &Path, key: &Path) {
+    let _ = CLIENT_CERT.set((cert.to_path_buf(), key.to_path_buf()));
+}
+
+/// The client certificate's files: `--client-cert`/`--client-key`, else `ARCA_CLIENT_CERT`/
+/// `ARCA_CLIENT_KEY` (both or neither), else none.
+fn client_cert_files() -> anyhow::Result<Option<(std::path::PathBuf, std::path::PathBuf)>> {
+    if let Some(files) = CLIENT_CERT.get() {
+        return Ok(Some(files.clone()));
+    }
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    match (var("ARCA_CLIENT_CERT"), var("ARCA_CLIENT_KEY")) {
+        (Some(c), Some(k)) => Ok(Some((c.into(), k.into()))),
+        (None, None) => Ok(None),
+        (Some(_), None) => bail!("ARCA_CLIENT_CERT is set without ARCA_CLIENT_KEY: set both"),
+        (None, Some(_)) => bail!("ARCA_CLIENT_KEY is set without ARCA_CLIENT_CERT: set both"),
+    }
+}
+
+/// The client identity to present, read and checked from its files (a certificate, and a
+/// key that belongs to it), each error naming the file.
+fn client_identity() -> anyhow::Result<Option<reqwest::Identity>> {
+    use rustls::pki_types::pem::PemObject as _;
+    let Some((cert, key)) = client_cert_files()? else {
+        return Ok(None);
+    };
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+        .with_context(|| format!("reading the client certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate", cert.display()))?;
+    if chain.is_empty() {
+        bail!(
+            "no certificate in the client certificate {}",
+            cert.display()
+        );
+    }
+    let der = rustls::pki_types::PrivateKeyDer::from_pem_file(&key)
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+        .with_context(|| format!("unsupported client key {}", key.display()))?;
+    rustls::sign::CertifiedKey::new(chain, signing)
+        .keys_match()
+        .with_context(|| {
+            format!(
+                "the client key {} does not match {}",
+                key.display(),
+                cert.display()
+            )
+        })?;
+    // reqwest takes both in one PEM buffer.
+    let mut pem = std::fs::read(&cert)
+        .with_context(|| format!("reading the client certificate {}", cert.display()))?;
+    pem.push(b'\n');
+    pem.extend(
+        std::fs::read(&key).with_context(|| format!("reading the client key {}", key.display()))?,
+    );
+    let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+        format!(
+            "{} and {} are not a usable client certificate and key",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    Ok(Some(identity))
+}
+
+/// Whether clients present a client certificate (`--client-cert` or `ARCA_CLIENT_CERT`): then
+/// a request that needs a token is sent without one when none is given (reports: the
+/// server takes the agent id from the certificate).
+pub fn has_client_cert() -> bool {
+    matches!(client_cert_files(), Ok(Some(_)))
+}
+
 /// An HTTP client with arca's user agent, trusting the system's roots and the extra CA of
-/// `--ca-cert` / `ARCA_CA_CERT`.
+/// `--ca-cert` / `ARCA_CA_CERT`, presenting the client certificate of `--client-cert` /
+/// `ARCA_CLIENT_CERT` if any. It offers HTTP/2 and HTTP/1.1 by ALPN over TLS.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     install_crypto();
     let mut builder = reqwest::Client::builder();
     if let Some(ca) = extra_ca()? {
         builder = builder.add_root_certificate(ca);
+    }
+    if let Some(identity) = client_identity()? {
+        builder = builder.identity(identity);
     }
     builder
         .user_agent(concat!("arca/", env!("CARGO_PKG_VERSION")))
@@ -128,9 +212,14 @@ impl ApiClient {
         format!("{}{path}", self.base)
     }
 
+    /// The request with the token; without one, as it is if a client certificate is presented
+    /// (the server decides what the certificate alone allows: an agent's reports).
     fn authed(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::RequestBuilder> {
-        let token = self.token.as_deref().ok_or(MissingToken)?;
-        Ok(req.bearer_auth(token))
+        match self.token.as_deref() {
+            Some(token) => Ok(req.bearer_auth(token)),
+            None if has_client_cert() => Ok(req),
+            None => Err(MissingToken.into()),
+        }
     }
 
     /// A streaming request body for `file`; `progress` sees every byte sent.
@@ -401,7 +490,9 @@ impl ServerAnswer {
     pub fn kind(&self) -> FailureKind {
         match self.status {
             401 => FailureKind::Auth,
-            403 if self.code.starts_with("token") => FailureKind::Auth,
+            403 if self.code.starts_with("token") || self.code == "agent_identity" => {
+                FailureKind::Auth
+            }
             404 => FailureKind::NotFound,
             500.. => FailureKind::Unavailable,
             _ => FailureKind::Refused,

@@ -8,7 +8,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use crate::auth;
 use crate::db;
-use crate::service::tokens::Caller;
+use crate::service::tokens::{Caller, Reporter};
 use crate::service::{App, Error};
 
 /// How often, at most, a token's last use is written: once a minute, not once a request.
@@ -28,6 +28,35 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let app = app.ok_or_else(|| Error::Internal("no app state".into()))?;
             authenticate(&app, header.as_deref()).await
+        })
+    }
+}
+
+/// Who posts a report: the bearer token when the request has one (a bad one is refused
+/// `401` as everywhere), and the agent id of the connection's verified client certificate
+/// (`[tls] client_ca`). Neither: `401`, as for every endpoint that needs a token.
+impl FromRequest for Reporter {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Reporter, Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let app = req.app_data::<web::Data<App>>().cloned();
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let certificate = req
+            .conn_data::<crate::http::tls::ClientIdentity>()
+            .map(|c| c.0.clone());
+        Box::pin(async move {
+            let app = app.ok_or_else(|| Error::Internal("no app state".into()))?;
+            let token = match (&header, &certificate) {
+                // Without a token, the certificate alone speaks.
+                (None, Some(_)) => None,
+                _ => Some(authenticate(&app, header.as_deref()).await?),
+            };
+            Ok(Reporter { token, certificate })
         })
     }
 }

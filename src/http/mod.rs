@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::rt::net::TcpStream;
 use actix_web::{HttpResponse, get, web};
 use anyhow::Context;
 use tokio_util::either::Either;
@@ -153,16 +154,34 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
     })
 }
 
+/// What `arca serve` overrides of arca.toml.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--tls-cert` and `--tls-key` (absolute, or relative to the home like arca.toml's): they
+    /// replace `[tls] cert` and `key`, and turn TLS on if arca.toml has no `[tls]`.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
 /// Initialises `dir` if it is empty, then serves until stopped.
-pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
+pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let home = Home::new(dir);
     if !home.is_initialised() {
         let report = home::init(dir)?;
         tracing::info!(home = %dir.display(), root_key = %report.root_key_id, "initialised a new home");
     }
     let mut cfg = Config::load(dir)?;
-    if let Some(l) = listen {
+    if let Some(l) = overrides.listen {
         cfg.listen = l;
+    }
+    if let Some((cert, key)) = overrides.tls {
+        let client_ca = cfg.tls.take().and_then(|t| t.client_ca);
+        cfg.tls = Some(crate::config::TlsConfig {
+            cert,
+            key,
+            client_ca,
+        });
     }
     let app = open(dir, cfg)?;
     let cfg = (*app.cfg).clone();
@@ -177,14 +196,33 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     set_write_timeout(&listener, cfg.limits.write_timeout)?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let acceptor = match &cfg.tls {
+    let (acceptor, resolver) = match &cfg.tls {
         Some(t) => {
             let (cert, key) = (dir.join(&t.cert), dir.join(&t.key));
-            let config = tls::server_config(&cert, &key)?;
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+            let client_ca = t.client_ca.as_ref().map(|c| dir.join(c));
+            let (config, resolver) = tls::server_config(&cert, &key, client_ca.as_deref())?;
+            (
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+                Some(resolver),
+            )
         }
-        None => None,
+        None => (None, None),
     };
+    // Installed before the start-up line, so that a SIGHUP from then on never kills the server
+    // (its default action): it reloads the certificate at once, or is logged without TLS.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    actix_web::rt::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match &resolver {
+                Some(r) => {
+                    tracing::info!("SIGHUP: reloading the TLS certificate");
+                    r.reload();
+                }
+                None => tracing::info!("SIGHUP ignored: no TLS certificate to reload"),
+            }
+        }
+    });
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to learn the port.
     println!("arca listening on {scheme}://{addr}");
@@ -230,6 +268,24 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
                         }
                     }
                 })
+                // actix-http calls the expect service on HTTP/1.1 only (it sends no `100
+                // Continue` over HTTP/2), and HTTP/2 clients send the body right after the
+                // head: every HTTP/2 request gets the check the expect service makes, so an
+                // announced oversized body is refused from the head alone, unread (the stream
+                // is then reset, RST_STREAM NO_ERROR, so the client stops sending).
+                .wrap_fn(move |req, srv| {
+                    let refusal = (req.version() == actix_web::http::Version::HTTP_2)
+                        .then(|| error::refuse_oversized(req.head(), max_blob, max_json))
+                        .flatten();
+                    match refusal {
+                        Some(r) => futures::future::Either::Left(std::future::ready(Ok(
+                            req.into_response(r)
+                        ))),
+                        None => {
+                            futures::future::Either::Right(actix_web::dev::Service::call(srv, req))
+                        }
+                    }
+                })
                 .wrap(TracingLogger::<RequestSpan>::new())
                 // The polled metadata first: routes are matched in order.
                 .configure(tuf::routes)
@@ -260,13 +316,33 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
                 .client_request_timeout(Duration::from_secs(5))
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .expect(expect)
+                // The agent id of a verified client certificate, for the handlers
+                // (`req.conn_data::<ClientIdentity>()`): rustls verified the chain against
+                // `[tls] client_ca` during the handshake, or the handshake failed.
+                .on_connect_ext(|io: &Either<TlsStream, TcpStream>, ext| {
+                    if let Either::Left(tls) = io
+                        && let Some(leaf) =
+                            tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+                    {
+                        match tls::client_identity(leaf) {
+                            Some(id) => {
+                                ext.insert(tls::ClientIdentity(id));
+                            }
+                            None => tracing::warn!(
+                                "a verified client certificate names no DNS name or common name: \
+                                 it identifies no agent"
+                            ),
+                        }
+                    }
+                })
                 .finish(actix_service::map_config(app, |_| {
                     actix_web::dev::AppConfig::default()
                 }));
             let acceptor = acceptor.clone();
-            // Each accepted connection, TLS or not, then HTTP/1.1. The TLS handshake gets as
-            // long as a request head (5 s).
-            actix_service::fn_service(move |io: actix_web::rt::net::TcpStream| {
+            // Each accepted connection, TLS or not, then HTTP/2 when the TLS handshake chose
+            // it by ALPN, else HTTP/1.1 (plain HTTP is HTTP/1.1 only: no h2c). The TLS
+            // handshake gets as long as a request head (5 s).
+            actix_service::fn_service(move |io: TcpStream| {
                 let acceptor = acceptor.clone();
                 async move {
                     let peer = io.peer_addr().ok();
@@ -280,11 +356,12 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
                         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
                         .and_then(|r| r)
                         .map_err(actix_http::error::DispatchError::Io)?;
-                    Ok::<_, actix_http::error::DispatchError>((
-                        Either::Left(tls),
-                        actix_http::Protocol::Http1,
-                        peer,
-                    ))
+                    let protocol = if tls.get_ref().1.alpn_protocol() == Some(tls::ALPN_H2) {
+                        actix_http::Protocol::Http2
+                    } else {
+                        actix_http::Protocol::Http1
+                    };
+                    Ok::<_, actix_http::error::DispatchError>((Either::Left(tls), protocol, peer))
                 }
             })
             .and_then(http)
@@ -293,6 +370,9 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> anyhow::Result<()> {
         .run();
     server.await.context("serving")
 }
+
+/// An accepted TLS connection.
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// Sets `TCP_USER_TIMEOUT` on the listening socket, which every accepted connection inherits:
 /// the kernel closes a connection whose peer has acknowledged none of the bytes sent to it

@@ -15,10 +15,11 @@ use crate::service::{App, Error, rollout, tokens};
 /// (even written entirely as `\u` escapes, 12 KiB).
 const MAX_REPORT_BODY: usize = 16 << 10;
 
-/// `POST /api/v1/reports`. The token is checked before the body is read.
+/// `POST /api/v1/reports`. The token (or the client certificate's agent id) is checked
+/// before the body is read.
 async fn report(
     app: web::Data<App>,
-    who: Caller,
+    who: tokens::Reporter,
     rep: web::Json<Report>,
 ) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(rollout::report(&app, &who, rep.into_inner()).await?))

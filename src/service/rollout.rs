@@ -297,35 +297,50 @@ fn widen_tx(
 
 /// `POST /api/v1/reports`: records an agent's report; a report that pushes a running
 /// rollout's failure rate over its ceiling halts it and rolls the channel back at once.
-/// `caller` is the reporting token: rate-limited (before anything else, so that refusals,
-/// which are audited, are bounded too), and bound to the agents and channels it may speak for
-/// (admin tokens speak for any).
+/// `who` is the reporting token, or the agent id of the connection's verified client
+/// certificate, or both: rate-limited (before anything else, so that refusals, which are
+/// audited, are bounded too; per token, else per certificate), the token bound to the agents
+/// and channels it may speak for (admin tokens speak for any), the certificate to its one
+/// agent id (any channel); with both, both must allow the report.
 pub async fn report(
     app: &App,
-    caller: &super::tokens::Caller,
+    who: &super::tokens::Reporter,
     mut rep: Report,
 ) -> Result<ReportResponse, Error> {
-    let (actor, token) = (caller.actor.as_str(), &caller.token);
+    let actor = who.actor();
+    // A token's reports share its bucket; a certificate's (without a token) are its agent's.
+    let (bucket, what) = match (&who.token, &who.certificate) {
+        (Some(c), _) => (c.token.id.clone(), format!("token {}", c.token.id)),
+        (None, Some(id)) => (actor.clone(), format!("the client certificate of {id}")),
+        (None, None) => {
+            return Err(Error::Unauthorized(
+                "missing bearer token (Authorization: Bearer ...) or client certificate".into(),
+            ));
+        }
+    };
     if let Err(retry_after) = app
         .report_limiter
-        .take(&token.id, app.cfg.agents.reports_per_minute)
+        .take(&bucket, app.cfg.agents.reports_per_minute)
     {
         return Err(Error::RateLimited {
             retry_after,
             message: format!(
-                "token {} posted more than {} reports a minute; retry in {retry_after} s",
-                token.id, app.cfg.agents.reports_per_minute
+                "{what} posted more than {} reports a minute; retry in {retry_after} s",
+                app.cfg.agents.reports_per_minute
             ),
         });
     }
-    app.permit(
-        caller,
-        crate::auth::Action::Report {
-            agent: rep.agent.as_str(),
-            channel: rep.channel.as_str(),
-        },
-    )
-    .await?;
+    let action = crate::auth::Action::Report {
+        agent: rep.agent.as_str(),
+        channel: rep.channel.as_str(),
+    };
+    // Both must allow it: the token's role and bindings, and the certificate's agent id.
+    if let Some(caller) = &who.token {
+        app.permit(caller, action).await?;
+    }
+    if let Some(certified) = &who.certificate {
+        app.permit_identity(&actor, certified, action).await?;
+    }
     let (_, key) = app.channel_key(rep.channel.as_str())?;
     if !matches!(rep.outcome, ReportOutcome::Error | ReportOutcome::Heartbeat)
         && rep.version.is_none()

@@ -15,6 +15,27 @@ pub struct Caller {
     pub token: db::tokens::TokenRow,
 }
 
+/// Who posts a report: a token, the agent id of a verified client certificate, or both (then
+/// both must allow the report). The HTTP layer never builds one with neither (`401`).
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    pub token: Option<Caller>,
+    /// The agent id the connection's verified client certificate names.
+    pub certificate: Option<String>,
+}
+
+impl Reporter {
+    /// The actor of the report and its audit entries: `token:<id>` when a token came with
+    /// it, else `cert:<agent id>`.
+    pub fn actor(&self) -> String {
+        match (&self.token, &self.certificate) {
+            (Some(c), _) => c.actor.clone(),
+            (None, Some(id)) => format!("cert:{id}"),
+            (None, None) => "anonymous".into(),
+        }
+    }
+}
+
 /// Longest expiry a token may be given: ten years (a longer one is a token that never expires,
 /// which is what leaving `expires_in` out says).
 const MAX_EXPIRY_SECS: u64 = 10 * 366 * 24 * 3600;
@@ -29,14 +50,49 @@ impl App {
             return Ok(());
         };
         tracing::warn!(token = %t.id, role = %t.role, code = denied.code, "{}", denied.message);
-        let err = Error::forbidden(denied.code, denied.message);
+        Err(self
+            .refused(&caller.actor, &action, denied.code, denied.message)
+            .await)
+    }
+
+    /// A report as `agent` over a connection whose client certificate names `certified`:
+    /// refused `403 agent_identity` (audited) unless they are the same agent id.
+    pub async fn permit_identity(
+        &self,
+        actor: &str,
+        certified: &str,
+        action: Action<'_>,
+    ) -> Result<(), Error> {
+        let Action::Report { agent, .. } = action else {
+            return Ok(());
+        };
+        if agent == certified {
+            return Ok(());
+        }
+        let message = format!(
+            "the client certificate names agent {certified}: it may not report as agent {agent}"
+        );
+        tracing::warn!(certificate = %certified, agent = %agent, code = "agent_identity", "{message}");
+        Err(self
+            .refused(actor, &action, "agent_identity", message)
+            .await)
+    }
+
+    /// A `403 code` refusal of `action` by `actor`, appended to the audit log.
+    async fn refused(
+        &self,
+        actor: &str,
+        action: &Action<'_>,
+        code: &'static str,
+        message: String,
+    ) -> Error {
+        let err = Error::forbidden(code, message);
         let (actor, verb, subject, reason) = (
-            caller.actor.clone(),
+            actor.to_owned(),
             action.audit_action(),
             action.subject(),
             err.to_string(),
         );
-        let code = denied.code;
         let r = self
             .db
             .call(move |c| {
@@ -55,7 +111,7 @@ impl App {
         if let Err(e) = r {
             tracing::error!(error = %e, "cannot write the audit entry of a refusal");
         }
-        Err(err)
+        err
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Server {
     pub token: String,
     child: Option<Child>,
     extra_env: Vec<(String, String)>,
+    /// More arguments of `arca serve`, and the directory it runs in (default: inherited).
+    serve_args: Vec<String>,
+    serve_dir: Option<PathBuf>,
     /// Set on every `arca` client command of `arca()` (none unless `set_client_env` is called).
     client_env: Vec<(String, String)>,
 }
@@ -66,6 +69,20 @@ impl Server {
 
     /// Starts a server whose home gets `config` as arca.toml before the first start.
     pub fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> Server {
+        Self::start_full(config, env, &[], None)
+    }
+
+    /// Starts a server with `config`, more `arca serve` arguments, run in directory `cwd`.
+    pub fn start_serving(config: Option<&str>, args: &[&str], cwd: Option<&Path>) -> Server {
+        Self::start_full(config, &[], args, cwd)
+    }
+
+    fn start_full(
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        args: &[&str],
+        cwd: Option<&Path>,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
@@ -82,6 +99,8 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            serve_args: args.iter().map(|a| a.to_string()).collect(),
+            serve_dir: cwd.map(Path::to_path_buf),
             client_env: Vec::new(),
         };
         s.launch();
@@ -109,6 +128,10 @@ impl Server {
             ));
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
+        }
+        cmd.args(&self.serve_args);
+        if let Some(d) = &self.serve_dir {
+            cmd.current_dir(d);
         }
         let mut child = cmd.spawn().expect("spawn arca serve");
         let stdout = child.stdout.take().unwrap();
