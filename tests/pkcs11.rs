@@ -145,10 +145,26 @@ fn audit_rows(s: &Server) -> i64 {
         .unwrap()
 }
 
-fn trust_version(s: &Server) -> u64 {
+/// The current trust document as served: (version, the key ids that signed it).
+fn trust(s: &Server) -> (u64, Vec<String>) {
     let v: serde_json::Value =
         serde_json::from_str(&ok(s, None, &["trust", "show", "--json"])).unwrap();
-    v["version"].as_u64().unwrap()
+    let mut signers: Vec<String> = v["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["keyid"].as_str().unwrap().to_owned())
+        .collect();
+    signers.sort();
+    (v["signed"]["version"].as_u64().unwrap(), signers)
+}
+
+fn trust_version(s: &Server) -> u64 {
+    trust(s).0
+}
+
+fn key_id(s: &Server, key: &Path) -> String {
+    ok(s, None, &["key", "id", p(key)]).trim().to_owned()
 }
 
 #[test]
@@ -216,7 +232,11 @@ fn root_keys_on_the_token_rotate_the_root_and_sign_later_changes_and_clients_fol
     assert!(line.contains("root"), "{line}");
     let before = trust_version(&s);
     add_key(&s, Path::new(&attestor_pub), "attestor", "app/*", &[&u1, &u2]);
-    assert_eq!(trust_version(&s), before + 1);
+    let (version, signers) = trust(&s);
+    assert_eq!(version, before + 1);
+    let mut hsm = vec![key_id(&s, &h1), key_id(&s, &h2)];
+    hsm.sort();
+    assert_eq!(signers, hsm, "the change is signed by the token keys alone");
 
     // A second rotation signed only on the token: to a third token key, threshold 1, signed
     // by the old threshold (root-1, root-2) and the new key (root-3).
