@@ -120,7 +120,15 @@ fn token_key(s: &Server, object: &str) -> PathBuf {
 }
 
 fn add_key(s: &Server, public: &Path, role: &str, scope: &str, sign: &[&str]) {
-    let mut args = vec!["trust", "add-key", p(public), "--role", role, "--scope", scope];
+    let mut args = vec![
+        "trust",
+        "add-key",
+        p(public),
+        "--role",
+        role,
+        "--scope",
+        scope,
+    ];
     for k in sign {
         args.extend(["--sign", k]);
     }
@@ -231,7 +239,13 @@ fn root_keys_on_the_token_rotate_the_root_and_sign_later_changes_and_clients_fol
     );
     assert!(line.contains("root"), "{line}");
     let before = trust_version(&s);
-    add_key(&s, Path::new(&attestor_pub), "attestor", "app/*", &[&u1, &u2]);
+    add_key(
+        &s,
+        Path::new(&attestor_pub),
+        "attestor",
+        "app/*",
+        &[&u1, &u2],
+    );
     let (version, signers) = trust(&s);
     assert_eq!(version, before + 1);
     let mut hsm = vec![key_id(&s, &h1), key_id(&s, &h2)];
@@ -300,14 +314,28 @@ fn an_approval_signed_on_the_token_lets_the_promotion_through_and_verifies_on_cl
     ok(
         &s,
         None,
-        &["promote", "app/hello@1.0.0", "--to", "staging", "--reason", "t"],
+        &[
+            "promote",
+            "app/hello@1.0.0",
+            "--to",
+            "staging",
+            "--reason",
+            "t",
+        ],
     );
     // Without the approval prod refuses it.
     fails(
         &s,
         None,
         1,
-        &["promote", "app/hello@1.0.0", "--to", "prod", "--reason", "t"],
+        &[
+            "promote",
+            "app/hello@1.0.0",
+            "--to",
+            "prod",
+            "--reason",
+            "t",
+        ],
     );
     let out = ok(
         &s,
@@ -326,7 +354,14 @@ fn an_approval_signed_on_the_token_lets_the_promotion_through_and_verifies_on_cl
     ok(
         &s,
         None,
-        &["promote", "app/hello@1.0.0", "--to", "prod", "--reason", "t"],
+        &[
+            "promote",
+            "app/hello@1.0.0",
+            "--to",
+            "prod",
+            "--reason",
+            "t",
+        ],
     );
     let dir = s.path("out");
     s.pull_ok("app/hello", "prod", &dir, &s.path("state"));
@@ -389,8 +424,7 @@ fn a_key_imported_with_softhsm2_util_is_read_and_signs_as_its_file_did() {
     let s = server_with_token();
     // An ed25519 key arca wrote unencrypted, converted to PEM by openssl and imported.
     let file_key = s.key("imported");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&file_key).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file_key).unwrap()).unwrap();
     let seed = hex::decode(v["keyval"]["private"].as_str().unwrap()).unwrap();
     // RFC 8410 PrivateKeyInfo: the fixed prefix, then the 32-byte seed.
     let mut der = hex::decode("302e020100300506032b657004220420").unwrap();
@@ -399,7 +433,15 @@ fn a_key_imported_with_softhsm2_util_is_read_and_signs_as_its_file_did() {
     std::fs::write(&der_path, &der).unwrap();
     let pem = s.path("imported.pem");
     let o = Command::new("openssl")
-        .args(["pkey", "-inform", "DER", "-in", p(&der_path), "-out", p(&pem)])
+        .args([
+            "pkey",
+            "-inform",
+            "DER",
+            "-in",
+            p(&der_path),
+            "-out",
+            p(&pem),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -432,7 +474,13 @@ fn a_key_imported_with_softhsm2_util_is_read_and_signs_as_its_file_did() {
     ok(
         &s,
         Some(PIN),
-        &["push", p(&f), "app/x@1", "--key", &format!("{by_id};object=imported")],
+        &[
+            "push",
+            p(&f),
+            "app/x@1",
+            "--key",
+            &format!("{by_id};object=imported"),
+        ],
     );
     // ... as those signed with the file itself do.
     s.push(&s.file("y.bin", 3000, 6), "app/y", "1", &file_key);
@@ -497,9 +545,18 @@ fn a_wrong_pin_signs_nothing_and_leaves_the_server_unchanged() {
         &s,
         Some(PIN),
         1,
-        &["trust", "revoke", builder_id.trim(), "--sign", &wrong_in_uri],
+        &[
+            "trust",
+            "revoke",
+            builder_id.trim(),
+            "--sign",
+            &wrong_in_uri,
+        ],
     );
-    assert!(line.contains("CKR_PIN_INCORRECT") && !line.contains("999999"), "{line}");
+    assert!(
+        line.contains("CKR_PIN_INCORRECT") && !line.contains("999999"),
+        "{line}"
+    );
 
     // A change file for others to sign is not written, and one being signed stays as it was.
     let change = s.path("change.json");
@@ -530,7 +587,12 @@ fn a_wrong_pin_signs_nothing_and_leaves_the_server_unchanged() {
     assert_eq!(std::fs::read(&change).unwrap(), proposed);
 
     // No PIN at all and no terminal: refused, naming where a PIN can come from.
-    let line = fails(&s, None, 1, &["push", p(&f), "app/hello@1.0.0", "--key", &uri("builder")]);
+    let line = fails(
+        &s,
+        None,
+        1,
+        &["push", p(&f), "app/hello@1.0.0", "--key", &uri("builder")],
+    );
     assert!(
         line.contains("ARCA_PKCS11_PIN")
             && line.contains("--passphrase-file")
@@ -555,7 +617,13 @@ fn a_wrong_pin_signs_nothing_and_leaves_the_server_unchanged() {
         &s,
         Some(PIN),
         1,
-        &["push", p(&f), "app/hello@1.0.0", "--key", "pkcs11:token=arca-test;objekt=builder"],
+        &[
+            "push",
+            p(&f),
+            "app/hello@1.0.0",
+            "--key",
+            "pkcs11:token=arca-test;objekt=builder",
+        ],
     );
     assert!(line.contains("objekt"), "{line}");
 
@@ -567,5 +635,9 @@ fn a_wrong_pin_signs_nothing_and_leaves_the_server_unchanged() {
     );
     assert_eq!(trust_version(&s), version);
     // The right PIN still works afterwards (the token did not lock).
-    ok(&s, Some(PIN), &["push", p(&f), "app/hello@1.0.0", "--key", &uri("builder")]);
+    ok(
+        &s,
+        Some(PIN),
+        &["push", p(&f), "app/hello@1.0.0", "--key", &uri("builder")],
+    );
 }

@@ -161,18 +161,21 @@ impl Pkcs11Uri {
                 s.split(sep).map(str::to_owned).collect()
             }
         };
-        for (attr, in_query) in split(path, ';')
-            .into_iter()
-            .map(|a| (a, false))
-            .chain(split(query.unwrap_or(""), '&').into_iter().map(|a| (a, true)))
-        {
+        for (attr, in_query) in split(path, ';').into_iter().map(|a| (a, false)).chain(
+            split(query.unwrap_or(""), '&')
+                .into_iter()
+                .map(|a| (a, true)),
+        ) {
             let (name, raw) = attr.split_once('=').ok_or_else(|| {
-                err(format!("attribute {attr:?} has no value (expected name=value)"))
+                err(format!(
+                    "attribute {attr:?} has no value (expected name=value)"
+                ))
             })?;
             if !seen.insert(name.to_owned()) {
                 return Err(err(format!("attribute {name:?} is given twice")));
             }
-            let bytes = Zeroizing::new(percent_decode(raw).map_err(|r| err(format!("{name}: {r}")))?);
+            let bytes =
+                Zeroizing::new(percent_decode(raw).map_err(|r| err(format!("{name}: {r}")))?);
             if bytes.is_empty() {
                 return Err(err(format!("attribute {name:?} is empty")));
             }
@@ -181,7 +184,10 @@ impl Pkcs11Uri {
                     .map(str::to_owned)
                     .map_err(|_| err(format!("{name} is not UTF-8")))
             };
-            let query_only = matches!(name, "pin-value" | "pin-source" | "module-path" | "module-name");
+            let query_only = matches!(
+                name,
+                "pin-value" | "pin-source" | "module-path" | "module-name"
+            );
             if query_only && !in_query {
                 return Err(err(format!(
                     "{name} belongs in the query (after ?), not the path (RFC 7512)"
@@ -201,7 +207,10 @@ impl Pkcs11Uri {
                 "id" => out.id = Some(bytes.to_vec()),
                 "slot-id" => {
                     out.slot_id = Some(text()?.parse().map_err(|_| {
-                        err(format!("slot-id {:?} is not a decimal number", text().unwrap_or_default()))
+                        err(format!(
+                            "slot-id {:?} is not a decimal number",
+                            text().unwrap_or_default()
+                        ))
                     })?)
                 }
                 "type" => {
@@ -216,7 +225,9 @@ impl Pkcs11Uri {
                 "pin-value" => out.pin_value = Some(Zeroizing::new(text()?)),
                 "pin-source" => {
                     let t = text()?;
-                    let path = t.strip_prefix("file://").or_else(|| t.strip_prefix("file:"));
+                    let path = t
+                        .strip_prefix("file://")
+                        .or_else(|| t.strip_prefix("file:"));
                     out.pin_source = Some(PathBuf::from(path.unwrap_or(&t)));
                 }
                 "module-path" => out.module_path = Some(PathBuf::from(text()?)),
@@ -276,12 +287,24 @@ impl Pkcs11Uri {
     }
 }
 
-/// `uri` with its query cut off (the query may hold the PIN), for error messages.
+/// `uri` with its query cut off (the query may hold the PIN) and any `pin-value` in the path
+/// masked, for error messages.
 fn redact(uri: &str) -> String {
-    match uri.split_once('?') {
-        Some((p, _)) => format!("{p}?..."),
-        None => uri.to_owned(),
-    }
+    let (path, query) = match uri.split_once('?') {
+        Some((p, _)) => (p, "?..."),
+        None => (uri, ""),
+    };
+    let path: Vec<&str> = path
+        .split(';')
+        .map(|a| {
+            if a.starts_with("pin-value=") {
+                "pin-value=..."
+            } else {
+                a
+            }
+        })
+        .collect();
+    format!("{}{query}", path.join(";"))
 }
 
 fn percent_decode(s: &str) -> Result<Vec<u8>, String> {
@@ -355,7 +378,8 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, KeyError> {
             .map_err(|e| fail(format!("reading token of slot {}: {}", slot.id(), rv(&e))))?;
         let label = info.label().trim_end().to_owned();
         labels.push(format!("{label:?} (slot-id={})", slot.id()));
-        let ok = |want: &Option<String>, have: &str| want.as_ref().is_none_or(|w| w == have.trim_end());
+        let ok =
+            |want: &Option<String>, have: &str| want.as_ref().is_none_or(|w| w == have.trim_end());
         if ok(&uri.token, &label)
             && ok(&uri.manufacturer, info.manufacturer_id())
             && ok(&uri.model, info.model())
@@ -410,10 +434,12 @@ fn find_one(
 ) -> Result<Option<ObjectHandle>, KeyError> {
     let mut template = vec![Attribute::Class(class)];
     template.extend(uri.object_template());
-    let found = session.find_objects(&template).map_err(|e| KeyError::Pkcs11 {
-        key: uri.to_string(),
-        reason: format!("searching for the {what}: {}", rv(&e)),
-    })?;
+    let found = session
+        .find_objects(&template)
+        .map_err(|e| KeyError::Pkcs11 {
+            key: uri.to_string(),
+            reason: format!("searching for the {what}: {}", rv(&e)),
+        })?;
     match found.len() {
         0 => Ok(None),
         1 => Ok(Some(found[0])),
@@ -430,20 +456,30 @@ fn read_public(session: &Session, uri: &Pkcs11Uri) -> Result<PublicKey, KeyError
         key: uri.to_string(),
         reason,
     };
-    let handle = find_one(session, uri, ObjectClass::PUBLIC_KEY, "public key")?.ok_or_else(|| {
-        fail("no public key object on the token (arca reads the key pair's public half from it)".into())
-    })?;
+    let handle =
+        find_one(session, uri, ObjectClass::PUBLIC_KEY, "public key")?.ok_or_else(|| {
+            fail(
+                "no public key object on the token (arca reads the key pair's public half from it)"
+                    .into(),
+            )
+        })?;
     let attrs = session
         .get_attributes(
             handle,
-            &[AttributeType::KeyType, AttributeType::EcParams, AttributeType::EcPoint],
+            &[
+                AttributeType::KeyType,
+                AttributeType::EcParams,
+                AttributeType::EcPoint,
+            ],
         )
         .map_err(|e| fail(format!("reading the public key: {}", rv(&e))))?;
     let mut point = None;
     for a in attrs {
         match a {
             Attribute::KeyType(t) if t != KeyType::EC_EDWARDS => {
-                return Err(fail(format!("the key is {t}, not Ed25519 (CKK_EC_EDWARDS)")));
+                return Err(fail(format!(
+                    "the key is {t}, not Ed25519 (CKK_EC_EDWARDS)"
+                )));
             }
             Attribute::EcParams(p) if p != ED25519_OID_DER && p != ED25519_NAME_DER => {
                 return Err(fail(format!(
@@ -711,8 +747,18 @@ mod tests {
     #[test]
     fn a_key_needs_an_object_or_an_id() {
         let u = Pkcs11Uri::parse("pkcs11:token=t").unwrap();
-        assert!(u.require_object().unwrap_err().to_string().contains("object="));
-        assert!(Pkcs11Uri::parse("pkcs11:id=%01").unwrap().require_object().is_ok());
+        assert!(
+            u.require_object()
+                .unwrap_err()
+                .to_string()
+                .contains("object=")
+        );
+        assert!(
+            Pkcs11Uri::parse("pkcs11:id=%01")
+                .unwrap()
+                .require_object()
+                .is_ok()
+        );
     }
 
     #[test]

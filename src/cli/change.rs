@@ -54,7 +54,10 @@ impl Change {
         }
         self.trust = trust;
         for (channel, sig) in roots {
-            let env = self.roots.get_mut(&channel).expect("a channel of this change");
+            let env = self
+                .roots
+                .get_mut(&channel)
+                .expect("a channel of this change");
             env.signatures.retain(|s| s.keyid != keyid);
             env.signatures.push(MetaSignature {
                 keyid: keyid.clone(),

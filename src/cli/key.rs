@@ -71,7 +71,12 @@ fn write_pub(path: &Path, key: &PublicKey) -> anyhow::Result<()> {
         .write(true)
         .create_new(true)
         .open(path)
-        .with_context(|| format!("creating {} (a key file is never overwritten)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "creating {} (a key file is never overwritten)",
+                path.display()
+            )
+        })?;
     f.write_all(pub_json(key).as_bytes())
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", path.display()))

@@ -116,7 +116,10 @@ impl PassphraseArgs {
             );
             let line = text.lines().next().unwrap_or("");
             if line.is_empty() {
-                bail!("{uri}: pin-source {}: the first line is empty", file.display());
+                bail!(
+                    "{uri}: pin-source {}: the first line is empty",
+                    file.display()
+                );
             }
             return Ok(Zeroizing::new(line.to_owned()));
         }
@@ -130,7 +133,7 @@ impl PassphraseArgs {
             }
             return Ok(v);
         }
-        if let Some(p) = self.from_file()? {
+        if let Some(p) = self.passphrase_file_line()? {
             return Ok(p);
         }
         if !std::io::stdin().is_terminal() {
@@ -170,7 +173,7 @@ impl PassphraseArgs {
 
     /// The passphrase from `--passphrase-file` or the environment, if either is given.
     fn given(&self) -> anyhow::Result<Option<Zeroizing<String>>> {
-        if let Some(p) = self.from_file()? {
+        if let Some(p) = self.passphrase_file_line()? {
             return Ok(Some(p));
         }
         match std::env::var_os(ENV) {
@@ -189,7 +192,7 @@ impl PassphraseArgs {
     }
 
     /// The first line of `--passphrase-file`, if it is given.
-    fn from_file(&self) -> anyhow::Result<Option<Zeroizing<String>>> {
+    fn passphrase_file_line(&self) -> anyhow::Result<Option<Zeroizing<String>>> {
         if let Some(file) = &self.passphrase_file {
             let text = Zeroizing::new(
                 std::fs::read_to_string(file)
