@@ -193,7 +193,18 @@ impl Pkcs11Uri {
                     "{name} belongs in the query (after ?), not the path (RFC 7512)"
                 )));
             }
-            if !query_only && in_query {
+            let path_attr = matches!(
+                name,
+                "token"
+                    | "manufacturer"
+                    | "model"
+                    | "serial"
+                    | "slot-id"
+                    | "object"
+                    | "id"
+                    | "type"
+            );
+            if path_attr && in_query {
                 return Err(err(format!(
                     "{name} belongs in the path (before ?), not the query (RFC 7512)"
                 )));
@@ -719,7 +730,9 @@ mod tests {
         let e = bad("pkcs11:token=t;object=o;colour=blue");
         assert!(e.contains("colour"), "{e}");
         let e = bad("pkcs11:token=t;object=o?pin-value=1&x-vendor=1");
-        assert!(e.contains("x-vendor"), "{e}");
+        assert!(e.contains("unknown attribute(s) x-vendor"), "{e}");
+        let e = bad("pkcs11:token=t;object=o?module-name=softhsm2");
+        assert!(e.contains("unsupported attribute(s) module-name"), "{e}");
         let e = bad("pkcs11:token=t;slot-description=s");
         assert!(e.contains("slot-description"), "{e}");
     }
