@@ -44,3 +44,19 @@ impl<S: Signer + ?Sized> Signer for Box<S> {
         (**self).sign(msg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_signs_the_same_through_the_trait() {
+        let k = SigningKey::generate().unwrap();
+        let boxed: Box<dyn Signer> = Box::new(SigningKey::from_seed(&[7; 32]));
+        let s: &dyn Signer = &k;
+        assert_eq!(s.key_id(), k.key_id());
+        assert_eq!(s.sign(b"m").unwrap(), k.sign(b"m"));
+        assert!(boxed.public().verify(b"m", &boxed.sign(b"m").unwrap()));
+        assert_eq!(boxed.key_id(), SigningKey::from_seed(&[7; 32]).key_id());
+    }
+}
