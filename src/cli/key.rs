@@ -44,8 +44,9 @@ pub enum Command {
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
-    /// Write the public key (TUF key JSON, for `arca trust add-key`) of a key file or of a key
-    /// on a token, e.g. one made with softhsm2-util, pkcs11-tool or on a YubiKey.
+    /// Print (or write to --out FILE) the public key, as TUF key JSON for `arca trust add-key`,
+    /// of a key on a token (e.g. one made with softhsm2-util, pkcs11-tool or on a YubiKey) or of
+    /// a private key file.
     Pub {
         /// The key: a pkcs11: URI, or a private key file.
         key: PathBuf,
@@ -104,7 +105,9 @@ pub fn run(c: Command) -> anyhow::Result<i32> {
                 let key = Pkcs11Key::generate(&uri, &module, &pin)?;
                 println!("{}", key.key_id());
                 match &pub_file {
-                    Some(p) => write_pub(p, &key)?,
+                    Some(p) => write_pub(p, &key).with_context(|| {
+                        format!("the key is on the token: `arca key pub '{uri}' --out FILE` writes its public key")
+                    })?,
                     None => print!("{}", pub_json(&key)),
                 }
                 return Ok(0);
