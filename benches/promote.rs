@@ -105,7 +105,9 @@ fn populate(app: &arca::service::App, builder: &SigningKey, s: &Sizes) {
                     );
                     // Only the newest version gets promoted: sign just those, to keep set-up short.
                     if v + 1 == s.versions {
-                        let env = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[builder]).to_bytes();
+                        let env = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[builder])
+                            .unwrap()
+                            .to_bytes();
                         let sha = arca::tuf::metadata::sha256_hex(&env);
                         arca::db::artifacts::insert_statement(&tx, &sha, id, BUILD_PREDICATE, &[], &env)?;
                         arca::db::channels::record_release(&tx, "dev", &name, id, "push", "bench", None)?;
@@ -201,7 +203,7 @@ fn evaluation_cost(iterations: usize) -> Duration {
         BUILD_PREDICATE,
         serde_json::json!({}),
     );
-    let env = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[&builder]);
+    let env = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[&builder]).unwrap();
     let policy = Policy::from_toml("from = \"dev\"\n[require_approvals]\nthreshold = 1\n").unwrap();
     let channel = "prod".parse().unwrap();
     let t = Instant::now();

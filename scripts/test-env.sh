@@ -4,7 +4,9 @@
 #   tests/tuf_check.py) and moto's S3 server (`moto_server`).
 # Also makes sure strace (>= 4.16, for its fault injection) is installed: the
 # agent's crash tests use it to SIGKILL the agent at an exact system call,
-# and that libfaketime is (the clock tests fake the server's wall clock).
+# and that libfaketime is (the clock tests fake the server's wall clock), and
+# SoftHSM 2 (tests/pkcs11.rs keeps keys on its software tokens, a token
+# directory and SOFTHSM2_CONF of each test's own).
 # Idempotent: a stamp file records the pinned requirements; when it matches
 # and the venv is intact, nothing is done.
 set -euo pipefail
@@ -29,6 +31,18 @@ if ! compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null; then
     if ! { $SUDO apt-get install -y -q faketime libfaketime >/dev/null 2>&1 \
         || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q faketime libfaketime >/dev/null 2>&1; }; }; then
         echo "test-env: cannot install libfaketime with apt-get; install it (Debian packages faketime, libfaketime)" >&2
+        exit 1
+    fi
+fi
+
+# SoftHSM 2: a software PKCS#11 token, for the tests of keys held in hardware.
+if ! command -v softhsm2-util >/dev/null 2>&1 || ! compgen -G "/usr/lib/softhsm/libsofthsm2.so" >/dev/null; then
+    SUDO=""
+    [[ "$(id -u)" -ne 0 ]] && SUDO="sudo"
+    echo "test-env: installing softhsm2 (apt)"
+    if ! { $SUDO apt-get install -y -q softhsm2 >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q softhsm2 >/dev/null 2>&1; }; }; then
+        echo "test-env: cannot install softhsm2 with apt-get; install it (Debian package softhsm2)" >&2
         exit 1
     fi
 fi

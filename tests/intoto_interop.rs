@@ -24,7 +24,7 @@ fn hex_sha256(b: &[u8]) -> String {
 
 /// An envelope signed by `key` with the key id left empty, like other DSSE tooling writes.
 fn anonymous_envelope(st: &Statement, key: &SigningKey) -> Vec<u8> {
-    let mut env = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[key]);
+    let mut env = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[key]).unwrap();
     for s in &mut env.signatures {
         s.keyid.clear();
     }

@@ -193,7 +193,9 @@ fn statement_digest_that_does_not_match_the_bytes_stores_nothing() {
         BUILD_PREDICATE,
         serde_json::json!({ "file_name": "web.bin", "size": real.len() }),
     );
-    let half_right = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[&key]).to_bytes();
+    let half_right = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[&key])
+        .unwrap()
+        .to_bytes();
     let b = raw_push(
         &s,
         Some(&s.token),

@@ -378,7 +378,7 @@ fn push_mismatched(s: &Server, key: &Path, signed: &Path, sent: &Path) -> String
         .unwrap(),
     );
     let key = SigningKey::read_file(key).unwrap();
-    let envelope = Envelope::sign(PAYLOAD_TYPE, &statement.to_bytes(), &[&key]);
+    let envelope = Envelope::sign(PAYLOAD_TYPE, &statement.to_bytes(), &[&key]).unwrap();
     let client = arca::client::ApiClient::new(&s.url, Some(s.token.clone())).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -101,7 +101,9 @@ fn statement(subject: &str, predicate_type: &str, predicate: Value) -> Vec<u8> {
         predicate_type,
         predicate,
     );
-    Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[&key]).to_bytes()
+    Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[&key])
+        .unwrap()
+        .to_bytes()
 }
 
 fn report(agent: &str, channel: &str) -> Vec<u8> {

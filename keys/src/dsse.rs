@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use crate::{KeyError, KeyId, PublicKey, SigningKey};
+use crate::{KeyError, KeyId, PublicKey, Signer};
 
 /// The pre-authentication encoding that DSSE signs.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
@@ -44,20 +44,27 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Signs `payload` with every key given.
-    pub fn sign(payload_type: &str, payload: &[u8], keys: &[&SigningKey]) -> Self {
+    /// Signs `payload` with every key given; the first key that fails to sign is the error.
+    pub fn sign(
+        payload_type: &str,
+        payload: &[u8],
+        keys: &[&dyn Signer],
+    ) -> Result<Self, KeyError> {
         let msg = pae(payload_type, payload);
-        Envelope {
+        let signatures = keys
+            .iter()
+            .map(|k| {
+                Ok(DsseSignature {
+                    keyid: k.key_id().to_string(),
+                    sig: STANDARD.encode(k.sign(&msg)?),
+                })
+            })
+            .collect::<Result<_, KeyError>>()?;
+        Ok(Envelope {
             payload_type: payload_type.to_owned(),
             payload: STANDARD.encode(payload),
-            signatures: keys
-                .iter()
-                .map(|k| DsseSignature {
-                    keyid: k.key_id().to_string(),
-                    sig: STANDARD.encode(k.sign(&msg)),
-                })
-                .collect(),
-        }
+            signatures,
+        })
     }
 
     pub fn from_slice(bytes: &[u8]) -> Result<Self, KeyError> {
@@ -120,6 +127,7 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SigningKey;
     use proptest::prelude::*;
 
     #[test]
@@ -149,7 +157,7 @@ mod tests {
         let k = SigningKey::generate().unwrap();
         let other = SigningKey::generate().unwrap();
         let keys: BTreeMap<_, _> = [(k.key_id(), k.public())].into();
-        let env = Envelope::sign("application/vnd.in-toto+json", b"{}", &[&k]);
+        let env = Envelope::sign("application/vnd.in-toto+json", b"{}", &[&k]).unwrap();
         assert_eq!(env.valid_signers(&keys).unwrap().len(), 1);
 
         let mut t = env.clone();
@@ -160,7 +168,7 @@ mod tests {
         t.payload = STANDARD.encode(b"{\"a\":1}");
         assert!(t.valid_signers(&keys).unwrap().is_empty());
 
-        let by_other = Envelope::sign("application/vnd.in-toto+json", b"{}", &[&other]);
+        let by_other = Envelope::sign("application/vnd.in-toto+json", b"{}", &[&other]).unwrap();
         assert!(by_other.valid_signers(&keys).unwrap().is_empty());
 
         // An empty key id (as other tools write) is matched by trying the trusted keys.

@@ -53,4 +53,12 @@ pub enum KeyError {
     VersionSkip { current: u64, got: u64 },
     #[error("trust document rejected: {0}")]
     InvalidTrust(String),
+    #[error("invalid PKCS#11 URI {uri:?}: {reason}")]
+    Pkcs11Uri { uri: String, reason: String },
+    #[error("PKCS#11 token {token:?} refused the PIN (CKR_PIN_INCORRECT)")]
+    PinIncorrect { token: String },
+    #[error("PKCS#11 {key}: {reason}")]
+    Pkcs11 { key: String, reason: String },
+    #[error("key {key} failed to sign: {reason}")]
+    SignFailed { key: String, reason: String },
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use ed25519_dalek::{Signer, Verifier};
+use ed25519_dalek::{Signer as _, Verifier};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Deserializer, Serialize};
 use zeroize::Zeroizing;

@@ -2,6 +2,8 @@
 //!
 //! - [`SigningKey`] / [`PublicKey`]: ed25519 keys, key files (private key mode 0600, `.pub`
 //!   beside it; [`KeyFile`] reads arca's JSON key files and PKCS#8 PEM, encrypted or not) and TUF key ids ([`KeyId`]: SHA-256 of the canonical JSON of the public key).
+//! - [`Signer`]: what signs, a [`SigningKey`] in memory or a [`pkcs11::Pkcs11Key`] on a token
+//!   (an HSM, a YubiKey, SoftHSM) named by an RFC 7512 `pkcs11:` URI.
 //! - [`canonical::to_canonical_json`]: OLPC canonical JSON, the only bytes arca signs.
 //! - [`SignedEnvelope`]: TUF-style `{"signed", "signatures"}` documents and threshold checks that
 //!   count distinct trusted key ids (a key listed twice counts once).
@@ -10,7 +12,7 @@
 //! - [`trust::TrustDocument`]: the root-signed list of keys, roles and scopes, and its
 //!   rotation chain.
 //!
-//! No I/O happens here beyond reading and writing key files.
+//! No I/O happens here beyond reading and writing key files and talking to PKCS#11 modules.
 //!
 //! ```
 //! use arca_keys::{SigningKey, SignedEnvelope};
@@ -25,12 +27,15 @@ pub mod dsse;
 mod error;
 pub mod intoto;
 mod key;
+pub mod pkcs11;
 mod signed;
+mod signer;
 pub mod trust;
 
 pub use error::KeyError;
 pub use key::{EncryptedKey, KeyFile, KeyId, KeyVal, PublicKey, SigningKey, TufKey, pub_path};
 pub use signed::{Signature, SignedEnvelope};
+pub use signer::Signer;
 pub use trust::{KeyEntry, KeyStatus, Role, RootRole, TrustDocument};
 /// Holds passphrases and key bytes; wiped when dropped.
 pub use zeroize::Zeroizing;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{KeyError, KeyId, PublicKey, SigningKey, canonical::to_canonical_json};
+use crate::{KeyError, KeyId, PublicKey, Signer, canonical::to_canonical_json};
 
 /// One signature of a [`SignedEnvelope`]: the key id and the hex ed25519 signature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +28,7 @@ pub struct SignedEnvelope {
 
 impl SignedEnvelope {
     /// Wraps `signed` and signs it with every key given.
-    pub fn sign<T: Serialize>(signed: &T, keys: &[&SigningKey]) -> Result<Self, KeyError> {
+    pub fn sign<T: Serialize>(signed: &T, keys: &[&dyn Signer]) -> Result<Self, KeyError> {
         let signed =
             serde_json::to_value(signed).map_err(|e| KeyError::Canonical(e.to_string()))?;
         let mut env = SignedEnvelope {
@@ -36,7 +36,7 @@ impl SignedEnvelope {
             signatures: Vec::new(),
         };
         for key in keys {
-            env.add_signature(key)?;
+            env.add_signature(*key)?;
         }
         Ok(env)
     }
@@ -54,15 +54,14 @@ impl SignedEnvelope {
         to_canonical_json(&self.signed)
     }
 
-    /// Adds (or replaces) the signature of `key`.
-    pub fn add_signature(&mut self, key: &SigningKey) -> Result<(), KeyError> {
+    /// Adds (or replaces) the signature of `key`. A key that fails to sign leaves the
+    /// signatures as they were.
+    pub fn add_signature(&mut self, key: &dyn Signer) -> Result<(), KeyError> {
         let msg = self.canonical_signed()?;
         let keyid = key.key_id();
+        let sig = hex::encode(key.sign(&msg)?);
         self.signatures.retain(|s| s.keyid != keyid);
-        self.signatures.push(Signature {
-            keyid,
-            sig: hex::encode(key.sign(&msg)),
-        });
+        self.signatures.push(Signature { keyid, sig });
         Ok(())
     }
 
@@ -126,6 +125,7 @@ impl SignedEnvelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SigningKey;
     use serde_json::json;
 
     fn keys(n: usize) -> (Vec<SigningKey>, BTreeMap<KeyId, PublicKey>) {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use arca_keys::SigningKey;
+use arca_keys::Signer;
 use arca_keys::dsse::Envelope;
 use arca_keys::intoto::{PAYLOAD_TYPE, Statement, Subject};
 
@@ -23,7 +23,7 @@ pub struct AttestArgs {
     /// The predicate type (a URI), e.g. https://example.com/tests/v1.
     #[arg(long = "type")]
     predicate_type: String,
-    /// The signing key (an attestor or builder key).
+    /// The signing key (an attestor or builder key): a key file or a pkcs11: URI.
     #[arg(long)]
     key: PathBuf,
     #[command(flatten)]
@@ -50,7 +50,7 @@ pub struct ApproveArgs {
     /// The channel the approval is for (an approval for staging does not count for prod).
     #[arg(long)]
     channel: ChannelName,
-    /// The approver's key.
+    /// The approver's key: a key file or a pkcs11: URI.
     #[arg(long)]
     key: PathBuf,
     #[command(flatten)]
@@ -72,7 +72,7 @@ pub struct ApproveArgs {
 async fn sign_and_send(
     client: &ClientArgs,
     release: &Release,
-    key: &SigningKey,
+    key: &dyn Signer,
     predicate_type: &str,
     predicate: serde_json::Value,
     file: Option<&std::path::Path>,
@@ -106,7 +106,7 @@ async fn sign_and_send(
         predicate_type,
         predicate,
     );
-    let env = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[key]);
+    let env = Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[key])?;
     api.add_statement(&env.to_bytes()).await
 }
 
@@ -142,7 +142,7 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
     let resp = sign_and_send(
         &a.client,
         &a.release,
-        &key,
+        &*key,
         &a.predicate_type,
         predicate,
         a.file.as_deref(),
@@ -169,7 +169,7 @@ pub async fn approve(a: ApproveArgs) -> anyhow::Result<i32> {
     let resp = sign_and_send(
         &a.client,
         &a.release,
-        &key,
+        &*key,
         APPROVAL_PREDICATE,
         predicate,
         None,

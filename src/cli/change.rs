@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use arca_keys::{SignedEnvelope, SigningKey, TrustDocument};
+use arca_keys::{SignedEnvelope, Signer, TrustDocument};
 use serde::{Deserialize, Serialize};
 
 use super::passphrase::PassphraseArgs;
@@ -40,16 +40,28 @@ impl Change {
         })
     }
 
-    /// Adds `key`'s signature to the trust document and to every channel root.
-    pub fn sign(&mut self, key: &SigningKey) -> anyhow::Result<()> {
-        self.trust.add_signature(key)?;
-        for env in self.roots.values_mut() {
+    /// Adds `key`'s signature to the trust document and to every channel root. Every
+    /// signature is made before any is added, so a key that fails to sign (a token removed)
+    /// leaves the change as it was.
+    pub fn sign(&mut self, key: &dyn Signer) -> anyhow::Result<()> {
+        let mut trust = self.trust.clone();
+        trust.add_signature(key)?;
+        let keyid = key.key_id().to_string();
+        let mut roots = Vec::new();
+        for (channel, env) in &self.roots {
             let msg = arca_keys::canonical::to_canonical_json(&env.signed)?;
-            let keyid = key.key_id().to_string();
+            roots.push((channel.clone(), hex::encode(key.sign(&msg)?)));
+        }
+        self.trust = trust;
+        for (channel, sig) in roots {
+            let env = self
+                .roots
+                .get_mut(&channel)
+                .expect("a channel of this change");
             env.signatures.retain(|s| s.keyid != keyid);
             env.signatures.push(MetaSignature {
-                keyid,
-                sig: hex::encode(key.sign(&msg)),
+                keyid: keyid.clone(),
+                sig,
             });
         }
         Ok(())
@@ -104,7 +116,7 @@ pub async fn finish(
     out: Option<&Path>,
 ) -> anyhow::Result<Option<u64>> {
     for key in passphrase.read_keys(sign)? {
-        change.sign(&key)?;
+        change.sign(&*key)?;
     }
     match out {
         Some(path) => {
@@ -138,7 +150,7 @@ pub fn sign_file(path: &Path, keys: &[PathBuf], passphrase: &PassphraseArgs) -> 
         bail!("no --key given");
     }
     for key in passphrase.read_keys(keys)? {
-        change.sign(&key)?;
+        change.sign(&*key)?;
         println!("signed by {}", key.key_id());
     }
     change.write(path)?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use arca_keys::{SignedEnvelope, SigningKey, TrustDocument};
+use arca_keys::{SignedEnvelope, Signer, TrustDocument};
 
 use super::ClientArgs;
 use crate::model::ChannelName;
@@ -18,7 +18,8 @@ pub enum Command {
         channel: ChannelName,
         /// The policy file (TOML; see docs/policy.md).
         file: PathBuf,
-        /// A root key file to sign the new trust version with (repeat for a threshold).
+        /// A root key (file or pkcs11: URI) to sign the new trust version with (repeat for a
+        /// threshold).
         #[arg(long = "sign", required = true)]
         sign: Vec<PathBuf>,
         #[command(flatten)]
@@ -60,7 +61,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 channel.to_string(),
                 crate::tuf::metadata::sha256_hex(text.as_bytes()),
             );
-            let refs: Vec<&SigningKey> = keys.iter().collect();
+            let refs: Vec<&dyn Signer> = keys.iter().map(|k| &**k).collect();
             let trust = SignedEnvelope::sign(&next, &refs)?;
             // Without --force the server refuses a policy that would strand current releases
             // (409 stranded_releases, naming them).

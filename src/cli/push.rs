@@ -26,7 +26,7 @@ pub struct Args {
     /// The version (with --name; or give NAME@VERSION).
     #[arg(long, requires = "name")]
     version: Option<Version>,
-    /// The builder's private key, which signs the build statement.
+    /// The builder's private key, which signs the build statement: a key file or a pkcs11: URI.
     #[arg(long)]
     key: PathBuf,
     #[command(flatten)]
@@ -183,7 +183,7 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
             size,
         })?,
     );
-    let envelope = Envelope::sign(PAYLOAD_TYPE, &statement.to_bytes(), &[&key]);
+    let envelope = Envelope::sign(PAYLOAD_TYPE, &statement.to_bytes(), &[&*key])?;
     let q = PushQuery {
         name: name.clone(),
         version: version.clone(),

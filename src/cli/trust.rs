@@ -26,7 +26,7 @@ pub enum Command {
         /// Only this channel (default: every channel).
         #[arg(long)]
         channel: Option<crate::model::ChannelName>,
-        /// Root private keys (the root threshold).
+        /// Root private keys, files or pkcs11: URIs (the root threshold).
         #[arg(long = "sign", required = true)]
         sign: Vec<PathBuf>,
         #[command(flatten)]
@@ -48,7 +48,7 @@ pub enum Command {
     Sign {
         /// The trust change file (written by `arca trust propose` or by a change with --out).
         file: PathBuf,
-        /// A private key to sign with (repeat for each key held here).
+        /// A private key (file or pkcs11: URI) to sign with (repeat for each key held here).
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
         #[command(flatten)]
@@ -85,7 +85,7 @@ pub enum Command {
 /// How a trust change gets its signatures: now, with the keys given, or later, from a file.
 #[derive(clap::Args)]
 pub struct Signing {
-    /// Private key to sign the change with (repeat up to the thresholds).
+    /// Private key (file or pkcs11: URI) to sign the change with (repeat up to the thresholds).
     #[arg(long = "sign", required_unless_present = "out")]
     sign: Vec<PathBuf>,
     /// Write the change to this file for others to sign (`arca trust sign`, `submit`)
@@ -416,7 +416,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                     t.policies.keys().cloned().collect()
                 }
             };
-            let refs: Vec<&arca_keys::SigningKey> = keys.iter().collect();
+            let refs: Vec<&dyn arca_keys::Signer> = keys.iter().map(|k| &**k).collect();
             let expires = expiry_in(&expires_in)?;
             for ch in channels {
                 let tuf_key: arca_keys::TufKey = api
@@ -425,7 +425,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 let new = PublicKey::from_tuf(&tuf_key)?;
                 let cur = channel_root(&api, ch.as_str()).await?;
                 let next = crate::tuf::repo::rotated_online(&cur, &new, expires.clone());
-                let env = crate::tuf::metadata::Envelope::sign(&next, &refs);
+                let env = crate::tuf::metadata::Envelope::sign_with(&next, &refs)?;
                 let r: serde_json::Value = api
                     .post_json(&format!("/api/v1/channels/{ch}/root"), &env)
                     .await?;

@@ -243,6 +243,27 @@ impl Envelope {
         Envelope { signed, signatures }
     }
 
+    /// [`Envelope::sign`] with keys held by the CLI (files or tokens), any of which may fail
+    /// to sign; the first failure is the error and no envelope is made.
+    pub fn sign_with<T: Serialize>(
+        signed: &T,
+        keys: &[&dyn arca_keys::Signer],
+    ) -> Result<Self, arca_keys::KeyError> {
+        let signed = serde_json::to_value(signed)
+            .map_err(|e| arca_keys::KeyError::Canonical(e.to_string()))?;
+        let msg = to_canonical_json(&signed)?;
+        let signatures = keys
+            .iter()
+            .map(|k| {
+                Ok(MetaSignature {
+                    keyid: k.key_id().to_string(),
+                    sig: hex::encode(k.sign(&msg)?),
+                })
+            })
+            .collect::<Result<_, arca_keys::KeyError>>()?;
+        Ok(Envelope { signed, signatures })
+    }
+
     pub fn from_slice(role: &str, bytes: &[u8]) -> Result<Self, TufError> {
         serde_json::from_slice(bytes).map_err(|e| TufError::Malformed {
             role: role.into(),

@@ -76,7 +76,9 @@ pub fn build_statement(
         BUILD_PREDICATE,
         serde_json::json!({ "file_name": file, "size": claimed.len() }),
     );
-    Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[key]).to_bytes()
+    Envelope::sign(PAYLOAD_TYPE, &st.to_bytes(), &[key])
+        .unwrap()
+        .to_bytes()
 }
 
 pub fn http() -> reqwest::Client {
