@@ -28,7 +28,10 @@ fn main() -> ExitCode {
         Err(e) => {
             let kind = FailureKind::of(&e);
             // One line that names the reason.
-            let message = format!("{e:#}").replace('\n', " ");
+            let mut message = format!("{e:#}").replace('\n', " ");
+            if let Some(hint) = arca::client::hint(&message) {
+                message = format!("{message} ({hint})");
+            }
             if json {
                 let code = e
                     .chain()

@@ -321,6 +321,12 @@ fn clients_trusting_the_ca_push_pull_and_deploy_over_https_and_others_refuse() {
         .args(["ls", "--channel", "dev"]);
     let out = plain.output().unwrap();
     assert!(!out.status.success());
+    // One line, naming the reason and what to do about it.
+    let err = common::failure_line(&["ls"], &out);
+    assert!(
+        err.contains("not trusted") && err.contains("--ca-cert"),
+        "{err}"
+    );
     let mut flag = s.arca();
     flag.env_remove("ARCA_CA_CERT")
         .args(["ls", "--channel", "dev", "--ca-cert"])
@@ -1132,4 +1138,34 @@ fn without_client_ca_no_client_certificate_is_asked_for() {
     // A certificate the server did not ask for is never sent, so it proves nothing: 401.
     let (code, status, body) = curl_report(&s, &certs, Some("web1"), None, "web-1");
     assert_eq!((code, status), (0, 401), "{body}");
+}
+
+#[test]
+fn a_scheme_that_does_not_match_the_server_is_named_in_the_error() {
+    let certs = tempfile::tempdir().unwrap();
+    make_ca(certs.path());
+    let (cert, key) = make_cert(certs.path(), "server", "0x3001");
+    let tls = Server::start_with(Some(&tls_config(&cert, &key)), &[]);
+    let plain = Server::start();
+    // http:// to the TLS server, https:// to the plain one.
+    let wrong_scheme = [
+        (
+            tls.url.replacen("https://", "http://", 1),
+            &tls,
+            "if it speaks TLS",
+        ),
+        (
+            plain.url.replacen("http://", "https://", 1),
+            &plain,
+            "does not speak TLS",
+        ),
+    ];
+    for (url, s, hint) in wrong_scheme {
+        let mut ls = s.arca();
+        ls.env("ARCA_SERVER", &url).arg("ls");
+        let out = ls.output().unwrap();
+        assert_eq!(out.status.code(), Some(5), "{url}");
+        let err = common::failure_line(&["ls"], &out);
+        assert!(err.contains(hint), "{url}: {err}");
+    }
 }

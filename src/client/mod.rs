@@ -425,6 +425,25 @@ pub struct ServerAnswer {
     pub message: String,
 }
 
+/// What a user can do about an error whose text (as the CLI prints it) shows a common
+/// misconfiguration the error itself does not name: a server certificate this client does not
+/// trust (a private CA, or `arca init --tls`'s self-signed certificate), an `https://` address
+/// for a server that speaks plain HTTP, or the reverse.
+pub fn hint(message: &str) -> Option<&'static str> {
+    if message.contains("invalid peer certificate") {
+        Some(
+            "the server's TLS certificate is not trusted here: give the certificate of the CA \
+             that issued it with --ca-cert FILE or ARCA_CA_CERT",
+        )
+    } else if message.contains("InvalidContentType") || message.contains("corrupt message") {
+        Some("the server does not speak TLS: is the address http:// rather than https://?")
+    } else if message.contains("invalid HTTP version parsed") {
+        Some("the server's answer is not HTTP: if it speaks TLS, the address is https://")
+    } else {
+        None
+    }
+}
+
 /// What went wrong, as the CLI reports it (exit status, the JSON error's code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
