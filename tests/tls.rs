@@ -1168,4 +1168,11 @@ fn a_scheme_that_does_not_match_the_server_is_named_in_the_error() {
         let err = common::failure_line(&["ls"], &out);
         assert!(err.contains(hint), "{url}: {err}");
     }
+    // Nothing listening: the hint names --server.
+    let gone = plain.url.clone();
+    let mut ls = tls.arca();
+    drop(plain);
+    ls.env("ARCA_SERVER", &gone).arg("ls");
+    let err = common::failure_line(&["ls"], &ls.output().unwrap());
+    assert!(err.contains("is the server running"), "{err}");
 }

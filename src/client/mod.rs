@@ -428,7 +428,7 @@ pub struct ServerAnswer {
 /// What a user can do about an error whose text (as the CLI prints it) shows a common
 /// misconfiguration the error itself does not name: a server certificate this client does not
 /// trust (a private CA, or `arca init --tls`'s self-signed certificate), an `https://` address
-/// for a server that speaks plain HTTP, or the reverse.
+/// for a server that speaks plain HTTP, or the reverse, or an address where nothing listens.
 pub fn hint(message: &str) -> Option<&'static str> {
     if message.contains("invalid peer certificate") {
         Some(
@@ -437,6 +437,8 @@ pub fn hint(message: &str) -> Option<&'static str> {
         )
     } else if message.contains("InvalidContentType") || message.contains("corrupt message") {
         Some("the server does not speak TLS: is the address http:// rather than https://?")
+    } else if message.contains("Connection refused") {
+        Some("nothing listens there: is the server running, and are --server / ARCA_SERVER right?")
     } else if message.contains("invalid HTTP version parsed") {
         Some("the server's answer is not HTTP: if it speaks TLS, the address is https://")
     } else {
