@@ -6,8 +6,9 @@ use anyhow::bail;
 
 use super::ClientArgs;
 use super::attest::Release;
-use crate::db::channels::HistoryEntry;
-use crate::model::api::{PromoteRequest, PromoteResponse, RollbackRequest, RollbackResponse};
+use crate::model::api::{
+    HistoryEntry, PromoteRequest, PromoteResponse, RollbackRequest, RollbackResponse,
+};
 use crate::model::{ChannelName, Version};
 use crate::policy::Decision;
 

@@ -8,7 +8,7 @@ mod error;
 mod promotion;
 mod releases;
 mod rollout;
-pub mod status;
+mod status;
 pub mod tls;
 mod trust;
 mod tuf;

@@ -13,6 +13,7 @@ pub mod push;
 pub mod refresh;
 pub mod rollout;
 pub mod statements;
+pub mod status;
 pub mod sweep;
 pub mod tokens;
 pub mod transfers;
