@@ -44,34 +44,7 @@ async fn healthz() -> HttpResponse {
 /// `store_unavailable`); the cause goes to the log.
 #[get("/readyz")]
 async fn readyz(app: web::Data<App>) -> Result<HttpResponse, crate::service::Error> {
-    use crate::service::Error;
-    match app.db.call(|c| crate::db::trust::latest_version(c)).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            tracing::error!("not ready: the database holds no trust document");
-            return Err(Error::unavailable(
-                "database_unavailable",
-                "not ready: the database holds no trust document",
-            ));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "not ready: the database does not answer");
-            return Err(Error::unavailable(
-                "database_unavailable",
-                "not ready: the database does not answer",
-            ));
-        }
-    }
-    if let Err(e) = app.store.check().await {
-        tracing::error!(error = %e, store = %app.store_label(), "not ready: the blob store does not answer");
-        return Err(Error::unavailable(
-            "store_unavailable",
-            format!(
-                "not ready: the blob store {} cannot be reached",
-                app.store_label()
-            ),
-        ));
-    }
+    crate::service::status::readiness(&app).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain")
         .body("ready\n"))

@@ -10,6 +10,7 @@ pub mod online;
 pub mod policy;
 pub mod promote;
 pub mod push;
+pub mod reads;
 pub mod refresh;
 pub mod rollout;
 pub mod statements;

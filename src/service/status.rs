@@ -62,3 +62,37 @@ pub async fn status(app: &App) -> Result<Status, Error> {
 pub async fn agent_versions(app: &App) -> Result<Vec<(String, String, String, u64)>, Error> {
     Ok(app.db.call(|c| db::rollouts::agent_versions(c)).await?)
 }
+
+/// Whether the server can take requests: the database answers (and holds a trust document)
+/// and the blob store can be reached. Not ready: 503 naming which (`database_unavailable`,
+/// `store_unavailable`); the cause goes to the log.
+pub async fn readiness(app: &App) -> Result<(), Error> {
+    match app.db.call(|c| db::trust::latest_version(c)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            tracing::error!("not ready: the database holds no trust document");
+            return Err(Error::unavailable(
+                "database_unavailable",
+                "not ready: the database holds no trust document",
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "not ready: the database does not answer");
+            return Err(Error::unavailable(
+                "database_unavailable",
+                "not ready: the database does not answer",
+            ));
+        }
+    }
+    if let Err(e) = app.store.check().await {
+        tracing::error!(error = %e, store = %app.store_label(), "not ready: the blob store does not answer");
+        return Err(Error::unavailable(
+            "store_unavailable",
+            format!(
+                "not ready: the blob store {} cannot be reached",
+                app.store_label()
+            ),
+        ));
+    }
+    Ok(())
+}
