@@ -10,6 +10,7 @@ mod releases;
 mod rollout;
 mod status;
 pub mod tls;
+mod tokens;
 mod trust;
 mod tuf;
 
@@ -269,6 +270,7 @@ pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
                 .configure(promotion::routes)
                 .configure(releases::routes)
                 .configure(rollout::routes)
+                .configure(tokens::routes)
                 .configure(audit::routes)
                 .configure(status::routes)
                 .default_service(web::to(error::no_route));
