@@ -2,7 +2,7 @@
 //!
 //! Layers, top to bottom: `startup` (the composition root) -> `cli` / `http` (thin: parse,
 //! call, print) -> `service` (use cases, one transaction each, and the read models) -> pure
-//! domain rules (`statements`, `tuf::repo`'s metadata building, `arca_keys`' trust chain) ->
+//! domain rules (`policy::signers`, `tuf::repo`'s metadata building, `arca_keys`' trust chain) ->
 //! storage (`db`, `arca_store`); `model` holds the wire types every layer shares. See
 //! `docs/architecture.md`.
 
@@ -21,5 +21,4 @@ pub mod policy;
 pub mod rollout;
 pub mod service;
 pub mod startup;
-pub mod statements;
 pub mod tuf;

@@ -214,6 +214,18 @@ impl From<DbError> for Error {
     }
 }
 
+impl From<crate::policy::signers::SignerError> for Error {
+    fn from(e: crate::policy::signers::SignerError) -> Self {
+        use crate::policy::signers::SignerError as S;
+        match e {
+            S::BadStatement(m) => Error::invalid("bad_statement", m),
+            S::UntrustedKey(m) => Error::forbidden("untrusted_key", m),
+            S::KeyNotAllowed(m) => Error::forbidden("key_not_allowed", m),
+            S::Trust(m) => Error::Internal(m),
+        }
+    }
+}
+
 impl From<arca_store::StoreError> for Error {
     fn from(e: arca_store::StoreError) -> Self {
         use arca_store::StoreError as S;

@@ -13,7 +13,7 @@ use futures::Stream;
 use super::{App, Error};
 use crate::db::{self, DbError};
 use crate::model::api::{PushQuery, PushResponse, subject_name};
-use crate::statements;
+use crate::policy::signers as statements;
 use crate::tuf::{metadata::sha256_hex, repo};
 
 /// Default media type when the client names none.
