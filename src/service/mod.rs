@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auto;
 pub mod board;
+pub mod facts;
 pub mod limit;
 pub mod metrics;
 pub mod online;

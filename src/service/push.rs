@@ -145,8 +145,8 @@ where
                 &statement_bytes,
             )?;
             // A policy that cannot be read fails the push with it, not its rollout alone.
-            let plan = super::promote::current_trust(&tx)
-                .and_then(|t| super::promote::channel_policy(&tx, &t, &channel_name))
+            let plan = super::facts::current_trust(&tx)
+                .and_then(|t| super::facts::channel_policy(&tx, &t, &channel_name))
                 .map_err(|e| DbError::Corrupt(e.to_string()))?
                 .rollout;
             super::rollout::begin(&tx, &ch, &name, id, plan.as_ref())?;
