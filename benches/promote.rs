@@ -55,7 +55,7 @@ fn setup() -> (tempfile::TempDir, arca::service::App, SigningKey) {
     let home = dir.path().join("home");
     arca::home::init(&home).unwrap();
     let cfg = arca::config::Config::load(&home).unwrap();
-    let app = arca::http::open(&home, cfg).unwrap();
+    let app = arca::startup::open(&home, cfg).unwrap();
     let root = SigningKey::read_file(&home.join("keys/root.key")).unwrap();
     let builder = SigningKey::generate().unwrap();
     app.db

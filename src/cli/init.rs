@@ -60,7 +60,7 @@ fn write_dev_cert(home: &std::path::Path) -> anyhow::Result<()> {
     if crate::config::Config::load(home)?.tls.is_some() {
         anyhow::bail!("{} already has a [tls] table", config.display());
     }
-    let dev = crate::http::devcert::generate()?;
+    let dev = crate::devcert::generate()?;
     let dir = home.join("tls");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut key = std::fs::OpenOptions::new()

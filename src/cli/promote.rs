@@ -6,8 +6,8 @@ use anyhow::bail;
 
 use super::ClientArgs;
 use super::attest::Release;
-use crate::db::channels::HistoryEntry;
-use crate::model::api::{PromoteRequest, PromoteResponse, RollbackRequest, RollbackResponse};
+use crate::client::Promotion;
+use crate::model::api::{HistoryEntry, PromoteRequest, RollbackRequest, RollbackResponse};
 use crate::model::{ChannelName, Version};
 use crate::policy::Decision;
 
@@ -122,42 +122,18 @@ pub async fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
     };
     let subject = format!("{}@{} -> {}", req.name, req.version, req.to);
     // A refusal is a 403 whose body carries the decision: show every rule, then fail.
-    let resp = api
-        .http()
-        .post(format!("{}/api/v1/promotions", api.base()))
-        .json(&req);
-    let resp = match &a.client.token {
-        Some(t) => resp.bearer_auth(t),
-        None => return Err(crate::client::MissingToken.into()),
-    }
-    .send()
-    .await?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if status == reqwest::StatusCode::FORBIDDEN
-        && let Some(d) = body.get("decision")
-    {
-        let d: Decision = serde_json::from_value(d.clone())?;
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&body)?);
-        } else {
-            println!("promotion {subject}: REFUSED");
-            print_decision(&d);
+    let r = match api.promote(&req).await? {
+        Promotion::Done(r) => r,
+        Promotion::Refused { body, decision: d } => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                println!("promotion {subject}: REFUSED");
+                print_decision(&d);
+            }
+            bail!("promotion {subject} refused: {}", d.failures().join("; "));
         }
-        bail!("promotion {subject} refused: {}", d.failures().join("; "));
-    }
-    if !status.is_success() {
-        return Err(crate::client::ServerAnswer {
-            status: status.as_u16(),
-            code: body["error"]["code"].as_str().unwrap_or("http").to_owned(),
-            message: body["error"]["message"]
-                .as_str()
-                .unwrap_or("no detail")
-                .to_owned(),
-        }
-        .into());
-    }
-    let r: PromoteResponse = serde_json::from_value(body)?;
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

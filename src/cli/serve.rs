@@ -35,10 +35,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     };
     // Held until the process ends: a second server on this home exits at once.
     let _lock = crate::home::HomeLock::acquire(&a.home)?;
-    let overrides = crate::http::Overrides {
+    let overrides = crate::startup::Overrides {
         listen: a.listen,
         tls,
     };
-    actix_web::rt::System::new().block_on(crate::http::serve(&a.home, overrides))?;
+    actix_web::rt::System::new().block_on(crate::startup::serve(&a.home, overrides))?;
     Ok(0)
 }

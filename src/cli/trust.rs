@@ -442,7 +442,7 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             json,
             client,
         } => {
-            let st: crate::http::status::Status =
+            let st: crate::model::api::Status =
                 client.client()?.get_json("/api/v1/status", &[]).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);

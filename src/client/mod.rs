@@ -10,8 +10,8 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 
 use crate::model::api::{
-    ArtifactInfo, ErrorBody, PushQuery, PushResponse, STATEMENT_HEADER, TrustChangeResponse,
-    UploadQuery, UploadResponse,
+    ArtifactInfo, ErrorBody, PromoteRequest, PromoteResponse, PushQuery, PushResponse,
+    STATEMENT_HEADER, TrustChangeResponse, UploadQuery, UploadResponse,
 };
 use crate::model::{ArtifactName, Version};
 
@@ -400,6 +400,37 @@ impl ApiClient {
             .await?)
     }
 
+    /// Asks for a promotion (or its dry run). A refusal by the channel's policy is not an
+    /// error but [`Promotion::Refused`], with the decision that lists every rule; any other
+    /// non-2xx answer is a [`ServerAnswer`]. A promotion always needs a token.
+    pub async fn promote(&self, req: &PromoteRequest) -> anyhow::Result<Promotion> {
+        let Some(token) = self.token.as_deref() else {
+            return Err(MissingToken.into());
+        };
+        let resp = self
+            .http
+            .post(self.url("/api/v1/promotions"))
+            .json(req)
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Promotion::Done(
+                resp.json().await.context("decoding the server's answer")?,
+            ));
+        }
+        let text = resp.text().await.unwrap_or_default();
+        if status == StatusCode::FORBIDDEN
+            && let Ok(body) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(d) = body.get("decision")
+        {
+            let decision = serde_json::from_value(d.clone())?;
+            return Ok(Promotion::Refused { body, decision });
+        }
+        Err(answer_of(status, &text).into())
+    }
+
     /// Uploads a statement envelope.
     pub async fn add_statement(
         &self,
@@ -412,6 +443,19 @@ impl ApiClient {
             .body(envelope.to_vec());
         decode(self.authed(req)?.send().await?).await
     }
+}
+
+/// What the server answered a promotion.
+#[derive(Debug)]
+pub enum Promotion {
+    /// Promoted, evaluated (a dry run), or already current: the decision is in the answer.
+    Done(PromoteResponse),
+    /// Refused by the channel's policy (403 `policy_refused`): the whole answer, and the
+    /// decision that lists every rule.
+    Refused {
+        body: serde_json::Value,
+        decision: crate::policy::Decision,
+    },
 }
 
 /// A non-2xx answer from the server, with its code and message. What it means for the user
@@ -538,7 +582,12 @@ async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
 pub async fn answer(resp: reqwest::Response) -> ServerAnswer {
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<ErrorBody>(&text) {
+    answer_of(status, &text)
+}
+
+/// The error a non-2xx answer of `status` with body `text` stands for.
+fn answer_of(status: StatusCode, text: &str) -> ServerAnswer {
+    match serde_json::from_str::<ErrorBody>(text) {
         Ok(b) => ServerAnswer {
             status: status.as_u16(),
             code: b.error.code,

@@ -288,7 +288,7 @@ impl ChannelClient {
             let bytes = self.api.statement(digest).await?;
             envelopes.push(Dsse::from_slice(&bytes)?);
         }
-        let signer = crate::statements::verify_release_build(
+        let signer = crate::policy::signers::verify_release_build(
             &trust,
             &envelopes,
             &custom.name,

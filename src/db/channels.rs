@@ -5,6 +5,7 @@ use rusqlite::{Connection, params};
 
 use super::artifacts::{ArtifactRow, row, select_columns, select_sql};
 use super::{DbError, now_str};
+use crate::model::api::HistoryEntry;
 
 pub fn insert_channel(c: &Connection, name: &str, position: usize) -> Result<(), DbError> {
     c.execute(
@@ -67,20 +68,6 @@ pub fn current(
         c.query_row(&sql, params![channel, name], |r| Ok((row(r)?, r.get(10)?)))
             .optional()?,
     )
-}
-
-/// One change of a channel's release of a name.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct HistoryEntry {
-    pub seq: i64,
-    pub version: String,
-    pub action: String,
-    pub actor: String,
-    /// The label of the token the actor names, when it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor_label: Option<String>,
-    pub reason: Option<String>,
-    pub at: String,
 }
 
 /// Every change of `name` in `channel`, oldest first.
@@ -157,14 +144,4 @@ pub fn board(c: &Connection, channel: &str) -> Result<Vec<(HistoryEntry, String)
         ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-impl HistoryEntry {
-    /// The actor as people read it: `token:1a2b… (ci-team-a)`.
-    pub fn who(&self) -> String {
-        match &self.actor_label {
-            Some(l) => format!("{} ({l})", self.actor),
-            None => self.actor.clone(),
-        }
-    }
 }

@@ -6,11 +6,10 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::auth::Action;
-use crate::db;
 use crate::model::api::{PushQuery, STATEMENT_HEADER, UploadQuery};
 use crate::model::{ArtifactName, Version};
 use crate::service::tokens::Caller;
-use crate::service::{App, Error, push, upload};
+use crate::service::{App, Error, push, reads, upload};
 
 /// Longest accepted statement header (base64 of the DSSE envelope).
 const MAX_STATEMENT_HEADER: usize = 16 * 1024;
@@ -154,16 +153,7 @@ async fn get_artifact(
     q: web::Query<ArtifactQuery>,
 ) -> Result<HttpResponse, Error> {
     let (name, version) = (q.name.to_string(), q.version.to_string());
-    let found = app
-        .db
-        .call(move |c| {
-            let Some(a) = db::artifacts::find(c, &name, &version)? else {
-                return Ok(None);
-            };
-            let st = db::artifacts::statement_digests(c, a.id)?;
-            Ok(Some(a.info(st)?))
-        })
-        .await?;
+    let found = reads::artifact(&app, name, version).await?;
     let info = found.ok_or_else(|| {
         Error::not_found(
             "no_artifact",
@@ -185,11 +175,7 @@ async fn get_statement(
             format!("{sha:?} is not a SHA-256 hex digest"),
         ));
     }
-    let key = sha.clone();
-    let body = app
-        .db
-        .call(move |c| db::artifacts::statement(c, &key))
-        .await?;
+    let body = reads::statement(&app, sha.clone()).await?;
     let body = body.ok_or_else(|| {
         Error::not_found("no_statement", format!("no statement with sha256 {sha}"))
     })?;

@@ -4,7 +4,6 @@ use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
 use crate::auth::Action;
-use crate::db;
 use crate::service::tokens::Caller;
 use crate::service::{App, Error, audit};
 
@@ -33,10 +32,7 @@ async fn entries(
 ) -> Result<HttpResponse, Error> {
     app.permit(&caller, Action::Read("audit")).await?;
     let (after, limit) = (q.after.max(0), q.limit.clamp(1, MAX_PAGE));
-    let rows = app
-        .db
-        .call(move |c| db::audit::entries(c, after, limit))
-        .await?;
+    let rows = audit::entries(&app, after, limit).await?;
     Ok(HttpResponse::Ok().json(rows))
 }
 
@@ -44,7 +40,7 @@ async fn entries(
 async fn checkpoints(app: web::Data<App>, caller: Caller) -> Result<HttpResponse, Error> {
     app.permit(&caller, Action::Read("audit-checkpoints"))
         .await?;
-    Ok(HttpResponse::Ok().json(app.db.call(|c| db::audit::checkpoints(c)).await?))
+    Ok(HttpResponse::Ok().json(audit::checkpoints(&app).await?))
 }
 
 #[post("/api/v1/audit/checkpoints")]

@@ -3,19 +3,17 @@
 mod artifacts;
 mod audit;
 pub mod auth;
-pub mod devcert;
 mod error;
 mod promotion;
 mod releases;
 mod rollout;
-pub mod status;
+mod status;
 pub mod tls;
+mod tokens;
 mod trust;
 mod tuf;
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,9 +23,6 @@ use anyhow::Context;
 use tokio_util::either::Either;
 use tracing_actix_web::TracingLogger;
 
-use crate::config::Config;
-use crate::db::Db;
-use crate::home::{self, Home};
 use crate::service::App;
 
 /// Largest JSON or trust document body accepted (statements, trust changes): far above any
@@ -44,34 +39,7 @@ async fn healthz() -> HttpResponse {
 /// `store_unavailable`); the cause goes to the log.
 #[get("/readyz")]
 async fn readyz(app: web::Data<App>) -> Result<HttpResponse, crate::service::Error> {
-    use crate::service::Error;
-    match app.db.call(|c| crate::db::trust::latest_version(c)).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            tracing::error!("not ready: the database holds no trust document");
-            return Err(Error::unavailable(
-                "database_unavailable",
-                "not ready: the database holds no trust document",
-            ));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "not ready: the database does not answer");
-            return Err(Error::unavailable(
-                "database_unavailable",
-                "not ready: the database does not answer",
-            ));
-        }
-    }
-    if let Err(e) = app.store.check().await {
-        tracing::error!(error = %e, store = %app.store_label(), "not ready: the blob store does not answer");
-        return Err(Error::unavailable(
-            "store_unavailable",
-            format!(
-                "not ready: the blob store {} cannot be reached",
-                app.store_label()
-            ),
-        ));
-    }
+    crate::service::status::readiness(&app).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain")
         .body("ready\n"))
@@ -111,87 +79,11 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpan {
     }
 }
 
-/// Opens an initialised home: database, blob store, keys. (Also what benchmarks use to drive
-/// the use cases without HTTP.)
-pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
-    let home = Home::new(dir);
-    let db = Db::open(&home.db())?;
-    let options: Vec<(String, String)> = cfg.store.options.clone().into_iter().collect();
-    let store = arca_store::BlobStore::open(&cfg.store.url, &dir.join("blobs"), &options)
-        .context("opening the blob store")?;
-    let db_for_keys = db.clone();
-    let online: BTreeMap<_, _> = home
-        .online_keys(&cfg, |ch| {
-            db_for_keys
-                .call_sync(|c| crate::tuf::repo::latest_root(c, ch.as_str()))
-                .ok()
-                .and_then(|r| {
-                    r.roles
-                        .get("timestamp")
-                        .and_then(|t| t.keyids.first().cloned())
-                })
-        })?
-        .into_iter()
-        .map(|(c, k)| (c, Arc::new(k)))
-        .collect();
-    let transfers = Arc::new(crate::service::transfers::Transfers::new(&cfg.limits));
-    Ok(App {
-        db,
-        store,
-        cfg: Arc::new(cfg),
-        online: Arc::new(std::sync::RwLock::new(online)),
-        home: dir.to_path_buf(),
-        uploads: Default::default(),
-        counters: Default::default(),
-        meta_cache: Default::default(),
-        report_limiter: Default::default(),
-        transfers,
-        pins: Default::default(),
-        audit_key: Arc::new(
-            arca_keys::SigningKey::read_file(&dir.join(home::AUDIT_KEY))
-                .context("loading the audit key")?,
-        ),
-    })
-}
-
-/// What `arca serve` overrides of arca.toml.
-#[derive(Debug, Default)]
-pub struct Overrides {
-    /// `--listen`.
-    pub listen: Option<String>,
-    /// `--tls-cert` and `--tls-key` (absolute, or relative to the home like arca.toml's): they
-    /// replace `[tls] cert` and `key`, and turn TLS on if arca.toml has no `[tls]`.
-    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
-}
-
-/// Initialises `dir` if it is empty, then serves until stopped.
-pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
-    let home = Home::new(dir);
-    if !home.is_initialised() {
-        let report = home::init(dir)?;
-        tracing::info!(home = %dir.display(), root_key = %report.root_key_id, "initialised a new home");
-    }
-    let mut cfg = Config::load(dir)?;
-    if let Some(l) = overrides.listen {
-        cfg.listen = l;
-    }
-    if let Some((cert, key)) = overrides.tls {
-        let client_ca = cfg.tls.take().and_then(|t| t.client_ca);
-        cfg.tls = Some(crate::config::TlsConfig {
-            cert,
-            key,
-            client_ca,
-        });
-    }
-    let app = open(dir, cfg)?;
+/// Serves `app` (opened by `startup`, its background tasks started) until stopped: binds
+/// `cfg.listen`, sets up TLS from `[tls]` (paths relative to the home), routes, middleware.
+pub async fn serve(app: App) -> anyhow::Result<()> {
     let cfg = (*app.cfg).clone();
-
-    crate::service::sweep::once(&app).await;
-    crate::service::sweep::orphans(&app).await;
-    actix_web::rt::spawn(crate::service::sweep::run(app.clone()));
-    actix_web::rt::spawn(crate::service::refresh::run(app.clone()));
-    actix_web::rt::spawn(crate::service::rollout::run(app.clone()));
-
+    let dir = app.home.clone();
     let listener = std::net::TcpListener::bind(&cfg.listen)
         .with_context(|| format!("binding {}", cfg.listen))?;
     set_write_timeout(&listener, cfg.limits.write_timeout)?;
@@ -296,6 +188,7 @@ pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
                 .configure(promotion::routes)
                 .configure(releases::routes)
                 .configure(rollout::routes)
+                .configure(tokens::routes)
                 .configure(audit::routes)
                 .configure(status::routes)
                 .default_service(web::to(error::no_route));

@@ -5,11 +5,10 @@ use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
 use crate::auth::Action;
-use crate::db;
 use crate::model::api::{PolicyChange, PromoteRequest, RollbackRequest};
 use crate::model::{ArtifactName, ChannelName};
 use crate::service::tokens::Caller;
-use crate::service::{App, Error, policy, promote, statements};
+use crate::service::{App, Error, policy, promote, reads, statements};
 
 #[post("/api/v1/promotions")]
 async fn promote_release(
@@ -83,10 +82,7 @@ async fn history(app: web::Data<App>, q: web::Query<HistoryQuery>) -> Result<Htt
             .unwrap_or(MAX_HISTORY_PAGE)
             .clamp(1, MAX_HISTORY_PAGE),
     );
-    let rows = app
-        .db
-        .call(move |c| db::channels::history_page(c, &channel, &name, after, limit))
-        .await?;
+    let rows = reads::history_page(&app, channel, name, after, limit).await?;
     Ok(HttpResponse::Ok().json(rows))
 }
 
@@ -131,9 +127,7 @@ async fn get_policy_by_digest(
 }
 
 async fn policy_body(app: &App, sha: String) -> Result<String, Error> {
-    let key = sha.clone();
-    app.db
-        .call(move |c| db::policies::get(c, &key))
+    reads::policy(app, sha.clone())
         .await?
         .ok_or_else(|| Error::not_found("no_policy", format!("no policy with sha256 {sha}")))
 }

@@ -1,12 +1,11 @@
 //! `POST /api/v1/reports`, `GET /api/v1/rollouts[/status]`, `POST /api/v1/rollouts/{action}`,
-//! `GET /api/v1/agents`, `DELETE /api/v1/agents/{agent}`, `GET|POST /api/v1/tokens`,
-//! `DELETE /api/v1/tokens/{id}`.
+//! `GET /api/v1/agents`, `DELETE /api/v1/agents/{agent}`.
 
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
 use crate::auth::Action;
-use crate::model::api::{AgentId, Report, RolloutAction, TokenRequest};
+use crate::model::api::{AgentId, Report, RolloutAction};
 use crate::model::{ArtifactName, ChannelName};
 use crate::service::tokens::Caller;
 use crate::service::{App, Error, rollout, tokens};
@@ -127,35 +126,6 @@ async fn forget_agent(
     })))
 }
 
-#[post("/api/v1/tokens")]
-async fn create_token(
-    app: web::Data<App>,
-    caller: Caller,
-    req: web::Json<TokenRequest>,
-) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("token-create")).await?;
-    Ok(HttpResponse::Created().json(tokens::create(&app, &caller.actor, req.into_inner()).await?))
-}
-
-#[get("/api/v1/tokens")]
-async fn list_tokens(app: web::Data<App>, caller: Caller) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Read("tokens")).await?;
-    Ok(HttpResponse::Ok().json(tokens::list(&app).await?))
-}
-
-/// Revokes a token at once (a stolen reporter token, a departed operator's admin token).
-#[actix_web::delete("/api/v1/tokens/{id}")]
-async fn revoke_token(
-    app: web::Data<App>,
-    caller: Caller,
-    id: web::Path<String>,
-) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("token-revoke")).await?;
-    let id = id.into_inner();
-    let role = tokens::revoke(&app, &caller.actor, id.clone()).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "role": role, "revoked": true })))
-}
-
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v1/reports")
@@ -170,8 +140,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(status)
     .service(act)
     .service(agents)
-    .service(forget_agent)
-    .service(create_token)
-    .service(list_tokens)
-    .service(revoke_token);
+    .service(forget_agent);
 }

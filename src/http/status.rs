@@ -2,101 +2,18 @@
 //! (the same as Prometheus gauges, for alerts).
 
 use actix_web::{HttpResponse, get, web};
-use chrono::Utc;
-use serde::{Deserialize, Serialize};
 
-use crate::db;
-use crate::service::{App, Error};
-use crate::tuf::metadata::parse_time;
-
-/// One metadata role of one channel.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MetaStatus {
-    pub channel: String,
-    pub role: String,
-    pub version: u64,
-    pub expires: String,
-    /// Seconds until it expires (negative: expired).
-    pub expires_in: i64,
-}
-
-/// One key of the trust document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyStatus {
-    pub keyid: String,
-    pub roles: Vec<String>,
-    pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_after_in: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub trust_version: u64,
-    pub metadata: Vec<MetaStatus>,
-    pub keys: Vec<KeyStatus>,
-    pub audit_entries: i64,
-}
-
-async fn status(app: &App) -> Result<Status, Error> {
-    let trust = app.trust().await?;
-    let channels: Vec<String> = app.cfg.pipeline.iter().map(ToString::to_string).collect();
-    let now = Utc::now();
-    let (metadata, audit_entries) = app
-        .db
-        .call(move |c| {
-            let mut out = Vec::new();
-            for ch in &channels {
-                for role in ["root", "targets", "snapshot", "timestamp"] {
-                    if let Some(m) = db::tuf::latest(c, ch, role)? {
-                        let left = parse_time(&m.expires).map_or(0, |t| (t - now).num_seconds());
-                        out.push(MetaStatus {
-                            channel: ch.clone(),
-                            role: role.into(),
-                            version: m.version,
-                            expires: m.expires,
-                            expires_in: left,
-                        });
-                    }
-                }
-            }
-            Ok((out, db::audit::head(c)?.0))
-        })
-        .await?;
-    let keys = trust
-        .keys
-        .iter()
-        .map(|(id, e)| KeyStatus {
-            keyid: id.to_string(),
-            roles: e.roles.iter().map(ToString::to_string).collect(),
-            status: format!("{:?}", e.status).to_lowercase(),
-            not_after: e.not_after.clone(),
-            not_after_in: e
-                .not_after
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| (t.with_timezone(&Utc) - now).num_seconds()),
-        })
-        .collect();
-    Ok(Status {
-        trust_version: trust.version,
-        metadata,
-        keys,
-        audit_entries,
-    })
-}
+use crate::service::{App, Error, status};
 
 #[get("/api/v1/status")]
 async fn get_status(app: web::Data<App>) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(status(&app).await?))
+    Ok(HttpResponse::Ok().json(status::status(&app).await?))
 }
 
 #[get("/metrics")]
 async fn metrics(app: web::Data<App>) -> Result<HttpResponse, Error> {
     use std::fmt::Write;
-    let s = status(&app).await?;
+    let s = status::status(&app).await?;
     let mut out = String::new();
     out.push_str("# HELP arca_tuf_metadata_expiry_seconds Seconds until a channel's newest metadata of a role expires.\n");
     out.push_str("# TYPE arca_tuf_metadata_expiry_seconds gauge\n");
@@ -156,7 +73,7 @@ fn label(v: &str) -> String {
 async fn rollout_metrics(app: &App, out: &mut String) -> Result<(), Error> {
     use std::fmt::Write;
     let rollouts = crate::service::rollout::list(app, None).await?;
-    let versions = app.db.call(|c| db::rollouts::agent_versions(c)).await?;
+    let versions = status::agent_versions(app).await?;
     out.push_str("# HELP arca_rollout_percent Percentage of agents an active rollout reaches now.\n# TYPE arca_rollout_percent gauge\n");
     let active: Vec<_> = rollouts
         .iter()

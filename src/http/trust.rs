@@ -3,16 +3,13 @@
 use actix_web::{HttpResponse, get, post, web};
 
 use crate::auth::Action;
-use crate::db;
 use crate::model::api::TrustChangeResponse;
 use crate::service::tokens::Caller;
-use crate::service::{App, Error, trust};
+use crate::service::{App, Error, reads, trust};
 
 #[get("/api/v1/trust")]
 async fn current(app: web::Data<App>) -> Result<HttpResponse, Error> {
-    let (_, body) = app
-        .db
-        .call(|c| db::trust::latest(c))
+    let (_, body) = reads::trust_document(&app)
         .await?
         .ok_or_else(|| Error::Internal("no trust document".into()))?;
     Ok(HttpResponse::Ok()
@@ -27,7 +24,7 @@ async fn by_version(app: web::Data<App>, path: web::Path<String>) -> Result<Http
         .trim_end_matches(".json")
         .parse()
         .map_err(|_| Error::invalid("bad_version", format!("{raw:?} is not a version number")))?;
-    let body = app.db.call(move |c| db::trust::get(c, v)).await?;
+    let body = reads::trust_version(&app, v).await?;
     let body = body.ok_or_else(|| {
         Error::not_found("no_trust_version", format!("no trust document version {v}"))
     })?;
@@ -80,21 +77,7 @@ async fn built_by(
     path: web::Path<arca_keys::KeyId>,
 ) -> Result<HttpResponse, Error> {
     let id = path.into_inner().to_string();
-    let rows = app
-        .db
-        .call(move |c| db::channels::current_built_by(c, &id))
-        .await?;
-    let out: Vec<crate::model::api::ReliantRelease> = rows
-        .into_iter()
-        .map(
-            |(channel, name, version)| crate::model::api::ReliantRelease {
-                channel,
-                name,
-                version,
-            },
-        )
-        .collect();
-    Ok(HttpResponse::Ok().json(out))
+    Ok(HttpResponse::Ok().json(reads::built_by(&app, id).await?))
 }
 
 /// Step one of an online-key rotation: a pending key for the channel.

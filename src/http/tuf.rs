@@ -4,9 +4,8 @@
 use actix_web::{HttpRequest, HttpResponse, body::SizedStream, get, web};
 use futures::StreamExt as _;
 
-use crate::db;
 use crate::model::{ArtifactName, FileName};
-use crate::service::{App, Error};
+use crate::service::{App, Error, reads};
 
 const IMMUTABLE: (&str, &str) = ("cache-control", "public, max-age=31536000, immutable");
 
@@ -73,14 +72,7 @@ async fn metadata(
             let cached = match hit {
                 Some(m) => m,
                 None => {
-                    let ch2 = ch.clone();
-                    let (generation, body) = app
-                        .db
-                        .call(move |c| {
-                            let g = db::tuf::generation();
-                            Ok((g, db::tuf::latest(c, &ch2, role)?.map(|m| m.body)))
-                        })
-                        .await?;
+                    let (generation, body) = reads::latest_metadata(&app, ch.clone(), role).await?;
                     let body = body.ok_or_else(not_found)?;
                     app.meta_cache.put(&ch, role, generation, body)
                 }
@@ -103,9 +95,7 @@ async fn metadata(
             Ok(resp.content_type("application/json").body(cached.body))
         }
         MetaRequest::Version(role, v) => {
-            let body = app
-                .db
-                .call(move |c| db::tuf::get(c, &ch, role, v))
+            let body = reads::metadata_version(&app, ch, role, v)
                 .await?
                 .ok_or_else(not_found)?;
             Ok(HttpResponse::Ok()
@@ -198,10 +188,7 @@ async fn target(
     };
     let (name, sha, file) = parse_target_path(&target).ok_or_else(not_found)?;
     let ch = channel.to_string();
-    let found = app
-        .db
-        .call(move |c| db::artifacts::channel_blob(c, &ch, name.as_str(), &sha, file.as_str()))
-        .await?;
+    let found = reads::target_blob(&app, ch, name.to_string(), sha, file.to_string()).await?;
     let (blake3, size) = found.ok_or_else(not_found)?;
     let digest: arca_store::Blake3Digest = blake3
         .parse()

@@ -588,7 +588,7 @@ pub struct ReleaseInChannel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<Version>,
     /// The changes of this channel that involved this release, oldest first.
-    pub history: Vec<crate::db::channels::HistoryEntry>,
+    pub history: Vec<HistoryEntry>,
 }
 
 /// A statement about a release, as stored (its signatures were checked when it arrived).
@@ -608,4 +608,60 @@ pub struct Signer {
     pub label: Option<String>,
     /// active, retired, revoked, or unknown (no longer in the trust document).
     pub status: String,
+}
+
+/// One change of a channel's release of a name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub seq: i64,
+    pub version: String,
+    pub action: String,
+    pub actor: String,
+    /// The label of the token the actor names, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_label: Option<String>,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+impl HistoryEntry {
+    /// The actor as people read it: `token:1a2b… (ci-team-a)`.
+    pub fn who(&self) -> String {
+        match &self.actor_label {
+            Some(l) => format!("{} ({l})", self.actor),
+            None => self.actor.clone(),
+        }
+    }
+}
+
+/// One metadata role of one channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetaStatus {
+    pub channel: String,
+    pub role: String,
+    pub version: u64,
+    pub expires: String,
+    /// Seconds until it expires (negative: expired).
+    pub expires_in: i64,
+}
+
+/// One key of the trust document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyStatus {
+    pub keyid: String,
+    pub roles: Vec<String>,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after_in: Option<i64>,
+}
+
+/// `GET /api/v1/status`: the expiry of every channel's metadata and of every key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub trust_version: u64,
+    pub metadata: Vec<MetaStatus>,
+    pub keys: Vec<KeyStatus>,
+    pub audit_entries: i64,
 }

@@ -4,6 +4,7 @@
 
 mod eval;
 mod rules;
+pub mod signers;
 
 pub use eval::{Decision, Facts, RuleResult, StatementFacts, evaluate};
 pub use rules::{ApprovalRule, AttestationRule, BuildRule, FreezeWindow, Policy, PolicyError};

@@ -2,7 +2,7 @@
 //! whenever the log grew since the last one (from the background task).
 
 use super::{App, Error};
-use crate::audit::Checkpoint;
+use crate::audit::{Checkpoint, Entry};
 use crate::db;
 
 /// Signs a checkpoint of the log as it is now (a no-op returning the last one if nothing was
@@ -37,4 +37,17 @@ pub async fn checkpoint_if_grown(app: &App) -> Result<Option<Checkpoint>, Error>
     } else {
         Ok(None)
     }
+}
+
+/// Up to `limit` entries of the log after sequence number `after`, in order.
+pub async fn entries(app: &App, after: i64, limit: i64) -> Result<Vec<Entry>, Error> {
+    Ok(app
+        .db
+        .call(move |c| db::audit::entries(c, after, limit))
+        .await?)
+}
+
+/// Every signed checkpoint, smallest first.
+pub async fn checkpoints(app: &App) -> Result<Vec<Checkpoint>, Error> {
+    Ok(app.db.call(|c| db::audit::checkpoints(c)).await?)
 }

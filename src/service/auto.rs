@@ -5,7 +5,8 @@
 use chrono::Utc;
 
 use super::App;
-use super::promote::{self, current_trust};
+use super::facts::{self, current_trust};
+use super::promote;
 use crate::db;
 use crate::model::api::PromoteRequest;
 use crate::model::{ArtifactName, ChannelName};
@@ -18,7 +19,7 @@ fn auto_channels(
     let trust = current_trust(c)?;
     let mut out = Vec::new();
     for ch in pipeline {
-        if let Ok(p) = promote::channel_policy(c, &trust, ch)
+        if let Ok(p) = facts::channel_policy(c, &trust, ch)
             && p.auto
             && let Some(from) = p.from
         {
@@ -106,11 +107,11 @@ pub async fn run(app: &App, only: Option<&ArtifactName>) -> Vec<String> {
                     else {
                         return Ok(false);
                     };
-                    let Ok(policy) = promote::channel_policy(c, &trust, &req2.to) else {
+                    let Ok(policy) = facts::channel_policy(c, &trust, &req2.to) else {
                         return Ok(false);
                     };
                     Ok(
-                        promote::evaluate(c, &trust, &policy, &a, &req2.to, Utc::now())
+                        facts::evaluate(c, &trust, &policy, &a, &req2.to, Utc::now())
                             .is_ok_and(|(d, already)| d.allowed && !already),
                     )
                 })

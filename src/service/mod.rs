@@ -4,15 +4,18 @@
 pub mod audit;
 pub mod auto;
 pub mod board;
+pub mod facts;
 pub mod limit;
 pub mod metrics;
 pub mod online;
 pub mod policy;
 pub mod promote;
 pub mod push;
+pub mod reads;
 pub mod refresh;
 pub mod rollout;
 pub mod statements;
+pub mod status;
 pub mod sweep;
 pub mod tokens;
 pub mod transfers;
@@ -208,6 +211,18 @@ impl From<DbError> for Error {
             )
         } else {
             Error::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<crate::policy::signers::SignerError> for Error {
+    fn from(e: crate::policy::signers::SignerError) -> Self {
+        use crate::policy::signers::SignerError as S;
+        match e {
+            S::BadStatement(m) => Error::invalid("bad_statement", m),
+            S::UntrustedKey(m) => Error::forbidden("untrusted_key", m),
+            S::KeyNotAllowed(m) => Error::forbidden("key_not_allowed", m),
+            S::Trust(m) => Error::Internal(m),
         }
     }
 }

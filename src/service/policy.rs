@@ -105,7 +105,7 @@ pub fn stranded(
     trust: &TrustDocument,
     channel: &ChannelName,
 ) -> Result<Vec<StrandedRelease>, Error> {
-    let policy = super::promote::channel_policy(c, trust, channel)?.signature_rules();
+    let policy = super::facts::channel_policy(c, trust, channel)?.signature_rules();
     let mut releases = Vec::new();
     for a in db::channels::current_releases(c, channel.as_str())? {
         let previous = db::rollouts::latest(c, channel.as_str(), &a.name)?
@@ -123,7 +123,7 @@ pub fn stranded(
             a.name.parse().map_err(bad)?,
             a.version.parse().map_err(bad)?,
         );
-        let statements = super::promote::statement_facts(c, trust, &a)?;
+        let statements = super::facts::statement_facts(c, trust, &a)?;
         let decision = crate::policy::evaluate(
             &policy,
             &Facts {

@@ -13,7 +13,7 @@ use futures::Stream;
 use super::{App, Error};
 use crate::db::{self, DbError};
 use crate::model::api::{PushQuery, PushResponse, subject_name};
-use crate::statements;
+use crate::policy::signers as statements;
 use crate::tuf::{metadata::sha256_hex, repo};
 
 /// Default media type when the client names none.
@@ -145,8 +145,8 @@ where
                 &statement_bytes,
             )?;
             // A policy that cannot be read fails the push with it, not its rollout alone.
-            let plan = super::promote::current_trust(&tx)
-                .and_then(|t| super::promote::channel_policy(&tx, &t, &channel_name))
+            let plan = super::facts::current_trust(&tx)
+                .and_then(|t| super::facts::channel_policy(&tx, &t, &channel_name))
                 .map_err(|e| DbError::Corrupt(e.to_string()))?
                 .rollout;
             super::rollout::begin(&tx, &ch, &name, id, plan.as_ref())?;

@@ -92,7 +92,7 @@ fn unfit(c: &Connection, id: i64, channel: &str) -> Result<Option<String>, DbErr
     let channel: crate::model::ChannelName = channel
         .parse()
         .map_err(|e: crate::model::NameError| DbError::Corrupt(e.to_string()))?;
-    super::promote::still_valid(c, &a, &channel).map_err(|e| DbError::Corrupt(e.to_string()))
+    super::facts::still_valid(c, &a, &channel).map_err(|e| DbError::Corrupt(e.to_string()))
 }
 
 /// When a rollout's step started, for holding it: times are stored to the second, so the step

@@ -151,7 +151,7 @@ async fn add_inner(
     }
     let env =
         Envelope::from_slice(body).map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
-    let st = crate::statements::open_statement(&env)?;
+    let st = crate::policy::signers::open_statement(&env)?;
     let [s] = st.subject.as_slice() else {
         return Err(Error::invalid(
             "bad_statement",

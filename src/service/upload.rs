@@ -17,7 +17,7 @@ use super::{App, Error};
 use crate::db;
 use crate::model::api::{UploadQuery, UploadResponse, subject_name};
 use crate::model::{ArtifactName, Version};
-use crate::statements;
+use crate::policy::signers as statements;
 
 /// How long a staged upload waits for its push. Far above the gap between the two requests of
 /// one `arca push`, short enough that abandoned uploads do not pile up.

@@ -1,5 +1,6 @@
-//! Checking statements against the trust document: pure functions, no I/O, used by the server
-//! (at push time) and by arca's client (before it installs anything).
+//! Checking statements and their signers against the trust document: pure functions, no I/O,
+//! used by the server (at push time) and by arca's client (before it installs anything).
+//! Refusals are [`SignerError`]s; the server answers them through `service::Error`.
 
 use arca_keys::dsse::Envelope;
 use arca_keys::intoto::{PAYLOAD_TYPE, Statement};
@@ -8,7 +9,24 @@ use chrono::{DateTime, Utc};
 
 use crate::model::api::{is_build_predicate, subject_name};
 use crate::model::{ArtifactName, Version};
-use crate::service::Error;
+
+/// Why a statement or its signer is refused. Each carries the message the client sees.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SignerError {
+    /// Not a well-formed statement about the release (400 `bad_statement`).
+    #[error("{0}")]
+    BadStatement(String),
+    /// Signed by no key of the trust document (403 `untrusted_key`).
+    #[error("{0}")]
+    UntrustedKey(String),
+    /// Signed only by keys that may not sign it now: revoked, retired, not a builder, out of
+    /// scope (403 `key_not_allowed`).
+    #[error("{0}")]
+    KeyNotAllowed(String),
+    /// The trust document's keys cannot be read (a fault: 500).
+    #[error("{0}")]
+    Trust(String),
+}
 
 /// A statement that passed the checks.
 #[derive(Debug)]
@@ -25,20 +43,17 @@ fn is_hex64(s: &str) -> bool {
 }
 
 /// The in-toto statement inside a DSSE envelope (payload type and statement type checked).
-pub fn open_statement(env: &Envelope) -> Result<Statement, Error> {
+pub fn open_statement(env: &Envelope) -> Result<Statement, SignerError> {
     if env.payload_type != PAYLOAD_TYPE {
-        return Err(Error::invalid(
-            "bad_statement",
-            format!(
-                "payload type is {:?}, expected {PAYLOAD_TYPE}",
-                env.payload_type
-            ),
-        ));
+        return Err(SignerError::BadStatement(format!(
+            "payload type is {:?}, expected {PAYLOAD_TYPE}",
+            env.payload_type
+        )));
     }
     let payload = env
         .payload_bytes()
-        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
-    Statement::from_slice(&payload).map_err(|e| Error::invalid("bad_statement", e.to_string()))
+        .map_err(|e| SignerError::BadStatement(e.to_string()))?;
+    Statement::from_slice(&payload).map_err(|e| SignerError::BadStatement(e.to_string()))
 }
 
 /// Decodes a DSSE envelope holding an in-toto statement about `name@version`, and returns the
@@ -47,7 +62,7 @@ pub fn parse_subject(
     env: &Envelope,
     name: &ArtifactName,
     version: &Version,
-) -> Result<(Statement, String, String), Error> {
+) -> Result<(Statement, String, String), SignerError> {
     let st = open_statement(env)?;
     let subject = subject_name(name, version);
     let s = st
@@ -55,10 +70,7 @@ pub fn parse_subject(
         .iter()
         .find(|s| s.name == subject)
         .ok_or_else(|| {
-            Error::invalid(
-                "bad_statement",
-                format!("statement has no subject named {subject}"),
-            )
+            SignerError::BadStatement(format!("statement has no subject named {subject}"))
         })?;
     let digest = |alg: &str| {
         s.digest
@@ -66,10 +78,7 @@ pub fn parse_subject(
             .filter(|d| is_hex64(d))
             .cloned()
             .ok_or_else(|| {
-                Error::invalid(
-                    "bad_statement",
-                    format!("subject {subject} lacks a valid {alg} digest"),
-                )
+                SignerError::BadStatement(format!("subject {subject} lacks a valid {alg} digest"))
             })
     };
     let (sha256, blake3) = (digest("sha256")?, digest("blake3")?);
@@ -82,12 +91,12 @@ pub fn builder_may_sign(
     id: &KeyId,
     name: &ArtifactName,
     now: DateTime<Utc>,
-) -> Result<(), Error> {
+) -> Result<(), SignerError> {
     let Some(entry) = trust.keys.get(id) else {
-        return Err(Error::forbidden(
-            "untrusted_key",
-            format!("key {id} is not in trust document v{}", trust.version),
-        ));
+        return Err(SignerError::UntrustedKey(format!(
+            "key {id} is not in trust document v{}",
+            trust.version
+        )));
     };
     let key = trust.describe_key(id);
     let reason = if entry.status == arca_keys::KeyStatus::Revoked {
@@ -111,7 +120,7 @@ pub fn builder_may_sign(
     } else {
         return Ok(());
     };
-    Err(Error::forbidden("key_not_allowed", reason))
+    Err(SignerError::KeyNotAllowed(reason))
 }
 
 /// Checks a build statement: an in-toto statement with a build predicate about
@@ -123,24 +132,21 @@ pub fn check_build(
     name: &ArtifactName,
     version: &Version,
     now: DateTime<Utc>,
-) -> Result<Checked, Error> {
+) -> Result<Checked, SignerError> {
     let (statement, sha256, blake3) = parse_subject(env, name, version)?;
     if !is_build_predicate(&statement.predicate_type) {
-        return Err(Error::invalid(
-            "bad_statement",
-            format!(
-                "predicate type {} is not a build predicate",
-                statement.predicate_type
-            ),
-        ));
+        return Err(SignerError::BadStatement(format!(
+            "predicate type {} is not a build predicate",
+            statement.predicate_type
+        )));
     }
     // Verify against every listed key, revoked ones included, so a refusal can say "revoked".
     let keys = trust
         .all_public_keys()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(|e| SignerError::Trust(e.to_string()))?;
     let valid = env
         .valid_signers(&keys)
-        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+        .map_err(|e| SignerError::BadStatement(e.to_string()))?;
     let mut signers = Vec::new();
     let mut reasons = Vec::new();
     for id in &valid {
@@ -152,20 +158,17 @@ pub fn check_build(
     if signers.is_empty() {
         let claimed: Vec<&str> = env.signatures.iter().map(|s| s.keyid.as_str()).collect();
         if reasons.is_empty() {
-            return Err(Error::forbidden(
-                "untrusted_key",
-                format!(
-                    "no valid signature by a key in trust document v{} (signed by: {})",
-                    trust.version,
-                    if claimed.is_empty() {
-                        "nobody".to_owned()
-                    } else {
-                        claimed.join(", ")
-                    }
-                ),
-            ));
+            return Err(SignerError::UntrustedKey(format!(
+                "no valid signature by a key in trust document v{} (signed by: {})",
+                trust.version,
+                if claimed.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    claimed.join(", ")
+                }
+            )));
         }
-        return Err(Error::forbidden("key_not_allowed", reasons.join("; ")));
+        return Err(SignerError::KeyNotAllowed(reasons.join("; ")));
     }
     Ok(Checked {
         statement,

@@ -45,6 +45,6 @@ mod tests {
         let c = super::generate().unwrap();
         std::fs::write(dir.path().join("c.pem"), &c.cert_pem).unwrap();
         std::fs::write(dir.path().join("k.pem"), &c.key_pem).unwrap();
-        super::super::tls::load(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap();
+        crate::http::tls::load(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap();
     }
 }

@@ -1,0 +1,141 @@
+//! The reads that promotion, rollback, rollouts, auto-promotion, push and policy checks share,
+//! inside the caller's transaction: the current trust document, a channel's policy, the
+//! statements about a release that count, a promotion's decision, and whether an earlier
+//! release may become current again. Nothing here writes.
+
+use arca_keys::dsse::Envelope;
+use arca_keys::{SignedEnvelope, TrustDocument};
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use super::Error;
+use crate::db::{self, artifacts::ArtifactRow};
+use crate::model::{ArtifactName, ChannelName, Version};
+use crate::policy::{self, Decision, Facts, Policy, StatementFacts};
+
+/// The trust document as the database holds it now.
+pub fn current_trust(c: &Connection) -> Result<TrustDocument, Error> {
+    let (_, bytes) =
+        db::trust::latest(c)?.ok_or_else(|| Error::Internal("no trust document".into()))?;
+    SignedEnvelope::from_slice(&bytes)
+        .and_then(|e| e.decode("trust document"))
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The policy the trust document pins for `channel`.
+pub fn channel_policy(
+    c: &Connection,
+    trust: &TrustDocument,
+    channel: &ChannelName,
+) -> Result<Policy, Error> {
+    let sha = trust.policies.get(channel.as_str()).ok_or_else(|| {
+        Error::not_found(
+            "no_policy",
+            format!("trust v{} pins no policy for {channel}", trust.version),
+        )
+    })?;
+    let body = db::policies::get(c, sha)?
+        .ok_or_else(|| Error::Internal(format!("policy {sha} missing")))?;
+    Policy::from_toml(&body).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The statements about `a` that are validly signed and about exactly these bytes.
+pub fn statement_facts(
+    c: &Connection,
+    trust: &TrustDocument,
+    a: &ArtifactRow,
+) -> Result<Vec<StatementFacts>, Error> {
+    let (name, version) = names(a)?;
+    let mut out = Vec::new();
+    for (sha, bytes) in db::artifacts::statements_of(c, a.id)? {
+        let Ok(env) = Envelope::from_slice(&bytes) else {
+            continue;
+        };
+        if let Some(f) =
+            StatementFacts::about(&env, sha, trust, &name, &version, &a.sha256, &a.blake3)
+        {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+fn names(a: &ArtifactRow) -> Result<(ArtifactName, Version), Error> {
+    let bad = |e: crate::model::NameError| Error::Internal(e.to_string());
+    Ok((
+        a.name.parse().map_err(bad)?,
+        a.version.parse().map_err(bad)?,
+    ))
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Evaluates promoting `a` into `to` now under `policy` (the one `trust` pins for `to`).
+/// Returns the decision and whether `a` is already current there.
+pub fn evaluate(
+    c: &Connection,
+    trust: &TrustDocument,
+    policy: &Policy,
+    a: &ArtifactRow,
+    to: &ChannelName,
+    now: DateTime<Utc>,
+) -> Result<(Decision, bool), Error> {
+    let (name, version) = names(a)?;
+    let statements = statement_facts(c, trust, a)?;
+    let current = db::channels::current(c, to.as_str(), &a.name)?;
+    let already = current.as_ref().is_some_and(|(cur, _)| cur.id == a.id);
+    let current_version: Option<Version> = match &current {
+        Some((cur, _)) => Some(names(cur)?.1),
+        None => None,
+    };
+    // Release times are kept to the second; counting the soak from the next whole second
+    // never lets it end early.
+    let since = match &policy.from {
+        Some(from) => db::channels::current(c, from.as_str(), &a.name)?
+            .filter(|(cur, _)| cur.id == a.id)
+            .and_then(|(_, at)| parse_time(&at))
+            .map(|t| t + chrono::Duration::seconds(1)),
+        None => None,
+    };
+    let facts = Facts {
+        channel: to,
+        name: &name,
+        version: &version,
+        statements: &statements,
+        trust,
+        current_in_from_since: since,
+        current_in_channel: current_version.as_ref(),
+        now,
+    };
+    Ok((policy::evaluate(policy, &facts), already))
+}
+
+/// Whether an earlier release may become current again: its build signature must still be
+/// valid now (a key revoked since then no longer counts). `Some(reasons)` when it may not.
+pub fn still_valid(
+    c: &Connection,
+    a: &ArtifactRow,
+    channel: &ChannelName,
+) -> Result<Option<String>, Error> {
+    let trust = current_trust(c)?;
+    let facts = statement_facts(c, &trust, a)?;
+    let (name, version) = names(a)?;
+    let builders = policy::evaluate(
+        &Policy::from_toml("").expect("the empty policy parses"),
+        &Facts {
+            channel,
+            name: &name,
+            version: &version,
+            statements: &facts,
+            trust: &trust,
+            current_in_from_since: None,
+            current_in_channel: None,
+            now: Utc::now(),
+        },
+    );
+    Ok((!builders.allowed).then(|| builders.failures().join("; ")))
+}

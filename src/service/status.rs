@@ -1,0 +1,98 @@
+//! The status read model behind `GET /api/v1/status` and `GET /metrics`: the expiry of every
+//! channel's metadata and of every key, and the agents per running version.
+
+use chrono::Utc;
+
+use super::{App, Error};
+use crate::db;
+use crate::model::api::{KeyStatus, MetaStatus, Status};
+use crate::tuf::metadata::parse_time;
+
+/// The expiry of every channel's newest metadata of each role and of every key of the
+/// current trust document, with the trust version and the audit log's length.
+pub async fn status(app: &App) -> Result<Status, Error> {
+    let trust = app.trust().await?;
+    let channels: Vec<String> = app.cfg.pipeline.iter().map(ToString::to_string).collect();
+    let now = Utc::now();
+    let (metadata, audit_entries) = app
+        .db
+        .call(move |c| {
+            let mut out = Vec::new();
+            for ch in &channels {
+                for role in ["root", "targets", "snapshot", "timestamp"] {
+                    if let Some(m) = db::tuf::latest(c, ch, role)? {
+                        let left = parse_time(&m.expires).map_or(0, |t| (t - now).num_seconds());
+                        out.push(MetaStatus {
+                            channel: ch.clone(),
+                            role: role.into(),
+                            version: m.version,
+                            expires: m.expires,
+                            expires_in: left,
+                        });
+                    }
+                }
+            }
+            Ok((out, db::audit::head(c)?.0))
+        })
+        .await?;
+    let keys = trust
+        .keys
+        .iter()
+        .map(|(id, e)| KeyStatus {
+            keyid: id.to_string(),
+            roles: e.roles.iter().map(ToString::to_string).collect(),
+            status: format!("{:?}", e.status).to_lowercase(),
+            not_after: e.not_after.clone(),
+            not_after_in: e
+                .not_after
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| (t.with_timezone(&Utc) - now).num_seconds()),
+        })
+        .collect();
+    Ok(Status {
+        trust_version: trust.version,
+        metadata,
+        keys,
+        audit_entries,
+    })
+}
+
+/// (channel, name, version, agents) for every version agents last reported running.
+pub async fn agent_versions(app: &App) -> Result<Vec<(String, String, String, u64)>, Error> {
+    Ok(app.db.call(|c| db::rollouts::agent_versions(c)).await?)
+}
+
+/// Whether the server can take requests: the database answers (and holds a trust document)
+/// and the blob store can be reached. Not ready: 503 naming which (`database_unavailable`,
+/// `store_unavailable`); the cause goes to the log.
+pub async fn readiness(app: &App) -> Result<(), Error> {
+    match app.db.call(|c| db::trust::latest_version(c)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            tracing::error!("not ready: the database holds no trust document");
+            return Err(Error::unavailable(
+                "database_unavailable",
+                "not ready: the database holds no trust document",
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "not ready: the database does not answer");
+            return Err(Error::unavailable(
+                "database_unavailable",
+                "not ready: the database does not answer",
+            ));
+        }
+    }
+    if let Err(e) = app.store.check().await {
+        tracing::error!(error = %e, store = %app.store_label(), "not ready: the blob store does not answer");
+        return Err(Error::unavailable(
+            "store_unavailable",
+            format!(
+                "not ready: the blob store {} cannot be reached",
+                app.store_label()
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The composition root: opens a home (database, blob store, keys) into the [`App`] the use
+//! cases share, starts the background tasks, and hands the app to `http` to serve.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::home::{self, Home};
+use crate::service::App;
+
+/// Opens an initialised home: database, blob store, keys, the state of the use cases. (Also
+/// what benchmarks use to drive the use cases without HTTP.)
+pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
+    let home = Home::new(dir);
+    let db = Db::open(&home.db())?;
+    let options: Vec<(String, String)> = cfg.store.options.clone().into_iter().collect();
+    let store = arca_store::BlobStore::open(&cfg.store.url, &dir.join("blobs"), &options)
+        .context("opening the blob store")?;
+    let db_for_keys = db.clone();
+    let online: BTreeMap<_, _> = home
+        .online_keys(&cfg, |ch| {
+            db_for_keys
+                .call_sync(|c| crate::tuf::repo::latest_root(c, ch.as_str()))
+                .ok()
+                .and_then(|r| {
+                    r.roles
+                        .get("timestamp")
+                        .and_then(|t| t.keyids.first().cloned())
+                })
+        })?
+        .into_iter()
+        .map(|(c, k)| (c, Arc::new(k)))
+        .collect();
+    let transfers = Arc::new(crate::service::transfers::Transfers::new(&cfg.limits));
+    Ok(App {
+        db,
+        store,
+        cfg: Arc::new(cfg),
+        online: Arc::new(std::sync::RwLock::new(online)),
+        home: dir.to_path_buf(),
+        uploads: Default::default(),
+        counters: Default::default(),
+        meta_cache: Default::default(),
+        report_limiter: Default::default(),
+        transfers,
+        pins: Default::default(),
+        audit_key: Arc::new(
+            arca_keys::SigningKey::read_file(&dir.join(home::AUDIT_KEY))
+                .context("loading the audit key")?,
+        ),
+    })
+}
+
+/// What `arca serve` overrides of arca.toml.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--tls-cert` and `--tls-key` (absolute, or relative to the home like arca.toml's): they
+    /// replace `[tls] cert` and `key`, and turn TLS on if arca.toml has no `[tls]`.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// Initialises `dir` if it is empty, opens it, cleans up what a previous run left, starts the
+/// background tasks, then serves until stopped.
+pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
+    let home = Home::new(dir);
+    if !home.is_initialised() {
+        let report = home::init(dir)?;
+        tracing::info!(home = %dir.display(), root_key = %report.root_key_id, "initialised a new home");
+    }
+    let mut cfg = Config::load(dir)?;
+    if let Some(l) = overrides.listen {
+        cfg.listen = l;
+    }
+    if let Some((cert, key)) = overrides.tls {
+        let client_ca = cfg.tls.take().and_then(|t| t.client_ca);
+        cfg.tls = Some(crate::config::TlsConfig {
+            cert,
+            key,
+            client_ca,
+        });
+    }
+    let app = open(dir, cfg)?;
+
+    crate::service::sweep::once(&app).await;
+    crate::service::sweep::orphans(&app).await;
+    actix_web::rt::spawn(crate::service::sweep::run(app.clone()));
+    actix_web::rt::spawn(crate::service::refresh::run(app.clone()));
+    actix_web::rt::spawn(crate::service::rollout::run(app.clone()));
+
+    crate::http::serve(app).await
+}
