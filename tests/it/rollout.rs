@@ -200,39 +200,10 @@ fn assert_plain_entry(s: &Server, version: &str) {
     assert!(!path.contains("/-/previous/"), "{path}");
 }
 
-/// Every table but the audit log, the store, and also the stored target entries and policies
-/// (which `Server::state` leaves out): what a refusal must leave as it was.
-fn state_all(s: &Server) -> String {
-    let mut out = s.state();
-    let c = s.db();
-    for table in ["tuf_entries", "policies"] {
-        let mut st = c
-            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
-            .unwrap();
-        let n = st.column_count();
-        out.push_str(&format!("[{table}]\n"));
-        let rows = st
-            .query_map([], |r| {
-                (0..n)
-                    .map(|i| {
-                        r.get::<_, rusqlite::types::Value>(i)
-                            .map(|v| format!("{v:?}|"))
-                    })
-                    .collect::<Result<String, _>>()
-            })
-            .unwrap();
-        for r in rows {
-            out.push_str(&r.unwrap());
-            out.push('\n');
-        }
-    }
-    out
-}
-
 /// Runs `arca ARGS` expecting a refusal with one `error:` line that contains every one of
 /// `needles` (case-insensitively), and no change to anything but the audit log.
 fn refused(s: &Server, args: &[&str], needles: &[&str]) -> String {
-    let before = state_all(s);
+    let before = s.state();
     let stderr = s.fails(args);
     let line = stderr
         .lines()
@@ -245,7 +216,7 @@ fn refused(s: &Server, args: &[&str], needles: &[&str]) -> String {
             "arca {args:?}: error line does not name {n:?}: {line}"
         );
     }
-    assert_eq!(state_all(s), before, "refused {args:?} changed state");
+    assert_eq!(s.state(), before, "refused {args:?} changed state");
     line
 }
 
@@ -995,7 +966,7 @@ fn paused_rollout_still_halts_when_failures_cross_the_ceiling() {
 /// `arca ARGS` with `token` (None: no token at all), expecting a refusal that names every one
 /// of `needles` and changes nothing.
 fn refused_with(s: &Server, token: Option<&str>, args: &[&str], needles: &[&str]) -> String {
-    let before = state_all(s);
+    let before = s.state();
     let mut cmd = s.arca();
     match token {
         Some(t) => cmd.env("ARCA_TOKEN", t),
@@ -1010,7 +981,7 @@ fn refused_with(s: &Server, token: Option<&str>, args: &[&str], needles: &[&str]
             "arca {args:?}: error line does not name {n:?}: {line}"
         );
     }
-    assert_eq!(state_all(s), before, "refused {args:?} changed state");
+    assert_eq!(s.state(), before, "refused {args:?} changed state");
     line.to_owned()
 }
 
@@ -1059,7 +1030,7 @@ fn reporter_tokens_report_and_nothing_else() {
     // Reports: no token, a made-up token, a reporter's, an admin's.
     let body = report_body("r-1", Some("2.0.0"), "ok", Some("2.0.0"));
     let bytes = serde_json::to_vec(&body).unwrap();
-    let before = state_all(&s);
+    let before = s.state();
     let a = post_raw(&s, "/api/v1/reports", None, bytes.clone());
     assert_eq!(a.status, 401, "{}", a.body);
     let forged = format!("arca_{}_{}", "0".repeat(16), "A".repeat(43));
@@ -1067,11 +1038,7 @@ fn reporter_tokens_report_and_nothing_else() {
     assert_eq!(a.status, 401, "{}", a.body);
     let a = post_raw(&s, "/api/v1/reports", Some("garbage"), bytes);
     assert_eq!(a.status, 401, "{}", a.body);
-    assert_eq!(
-        state_all(&s),
-        before,
-        "an unauthenticated report left a trace"
-    );
+    assert_eq!(s.state(), before, "an unauthenticated report left a trace");
     let (code, _, _) = get(&s, &format!("/api/v1/agents?channel={CH}"), &[]);
     assert_eq!(code, 401, "the fleet inventory is open to anyone");
 
@@ -1099,7 +1066,7 @@ fn reporter_tokens_report_and_nothing_else() {
     assert_ne!(actors[0], actors[1], "{actors:?}");
     assert_eq!(actors[1], admin_actor(&s));
     // Only admins create tokens, and only of the roles there are.
-    let before = state_all(&s);
+    let before = s.state();
     for role in ["superuser", "", "Admin"] {
         let body = serde_json::to_vec(&json!({ "role": role })).unwrap();
         let a = post_raw(&s, "/api/v1/tokens", Some(&s.token), body);
@@ -1109,11 +1076,7 @@ fn reporter_tokens_report_and_nothing_else() {
     let body = serde_json::to_vec(&json!({ "role": "admin" })).unwrap();
     let a = post_raw(&s, "/api/v1/tokens", Some(&reporter), body);
     assert_eq!(a.status, 403, "{}", a.body);
-    assert_eq!(
-        state_all(&s),
-        before,
-        "a refused token request left a trace"
-    );
+    assert_eq!(s.state(), before, "a refused token request left a trace");
 }
 
 #[test]
@@ -1235,7 +1198,7 @@ fn invalid_reports_are_refused_naming_the_field_and_leave_no_trace() {
         ),
         ("not JSON", b"{\"agent\": ".to_vec(), 400, vec![]),
     ];
-    let before = state_all(&s);
+    let before = s.state();
     for (what, body, status, needles) in &cases {
         let a = post_raw(&s, "/api/v1/reports", Some(&reporter), body.clone());
         assert_eq!(a.status, *status, "{what}: {}", a.body);
@@ -1247,17 +1210,13 @@ fn invalid_reports_are_refused_naming_the_field_and_leave_no_trace() {
                 a.message
             );
         }
-        assert_eq!(
-            state_all(&s),
-            before,
-            "{what}: the refused report left a trace"
-        );
+        assert_eq!(s.state(), before, "{what}: the refused report left a trace");
     }
     // The good report itself goes in (and a 2048-byte message is still fine).
     let mut b = good.clone();
     b["message"] = json!("y".repeat(2048));
     report(&s, &reporter, &b);
-    assert_ne!(state_all(&s), before);
+    assert_ne!(s.state(), before);
     assert_eq!(figures(&s), (0, 1));
 }
 
@@ -1974,11 +1933,11 @@ fn invalid_plans_are_refused_and_change_nothing() {
             &[needle],
         );
         // The server refuses it too, when the CLI is bypassed.
-        let before = state_all(&s);
+        let before = s.state();
         let a = post_policy(&s, CH, &text);
         assert_eq!(a.status, 400, "{}", a.body);
         assert!(a.message.contains(needle), "{needle}: {}", a.message);
-        assert_eq!(state_all(&s), before, "a refused policy left a trace");
+        assert_eq!(s.state(), before, "a refused policy left a trace");
     }
     // The same plans on a promotion: the CLI, and the server past it.
     let release = format!("{NAME}@2.0.0");
@@ -2013,7 +1972,7 @@ fn invalid_plans_are_refused_and_change_nothing() {
             "",
         ),
     ] {
-        let before = state_all(&s);
+        let before = s.state();
         let body = json!({"name": NAME, "version": "2.0.0", "to": CH, "rollout": plan});
         let a = post_raw(
             &s,
@@ -2023,7 +1982,7 @@ fn invalid_plans_are_refused_and_change_nothing() {
         );
         assert_eq!(a.status, 400, "{plan}: {}", a.body);
         assert!(a.message.contains(needle), "{needle}: {}", a.message);
-        assert_eq!(state_all(&s), before, "a refused plan left a trace: {plan}");
+        assert_eq!(s.state(), before, "a refused plan left a trace: {plan}");
     }
     assert_plain_entry(&s, "1.0.0");
     let none: Vec<Value> = serde_json::from_str(&s.ok(&["rollout", "list", "--json"])).unwrap();

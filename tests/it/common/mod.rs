@@ -322,41 +322,48 @@ impl Server {
         c
     }
 
-    /// A fingerprint of everything a refused request must leave untouched: every table's rows
-    /// (but the audit log, which records refusals) and every file under blobs/.
+    /// A fingerprint of everything a refused request must leave untouched: the rows of every
+    /// table of the schema, read from `sqlite_master` so that a new table is in it without
+    /// being listed here, and every file under blobs/. Left out, as written by refusals by
+    /// design: the audit log (`audit`, and `audit_checkpoints`, its signed heads), and
+    /// `token_used`, when each token was last used, which a refused request made with a valid
+    /// token records as a use (at most once a minute; schema migration 7: "recording a use is
+    /// no change to the token"). And SQLite's own `sqlite_*` tables.
     pub fn state(&self) -> String {
         let c = self.db();
+        let tables: Vec<String> = c
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' \
+                 AND name NOT IN ('audit', 'audit_checkpoints', 'token_used') \
+                 ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
         let mut out = String::new();
-        for table in [
-            "blobs",
-            "artifacts",
-            "statements",
-            "trust",
-            "channels",
-            "releases",
-            "tuf_metadata",
-            "tokens",
-            "rollouts",
-            "reports",
-            "agents",
-        ] {
-            let mut st = c
-                .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
-                .unwrap();
+        for table in tables {
+            let mut st = c.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
             let n = st.column_count();
-            let rows = st
+            let mut rows: Vec<String> = st
                 .query_map([], |r| {
-                    let mut s = String::new();
-                    for i in 0..n {
-                        let v: rusqlite::types::Value = r.get(i)?;
-                        s.push_str(&format!("{v:?}|"));
-                    }
-                    Ok(s)
+                    (0..n)
+                        .map(|i| {
+                            r.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}|"))
+                        })
+                        .collect::<Result<String, _>>()
                 })
+                .unwrap()
+                .collect::<Result<_, _>>()
                 .unwrap();
+            // In a fixed order whatever the table's keys: sorted by their text.
+            rows.sort();
             out.push_str(&format!("[{table}]\n"));
             for r in rows {
-                out.push_str(&r.unwrap());
+                out.push_str(&r);
                 out.push('\n');
             }
         }
