@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::Server;
+use common::prometheus::metrics;
 
 const NAME: &str = "app/x";
 /// Re-sign checks every 200 ms, so the test sees the server notice a jump quickly.
@@ -51,22 +52,6 @@ fn set_offset(file: &Path, offset: &str) {
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, format!("{offset}\n")).unwrap();
     std::fs::rename(&tmp, file).unwrap();
-}
-
-fn metrics(s: &Server) -> BTreeMap<String, f64> {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "10", &format!("{}/metrics", s.url)])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 fn metric(s: &Server, name: &str) -> f64 {

@@ -7,6 +7,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::Server;
+use common::prometheus::metrics;
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -473,34 +474,6 @@ fn online_keys_rotate_and_pinned_clients_keep_verifying() {
     let f3 = s.file("c.bin", 7000, 13);
     s.push(&f3, "c", "1", &b);
     s.pull_ok("c", "dev", &s.path("o4"), &state);
-}
-
-fn metrics(s: &Server) -> std::collections::BTreeMap<String, f64> {
-    let out = std::process::Command::new("curl")
-        .args(["-s", &format!("{}/metrics", s.url)])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut m = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.is_empty() {
-            assert!(
-                line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE "),
-                "{line}"
-            );
-            continue;
-        }
-        let (name, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("not a sample: {line}"));
-        m.insert(
-            name.to_owned(),
-            value
-                .parse::<f64>()
-                .unwrap_or_else(|_| panic!("bad value: {line}")),
-        );
-    }
-    m
 }
 
 #[test]

@@ -2,9 +2,8 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
-
 use common::Server;
+use common::prometheus::metrics;
 
 fn get(s: &Server, path: &str) -> (u16, String) {
     let out = std::process::Command::new("curl")
@@ -14,30 +13,6 @@ fn get(s: &Server, path: &str) -> (u16, String) {
     let text = String::from_utf8(out.stdout).unwrap();
     let (body, code) = text.rsplit_once('\n').unwrap();
     (code.parse().unwrap(), body.to_owned())
-}
-
-/// Parses Prometheus text strictly: HELP/TYPE comments and `name{labels} value` samples.
-fn metrics(s: &Server) -> BTreeMap<String, f64> {
-    let (code, text) = get(s, "/metrics");
-    assert_eq!(code, 200);
-    let mut m = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if line.starts_with('#') {
-            assert!(
-                line.starts_with("# HELP ") || line.starts_with("# TYPE "),
-                "{line}"
-            );
-            continue;
-        }
-        let (name, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("not a sample: {line}"));
-        m.insert(
-            name.to_owned(),
-            value.parse::<f64>().unwrap_or_else(|_| panic!("{line}")),
-        );
-    }
-    m
 }
 
 #[test]

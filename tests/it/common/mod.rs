@@ -2,6 +2,7 @@
 //! driven through the real `arca` binary (and python-tuf, and moto's S3 server, from the venv
 //! that `scripts/test-env.sh` installs).
 
+pub mod prometheus;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
