@@ -5,8 +5,10 @@
 # binary's size (scripts/check-release.sh).
 #
 # With arguments, runs just what they select, as `cargo test` arguments for the workspace:
-#   scripts/test.sh --test refusals            one integration test file
-#   scripts/test.sh --test refusals -- bad_    tests of that file whose name contains "bad_"
+#   scripts/test.sh --test it                  the integration tests (one binary, tests/it/)
+#   scripts/test.sh --test it refusals::       one former test file: the module tests/it/refusals.rs
+#   scripts/test.sh --test it refusals::bad_   tests of that module whose name starts with "bad_"
+#   scripts/test.sh --test it rollout::halts:: one section of a split module (tests/it/rollout/)
 #   scripts/test.sh -p arca-keys               one crate
 #   scripts/test.sh --lib rollout::            unit tests whose path contains "rollout::"
 set -euo pipefail

@@ -1,0 +1,550 @@
+//! The integration-test harness: a real `arca serve` on port 0 with a fresh temporary home,
+//! driven through the real `arca` binary (and python-tuf, and moto's S3 server, from the venv
+//! that `scripts/test-env.sh` installs).
+
+pub mod prometheus;
+pub mod raw;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `arca` binary under test.
+pub fn arca_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_arca"))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test venv (python-tuf, moto). Fails loudly when missing: tests never skip silently.
+pub fn venv() -> PathBuf {
+    let dir = std::env::var_os("ARCA_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".test-env/venv"));
+    assert!(
+        dir.join("bin/python").exists(),
+        "no test venv at {}: run scripts/test-env.sh (scripts/test.sh does it for you)",
+        dir.display()
+    );
+    dir
+}
+
+/// `tests/tuf_check.py`: python-tuf's `ngclient` fetching one target, as a third-party client.
+pub fn tuf_fetch_check() -> PathBuf {
+    let p = repo_root().join("tests/tuf_check.py");
+    assert!(p.exists(), "missing {}", p.display());
+    p
+}
+
+/// A running server with its own temporary home. Killed on drop.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub url: String,
+    pub token: String,
+    child: Option<Child>,
+    extra_env: Vec<(String, String)>,
+    /// More arguments of `arca serve`, and the directory it runs in (default: inherited).
+    serve_args: Vec<String>,
+    serve_dir: Option<PathBuf>,
+    /// Set on every `arca` client command of `arca()` (none unless `set_client_env` is called).
+    client_env: Vec<(String, String)>,
+}
+
+impl Server {
+    /// Starts a server on a fresh home (initialised on first start).
+    pub fn start() -> Server {
+        Self::start_with(None, &[])
+    }
+
+    /// Starts a server whose database the test will tamper with behind its back (to play a
+    /// malicious server or mirror): metadata is read from the database on every request.
+    pub fn start_tamperable() -> Server {
+        Self::start_with(Some("[tuf]\nmemory_cache = false\n"), &[])
+    }
+
+    /// Starts a server whose home gets `config` as arca.toml before the first start.
+    pub fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> Server {
+        Self::start_full(config, env, &[], None)
+    }
+
+    /// Starts a server with `config`, more `arca serve` arguments, run in directory `cwd`.
+    pub fn start_serving(config: Option<&str>, args: &[&str], cwd: Option<&Path>) -> Server {
+        Self::start_full(config, &[], args, cwd)
+    }
+
+    fn start_full(
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        args: &[&str],
+        cwd: Option<&Path>,
+    ) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        if let Some(c) = config {
+            std::fs::write(home.join("arca.toml"), c).unwrap();
+        }
+        let mut s = Server {
+            dir,
+            home,
+            url: String::new(),
+            token: String::new(),
+            child: None,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            serve_args: args.iter().map(|a| a.to_string()).collect(),
+            serve_dir: cwd.map(Path::to_path_buf),
+            client_env: Vec::new(),
+        };
+        s.launch();
+        s.token = std::fs::read_to_string(s.home.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        s
+    }
+
+    /// (Re)starts the process on the same home and waits for its address.
+    pub fn launch(&mut self) {
+        let mut cmd = Command::new(arca_bin());
+        cmd.args(["serve", "--home"])
+            .arg(&self.home)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info,actix_server=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("server.log"))
+                    .unwrap(),
+            ));
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd.args(&self.serve_args);
+        if let Some(d) = &self.serve_dir {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd.spawn().expect("spawn arca serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("arca listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("server did not start; log:\n{}", self.log()));
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the server (no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// A path inside the test's temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn root_key(&self) -> PathBuf {
+        self.home.join("keys/root.key")
+    }
+
+    pub fn root_json(&self) -> PathBuf {
+        self.home.join("root.json")
+    }
+
+    /// Sets `key=value` in the environment of every later client command of `arca()`.
+    pub fn set_client_env(&mut self, key: &str, value: &str) {
+        self.client_env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// `arca ARGS` with this server and the admin token in the environment.
+    pub fn arca(&self) -> Command {
+        let mut c = Command::new(arca_bin());
+        for (k, v) in &self.client_env {
+            c.env(k, v);
+        }
+        c.env("ARCA_SERVER", &self.url)
+            .env("ARCA_TOKEN", &self.token)
+            .env("HOME", self.dir.path())
+            .env_remove("ARCA_METADATA_DIR")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `arca ARGS`, expecting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.arca().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "arca {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `arca ARGS`, expecting failure; returns stderr (which must be one line naming why).
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.arca().args(args).output().unwrap();
+        failure_line(args, &out)
+    }
+
+    /// Generates an unencrypted key in the test dir and returns its path (`.pub` beside it).
+    pub fn key(&self, name: &str) -> PathBuf {
+        let p = self.path(&format!("{name}.key"));
+        self.ok(&["key", "gen", "--unencrypted", "--out", p.to_str().unwrap()]);
+        p
+    }
+
+    /// A new builder key with `scope`, added to the trust document with the root key.
+    pub fn builder(&self, name: &str, scope: &str) -> PathBuf {
+        let k = self.key(name);
+        self.ok(&[
+            "trust",
+            "add-key",
+            &format!("{}.pub", k.display()),
+            "--role",
+            "builder",
+            "--scope",
+            scope,
+            "--sign",
+            self.root_key().to_str().unwrap(),
+        ]);
+        k
+    }
+
+    /// Writes `len` pseudo-random bytes to the test dir.
+    pub fn file(&self, name: &str, len: usize, seed: u8) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, pseudo_random(len, seed)).unwrap();
+        p
+    }
+
+    /// Pushes `file` as `name@version` with `key`.
+    pub fn push(&self, file: &Path, name: &str, version: &str, key: &Path) -> String {
+        self.ok(&[
+            "push",
+            file.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            version,
+            "--key",
+            key.to_str().unwrap(),
+        ])
+    }
+
+    /// `arca pull` args for `name` from `channel` into `out` with client state in `state`.
+    pub fn pull_args(&self, name: &str, channel: &str, out: &Path, state: &Path) -> Vec<String> {
+        vec![
+            "pull".into(),
+            name.into(),
+            "--channel".into(),
+            channel.into(),
+            "--root".into(),
+            self.root_json().display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--metadata-dir".into(),
+            state.display().to_string(),
+        ]
+    }
+
+    pub fn pull_ok(&self, name: &str, channel: &str, out: &Path, state: &Path) -> String {
+        let args = self.pull_args(name, channel, out, state);
+        self.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    pub fn pull_fails(&self, name: &str, channel: &str, out: &Path, state: &Path) -> String {
+        let args = self.pull_args(name, channel, out, state);
+        self.fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// A new `reporter` token for any agent (`--agent *`): what deploy agents hold (it may
+    /// only post reports).
+    pub fn reporter_token(&self) -> String {
+        self.ok(&["token", "create", "--role", "reporter", "--agent", "*"])
+            .trim()
+            .to_owned()
+    }
+
+    /// `arca agent` following `name` in `channel`, with its own `dir` and `id`, holding
+    /// `token` (a reporter token). Callers add `--once`, `--health-cmd`, `--interval`...
+    pub fn agent_cmd(
+        &self,
+        token: &str,
+        channel: &str,
+        name: &str,
+        dir: &Path,
+        id: &str,
+    ) -> Command {
+        let mut c = self.arca();
+        c.env("ARCA_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .args(["agent", "--channel", channel, "--name", name, "--root"])
+            .arg(self.root_json())
+            .arg("--dir")
+            .arg(dir)
+            .args(["--id", id]);
+        c
+    }
+
+    /// Opens the server's database (for inspecting and, in attack tests, tampering).
+    pub fn db(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(self.home.join("arca.db")).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c
+    }
+
+    /// A fingerprint of everything a refused request must leave untouched: the rows of every
+    /// table of the schema, read from `sqlite_master` so that a new table is in it without
+    /// being listed here, and every file under blobs/. Left out, as written by refusals by
+    /// design: the audit log (`audit`, and `audit_checkpoints`, its signed heads), and
+    /// `token_used`, when each token was last used, which a refused request made with a valid
+    /// token records as a use (at most once a minute; schema migration 7: "recording a use is
+    /// no change to the token"). And SQLite's own `sqlite_*` tables.
+    pub fn state(&self) -> String {
+        let c = self.db();
+        let tables: Vec<String> = c
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' \
+                 AND name NOT IN ('audit', 'audit_checkpoints', 'token_used') \
+                 ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut out = String::new();
+        for table in tables {
+            let mut st = c.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+            let n = st.column_count();
+            let mut rows: Vec<String> = st
+                .query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            r.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}|"))
+                        })
+                        .collect::<Result<String, _>>()
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            // In a fixed order whatever the table's keys: sorted by their text.
+            rows.sort();
+            out.push_str(&format!("[{table}]\n"));
+            for r in rows {
+                out.push_str(&r);
+                out.push('\n');
+            }
+        }
+        out.push_str("[blobs/]\n");
+        for f in list_files(&self.home.join("blobs")) {
+            out.push_str(&format!("{f}\n"));
+        }
+        out
+    }
+
+    /// Number of audit entries with this outcome.
+    pub fn audit_count(&self, outcome: &str) -> i64 {
+        self.db()
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE outcome = ?1",
+                [outcome],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    /// Python-tuf's ngclient fetching `target` from `channel`; returns (success, output).
+    pub fn python_tuf(
+        &self,
+        channel: &str,
+        target: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> (bool, String) {
+        self.python_tuf_env(channel, target, out, extra, &[])
+    }
+
+    /// `python_tuf` with `env` set for python (e.g. `REQUESTS_CA_BUNDLE` for an HTTPS server).
+    pub fn python_tuf_env(
+        &self,
+        channel: &str,
+        target: &str,
+        out: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (bool, String) {
+        let o = Command::new(venv().join("bin/python"))
+            .envs(env.iter().copied())
+            .arg(tuf_fetch_check())
+            .args([
+                "--metadata-url",
+                &format!("{}/tuf/{channel}/metadata/", self.url),
+            ])
+            .args([
+                "--targets-url",
+                &format!("{}/tuf/{channel}/targets/", self.url),
+            ])
+            .args(["--root", self.root_json().to_str().unwrap()])
+            .args(["--target", target, "--out", out.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The newest metadata row of `role` in `channel`: (version, body).
+pub fn latest_meta(s: &Server, channel: &str, role: &str) -> (u64, Vec<u8>) {
+    s.db()
+        .query_row(
+            "SELECT version, body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
+             ORDER BY version DESC LIMIT 1",
+            [channel, role],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// Overwrites one stored metadata file (what the server then serves as-is).
+pub fn set_meta_body(s: &Server, channel: &str, role: &str, version: u64, body: &[u8]) {
+    let n = s
+        .db()
+        .execute(
+            "UPDATE tuf_metadata SET body = ?1 WHERE channel = ?2 AND role = ?3 AND version = ?4",
+            rusqlite::params![body, channel, role, version as i64],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "no {channel} {role} v{version} row");
+}
+
+/// The forgery of a server whose online key is compromised: takes the newest targets of `channel`,
+/// applies `edit` to its `signed`, bumps the version, signs it with the channel's ONLINE key
+/// (as a server whose online key is compromised could), stores it and publishes a matching
+/// snapshot and timestamp with arca's own publishing code.
+pub fn forge_targets_with_online_key(
+    s: &Server,
+    channel: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let key = arca_keys::SigningKey::read_file(&s.home.join(format!("keys/{channel}.online.key")))
+        .unwrap();
+    let (version, body) = latest_meta(s, channel, "targets");
+    let env = arca::tuf::metadata::Envelope::from_slice("targets", &body).unwrap();
+    let mut signed = env.signed.clone();
+    edit(&mut signed);
+    signed["version"] = serde_json::Value::from(version + 1);
+    let expires = signed["expires"].as_str().unwrap().to_owned();
+    let forged = arca::tuf::metadata::Envelope::sign(&signed, &[&key]).to_bytes();
+    let c = s.db();
+    let tx = c.unchecked_transaction().unwrap();
+    arca::db::tuf::insert(&tx, channel, "targets", version + 1, &forged, &expires).unwrap();
+    let cfg = arca::config::TufConfig::default();
+    arca::tuf::repo::publish_snapshot(&tx, channel, &key, &cfg, chrono::Utc::now()).unwrap();
+    tx.commit().unwrap();
+}
+
+/// Asserts a failed run that printed one clear `error:` line; returns that stderr.
+pub fn failure_line(args: &[&str], out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "arca {args:?} should have failed; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    stderr
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn list_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Deterministic bytes (xorshift), so a failing test can be re-run with the same data.
+pub fn pseudo_random(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(seed).wrapping_mul(0x0100_0000_01B3);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Waits until `f` is true, up to `timeout`.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
