@@ -530,17 +530,22 @@ impl fmt::Debug for Pkcs11Key {
     }
 }
 
+/// A read-only session on the one token the URI selects, through `module_path`.
+fn read_only_session(uri: &Pkcs11Uri, module_path: &Path) -> Result<Session, KeyError> {
+    let ctx = module(module_path)?;
+    let slot = find_slot(&ctx, uri)?;
+    ctx.open_ro_session(slot).map_err(|e| KeyError::Pkcs11 {
+        key: uri.to_string(),
+        reason: format!("opening a session: {}", rv(&e)),
+    })
+}
+
 impl Pkcs11Key {
     /// Opens the key the URI names with `module` (a PKCS#11 shared library) and logs in with
     /// `pin`.
     pub fn open(uri: &Pkcs11Uri, module_path: &Path, pin: &str) -> Result<Self, KeyError> {
         uri.require_object()?;
-        let ctx = module(module_path)?;
-        let slot = find_slot(&ctx, uri)?;
-        let session = ctx.open_ro_session(slot).map_err(|e| KeyError::Pkcs11 {
-            key: uri.to_string(),
-            reason: format!("opening a session: {}", rv(&e)),
-        })?;
+        let session = read_only_session(uri, module_path)?;
         login(&session, uri, pin)?;
         let private = find_one(&session, uri, ObjectClass::PRIVATE_KEY, "private key")?
             .ok_or_else(|| KeyError::Pkcs11 {
@@ -565,12 +570,7 @@ impl Pkcs11Key {
     /// objects are public): for `arca key pub` and `arca key id`.
     pub fn read_public(uri: &Pkcs11Uri, module_path: &Path) -> Result<PublicKey, KeyError> {
         uri.require_object()?;
-        let ctx = module(module_path)?;
-        let slot = find_slot(&ctx, uri)?;
-        let session = ctx.open_ro_session(slot).map_err(|e| KeyError::Pkcs11 {
-            key: uri.to_string(),
-            reason: format!("opening a session: {}", rv(&e)),
-        })?;
+        let session = read_only_session(uri, module_path)?;
         read_public(&session, uri)
     }
 

@@ -15,16 +15,20 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let app = req.app_data::<web::Data<App>>().cloned();
-        let header = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = authorization(req);
         Box::pin(async move {
             let app = app.ok_or_else(|| Error::Internal("no app state".into()))?;
             authenticate(&app, header.as_deref()).await
         })
     }
+}
+
+/// The request's `Authorization` header, if it is text.
+fn authorization(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Who posts a report: the bearer token when the request has one (a bad one is refused
@@ -36,11 +40,7 @@ impl FromRequest for Reporter {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let app = req.app_data::<web::Data<App>>().cloned();
-        let header = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = authorization(req);
         let certificate = req
             .conn_data::<crate::http::tls::ClientIdentity>()
             .map(|c| c.0.clone());

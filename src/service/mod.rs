@@ -305,8 +305,20 @@ impl App {
         if !err.is_refusal() {
             return;
         }
-        let actor = actor.to_owned();
-        let reason = err.to_string();
+        let details = serde_json::json!({ "reason": err.to_string() });
+        self.append_refusal(actor.to_owned(), action.to_owned(), subject, details)
+            .await;
+    }
+
+    /// Appends one `refused` entry to the audit log in its own transaction; one that cannot be
+    /// written is logged, not returned (the refusal itself is the answer).
+    pub(crate) async fn append_refusal(
+        &self,
+        actor: String,
+        action: String,
+        subject: String,
+        details: serde_json::Value,
+    ) {
         let r = self
             .db
             .call(move |c| {
@@ -314,10 +326,10 @@ impl App {
                     c,
                     &db::audit::Entry {
                         actor: &actor,
-                        action,
+                        action: &action,
                         subject: &subject,
                         outcome: "refused",
-                        details: serde_json::json!({ "reason": reason }),
+                        details,
                     },
                 )
             })

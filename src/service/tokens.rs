@@ -87,30 +87,14 @@ impl App {
         message: String,
     ) -> Error {
         let err = Error::forbidden(code, message);
-        let (actor, verb, subject, reason) = (
+        let details = serde_json::json!({ "reason": err.to_string(), "code": code });
+        self.append_refusal(
             actor.to_owned(),
             action.audit_action(),
             action.subject(),
-            err.to_string(),
-        );
-        let r = self
-            .db
-            .call(move |c| {
-                db::audit::append(
-                    c,
-                    &db::audit::Entry {
-                        actor: &actor,
-                        action: &verb,
-                        subject: &subject,
-                        outcome: "refused",
-                        details: serde_json::json!({ "reason": reason, "code": code }),
-                    },
-                )
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "cannot write the audit entry of a refusal");
-        }
+            details,
+        )
+        .await;
         err
     }
 }

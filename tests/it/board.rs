@@ -6,9 +6,7 @@ use crate::common;
 
 use common::Server;
 
-fn p(path: &std::path::Path) -> &str {
-    path.to_str().unwrap()
-}
+use crate::common::p;
 
 /// A builder key labelled `label`, trusted for `app/*`.
 fn labelled_builder(s: &Server, name: &str, label: &str) -> std::path::PathBuf {

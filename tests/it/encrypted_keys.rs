@@ -12,9 +12,7 @@ use common::{Server, failure_line};
 
 const PASS: &str = "correct horse battery staple";
 
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use crate::common::p;
 
 /// `arca ARGS` with ARCA_KEY_PASSPHRASE set to `pass` (or removed), no terminal.
 fn run(s: &Server, pass: Option<&str>, args: &[&str]) -> Output {

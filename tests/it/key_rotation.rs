@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use common::Server;
 use common::prometheus::metrics;
 
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use crate::common::p;
 
 fn pubkey(key: &Path) -> String {
     format!("{}.pub", key.display())

@@ -14,9 +14,7 @@ const PIN: &str = "246810";
 const SO_PIN: &str = "13579";
 const LABEL: &str = "arca-test";
 
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use crate::common::p;
 
 /// SoftHSM's PKCS#11 module: where Debian puts it, else wherever `dpkg -L` says. Fails loudly
 /// when it is not installed (tests never skip silently).

@@ -7,16 +7,14 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::{Server, latest_meta};
 
 const NAME: &str = "app/x";
 const TARGET: &str = "app/x/x-1.0.0.bin";
 
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use crate::common::p;
 
 fn approver(s: &Server, name: &str) -> PathBuf {
     let k = s.key(name);

@@ -23,9 +23,7 @@ const SCAN: &str = "https://example.com/scan/v1";
 /// A server whose background task (auto-promotion, soak periods) runs every second.
 const FAST: &str = "[tuf]\nrefresh_interval = \"1s\"\n";
 
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use crate::common::p;
 
 /// A new key `name` with `roles` and `scopes`, added to the trust document with the root key.
 fn add_key(s: &Server, name: &str, roles: &[&str], scopes: &[&str]) -> PathBuf {

@@ -11,6 +11,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `arca` binary under test.
+/// A path as the `&str` a command-line argument list takes (test paths are UTF-8).
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
 pub fn arca_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_arca"))
 }

@@ -28,9 +28,7 @@ const FAST: &str = "[rollout]\ntick = \"200ms\"\n";
 /// Agent processes run at once.
 const PARALLEL_AGENTS: usize = 8;
 
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+pub(super) use crate::common::p;
 
 // ---------------------------------------------------------------------------------------------
 // Releases, rollouts and what the server says about them.
