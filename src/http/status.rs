@@ -57,6 +57,7 @@ async fn metrics(app: web::Data<App>) -> Result<HttpResponse, Error> {
     rollout_metrics(&app, &mut out).await?;
     out.push_str(&crate::tuf::clock::render_metrics());
     out.push_str(&app.counters.render());
+    out.push_str(&app.transfers.render());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))

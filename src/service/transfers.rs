@@ -13,6 +13,8 @@ use crate::config::LimitsConfig;
 pub struct Transfers {
     uploads: Arc<tokio::sync::Semaphore>,
     downloads: Arc<tokio::sync::Semaphore>,
+    max_uploads: usize,
+    max_downloads: usize,
 }
 
 impl Transfers {
@@ -20,7 +22,33 @@ impl Transfers {
         Transfers {
             uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads)),
             downloads: Arc::new(tokio::sync::Semaphore::new(limits.max_downloads)),
+            max_uploads: limits.max_uploads,
+            max_downloads: limits.max_downloads,
         }
+    }
+
+    /// The uploads and downloads holding a slot now.
+    pub fn in_flight(&self) -> (usize, usize) {
+        (
+            self.max_uploads - self.uploads.available_permits(),
+            self.max_downloads - self.downloads.available_permits(),
+        )
+    }
+
+    /// The in-flight gauges and their caps in Prometheus text format.
+    pub fn render(&self) -> String {
+        let (up, down) = self.in_flight();
+        format!(
+            "# HELP arca_transfers_in_flight Uploads and downloads holding a slot now.\n\
+             # TYPE arca_transfers_in_flight gauge\n\
+             arca_transfers_in_flight{{kind=\"upload\"}} {up}\n\
+             arca_transfers_in_flight{{kind=\"download\"}} {down}\n\
+             # HELP arca_transfers_max Slots for uploads and downloads (limits.max_uploads, limits.max_downloads).\n\
+             # TYPE arca_transfers_max gauge\n\
+             arca_transfers_max{{kind=\"upload\"}} {}\n\
+             arca_transfers_max{{kind=\"download\"}} {}\n",
+            self.max_uploads, self.max_downloads
+        )
     }
 
     /// A slot for one upload, held until its body is stored or refused.

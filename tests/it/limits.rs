@@ -60,8 +60,9 @@ fn read_answer(c: &mut TcpStream) -> (u16, String) {
 fn stalled_readers_keep_memory_flat_and_are_disconnected() {
     let s = Server::start_with(
         // The write timeout leaves time to open the 1000 connections on a loaded machine
-        // before the first of them is cut off (which would free its slot again).
-        Some("[limits]\nmax_downloads = 1000\nwrite_timeout = \"30s\"\n"),
+        // before the first of them is cut off (which would free its slot again): at 30 s a
+        // loaded CI machine once took longer than that to accept them all.
+        Some("[limits]\nmax_downloads = 1000\nwrite_timeout = \"60s\"\n"),
         &[],
     );
     let key = s.builder("builder", "app/*");
@@ -95,15 +96,28 @@ fn stalled_readers_keep_memory_flat_and_are_disconnected() {
         c.write_all(get.as_bytes()).unwrap();
         stalled.push(c);
     }
-    // Once the 1000 hold every slot, a download is refused at once with the JSON error.
-    let mut last = String::new();
-    let full = common::wait_until(Duration::from_secs(30), || {
-        let started = Instant::now();
-        let (status, answer) = request(&addr, &get);
-        last = answer;
-        status == 503 && started.elapsed() < Duration::from_secs(2)
+    // Wait until the server holds a slot for each of the 1000 (accepting them all takes a
+    // while on a loaded machine); then a download is refused at once with the JSON error.
+    let in_flight = common::prometheus::series("arca_transfers_in_flight", &[("kind", "download")]);
+    let mut seen = 0.0;
+    let full = common::wait_until(Duration::from_secs(60), || {
+        seen = common::prometheus::metrics(&s)[&in_flight];
+        seen >= 1000.0
     });
-    assert!(full, "never refused: {last}");
+    assert!(full, "only {seen} of 1000 stalled downloads hold a slot");
+    assert_eq!(
+        common::prometheus::metrics(&s)
+            [&common::prometheus::series("arca_transfers_max", &[("kind", "download")])],
+        1000.0
+    );
+    let started = Instant::now();
+    let (status, last) = request(&addr, &get);
+    assert_eq!(status, 503, "{last}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused after {:?}",
+        started.elapsed()
+    );
     assert!(last.contains("\"too_many_downloads\""), "{last}");
     // Each stalled reader holds about one read chunk: ~90 KiB (it was ~760 KiB).
     let rss_stalled = proc_status(pid, "VmRSS:");
@@ -114,7 +128,7 @@ fn stalled_readers_keep_memory_flat_and_are_disconnected() {
     );
     // The stalled connections are closed by the write timeout.
     assert!(
-        common::wait_until(Duration::from_secs(120), || open_fds(pid) < fds_before + 20),
+        common::wait_until(Duration::from_secs(180), || open_fds(pid) < fds_before + 20),
         "{} fds still open (baseline {fds_before})",
         open_fds(pid)
     );
