@@ -14,12 +14,13 @@
 
 use std::time::{Duration, Instant};
 
+use arca::db::Sql;
 use arca::model::api::{BUILD_PREDICATE, PromoteRequest, subject_name};
+use arca::params;
 use arca::policy::{Facts, Policy, StatementFacts};
 use arca_keys::dsse::Envelope;
 use arca_keys::intoto::{PAYLOAD_TYPE, Statement, Subject};
 use arca_keys::{SignedEnvelope, SigningKey, TrustDocument};
-use rusqlite::params;
 
 struct Sizes {
     names: usize,
@@ -53,7 +54,7 @@ fn any_name_builder(builder: &SigningKey) -> arca_keys::KeyEntry {
 fn setup() -> (tempfile::TempDir, arca::service::App, SigningKey) {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    arca::home::init(&home).unwrap();
+    arca::home::init(&home, None).unwrap();
     let cfg = arca::config::Config::load(&home).unwrap();
     let app = arca::startup::open(&home, cfg).unwrap();
     let root = SigningKey::read_file(&home.join("keys/root.key")).unwrap();
@@ -89,12 +90,13 @@ fn populate(app: &arca::service::App, builder: &SigningKey, s: &Sizes) {
                         "INSERT INTO blobs (blake3, sha256, size, created_at) VALUES (?1, ?2, 100, '2026-01-01T00:00:00Z')",
                         params![blake3, sha256],
                     )?;
-                    tx.execute(
-                        "INSERT INTO artifacts (name, version, file_name, blake3, media_type, uploaded_by, created_at) \
-                         VALUES (?1, ?2, 'app.bin', ?3, 'application/octet-stream', 'bench', '2026-01-01T00:00:00Z')",
-                        params![name, version, blake3],
-                    )?;
-                    let id = tx.last_insert_rowid();
+                    let id: i64 = tx
+                        .query_one(
+                            "INSERT INTO artifacts (name, version, file_name, blake3, media_type, uploaded_by, created_at) \
+                             VALUES (?1, ?2, 'app.bin', ?3, 'application/octet-stream', 'bench', '2026-01-01T00:00:00Z') RETURNING id",
+                            params![name, version, blake3],
+                        )?
+                        .get(0)?;
                     let st = Statement::new(
                         Subject {
                             name: subject_name(&name.parse().unwrap(), &version.parse().unwrap()),
@@ -115,24 +117,22 @@ fn populate(app: &arca::service::App, builder: &SigningKey, s: &Sizes) {
                 }
             }
             let mut prev = arca::audit::GENESIS_HASH.to_owned();
-            let start: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?;
+            let start: i64 = tx.query_one("SELECT COALESCE(MAX(seq), 0) FROM audit", params![])?.get(0)?;
             if start > 0 {
-                prev = tx.query_row("SELECT hash FROM audit WHERE seq = ?1", [start], |r| r.get(0))?;
+                prev = tx.query_one("SELECT hash FROM audit WHERE seq = ?1", params![start])?.get(0)?;
             }
-            let mut ins = tx.prepare(
-                "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) \
-                 VALUES (?1, '2026-01-01T00:00:00Z', 'bench', 'push', ?2, 'ok', '{}', ?3, ?4)",
-            )?;
             for i in 0..s.audit as i64 {
                 let seq = start + 1 + i;
                 let subject = format!("svc/app{}@1.0.0", i % 1000);
                 let hash = arca::audit::entry_hash(seq, "2026-01-01T00:00:00Z", "bench", "push", &subject, "ok", "{}", &prev);
-                ins.execute(params![seq, subject, prev, hash])?;
+                tx.execute(
+                    "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) \
+                     VALUES (?1, '2026-01-01T00:00:00Z', 'bench', 'push', ?2, 'ok', '{}', ?3, ?4)",
+                    params![seq, subject, prev, hash],
+                )?;
                 prev = hash;
             }
-            drop(ins);
             tx.commit()
-                .map_err(arca::db::DbError::from)
         })
         .unwrap();
 }

@@ -40,6 +40,25 @@ pub struct Config {
     /// development; anything reachable from a network should set `[tls]` (or sit behind a
     /// proxy that terminates TLS), since every request carries a bearer token.
     pub tls: Option<TlsConfig>,
+    pub database: DatabaseConfig,
+}
+
+/// Where the metadata lives: the home's SQLite file by default, or a PostgreSQL database
+/// (`url = "postgres://user@host:port/db"`, or `ARCA_DATABASE_URL`) for several servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// A `postgres://` URL; none means SQLite in the home (`arca.db`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// PostgreSQL connections this server keeps (and database calls it runs at once).
+    pub pool: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: None, pool: 8 }
+    }
 }
 
 /// The server's certificate and key (PEM files). Both are re-read when their files change
@@ -211,6 +230,7 @@ impl Default for Config {
             agents: AgentsConfig::default(),
             limits: LimitsConfig::default(),
             tls: None,
+            database: DatabaseConfig::default(),
         }
     }
 }
@@ -245,7 +265,7 @@ impl Default for TufConfig {
 
 impl Config {
     /// Loads `HOME/arca.toml` (defaults when absent), then applies `ARCA_LISTEN`,
-    /// `ARCA_STORE_URL` and `ARCA_MAX_BLOB_SIZE` from the environment.
+    /// `ARCA_STORE_URL`, `ARCA_MAX_BLOB_SIZE` and `ARCA_DATABASE_URL` from the environment.
     pub fn load(home: &Path) -> Result<Self, ConfigError> {
         let path = home.join(CONFIG_FILE);
         let mut cfg = match std::fs::read_to_string(&path) {
@@ -267,6 +287,9 @@ impl Config {
         if let Ok(v) = std::env::var("ARCA_STORE_URL") {
             cfg.store.url = v;
         }
+        if let Ok(v) = std::env::var("ARCA_DATABASE_URL") {
+            cfg.database.url = Some(v);
+        }
         if let Ok(v) = std::env::var("ARCA_MAX_BLOB_SIZE") {
             cfg.store.max_blob_size = v.parse().map_err(|_| ConfigError::Invalid {
                 path: "ARCA_MAX_BLOB_SIZE".into(),
@@ -281,6 +304,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(format!(
+                "database.url must be a postgres:// URL (SQLite needs none: it is the home's arca.db), not {url:?}"
+            ));
+        }
+        if self.database.pool == 0 {
+            return Err("database.pool must be positive".into());
+        }
         if self.pipeline.is_empty() {
             return Err("pipeline must name at least one channel".into());
         }

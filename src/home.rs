@@ -102,8 +102,20 @@ impl Home {
         self.dir.join("keys").join(format!("{channel}.online.key"))
     }
 
+    /// Whether `init` ran here: the SQLite file exists, or (on PostgreSQL, where the database
+    /// is elsewhere) the pinned root that `init` writes last.
     pub fn is_initialised(&self) -> bool {
-        self.db().exists()
+        self.db().exists() || self.dir.join(ROOT_JSON).exists()
+    }
+
+    /// Opens the home's database: PostgreSQL when arca.toml (or `ARCA_DATABASE_URL`) names
+    /// one, which must already hold the current schema; else the SQLite file, created and
+    /// migrated as needed.
+    pub fn open_db(&self, cfg: &Config) -> Result<Db, crate::db::DbError> {
+        match &cfg.database.url {
+            Some(url) => Db::connect(url, cfg.database.pool),
+            None => Db::open(&self.db()),
+        }
     }
 
     /// Loads the online key of every channel of the pipeline.
@@ -151,14 +163,17 @@ pub struct InitReport {
 
 /// Creates a home: config, database, keys, admin token, trust document v1, and each channel's
 /// TUF repository (the shared root v1, the channel's root v2, empty targets).
-pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
+/// `database`: a PostgreSQL URL to initialise (empty, once) and record in arca.toml; none keeps
+/// what arca.toml (or `ARCA_DATABASE_URL`) says, by default SQLite in the home.
+pub fn init(dir: &Path, database: Option<&str>) -> anyhow::Result<InitReport> {
     let home = Home::new(dir);
     if home.is_initialised() {
-        bail!(
-            "{} is already initialised ({} exists)",
-            dir.display(),
+        let what = if home.db().exists() {
             DB_FILE
-        );
+        } else {
+            ROOT_JSON
+        };
+        bail!("{} is already initialised ({what} exists)", dir.display());
     }
     std::fs::create_dir_all(dir.join("keys"))
         .with_context(|| format!("creating {}", dir.display()))?;
@@ -168,7 +183,21 @@ pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
         std::fs::write(&cfg_path, Config::default().initial_file())
             .with_context(|| format!("writing {}", cfg_path.display()))?;
     }
+    if let Some(url) = database {
+        record_database_url(&cfg_path, url)?;
+    }
     let cfg = Config::load(dir)?;
+    // A PostgreSQL database is initialised once, and only when it holds no arca schema yet.
+    if let Some(url) = &cfg.database.url {
+        if let Some(found) = Db::postgres_holds_a_home(url)? {
+            bail!(
+                "the PostgreSQL database {} already holds an arca schema (version {found}): init creates a new one; \
+                 point a home at it with [database] url, or use an empty database",
+                crate::db::redact(url)
+            );
+        }
+        Db::migrate_postgres(url)?;
+    }
 
     // The server's own keys are unencrypted files (write_files), unlike `arca key gen`'s: the
     // server signs with the online and audit keys unattended, and a passphrase kept beside them
@@ -220,7 +249,7 @@ pub fn init(dir: &Path) -> anyhow::Result<InitReport> {
         None,
         repo::root_expiry(now, &cfg.tuf),
     );
-    let database = Db::open(&home.db())?;
+    let database = home.open_db(&cfg)?;
     let root_json = database.call_sync(|c| {
         let tx = c.transaction()?;
         db::tokens::insert(
@@ -296,5 +325,39 @@ fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
             .with_context(|| format!("chmod {}", path.display()))?;
     }
     let _ = (path, mode);
+    Ok(())
+}
+
+/// Records `[database] url` in arca.toml (appended; a different URL already there is an error).
+fn record_database_url(cfg_path: &Path, url: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(cfg_path).unwrap_or_default();
+    let parsed: Config =
+        toml::from_str(&text).with_context(|| format!("reading {}", cfg_path.display()))?;
+    match parsed.database.url.as_deref() {
+        Some(u) if u == url => return Ok(()),
+        Some(u) => bail!(
+            "{} already names the database {}; remove it or pass the same --database",
+            cfg_path.display(),
+            crate::db::redact(u)
+        ),
+        None => {}
+    }
+    if text.contains("[database]") {
+        bail!(
+            "{} has a [database] table without url; add url = \"...\" there instead of --database",
+            cfg_path.display()
+        );
+    }
+    let sep = if text.is_empty() || text.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    let url_toml = toml::Value::String(url.to_owned()).to_string();
+    std::fs::write(
+        cfg_path,
+        format!("{text}{sep}\n[database]\nurl = {url_toml}\n"),
+    )
+    .with_context(|| format!("writing {}", cfg_path.display()))?;
     Ok(())
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::db::Db;
 use crate::home::{self, Home};
 use crate::service::App;
 
@@ -16,7 +15,7 @@ use crate::service::App;
 /// what benchmarks use to drive the use cases without HTTP.)
 pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
     let home = Home::new(dir);
-    let db = Db::open(&home.db())?;
+    let db = home.open_db(&cfg)?;
     let options: Vec<(String, String)> = cfg.store.options.clone().into_iter().collect();
     let store = arca_store::BlobStore::open(&cfg.store.url, &dir.join("blobs"), &options)
         .context("opening the blob store")?;
@@ -70,7 +69,16 @@ pub struct Overrides {
 pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let home = Home::new(dir);
     if !home.is_initialised() {
-        let report = home::init(dir)?;
+        if let Some(url) = Config::load(dir)?.database.url {
+            anyhow::bail!(
+                "{} is not initialised and its database is PostgreSQL ({}): serve initialises only SQLite homes; \
+                 run `arca init --home {} --database URL` once",
+                dir.display(),
+                crate::db::redact(&url),
+                dir.display()
+            );
+        }
+        let report = home::init(dir, None)?;
         tracing::info!(home = %dir.display(), root_key = %report.root_key_id, "initialised a new home");
     }
     let mut cfg = Config::load(dir)?;

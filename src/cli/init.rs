@@ -11,11 +11,18 @@ pub struct Args {
     /// Also write a self-signed development certificate (HOME/tls/) and serve HTTPS with it.
     #[arg(long)]
     tls: bool,
+    /// Keep the metadata in this empty PostgreSQL database (postgres://USER@HOST:PORT/DB),
+    /// initialised now and recorded in arca.toml; without it, SQLite in the home.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    let report = crate::home::init(&a.home)?;
+    let report = crate::home::init(&a.home, a.database.as_deref())?;
     println!("initialised {}", a.home.display());
+    if let Some(url) = &a.database {
+        println!("  database     {} (PostgreSQL)", crate::db::redact(url));
+    }
     println!(
         "  root key     {} ({}/keys/root.key: move it offline for production)",
         report.root_key_id,

@@ -4,6 +4,7 @@ mod agent;
 mod attest;
 mod audit;
 mod change;
+mod db;
 mod init;
 mod key;
 mod ls;
@@ -80,6 +81,9 @@ enum Command {
     Audit(audit::Command),
     /// A generic TUF client (the command protocol of TUF's conformance suite).
     TufClient(tuf_client::Args),
+    /// The metadata database: migrate its schema.
+    #[command(subcommand)]
+    Db(db::Command),
 }
 
 /// `NAME@VERSION` on the command line.
@@ -232,6 +236,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Show(a) => block_on(show::run(a)),
         Command::Pull(a) => block_on(pull::run(a)),
         Command::TufClient(a) => block_on(tuf_client::run(a)),
+        Command::Db(c) => db::run(c),
         Command::Audit(c) => block_on(audit::run(c)),
         Command::Rollout(c) => block_on(rollout::run(c)),
         Command::Agents(a) => block_on(rollout::agents(a)),

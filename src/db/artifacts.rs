@@ -1,6 +1,7 @@
 //! Blobs, artifacts and the statements about them.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::Sql;
+use crate::params;
 
 use super::{DbError, now_str};
 use crate::model::api::ArtifactInfo;
@@ -44,7 +45,7 @@ const SELECT: &str = concat!(
     " FROM artifacts a JOIN blobs b ON b.blake3 = a.blake3"
 );
 
-pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRow> {
+pub(crate) fn row(r: &super::sql::Row) -> Result<ArtifactRow, DbError> {
     Ok(ArtifactRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -52,7 +53,7 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRow> {
         file_name: r.get(3)?,
         blake3: r.get(4)?,
         sha256: r.get(5)?,
-        size: r.get::<_, i64>(6)? as u64,
+        size: r.get(6)?,
         media_type: r.get(7)?,
         uploaded_by: r.get(8)?,
         created_at: r.get(9)?,
@@ -69,47 +70,53 @@ pub(crate) fn select_columns() -> &'static str {
 }
 
 /// Every statement envelope about an artifact: (sha256, envelope bytes), oldest first.
-pub fn statements_of(c: &Connection, artifact_id: i64) -> Result<Vec<(String, Vec<u8>)>, DbError> {
-    let mut st = c.prepare_cached(
+pub fn statements_of(c: &dyn Sql, artifact_id: i64) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+    c.query(
         "SELECT sha256, envelope FROM statements WHERE artifact_id = ?1 ORDER BY created_at, sha256",
-    )?;
-    let rows = st.query_map([artifact_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        params![artifact_id],
+    )?
+    .iter()
+    .map(|r| Ok::<_, DbError>((r.get(0)?, r.get(1)?)))
+    .collect()
 }
 
 /// An artifact by its row id.
-pub fn by_id(c: &Connection, id: i64) -> Result<Option<ArtifactRow>, DbError> {
-    Ok(c.query_row(&format!("{SELECT} WHERE a.id = ?1"), [id], row)
-        .optional()?)
+pub fn by_id(c: &dyn Sql, id: i64) -> Result<Option<ArtifactRow>, DbError> {
+    c.query_opt(&format!("{SELECT} WHERE a.id = ?1"), params![id])?
+        .as_ref()
+        .map(row)
+        .transpose()
 }
 
-pub fn find(c: &Connection, name: &str, version: &str) -> Result<Option<ArtifactRow>, DbError> {
-    Ok(c.query_row(
+pub fn find(c: &dyn Sql, name: &str, version: &str) -> Result<Option<ArtifactRow>, DbError> {
+    c.query_opt(
         &format!("{SELECT} WHERE a.name = ?1 AND a.version = ?2"),
         params![name, version],
-        row,
-    )
-    .optional()?)
+    )?
+    .as_ref()
+    .map(row)
+    .transpose()
 }
 
 /// Registers the blob (if new) and the artifact; returns the artifact id.
-pub fn insert(c: &Connection, a: &NewArtifact<'_>) -> Result<i64, DbError> {
+pub fn insert(c: &dyn Sql, a: &NewArtifact<'_>) -> Result<i64, DbError> {
     let now = now_str();
     c.execute(
-        "INSERT OR IGNORE INTO blobs (blake3, sha256, size, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![a.blake3, a.sha256, a.size as i64, now],
+        "INSERT INTO blobs (blake3, sha256, size, created_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT DO NOTHING",
+        params![a.blake3, a.sha256, a.size, now],
     )?;
-    c.execute(
+    c.query_one(
         "INSERT INTO artifacts (name, version, file_name, blake3, media_type, uploaded_by, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         params![a.name, a.version, a.file_name, a.blake3, a.media_type, a.uploaded_by, now],
-    )?;
-    Ok(c.last_insert_rowid())
+    )?
+    .get(0)
 }
 
 /// Stores a statement envelope under its SHA-256 (idempotent).
 pub fn insert_statement(
-    c: &Connection,
+    c: &dyn Sql,
     sha256: &str,
     artifact_id: i64,
     predicate_type: &str,
@@ -117,8 +124,8 @@ pub fn insert_statement(
     envelope: &[u8],
 ) -> Result<(), DbError> {
     c.execute(
-        "INSERT OR IGNORE INTO statements (sha256, artifact_id, predicate_type, signers, envelope, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO statements (sha256, artifact_id, predicate_type, signers, envelope, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
         params![
             sha256,
             artifact_id,
@@ -132,43 +139,42 @@ pub fn insert_statement(
 }
 
 /// The envelope bytes of a statement.
-pub fn statement(c: &Connection, sha256: &str) -> Result<Option<Vec<u8>>, DbError> {
-    Ok(c.query_row(
+pub fn statement(c: &dyn Sql, sha256: &str) -> Result<Option<Vec<u8>>, DbError> {
+    c.query_opt(
         "SELECT envelope FROM statements WHERE sha256 = ?1",
-        [sha256],
-        |r| r.get(0),
-    )
-    .optional()?)
+        params![sha256],
+    )?
+    .map(|r| r.get(0))
+    .transpose()
 }
 
 /// SHA-256 of each statement about an artifact, oldest first.
-pub fn statement_digests(c: &Connection, artifact_id: i64) -> Result<Vec<String>, DbError> {
-    let mut st = c.prepare_cached(
+pub fn statement_digests(c: &dyn Sql, artifact_id: i64) -> Result<Vec<String>, DbError> {
+    c.query(
         "SELECT sha256 FROM statements WHERE artifact_id = ?1 ORDER BY created_at, sha256",
-    )?;
-    let rows = st.query_map([artifact_id], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        params![artifact_id],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }
 
 /// The statement digests of every release current in `channel`, by artifact id (one query
 /// instead of one per release when a channel's targets are rebuilt).
 pub fn statement_digests_in_channel(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
 ) -> Result<std::collections::HashMap<i64, Vec<String>>, DbError> {
-    let mut st = c.prepare_cached(
+    let rows = c.query(
         "SELECT s.artifact_id, s.sha256 FROM statements s WHERE s.artifact_id IN ( \
            SELECT r.artifact_id FROM releases r \
            JOIN (SELECT name, MAX(id) AS id FROM releases WHERE channel = ?1 GROUP BY name) m ON m.id = r.id) \
          ORDER BY s.artifact_id, s.created_at, s.sha256",
+        params![channel],
     )?;
     let mut out: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
-    let rows = st.query_map([channel], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-    })?;
-    for row in rows {
-        let (id, sha) = row?;
-        out.entry(id).or_default().push(sha);
+    for r in rows {
+        out.entry(r.get(0)?).or_default().push(r.get(1)?);
     }
     Ok(out)
 }
@@ -176,21 +182,20 @@ pub fn statement_digests_in_channel(
 /// The blob behind a TUF target of a channel: the artifact `name` with this SHA-256 and file
 /// name that the channel holds or held. Returns (blake3, size).
 pub fn channel_blob(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     name: &str,
     sha256: &str,
     file_name: &str,
 ) -> Result<Option<(String, u64)>, DbError> {
-    Ok(c
-        .query_row(
-            "SELECT b.blake3, b.size FROM artifacts a JOIN blobs b ON b.blake3 = a.blake3 \
-             WHERE a.name = ?2 AND b.sha256 = ?3 AND a.file_name = ?4 \
-             AND EXISTS (SELECT 1 FROM releases r WHERE r.channel = ?1 AND r.artifact_id = a.id) LIMIT 1",
-            params![channel, name, sha256, file_name],
-            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
-        )
-        .optional()?)
+    c.query_opt(
+        "SELECT b.blake3, b.size FROM artifacts a JOIN blobs b ON b.blake3 = a.blake3 \
+         WHERE a.name = ?2 AND b.sha256 = ?3 AND a.file_name = ?4 \
+         AND EXISTS (SELECT 1 FROM releases r WHERE r.channel = ?1 AND r.artifact_id = a.id) LIMIT 1",
+        params![channel, name, sha256, file_name],
+    )?
+    .map(|r| Ok::<_, DbError>((r.get(0)?, r.get(1)?)))
+    .transpose()
 }
 
 impl ArtifactRow {
@@ -221,38 +226,33 @@ pub struct StatementRow {
 }
 
 /// The statements about an artifact, oldest first.
-pub fn statement_summaries(c: &Connection, artifact_id: i64) -> Result<Vec<StatementRow>, DbError> {
-    let mut st = c.prepare_cached(
+pub fn statement_summaries(c: &dyn Sql, artifact_id: i64) -> Result<Vec<StatementRow>, DbError> {
+    let rows = c.query(
         "SELECT sha256, predicate_type, signers, created_at FROM statements WHERE artifact_id = ?1 \
          ORDER BY created_at, sha256",
+        params![artifact_id],
     )?;
-    let rows = st.query_map([artifact_id], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-        ))
-    })?;
-    rows.map(|r| {
-        let (sha, ptype, signers, at) = r?;
-        let signers: Vec<String> = serde_json::from_str(&signers)
-            .map_err(|e| DbError::Corrupt(format!("statement {sha}: signers: {e}")))?;
-        Ok(StatementRow {
-            sha256: sha,
-            predicate_type: ptype,
-            signers,
-            created_at: at,
+    rows.iter()
+        .map(|r| {
+            let (sha, ptype, signers, at): (String, String, String, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let signers: Vec<String> = serde_json::from_str(&signers)
+                .map_err(|e| DbError::Corrupt(format!("statement {sha}: signers: {e}")))?;
+            Ok(StatementRow {
+                sha256: sha,
+                predicate_type: ptype,
+                signers,
+                created_at: at,
+            })
         })
-    })
-    .collect()
+        .collect()
 }
 
 /// Whether any artifact names the blob `blake3`.
-pub fn blob_referenced(c: &Connection, blake3: &str) -> Result<bool, DbError> {
-    Ok(c.query_row(
+pub fn blob_referenced(c: &dyn Sql, blake3: &str) -> Result<bool, DbError> {
+    c.query_one(
         "SELECT EXISTS(SELECT 1 FROM artifacts WHERE blake3 = ?1)",
-        [blake3],
-        |r| r.get(0),
-    )?)
+        params![blake3],
+    )?
+    .get(0)
 }

@@ -1,9 +1,10 @@
 //! The audit log table: append-only, each entry chained to the previous by hash (the rules
 //! are in `crate::audit`), and the signed checkpoints.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::Sql;
+use crate::params;
 
-use super::{DbError, now_str};
+use super::DbError;
 use crate::audit::{Checkpoint, Entry as Stored, GENESIS_HASH, entry_hash};
 
 /// An audit entry to append.
@@ -16,21 +17,24 @@ pub struct Entry<'a> {
 }
 
 /// The number of entries and the newest hash.
-pub fn head(c: &Connection) -> Result<(i64, String), DbError> {
-    Ok(c.query_row(
+pub fn head(c: &dyn Sql) -> Result<(i64, String), DbError> {
+    Ok(c.query_opt(
         "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()?
+        params![],
+    )?
+    .as_ref()
+    .map(|r| Ok::<_, DbError>((r.get(0)?, r.get(1)?)))
+    .transpose()?
     .unwrap_or((0, GENESIS_HASH.to_owned())))
 }
 
 /// Appends `e` to the chain; returns its sequence number.
-pub fn append(c: &Connection, e: &Entry<'_>) -> Result<i64, DbError> {
+pub fn append(c: &dyn Sql, e: &Entry<'_>) -> Result<i64, DbError> {
+    // The head last (db::locks), and the time after it: times follow the chain's order.
+    super::locks::audit_head(c)?;
     let (prev_seq, prev_hash) = head(c)?;
     let seq = prev_seq + 1;
-    let at = now_str();
+    let at = super::locks::now(c)?;
     // A token's label travels in the details, so the log says whose token acted; the actor
     // stays the token id, which never changes.
     let mut details = e.details.clone();
@@ -58,12 +62,14 @@ pub fn append(c: &Connection, e: &Entry<'_>) -> Result<i64, DbError> {
 }
 
 /// Up to `limit` entries after sequence number `after`, in order.
-pub fn entries(c: &Connection, after: i64, limit: i64) -> Result<Vec<Stored>, DbError> {
-    let mut st = c.prepare_cached(
+pub fn entries(c: &dyn Sql, after: i64, limit: i64) -> Result<Vec<Stored>, DbError> {
+    c.query(
         "SELECT seq, at, actor, action, subject, outcome, details, prev_hash, hash FROM audit \
          WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    )?;
-    let rows = st.query_map(params![after, limit], |r| {
+        params![after, limit],
+    )?
+    .iter()
+    .map(|r| {
         Ok(Stored {
             seq: r.get(0)?,
             at: r.get(1)?,
@@ -75,22 +81,22 @@ pub fn entries(c: &Connection, after: i64, limit: i64) -> Result<Vec<Stored>, Db
             prev_hash: r.get(7)?,
             hash: r.get(8)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
+    .collect()
 }
 
-pub fn insert_checkpoint(c: &Connection, cp: &Checkpoint) -> Result<(), DbError> {
-    c.execute(
-        "INSERT OR IGNORE INTO audit_checkpoints (size, head, at, keyid, sig) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![cp.size, cp.head, cp.at, cp.keyid, cp.sig],
-    )?;
+pub fn insert_checkpoint(c: &dyn Sql, cp: &Checkpoint) -> Result<(), DbError> {
+    c.execute("INSERT INTO audit_checkpoints (size, head, at, keyid, sig) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING", params![cp.size, cp.head, cp.at, cp.keyid, cp.sig])?;
     Ok(())
 }
 
-pub fn checkpoints(c: &Connection) -> Result<Vec<Checkpoint>, DbError> {
-    let mut st =
-        c.prepare_cached("SELECT size, head, at, keyid, sig FROM audit_checkpoints ORDER BY size")?;
-    let rows = st.query_map([], |r| {
+pub fn checkpoints(c: &dyn Sql) -> Result<Vec<Checkpoint>, DbError> {
+    c.query(
+        "SELECT size, head, at, keyid, sig FROM audit_checkpoints ORDER BY size",
+        params![],
+    )?
+    .iter()
+    .map(|r| {
         Ok(Checkpoint {
             size: r.get(0)?,
             head: r.get(1)?,
@@ -98,15 +104,15 @@ pub fn checkpoints(c: &Connection) -> Result<Vec<Checkpoint>, DbError> {
             keyid: r.get(3)?,
             sig: r.get(4)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
+    .collect()
 }
 
 /// The newest checkpoint's size (0 if none).
-pub fn last_checkpoint_size(c: &Connection) -> Result<i64, DbError> {
-    Ok(c.query_row(
+pub fn last_checkpoint_size(c: &dyn Sql) -> Result<i64, DbError> {
+    c.query_one(
         "SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints",
-        [],
-        |r| r.get(0),
-    )?)
+        params![],
+    )?
+    .get(0)
 }

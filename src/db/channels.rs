@@ -1,29 +1,31 @@
 //! Channels and their release history. The current release of a name in a channel is its
 //! newest history row; history is append-only.
 
-use rusqlite::{Connection, params};
+use super::Sql;
+use crate::params;
 
 use super::artifacts::{ArtifactRow, row, select_columns, select_sql};
 use super::{DbError, now_str};
 use crate::model::api::HistoryEntry;
 
-pub fn insert_channel(c: &Connection, name: &str, position: usize) -> Result<(), DbError> {
+pub fn insert_channel(c: &dyn Sql, name: &str, position: usize) -> Result<(), DbError> {
     c.execute(
-        "INSERT OR IGNORE INTO channels (name, position) VALUES (?1, ?2)",
+        "INSERT INTO channels (name, position) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![name, position as i64],
     )?;
     Ok(())
 }
 
-pub fn list(c: &Connection) -> Result<Vec<String>, DbError> {
-    let mut st = c.prepare_cached("SELECT name FROM channels ORDER BY position")?;
-    let rows = st.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn list(c: &dyn Sql) -> Result<Vec<String>, DbError> {
+    c.query("SELECT name FROM channels ORDER BY position", params![])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// Appends a history row: `artifact_id` is now the current release of `name` in `channel`.
 pub fn record_release(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     name: &str,
     artifact_id: i64,
@@ -40,56 +42,50 @@ pub fn record_release(
 }
 
 /// The current release of every name in `channel`, by name.
-pub fn current_releases(c: &Connection, channel: &str) -> Result<Vec<ArtifactRow>, DbError> {
+pub fn current_releases(c: &dyn Sql, channel: &str) -> Result<Vec<ArtifactRow>, DbError> {
     let sql = format!(
         "{} JOIN (SELECT r.artifact_id FROM releases r \
            JOIN (SELECT name, MAX(id) AS id FROM releases WHERE channel = ?1 GROUP BY name) m ON m.id = r.id) cur \
          ON cur.artifact_id = a.id ORDER BY a.name",
         select_sql()
     );
-    let mut st = c.prepare_cached(&sql)?;
-    let rows = st.query_map([channel], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    c.query(&sql, params![channel])?.iter().map(row).collect()
 }
 
 /// The current release of `name` in `channel`, with the time it became current.
 pub fn current(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     name: &str,
 ) -> Result<Option<(ArtifactRow, String)>, DbError> {
-    use rusqlite::OptionalExtension;
     let sql = format!(
         "{}, r.created_at FROM releases r JOIN artifacts a ON a.id = r.artifact_id JOIN blobs b ON b.blake3 = a.blake3 \
          WHERE r.channel = ?1 AND r.name = ?2 ORDER BY r.id DESC LIMIT 1",
         select_columns()
     );
-    Ok(
-        c.query_row(&sql, params![channel, name], |r| Ok((row(r)?, r.get(10)?)))
-            .optional()?,
-    )
+    c.query_opt(&sql, params![channel, name])?
+        .as_ref()
+        .map(|r| Ok::<_, DbError>((row(r)?, r.get(10)?)))
+        .transpose()
 }
 
 /// Every change of `name` in `channel`, oldest first.
-pub fn history(c: &Connection, channel: &str, name: &str) -> Result<Vec<HistoryEntry>, DbError> {
+pub fn history(c: &dyn Sql, channel: &str, name: &str) -> Result<Vec<HistoryEntry>, DbError> {
     history_page(c, channel, name, 0, i64::MAX)
 }
 
 /// Up to `limit` changes of `name` in `channel` after sequence number `after`, oldest first.
 pub fn history_page(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     name: &str,
     after: i64,
     limit: i64,
 ) -> Result<Vec<HistoryEntry>, DbError> {
-    let mut st = c.prepare_cached(
-        "SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at, t.label FROM releases r \
+    c.query("SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at, t.label FROM releases r \
          JOIN artifacts a ON a.id = r.artifact_id \
          LEFT JOIN tokens t ON r.actor = 'token:' || t.id \
-         WHERE r.channel = ?1 AND r.name = ?2 AND r.id > ?3 ORDER BY r.id LIMIT ?4",
-    )?;
-    let rows = st.query_map(params![channel, name, after, limit], |r| {
+         WHERE r.channel = ?1 AND r.name = ?2 AND r.id > ?3 ORDER BY r.id LIMIT ?4", params![channel, name, after, limit])?.iter().map(|r| {
         Ok(HistoryEntry {
             seq: r.get(0)?,
             version: r.get(1)?,
@@ -99,37 +95,40 @@ pub fn history_page(
             at: r.get(5)?,
             actor_label: r.get(6)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    }).collect()
 }
 
 /// (channel, name, version) of every current release with a build statement signed by `keyid`.
 pub fn current_built_by(
-    c: &Connection,
+    c: &dyn Sql,
     keyid: &str,
 ) -> Result<Vec<(String, String, String)>, DbError> {
-    let mut st = c.prepare_cached(
+    // The signers are a JSON array of key ids: each engine has its own way to open one.
+    let signed_by = match c.engine() {
+        super::Engine::Sqlite => "EXISTS (SELECT 1 FROM json_each(s.signers) j WHERE j.value = ?1)",
+        super::Engine::Postgres => "s.signers::jsonb ? ?1",
+    };
+    let sql = format!(
         "SELECT r.channel, a.name, a.version FROM releases r \
          JOIN (SELECT channel, name, MAX(id) AS id FROM releases GROUP BY channel, name) m ON m.id = r.id \
          JOIN artifacts a ON a.id = r.artifact_id \
-         WHERE EXISTS (SELECT 1 FROM statements s, json_each(s.signers) j \
-                       WHERE s.artifact_id = a.id AND j.value = ?1 \
+         WHERE EXISTS (SELECT 1 FROM statements s \
+                       WHERE s.artifact_id = a.id AND {signed_by} \
                        AND s.predicate_type IN ('https://arca.dev/build/v1', 'https://slsa.dev/provenance/v1')) \
-         ORDER BY r.channel, a.name",
-    )?;
-    let rows = st.query_map([keyid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+         ORDER BY r.channel, a.name"
+    );
+    c.query(&sql, params![keyid])?
+        .iter()
+        .map(|r| Ok::<_, DbError>((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .collect()
 }
 
 /// The current release of each name in `channel`, with when and how it became current.
-pub fn board(c: &Connection, channel: &str) -> Result<Vec<(HistoryEntry, String)>, DbError> {
-    let mut st = c.prepare_cached(
-        "SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at, r.name, t.label FROM releases r \
+pub fn board(c: &dyn Sql, channel: &str) -> Result<Vec<(HistoryEntry, String)>, DbError> {
+    c.query("SELECT r.id, a.version, r.action, r.actor, r.reason, r.created_at, r.name, t.label FROM releases r \
          JOIN (SELECT name, MAX(id) AS id FROM releases WHERE channel = ?1 GROUP BY name) m ON m.id = r.id \
          JOIN artifacts a ON a.id = r.artifact_id \
-         LEFT JOIN tokens t ON r.actor = 'token:' || t.id ORDER BY r.name",
-    )?;
-    let rows = st.query_map([channel], |r| {
+         LEFT JOIN tokens t ON r.actor = 'token:' || t.id ORDER BY r.name", params![channel])?.iter().map(|r| {
         Ok((
             HistoryEntry {
                 seq: r.get(0)?,
@@ -142,6 +141,5 @@ pub fn board(c: &Connection, channel: &str) -> Result<Vec<(HistoryEntry, String)
             },
             r.get(6)?,
         ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    }).collect()
 }

@@ -3,10 +3,12 @@
 //! all of its rows or none.
 
 mod schema;
+pub mod sql;
 
 pub mod artifacts;
 pub mod audit;
 pub mod channels;
+pub mod locks;
 pub mod policies;
 pub mod rollouts;
 pub mod tokens;
@@ -15,18 +17,30 @@ pub mod tuf;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use rusqlite::Connection;
+pub use sql::{Conn, Engine, Sql, Tx};
 
 /// Database errors.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(String),
+    /// The database cannot be reached now (PostgreSQL stopped, the network cut): `503`.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A use case lost a race with a concurrent one more times than it retries: `503`.
+    #[error("the database kept reporting conflicts with concurrent changes: {0}")]
+    Conflict(String),
     #[error("the database task failed: {0}")]
     Join(String),
     #[error("database is from a newer arca (schema {found}, this binary knows {known})")]
     TooNew { found: i64, known: i64 },
+    /// A PostgreSQL database without (the current) arca schema: `serve` does not create one.
+    #[error("{0}")]
+    NotInitialised(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
     /// Metadata was not signed: the clock cannot be trusted now (`tuf::clock`).
@@ -34,13 +48,20 @@ pub enum DbError {
     Clock(#[from] crate::tuf::clock::ClockFault),
     #[error("database file: {0}")]
     Io(String),
+    #[error("disk full: {0}")]
+    DiskFull(String),
 }
 
 impl DbError {
-    /// SQLite's answer when the disk (or quota) is full.
+    /// The engine's answer when the disk (or quota) is full.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::DiskFull)
+        match self {
+            DbError::DiskFull(_) => true,
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            _ => false,
+        }
     }
 
     /// Another process held the database lock for longer than the busy timeout.
@@ -48,22 +69,60 @@ impl DbError {
         matches!(self, DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
             if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
     }
+
+    /// The database cannot be reached or kept conflicting: worth retrying later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable(_) | DbError::Conflict(_))
+    }
 }
 
-/// Database calls handed to the blocking pool at once. The one connection serves one call at a
-/// time, so more would only park threads on its mutex: without this cap, a burst of requests
-/// (500 uploads checking their token) started a blocking thread each.
-const CALLS_IN_FLIGHT: usize = 4;
+/// What went wrong on PostgreSQL, classified: unreachable, disk full, or anything else.
+impl From<postgres::Error> for DbError {
+    fn from(e: postgres::Error) -> Self {
+        let text = match e.as_db_error() {
+            Some(d) => format!("{} ({})", d.message(), d.code().code()),
+            None => e.to_string(),
+        };
+        match e.code().map(|c| c.code()) {
+            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                DbError::Unavailable(text)
+            }
+            Some("53100") => DbError::DiskFull(text),
+            Some(_) => DbError::Postgres(text),
+            None if e.is_closed() || e.as_db_error().is_none() => DbError::Unavailable(text),
+            None => DbError::Postgres(text),
+        }
+    }
+}
+
+/// Database calls handed to the blocking pool at once on SQLite. The one connection serves
+/// one call at a time, so more would only park threads on its mutex: without this cap, a
+/// burst of requests (500 uploads checking their token) started a blocking thread each.
+const SQLITE_CALLS_IN_FLIGHT: usize = 4;
+
+/// How often a use case that lost a race on PostgreSQL (a serialisation failure, a deadlock,
+/// a unique key another transaction took meanwhile) is run again before `503`.
+const RETRIES: u32 = 5;
 
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
+    pool: Arc<Pool>,
     calls: Arc<tokio::sync::Semaphore>,
 }
 
+enum Pool {
+    /// One connection: SQLite has one writer, and WAL readers gain nothing behind a mutex.
+    Sqlite(Mutex<Conn>),
+    /// Connections made on demand up to the pool size and kept while they work.
+    Postgres {
+        config: postgres::Config,
+        idle: Mutex<Vec<Conn>>,
+    },
+}
+
 impl Db {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed) and migrates the SQLite database at `path`.
     ///
     /// The file is made owner-only (0600) before SQLite opens it: it holds token hashes and
     /// the audit log. SQLite gives the `-wal` and `-shm` files it creates the main file's
@@ -74,46 +133,206 @@ impl Db {
     /// failing at once with `SQLITE_BUSY` when it first writes.
     pub fn open(path: &Path) -> Result<Self, DbError> {
         restrict_mode(path)?;
-        let mut conn = Connection::open(path)?;
+        let mut conn = rusqlite::Connection::open(path)?;
         conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let mut conn = Conn::sqlite(conn);
         schema::migrate(&mut conn)?;
         Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
-            calls: Arc::new(tokio::sync::Semaphore::new(CALLS_IN_FLIGHT)),
+            pool: Arc::new(Pool::Sqlite(Mutex::new(conn))),
+            calls: Arc::new(tokio::sync::Semaphore::new(SQLITE_CALLS_IN_FLIGHT)),
         })
     }
 
-    /// Runs `f` with the connection on the blocking thread pool.
+    /// Migrates the SQLite database at `path`; the versions before and after.
+    pub fn migrate_sqlite(path: &Path) -> Result<(i64, i64), DbError> {
+        restrict_mode(path)?;
+        let mut conn = Conn::sqlite(rusqlite::Connection::open(path)?);
+        schema::migrate(&mut conn)
+    }
+
+    /// Connects to the PostgreSQL database at `url`, which must hold the current arca schema
+    /// (`arca init --database` or `arca db migrate` made it so; serving never does).
+    pub fn connect(url: &str, pool: usize) -> Result<Self, DbError> {
+        let config = pg_config(url)?;
+        let mut conn = pg_connect(&config)?;
+        let (found, known) = schema::version(&mut conn)?;
+        if found != known {
+            return Err(DbError::NotInitialised(if found == 0 {
+                format!(
+                    "the PostgreSQL database {} has no arca schema: run `arca init --home DIR --database URL` to initialise it",
+                    redact(url)
+                )
+            } else if found < known {
+                format!(
+                    "the PostgreSQL database {} has arca schema {found}, this binary needs {known}: run `arca db migrate --home DIR`",
+                    redact(url)
+                )
+            } else {
+                return Err(DbError::TooNew { found, known });
+            }));
+        }
+        Ok(Db {
+            pool: Arc::new(Pool::Postgres {
+                config,
+                idle: Mutex::new(vec![conn]),
+            }),
+            calls: Arc::new(tokio::sync::Semaphore::new(pool)),
+        })
+    }
+
+    /// Whether the PostgreSQL database at `url` already holds a home's data (a trust
+    /// document): its schema version if so. A schema without data (migrated, or an `init`
+    /// that failed before its first commit) holds none.
+    pub fn postgres_holds_a_home(url: &str) -> Result<Option<i64>, DbError> {
+        let mut conn = pg_connect(&pg_config(url)?)?;
+        let (found, _) = schema::version(&mut conn)?;
+        if found == 0 {
+            return Ok(None);
+        }
+        let c: &dyn Sql = &conn;
+        let trust: i64 = c.value("SELECT COUNT(*) FROM trust", crate::params![])?;
+        Ok((trust > 0).then_some(found))
+    }
+
+    /// Brings the PostgreSQL database at `url` to the current schema, under an advisory lock
+    /// (so that servers started together migrate once); the versions before and after.
+    pub fn migrate_postgres(url: &str) -> Result<(i64, i64), DbError> {
+        let mut conn = pg_connect(&pg_config(url)?)?;
+        schema::migrate(&mut conn)
+    }
+
+    /// Which engine this database runs on.
+    pub fn engine(&self) -> Engine {
+        match &*self.pool {
+            Pool::Sqlite(_) => Engine::Sqlite,
+            Pool::Postgres { .. } => Engine::Postgres,
+        }
+    }
+
+    /// Runs `f` with a connection on the blocking thread pool. On PostgreSQL, a run that
+    /// lost a race with a concurrent transaction (`db::sql` notes the error) is rolled back
+    /// and run again, up to `RETRIES` times, so `f` must be repeatable: it may only change
+    /// the database.
     pub async fn call<F, R>(&self, f: F) -> Result<R, DbError>
     where
-        F: FnOnce(&mut Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnMut(&mut Conn) -> Result<R, DbError> + Send + 'static,
         R: Send + 'static,
     {
-        let conn = self.conn.clone();
+        let pool = self.pool.clone();
         let _slot = self
             .calls
             .acquire()
             .await
             .map_err(|e| DbError::Join(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| DbError::Join(e.to_string()))?
+        tokio::task::spawn_blocking(move || pool.run(f))
+            .await
+            .map_err(|e| DbError::Join(e.to_string()))?
     }
 
-    /// Runs `f` synchronously (for `init` and tests, outside any runtime).
+    /// Runs `f` synchronously (for `init`, commands and tests, outside any runtime).
     pub fn call_sync<R>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, DbError>,
+        f: impl FnMut(&mut Conn) -> Result<R, DbError>,
     ) -> Result<R, DbError> {
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
+        self.pool.run(f)
+    }
+}
+
+impl Pool {
+    fn run<R>(&self, mut f: impl FnMut(&mut Conn) -> Result<R, DbError>) -> Result<R, DbError> {
+        match self {
+            Pool::Sqlite(conn) => {
+                let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut guard)
+            }
+            Pool::Postgres { config, idle } => {
+                let taken = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let mut conn = match taken {
+                    Some(c) if !c.is_broken() => c,
+                    _ => pg_connect(config)?,
+                };
+                let mut attempt = 0;
+                let result = loop {
+                    conn.take_lost_race();
+                    let result = f(&mut conn);
+                    match conn.take_lost_race() {
+                        Some(why) if attempt < RETRIES => {
+                            attempt += 1;
+                            tracing::debug!(attempt, %why, "retrying after a conflict with a concurrent transaction");
+                            // Spread the retries of transactions that collided.
+                            std::thread::sleep(Duration::from_millis(
+                                u64::from(attempt) * (1 + u64::from(random_u8() % 8)),
+                            ));
+                        }
+                        Some(why) => break Err(DbError::Conflict(why)),
+                        None => break result,
+                    }
+                };
+                if !conn.is_broken() {
+                    idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                }
+                result
+            }
+        }
+    }
+}
+
+fn random_u8() -> u8 {
+    let mut b = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    b[0]
+}
+
+fn pg_config(url: &str) -> Result<postgres::Config, DbError> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| DbError::Unavailable(format!("invalid database URL {}: {e}", redact(url))))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("arca");
+    }
+    Ok(config)
+}
+
+fn pg_connect(config: &postgres::Config) -> Result<Conn, DbError> {
+    let client = config.connect(postgres::NoTls).map_err(|e| {
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(h) => h.clone(),
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        match DbError::from(e) {
+            DbError::Postgres(m) | DbError::Unavailable(m) => DbError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {} port {:?}: {m}",
+                hosts.join(","),
+                config.get_ports()
+            )),
+            other => other,
+        }
+    })?;
+    Ok(Conn::postgres(client))
+}
+
+/// A database URL with its password (if any) replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -143,4 +362,34 @@ fn restrict_mode(path: &Path) -> Result<(), DbError> {
 /// The current time as arca stores it.
 pub fn now_str() -> String {
     arca_keys::format_time(chrono::Utc::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_are_classified() {
+        let full = DbError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        assert!(full.is_disk_full() && !full.is_busy());
+        let busy = DbError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ));
+        assert!(busy.is_busy() && !busy.is_disk_full());
+        assert!(DbError::Unavailable("x".into()).is_unavailable());
+        assert!(!DbError::Corrupt("x".into()).is_unavailable());
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact("postgres://arca:s3cret@db:5432/arca"),
+            "postgres://arca:***@db:5432/arca"
+        );
+        assert_eq!(redact("postgres://arca@db/arca"), "postgres://arca@db/arca");
+    }
 }

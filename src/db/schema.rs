@@ -1,8 +1,10 @@
-//! Schema migrations, tracked in SQLite's `user_version`. Each step runs in one transaction.
+//! Schema migrations: one history for both engines, written in SQLite's DDL and translated
+//! for PostgreSQL (`INTEGER` is `BIGINT`, `BLOB` is `BYTEA`, an `INTEGER PRIMARY KEY` an
+//! identity column). The version is SQLite's `user_version`, or the one row of `arca_schema` on
+//! PostgreSQL, where migrations run under an advisory lock. Each step runs in one transaction.
 
-use rusqlite::Connection;
-
-use super::DbError;
+use super::{Conn, DbError, Engine, Sql};
+use crate::params;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -186,12 +188,63 @@ const MIGRATIONS: &[&str] = &[
         at TEXT NOT NULL
     );
     "#,
+    // 8: the rows that serialise use cases on PostgreSQL (`db::locks`): the trust head and
+    // the audit head. (Channel rows are locked themselves.)
+    r#"
+    CREATE TABLE locks (
+        name TEXT PRIMARY KEY
+    );
+    INSERT INTO locks (name) VALUES ('trust'), ('audit');
+    "#,
 ];
 
-/// Brings the schema up to date.
-pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+/// The key of the advisory lock PostgreSQL migrations hold ("arca" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6172_6361;
+
+/// The schema version the database has, and the one this binary knows.
+pub fn version(conn: &mut Conn) -> Result<(i64, i64), DbError> {
     let known = MIGRATIONS.len() as i64;
+    let found = match conn.engine() {
+        Engine::Sqlite => {
+            let c: &dyn Sql = conn;
+            c.value("PRAGMA user_version", params![])?
+        }
+        Engine::Postgres => {
+            let c: &dyn Sql = conn;
+            let exists: i64 = c.value(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = 'arca_schema'",
+                params![],
+            )?;
+            if exists == 0 {
+                0
+            } else {
+                c.value("SELECT version FROM arca_schema", params![])?
+            }
+        }
+    };
+    Ok((found, known))
+}
+
+/// Brings the schema up to date; the versions before and after.
+pub fn migrate(conn: &mut Conn) -> Result<(i64, i64), DbError> {
+    if conn.engine() == Engine::Postgres {
+        let c: &dyn Sql = conn;
+        c.query("SELECT pg_advisory_lock(?1)", params![MIGRATION_LOCK])?;
+        c.batch("CREATE TABLE IF NOT EXISTS arca_schema (version BIGINT NOT NULL); \
+                 INSERT INTO arca_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM arca_schema)")?;
+        let result = migrate_locked(conn);
+        let c: &dyn Sql = conn;
+        let unlocked = c.query("SELECT pg_advisory_unlock(?1)", params![MIGRATION_LOCK]);
+        let versions = result?;
+        unlocked?;
+        return Ok(versions);
+    }
+    migrate_locked(conn)
+}
+
+fn migrate_locked(conn: &mut Conn) -> Result<(i64, i64), DbError> {
+    let (current, known) = version(conn)?;
     if current > known {
         return Err(DbError::TooNew {
             found: current,
@@ -199,10 +252,66 @@ pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let engine = conn.engine();
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        let next = (i + 1) as i64;
+        match engine {
+            Engine::Sqlite => {
+                tx.batch(sql)?;
+                tx.batch(&format!("PRAGMA user_version = {next}"))?;
+            }
+            Engine::Postgres => {
+                tx.batch(&postgres_ddl(sql))?;
+                tx.execute("UPDATE arca_schema SET version = ?1", params![next])?;
+            }
+        }
         tx.commit()?;
     }
-    Ok(())
+    Ok((current, known))
+}
+
+/// SQLite's DDL as PostgreSQL's: 64-bit integers, bytes, identity keys. Types are whole
+/// upper-case words; names are lower case, so no name is changed.
+fn postgres_ddl(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut rest = sql;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_uppercase()) {
+        out.push_str(&rest[..start]);
+        let word_len = rest[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len() - start);
+        let word = &rest[start..start + word_len];
+        let after = &rest[start + word_len..];
+        let glued =
+            start > 0 && rest[..start].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        match word {
+            _ if glued => out.push_str(word),
+            "INTEGER" if after.starts_with(" PRIMARY KEY") => {
+                out.push_str("BIGINT GENERATED BY DEFAULT AS IDENTITY");
+            }
+            "INTEGER" => out.push_str("BIGINT"),
+            "BLOB" => out.push_str("BYTEA"),
+            _ => out.push_str(word),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_ddl_keeps_the_names_and_changes_the_types() {
+        assert_eq!(
+            postgres_ddl("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL, b BLOB)"),
+            "CREATE TABLE t (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, n BIGINT NOT NULL, b BYTEA)"
+        );
+        assert_eq!(
+            postgres_ddl("CREATE TABLE blobs (BLOBS INTEGERS, x_INTEGER BLOB)"),
+            "CREATE TABLE blobs (BLOBS INTEGERS, x_INTEGER BYTEA)"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! API tokens. Only the SHA-256 of a token is stored, with its role, label, scope (agents,
 //! channels, name globs) and expiry; when it was last used is kept beside it (`token_used`).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::Sql;
+use crate::params;
 
 use super::{DbError, now_str};
 use crate::auth::Scope;
@@ -23,7 +24,7 @@ pub struct TokenRow {
 }
 
 pub fn insert(
-    c: &Connection,
+    c: &dyn Sql,
     id: &str,
     hash: &[u8],
     role: &str,
@@ -55,21 +56,16 @@ const COLUMNS: &str = "tokens.id, role, label, agents, channels, created_at, rev
                        expires_at, token_used.at";
 const FROM: &str = "tokens LEFT JOIN token_used ON token_used.id = tokens.id";
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+fn token_row(r: &super::sql::Row) -> Result<TokenRow, DbError> {
     token_row_at(r, 0)
 }
 
 /// A token row whose columns start at `base`.
-fn token_row_at(r: &rusqlite::Row<'_>, base: usize) -> rusqlite::Result<TokenRow> {
-    let list = |i: usize| -> rusqlite::Result<Vec<String>> {
+fn token_row_at(r: &super::sql::Row, base: usize) -> Result<TokenRow, DbError> {
+    let list = |i: usize| -> Result<Vec<String>, DbError> {
         let s: String = r.get(base + i)?;
-        serde_json::from_str(&s).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(
-                base + i,
-                rusqlite::types::Type::Text,
-                e.into(),
-            )
-        })
+        serde_json::from_str(&s)
+            .map_err(|e| DbError::Corrupt(format!("token column {}: {e}", base + i)))
     };
     Ok(TokenRow {
         id: r.get(base)?,
@@ -88,38 +84,41 @@ fn token_row_at(r: &rusqlite::Row<'_>, base: usize) -> rusqlite::Result<TokenRow
 }
 
 /// The stored hash and the row of token `id`, unless it was revoked.
-pub fn lookup(c: &Connection, id: &str) -> Result<Option<(Vec<u8>, TokenRow)>, DbError> {
-    Ok(c.query_row(
+pub fn lookup(c: &dyn Sql, id: &str) -> Result<Option<(Vec<u8>, TokenRow)>, DbError> {
+    c.query_opt(
         &format!("SELECT hash, {COLUMNS} FROM {FROM} WHERE tokens.id = ?1 AND revoked_at IS NULL"),
-        [id],
-        |r| Ok((r.get(0)?, token_row_at(r, 1)?)),
-    )
-    .optional()?)
+        params![id],
+    )?
+    .as_ref()
+    .map(|r| Ok::<_, DbError>((r.get(0)?, token_row_at(r, 1)?)))
+    .transpose()
 }
 
 /// The label of token `id`, if it has one.
-pub fn label(c: &Connection, id: &str) -> Result<Option<String>, DbError> {
+pub fn label(c: &dyn Sql, id: &str) -> Result<Option<String>, DbError> {
     Ok(
-        c.query_row("SELECT label FROM tokens WHERE id = ?1", [id], |r| {
-            r.get::<_, Option<String>>(0)
-        })
-        .optional()?
-        .flatten(),
+        c.query_opt("SELECT label FROM tokens WHERE id = ?1", params![id])?
+            .as_ref()
+            .map(|r| r.get::<Option<String>>(0))
+            .transpose()?
+            .flatten(),
     )
 }
 
 /// Every token, revoked ones too, oldest first.
-pub fn list(c: &Connection) -> Result<Vec<TokenRow>, DbError> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM {FROM} ORDER BY created_at, tokens.id"
-    ))?;
-    let rows = st.query_map([], token_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn list(c: &dyn Sql) -> Result<Vec<TokenRow>, DbError> {
+    c.query(
+        &format!("SELECT {COLUMNS} FROM {FROM} ORDER BY created_at, tokens.id"),
+        params![],
+    )?
+    .iter()
+    .map(token_row)
+    .collect()
 }
 
 /// Revokes token `id` (it authenticates nothing from now on; the row stays for the listing
 /// and the audit log's labels); returns its role if it was valid.
-pub fn revoke(c: &Connection, id: &str) -> Result<Option<String>, DbError> {
+pub fn revoke(c: &dyn Sql, id: &str) -> Result<Option<String>, DbError> {
     let role = lookup(c, id)?.map(|(_, r)| r.role);
     c.execute(
         "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -129,7 +128,7 @@ pub fn revoke(c: &Connection, id: &str) -> Result<Option<String>, DbError> {
 }
 
 /// Records that token `id` authenticated a request now.
-pub fn touch(c: &Connection, id: &str) -> Result<(), DbError> {
+pub fn touch(c: &dyn Sql, id: &str) -> Result<(), DbError> {
     c.execute(
         "INSERT INTO token_used (id, at) VALUES (?1, ?2) \
          ON CONFLICT(id) DO UPDATE SET at = excluded.at",

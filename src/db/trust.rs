@@ -1,10 +1,11 @@
 //! The chain of trust documents, by version.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::Sql;
+use crate::params;
 
 use super::{DbError, now_str};
 
-pub fn insert(c: &Connection, version: u64, envelope: &[u8]) -> Result<(), DbError> {
+pub fn insert(c: &dyn Sql, version: u64, envelope: &[u8]) -> Result<(), DbError> {
     c.execute(
         "INSERT INTO trust (version, envelope, created_at) VALUES (?1, ?2, ?3)",
         params![version as i64, envelope, now_str()],
@@ -13,28 +14,28 @@ pub fn insert(c: &Connection, version: u64, envelope: &[u8]) -> Result<(), DbErr
 }
 
 /// The newest version and its envelope bytes.
-pub fn latest(c: &Connection) -> Result<Option<(u64, Vec<u8>)>, DbError> {
-    Ok(c.query_row(
+pub fn latest(c: &dyn Sql) -> Result<Option<(u64, Vec<u8>)>, DbError> {
+    c.query_opt(
         "SELECT version, envelope FROM trust ORDER BY version DESC LIMIT 1",
-        [],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-    )
-    .optional()?)
+        params![],
+    )?
+    .as_ref()
+    .map(|r| Ok::<_, DbError>((r.get::<i64>(0)? as u64, r.get(1)?)))
+    .transpose()
 }
 
-pub fn get(c: &Connection, version: u64) -> Result<Option<Vec<u8>>, DbError> {
-    Ok(c.query_row(
+pub fn get(c: &dyn Sql, version: u64) -> Result<Option<Vec<u8>>, DbError> {
+    c.query_opt(
         "SELECT envelope FROM trust WHERE version = ?1",
-        [version as i64],
-        |r| r.get(0),
-    )
-    .optional()?)
+        params![version as i64],
+    )?
+    .as_ref()
+    .map(|r| r.get(0))
+    .transpose()
 }
 
 /// The newest version number.
-pub fn latest_version(c: &Connection) -> Result<Option<u64>, DbError> {
-    Ok(c.query_row("SELECT MAX(version) FROM trust", [], |r| {
-        r.get::<_, Option<i64>>(0)
-    })?
-    .map(|v| v as u64))
+pub fn latest_version(c: &dyn Sql) -> Result<Option<u64>, DbError> {
+    c.query_one("SELECT MAX(version) FROM trust", params![])?
+        .get(0)
 }

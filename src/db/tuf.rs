@@ -1,6 +1,7 @@
 //! Published TUF metadata files, by channel, role and version. Files are immutable once written.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::Sql;
+use crate::params;
 
 use super::DbError;
 
@@ -25,7 +26,7 @@ pub fn generation() -> u64 {
 
 /// Stores a metadata file, stamped with the time it is signed at (this process's wall clock).
 pub fn insert(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     role: &str,
     version: u64,
@@ -43,58 +44,56 @@ pub fn insert(
 }
 
 /// The newest signing time on record (any channel, any role).
-pub fn last_signed_at(c: &Connection) -> Result<Option<String>, DbError> {
-    Ok(
-        c.query_row("SELECT MAX(signed_at) FROM tuf_metadata", [], |r| {
-            r.get::<_, Option<String>>(0)
-        })?,
-    )
+pub fn last_signed_at(c: &dyn Sql) -> Result<Option<String>, DbError> {
+    c.query_one("SELECT MAX(signed_at) FROM tuf_metadata", params![])?
+        .get(0)
 }
 
-pub fn latest(c: &Connection, channel: &str, role: &str) -> Result<Option<MetaRow>, DbError> {
-    Ok(c.query_row(
+pub fn latest(c: &dyn Sql, channel: &str, role: &str) -> Result<Option<MetaRow>, DbError> {
+    c.query_opt(
         "SELECT version, body, expires FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
              ORDER BY version DESC LIMIT 1",
         params![channel, role],
-        |r| {
-            Ok(MetaRow {
-                version: r.get::<_, i64>(0)? as u64,
-                body: r.get(1)?,
-                expires: r.get(2)?,
-            })
-        },
-    )
-    .optional()?)
+    )?
+    .as_ref()
+    .map(|r| {
+        Ok::<_, DbError>(MetaRow {
+            version: r.get::<i64>(0)? as u64,
+            body: r.get(1)?,
+            expires: r.get(2)?,
+        })
+    })
+    .transpose()
 }
 
 pub fn get(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     role: &str,
     version: u64,
 ) -> Result<Option<Vec<u8>>, DbError> {
-    Ok(c.query_row(
+    c.query_opt(
         "SELECT body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 AND version = ?3",
         params![channel, role, version as i64],
-        |r| r.get(0),
-    )
-    .optional()?)
+    )?
+    .as_ref()
+    .map(|r| r.get(0))
+    .transpose()
 }
 
 /// The newest version of a role (without reading its body).
-pub fn latest_version(c: &Connection, channel: &str, role: &str) -> Result<Option<u64>, DbError> {
-    Ok(c.query_row(
+pub fn latest_version(c: &dyn Sql, channel: &str, role: &str) -> Result<Option<u64>, DbError> {
+    c.query_one(
         "SELECT MAX(version) FROM tuf_metadata WHERE channel = ?1 AND role = ?2",
         params![channel, role],
-        |r| r.get::<_, Option<i64>>(0),
     )?
-    .map(|v| v as u64))
+    .get(0)
 }
 
 /// Replaces the stored target entries of `name` in `channel` (none removes them). A name has
 /// one entry, or two while a rollout keeps its previous release listed.
 pub fn set_entries(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     name: &str,
     entries: &[(String, Vec<u8>)],
@@ -114,7 +113,7 @@ pub fn set_entries(
 
 /// Replaces the stored target entry of `name` in `channel` (or removes it with `None`).
 pub fn set_entry(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     name: &str,
     entry: Option<(&str, &[u8])>,
@@ -127,40 +126,40 @@ pub fn set_entry(
 }
 
 /// Removes every stored entry of `channel`.
-pub fn clear_entries(c: &Connection, channel: &str) -> Result<(), DbError> {
-    c.execute("DELETE FROM tuf_entries WHERE channel = ?1", [channel])?;
+pub fn clear_entries(c: &dyn Sql, channel: &str) -> Result<(), DbError> {
+    c.execute(
+        "DELETE FROM tuf_entries WHERE channel = ?1",
+        params![channel],
+    )?;
     Ok(())
 }
 
 /// Calls `f(path, entry)` for every stored entry of `channel`, in path order.
 pub fn for_each_entry(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     mut f: impl FnMut(&str, &[u8]),
 ) -> Result<usize, DbError> {
-    let mut st =
-        c.prepare_cached("SELECT path, entry FROM tuf_entries WHERE channel = ?1 ORDER BY path")?;
-    let mut rows = st.query([channel])?;
-    let mut n = 0;
-    while let Some(r) = rows.next()? {
-        let path = r
-            .get_ref(0)?
-            .as_str()
-            .map_err(|e| DbError::Corrupt(e.to_string()))?;
-        let entry = r
-            .get_ref(1)?
-            .as_blob()
-            .map_err(|e| DbError::Corrupt(e.to_string()))?;
-        f(path, entry);
-        n += 1;
+    let rows = c.query(
+        "SELECT path, entry FROM tuf_entries WHERE channel = ?1 ORDER BY path",
+        params![channel],
+    )?;
+    for r in &rows {
+        match r.values() {
+            [
+                super::sql::Value::Text(path),
+                super::sql::Value::Blob(entry),
+            ] => f(path, entry),
+            _ => return Err(DbError::Corrupt(format!("a target entry of {channel}"))),
+        }
     }
-    Ok(n)
+    Ok(rows.len())
 }
 
-pub fn entry_count(c: &Connection, channel: &str) -> Result<i64, DbError> {
-    Ok(c.query_row(
+pub fn entry_count(c: &dyn Sql, channel: &str) -> Result<i64, DbError> {
+    c.query_one(
         "SELECT COUNT(*) FROM tuf_entries WHERE channel = ?1",
-        [channel],
-        |r| r.get(0),
-    )?)
+        params![channel],
+    )?
+    .get(0)
 }

@@ -13,6 +13,7 @@ pub async fn checkpoint(app: &App) -> Result<Checkpoint, Error> {
         .db
         .call(move |c| {
             let tx = c.transaction()?;
+            db::locks::audit_head(&tx)?;
             let (size, head) = db::audit::head(&tx)?;
             let cp = Checkpoint::sign(size, &head, &db::now_str(), &key);
             db::audit::insert_checkpoint(&tx, &cp)?;

@@ -8,13 +8,14 @@ use super::App;
 use super::facts::{self, current_trust};
 use super::promote;
 use crate::db;
+use crate::db::Sql;
 use crate::model::api::PromoteRequest;
 use crate::model::{ArtifactName, ChannelName};
 
 /// Channels with `auto = true` and the channel each takes releases from.
 fn auto_channels(
     pipeline: &[ChannelName],
-    c: &rusqlite::Connection,
+    c: &dyn Sql,
 ) -> Result<Vec<(ChannelName, ChannelName)>, super::Error> {
     let trust = current_trust(c)?;
     let mut out = Vec::new();

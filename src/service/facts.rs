@@ -3,10 +3,10 @@
 //! statements about a release that count, a promotion's decision, and whether an earlier
 //! release may become current again. Nothing here writes.
 
+use crate::db::Sql;
 use arca_keys::dsse::Envelope;
 use arca_keys::{SignedEnvelope, TrustDocument};
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
 
 use super::Error;
 use crate::db::{self, artifacts::ArtifactRow};
@@ -14,7 +14,7 @@ use crate::model::{ArtifactName, ChannelName, Version};
 use crate::policy::{self, Decision, Facts, Policy, StatementFacts};
 
 /// The trust document as the database holds it now.
-pub fn current_trust(c: &Connection) -> Result<TrustDocument, Error> {
+pub fn current_trust(c: &dyn Sql) -> Result<TrustDocument, Error> {
     let (_, bytes) =
         db::trust::latest(c)?.ok_or_else(|| Error::Internal("no trust document".into()))?;
     SignedEnvelope::from_slice(&bytes)
@@ -24,7 +24,7 @@ pub fn current_trust(c: &Connection) -> Result<TrustDocument, Error> {
 
 /// The policy the trust document pins for `channel`.
 pub fn channel_policy(
-    c: &Connection,
+    c: &dyn Sql,
     trust: &TrustDocument,
     channel: &ChannelName,
 ) -> Result<Policy, Error> {
@@ -41,7 +41,7 @@ pub fn channel_policy(
 
 /// The statements about `a` that are validly signed and about exactly these bytes.
 pub fn statement_facts(
-    c: &Connection,
+    c: &dyn Sql,
     trust: &TrustDocument,
     a: &ArtifactRow,
 ) -> Result<Vec<StatementFacts>, Error> {
@@ -77,7 +77,7 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 /// Evaluates promoting `a` into `to` now under `policy` (the one `trust` pins for `to`).
 /// Returns the decision and whether `a` is already current there.
 pub fn evaluate(
-    c: &Connection,
+    c: &dyn Sql,
     trust: &TrustDocument,
     policy: &Policy,
     a: &ArtifactRow,
@@ -117,7 +117,7 @@ pub fn evaluate(
 /// Whether an earlier release may become current again: its build signature must still be
 /// valid now (a key revoked since then no longer counts). `Some(reasons)` when it may not.
 pub fn still_valid(
-    c: &Connection,
+    c: &dyn Sql,
     a: &ArtifactRow,
     channel: &ChannelName,
 ) -> Result<Option<String>, Error> {

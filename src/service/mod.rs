@@ -203,6 +203,12 @@ impl From<DbError> for Error {
         } else if e.is_disk_full() {
             tracing::error!(cause = %e, "the database's disk is full");
             Error::InsufficientStorage("insufficient storage: the database's disk is full".into())
+        } else if e.is_unavailable() {
+            tracing::error!(cause = %e, "the database is unavailable");
+            Error::unavailable(
+                "database_unavailable",
+                "the database cannot be reached or kept conflicting; retry later",
+            )
         } else if e.is_busy() {
             tracing::error!(cause = %e, "the database stayed locked past the busy timeout");
             Error::unavailable(
@@ -329,7 +335,7 @@ impl App {
                         action: &action,
                         subject: &subject,
                         outcome: "refused",
-                        details,
+                        details: details.clone(),
                     },
                 )
             })
@@ -372,21 +378,19 @@ mod tests {
 
     #[test]
     fn a_full_database_disk_is_insufficient_storage() {
-        let full = DbError::Sqlite(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-            None,
-        ));
+        let full = DbError::DiskFull("no space left".into());
         assert!(matches!(Error::from(full), Error::InsufficientStorage(_)));
-        let busy = DbError::Sqlite(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            None,
-        ));
-        assert!(matches!(
-            Error::from(busy),
-            Error::Unavailable {
-                code: "database_busy",
-                ..
-            }
-        ));
+        for (e, want) in [
+            (
+                DbError::Unavailable("connection refused".into()),
+                "database_unavailable",
+            ),
+            (DbError::Conflict("deadlock".into()), "database_unavailable"),
+        ] {
+            assert!(
+                matches!(Error::from(e), Error::Unavailable { code, .. } if code == want),
+                "{want}"
+            );
+        }
     }
 }

@@ -122,6 +122,8 @@ async fn install_inner(
         .db
         .call(move |c| {
             let tx = c.transaction()?;
+            db::locks::trust(&tx)?;
+            db::locks::channel(&tx, &ch)?;
             let current = repo::latest_root(&tx, &ch)?;
             let next = match check(&current, &env, &key) {
                 Ok(r) => r,

@@ -2,8 +2,8 @@
 //! channel, root-signed. An admin token alone cannot weaken a gate, and a change that would
 //! strand the releases current in the channel (clients would refuse them) needs `force`.
 
+use crate::db::Sql;
 use arca_keys::TrustDocument;
-use rusqlite::Connection;
 
 use super::{App, Error};
 use crate::db;
@@ -101,7 +101,7 @@ async fn set_inner(
 /// that the channel's policy under `trust` refuses by its signature rules: what arca's client
 /// re-checks on every pull and install, so clients would refuse them.
 pub fn stranded(
-    c: &Connection,
+    c: &dyn Sql,
     trust: &TrustDocument,
     channel: &ChannelName,
 ) -> Result<Vec<StrandedRelease>, Error> {

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::db::Conn;
 use arca_keys::SigningKey;
 use chrono::Utc;
-use rusqlite::Connection;
 
 use super::facts::{channel_policy, current_trust, evaluate, still_valid};
 use super::{App, Error};
@@ -24,7 +24,7 @@ struct Outcome {
 /// Promotes inside one transaction: evaluate, then (if allowed and not a dry run) record the
 /// release, publish the channel's metadata and append the audit entry.
 fn promote_tx(
-    c: &mut Connection,
+    c: &mut Conn,
     key: &SigningKey,
     tuf: &crate::config::TufConfig,
     req: &PromoteRequest,
@@ -33,6 +33,9 @@ fn promote_tx(
 ) -> Result<Result<Outcome, Error>, DbError> {
     let tx = c.transaction()?;
     let result = (|| -> Result<Outcome, Error> {
+        // The concurrency contract (db::locks): trust, then the channel, before any read.
+        db::locks::trust(&tx)?;
+        db::locks::channel(&tx, req.to.as_str())?;
         let a = db::artifacts::find(&tx, req.name.as_str(), req.version.as_str())?.ok_or_else(
             || {
                 Error::not_found(
@@ -200,7 +203,7 @@ pub async fn rollback(
 }
 
 fn rollback_tx(
-    c: &mut Connection,
+    c: &mut Conn,
     key: &Arc<SigningKey>,
     tuf: &crate::config::TufConfig,
     req: &RollbackRequest,
@@ -208,6 +211,8 @@ fn rollback_tx(
 ) -> Result<Result<RollbackResponse, Error>, DbError> {
     let tx = c.transaction()?;
     let result = (|| -> Result<RollbackResponse, Error> {
+        db::locks::trust(&tx)?;
+        db::locks::channel(&tx, req.channel.as_str())?;
         let history = db::channels::history(&tx, req.channel.as_str(), req.name.as_str())?;
         let current = history
             .last()

@@ -120,6 +120,8 @@ where
         .db
         .call(move |c| {
             let tx = c.transaction()?;
+            db::locks::trust(&tx)?;
+            db::locks::channel(&tx, &ch)?;
             if let Some(a) = db::artifacts::find(&tx, &name, &version)? {
                 return Ok(Err(a));
             }

@@ -32,6 +32,7 @@ pub async fn run(app: App) {
                 .db
                 .call(move |c| {
                     let tx = c.transaction()?;
+                    crate::db::locks::channel(&tx, &ch)?;
                     let roles = repo::refresh_expiring(&tx, &ch, &key, &cfg, Utc::now())?;
                     tx.commit()?;
                     Ok(roles)

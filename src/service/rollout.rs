@@ -3,8 +3,8 @@
 //! transaction that changes the rollout, re-signs the channel's targets (the plan and step are
 //! in the release's signed entry) and appends the audit entry.
 
+use crate::db::Sql;
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
 
 use super::{App, Error};
 use crate::db::{self, DbError, rollouts::RolloutRow};
@@ -19,7 +19,7 @@ use crate::tuf::repo;
 /// name's active rollout and, with a plan, starts a new one whose previous release is the one
 /// agents ran before (the current release, or the previous release of an unfinished rollout).
 pub fn begin(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     name: &str,
     artifact_id: i64,
@@ -85,7 +85,7 @@ pub fn choose_plan(
 }
 
 /// Why artifact `id` may not become current in `channel` again, if it may not.
-fn unfit(c: &Connection, id: i64, channel: &str) -> Result<Option<String>, DbError> {
+fn unfit(c: &dyn Sql, id: i64, channel: &str) -> Result<Option<String>, DbError> {
     let Some(a) = db::artifacts::by_id(c, id)? else {
         return Ok(Some(format!("artifact {id} is missing")));
     };
@@ -111,7 +111,7 @@ fn parse_time(s: &str) -> DateTime<Utc> {
 /// metadata version pointing at the older bytes). With no previous release the rollout's
 /// entry stays listed at 0%: no agent takes it.
 fn halt_tx(
-    c: &Connection,
+    c: &dyn Sql,
     r: &RolloutRow,
     (state, reason): (State, &str),
     actor: &str,
@@ -186,7 +186,7 @@ fn halt_tx(
 /// Buckets of the agents known for a rollout's name in its channel: those seen within
 /// `agents.stale_after`.
 fn known_buckets(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     name: &str,
     stale_after: std::time::Duration,
@@ -206,7 +206,7 @@ fn known_buckets(
 /// none (`rollout::reach`).
 #[allow(clippy::too_many_arguments)]
 fn advance_tx(
-    c: &Connection,
+    c: &dyn Sql,
     r: &RolloutRow,
     actor: &str,
     figures: Figures,
@@ -255,7 +255,7 @@ fn advance_tx(
 /// reaches none of the known agents (5 agents, a 20% step), and restarts the step's clock so
 /// the widened step holds a full interval with an agent in it. Audit `rollout-widen`.
 fn widen_tx(
-    c: &Connection,
+    c: &dyn Sql,
     r: &RolloutRow,
     known: &[u32],
     key: &arca_keys::SigningKey,
@@ -371,6 +371,7 @@ pub async fn report(
         .call(move |c| {
             let tx = c.transaction()?;
             let ch = rep2.channel.as_str();
+            db::locks::channel(&tx, ch)?;
             let name = rep2.name.as_str();
             let version = rep2.version.as_ref().map(|v| v.as_str());
             if db::channels::current(&tx, ch, name)?.is_none() {
@@ -480,6 +481,7 @@ pub async fn tick(app: &App) -> Result<(), Error> {
             .call(move |c| {
                 let tx = c.transaction()?;
                 // Read again inside the transaction: an operator may have moved it.
+                db::locks::channel(&tx, &r.channel)?;
                 let Some(r) = db::rollouts::active(&tx, &r.channel, &r.name)?
                     .filter(|x| x.id == id && x.state == State::Running)
                 else {
@@ -557,6 +559,7 @@ pub async fn act(
             let tx = c.transaction()?;
             let r = (|| -> Result<(), Error> {
                 let (ch, name) = (req2.channel.as_str(), req2.name.as_str());
+                db::locks::channel(&tx, ch)?;
                 let r = db::rollouts::active(&tx, ch, name)?.ok_or_else(|| {
                     Error::conflict(
                         "no_active_rollout",
@@ -623,7 +626,7 @@ pub async fn act(
 }
 
 fn status_of(
-    c: &Connection,
+    c: &dyn Sql,
     r: &RolloutRow,
     stale_after: std::time::Duration,
 ) -> Result<RolloutStatus, DbError> {
@@ -808,7 +811,7 @@ impl Wanted {
     }
 }
 
-fn wanted(c: &Connection, channel: &str, name: &str) -> Result<Wanted, DbError> {
+fn wanted(c: &dyn Sql, channel: &str, name: &str) -> Result<Wanted, DbError> {
     let Some((current, _)) = db::channels::current(c, channel, name)? else {
         return Ok(Wanted {
             listed: false,

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::{App, Error};
 use crate::db;
+use crate::db::Sql;
 use crate::model::api::{StatementResponse, is_build_predicate};
 use crate::model::{ArtifactName, Version};
 use crate::policy::{APPROVAL_PREDICATE, ApprovalPredicate};
@@ -102,12 +103,7 @@ fn accepted_signers(
 
 /// Whether artifact `id` (of `name`) has a target entry in `channel`: it is the current
 /// release, or the previous release a rollout of the current one keeps listed.
-fn listed_in(
-    c: &rusqlite::Connection,
-    channel: &str,
-    name: &str,
-    id: i64,
-) -> Result<bool, db::DbError> {
+fn listed_in(c: &dyn Sql, channel: &str, name: &str, id: i64) -> Result<bool, db::DbError> {
     let Some((current, _)) = db::channels::current(c, channel, name)? else {
         return Ok(false);
     };
@@ -223,6 +219,8 @@ async fn add_inner(
     app.db
         .call(move |c| {
             let tx = c.transaction()?;
+            db::locks::trust(&tx)?;
+            db::locks::all_channels(&tx)?;
             db::artifacts::insert_statement(&tx, &digest2, id, &ptype, &signers2, &body2)?;
             // Clients check the statements a release's target entry lists: where the release
             // is current (or the previous release of a rollout), the entry is republished so

@@ -136,6 +136,8 @@ async fn apply_inner(
         .db
         .call(move |c| {
             let tx = c.transaction()?;
+            db::locks::trust(&tx)?;
+            db::locks::all_channels(&tx)?;
             // Another change may have landed since we read `current`.
             if db::trust::latest(&tx)?.is_some_and(|(v, _)| v >= version) {
                 return Ok(Err(Error::conflict(

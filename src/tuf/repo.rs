@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::db::Sql;
 use arca_keys::{PublicKey, SigningKey, format_time};
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
 
 use super::metadata::{
     Envelope, MetaFile, MetaKey, RoleKeys, Root, SPEC_VERSION, Snapshot, TargetFile, Timestamp,
@@ -25,7 +25,7 @@ fn expiry(now: DateTime<Utc>, life: Duration) -> String {
 
 /// Checks the clock before anything is signed (`tuf::clock`): refused when the wall clock
 /// jumped against the monotonic clock or stands behind the last signing on record.
-pub fn check_clock(c: &Connection, cfg: &TufConfig, now: DateTime<Utc>) -> Result<(), DbError> {
+pub fn check_clock(c: &dyn Sql, cfg: &TufConfig, now: DateTime<Utc>) -> Result<(), DbError> {
     let last = db::tuf::last_signed_at(c)?
         .as_deref()
         .and_then(super::metadata::parse_time);
@@ -38,7 +38,7 @@ pub fn check_clock(c: &Connection, cfg: &TufConfig, now: DateTime<Utc>) -> Resul
 /// current version's. The two agree unless a lifetime was shortened: the new version then keeps
 /// the current expiry, which extends nothing (the current version is valid until then anyway).
 fn online_expiry(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     role: &str,
     cfg: &TufConfig,
@@ -111,7 +111,7 @@ pub fn build_root(
 
 /// Stores a signed root for `channel`.
 pub fn store_root(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     root: &Root,
     signers: &[&SigningKey],
@@ -165,7 +165,7 @@ fn target_entry(
 /// The target entries of `name`'s current release in `channel`: one, or, while a rollout is
 /// active, the new release carrying the rollout plus the previous release agents keep.
 fn entries_of(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     a: &db::artifacts::ArtifactRow,
     statements: Vec<String>,
@@ -219,7 +219,7 @@ fn entries_of(
 /// Rebuilds every stored target entry of `channel` from its current releases, then publishes
 /// targets N+1, a snapshot and a timestamp. Returns the new targets version.
 pub fn publish_targets(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     key: &SigningKey,
     cfg: &TufConfig,
@@ -240,7 +240,7 @@ pub fn publish_targets(
 /// entries are replaced and the targets re-signed from the stored entries (the other entries
 /// are not rebuilt), then a snapshot and a timestamp. Returns the new targets version.
 pub fn publish_release(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     name: &str,
     key: &SigningKey,
@@ -270,7 +270,7 @@ pub fn publish_release(
 /// sorted order, and the entries in path order (paths are validated to an alphabet in which
 /// byte order and canonical-JSON key order agree).
 pub(crate) fn sign_targets(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     key: &SigningKey,
     cfg: &TufConfig,
@@ -315,7 +315,7 @@ where
 
 /// Publishes snapshot N+1 naming the latest targets, then a new timestamp.
 pub fn publish_snapshot(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     key: &SigningKey,
     cfg: &TufConfig,
@@ -343,7 +343,7 @@ pub fn publish_snapshot(
 
 /// Publishes timestamp N+1 naming the latest snapshot.
 pub fn publish_timestamp(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     key: &SigningKey,
     cfg: &TufConfig,
@@ -379,7 +379,7 @@ fn meta_file(version: u64, body: &[u8]) -> MetaFile {
 /// Re-signs each online role that has less than half of its lifetime left (targets, then
 /// snapshot, then timestamp; each new version cascades down). Returns which roles it re-signed.
 pub fn refresh_expiring(
-    c: &Connection,
+    c: &dyn Sql,
     channel: &str,
     key: &SigningKey,
     cfg: &TufConfig,
@@ -524,7 +524,7 @@ pub fn rotated_online(current: &Root, online: &PublicKey, expires: String) -> Ro
 }
 
 /// Reads the newest root of a channel.
-pub fn latest_root(c: &Connection, channel: &str) -> Result<Root, DbError> {
+pub fn latest_root(c: &dyn Sql, channel: &str) -> Result<Root, DbError> {
     let m = db::tuf::latest(c, channel, "root")?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no root")))?;
     Envelope::from_slice("root", &m.body)
