@@ -6,7 +6,8 @@
 # agent's crash tests use it to SIGKILL the agent at an exact system call,
 # and that libfaketime is (the clock tests fake the server's wall clock), and
 # SoftHSM 2 (tests/pkcs11.rs keeps keys on its software tokens, a token
-# directory and SOFTHSM2_CONF of each test's own).
+# directory and SOFTHSM2_CONF of each test's own), and PostgreSQL 15 (scripts/test.sh runs the
+# integration tests a second time on a throw-away cluster of it, scripts/pg.sh).
 # Idempotent: a stamp file records the pinned requirements; when it matches
 # and the venv is intact, nothing is done.
 set -euo pipefail
@@ -43,6 +44,21 @@ if ! command -v softhsm2-util >/dev/null 2>&1 || ! compgen -G "/usr/lib/softhsm/
     if ! { $SUDO apt-get install -y -q softhsm2 >/dev/null 2>&1 \
         || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q softhsm2 >/dev/null 2>&1; }; }; then
         echo "test-env: cannot install softhsm2 with apt-get; install it (Debian package softhsm2)" >&2
+        exit 1
+    fi
+fi
+
+# PostgreSQL 15: the integration tests' second engine. Only its server binaries are used
+# (scripts/pg.sh runs initdb and pg_ctl on a cluster of its own); Debian's package also starts a
+# default cluster where systemd runs, which the tests do not touch.
+PG_BIN=/usr/lib/postgresql/15/bin
+if ! [[ -x "$PG_BIN/initdb" && -x "$PG_BIN/pg_ctl" && -x "$PG_BIN/postgres" ]]; then
+    SUDO=""
+    [[ "$(id -u)" -ne 0 ]] && SUDO="sudo"
+    echo "test-env: installing postgresql-15 (apt)"
+    if ! { $SUDO apt-get install -y -q postgresql-15 >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q postgresql-15 >/dev/null 2>&1; }; }; then
+        echo "test-env: cannot install postgresql-15 with apt-get; install it (Debian package postgresql-15)" >&2
         exit 1
     fi
 fi

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::db::TestDb as Connection;
 use arca::audit::{Entry, GENESIS_HASH, entry_hash};
 use common::{Server, wait_until};
-use rusqlite::{Connection, params};
 
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -20,45 +20,38 @@ fn path_str(p: &Path) -> &str {
 
 /// Every stored entry, in seq order.
 fn rows(c: &Connection) -> Vec<Entry> {
-    let mut st = c
-        .prepare(
-            "SELECT seq, at, actor, action, subject, outcome, details, prev_hash, hash FROM audit \
-             ORDER BY seq",
-        )
-        .unwrap();
-    st.query_map([], |r| {
-        Ok(Entry {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            subject: r.get(4)?,
-            outcome: r.get(5)?,
-            details: r.get(6)?,
-            prev_hash: r.get(7)?,
-            hash: r.get(8)?,
-        })
-    })
-    .unwrap()
-    .map(Result::unwrap)
+    c.all(
+        "SELECT seq, at, actor, action, subject, outcome, details, prev_hash, hash FROM audit \
+         ORDER BY seq",
+        params![],
+    )
+    .into_iter()
+    .map(
+        |(seq, at, actor, action, subject, outcome, details, prev_hash, hash)| Entry {
+            seq,
+            at,
+            actor,
+            action,
+            subject,
+            outcome,
+            details,
+            prev_hash,
+            hash,
+        },
+    )
     .collect()
 }
 
 fn count(s: &Server) -> i64 {
-    s.db()
-        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
-        .unwrap()
+    s.db().one("SELECT COUNT(*) FROM audit", params![])
 }
 
 /// The largest checkpointed size (0 when there is none).
 fn max_checkpoint(s: &Server) -> i64 {
-    s.db()
-        .query_row(
-            "SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
+    s.db().one(
+        "SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints",
+        params![],
+    )
 }
 
 /// `arca audit verify --json`, expecting success; returns the report.
@@ -114,8 +107,7 @@ fn rechain_from(c: &Connection, from: i64) {
         c.execute(
             "UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
             params![prev, hash, e.seq],
-        )
-        .unwrap();
+        );
         prev = hash;
     }
 }
@@ -136,8 +128,7 @@ fn reinsert(c: &Connection, e: &Entry) {
             e.prev_hash,
             e.hash
         ],
-    )
-    .unwrap();
+    );
 }
 
 /// `curl` status code of `method url` with optional extra header.
@@ -217,23 +208,17 @@ fn an_honest_log_verifies_and_records_every_action() {
 
     let c = s.db();
     let has = |action: &str, outcome: &str, subject: &str| -> bool {
-        c.query_row(
+        c.one::<i64>(
             "SELECT COUNT(*) FROM audit WHERE action = ?1 AND outcome = ?2 AND subject LIKE ?3",
             params![action, outcome, subject],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap()
-            > 0
+        ) > 0
     };
     assert!(has("init", "ok", "%"));
     assert!(has("trust.change", "ok", "%"));
-    let trust_changes: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM audit WHERE action = 'trust.change' AND outcome = 'ok'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let trust_changes: i64 = c.one(
+        "SELECT COUNT(*) FROM audit WHERE action = 'trust.change' AND outcome = 'ok'",
+        params![],
+    );
     assert_eq!(trust_changes, 2, "two keys added");
     assert!(has("push", "ok", "app@1.0.0"));
     assert!(has("push", "ok", "app@1.0.1"));
@@ -242,21 +227,15 @@ fn an_honest_log_verifies_and_records_every_action() {
     assert!(has("promote", "refused", "app@1.0.1 -> prod"));
     assert!(has("attest", "ok", "app@1.0.0"));
     // The refused push names its reason; every token-made entry names the token.
-    let reason: String = c
-        .query_row(
-            "SELECT details FROM audit WHERE action = 'push' AND outcome = 'refused'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let reason: String = c.one(
+        "SELECT details FROM audit WHERE action = 'push' AND outcome = 'refused'",
+        params![],
+    );
     assert!(reason.contains("reason"), "{reason}");
-    let anonymous: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM audit WHERE action != 'init' AND actor NOT LIKE 'token:%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let anonymous: i64 = c.one(
+        "SELECT COUNT(*) FROM audit WHERE action != 'init' AND actor NOT LIKE 'token:%'",
+        params![],
+    );
     assert_eq!(anonymous, 0);
     // Sequence numbers are 1..=n.
     let seqs: Vec<i64> = rows(&c).iter().map(|e| e.seq).collect();
@@ -279,18 +258,14 @@ fn an_edited_entry_is_named() {
     ];
     for (seq, field, value) in cases {
         let c = s.db();
-        let old: String = c
-            .query_row(
-                &format!("SELECT {field} FROM audit WHERE seq = ?1"),
-                [seq],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let old: String = c.one(
+            &format!("SELECT {field} FROM audit WHERE seq = ?1"),
+            params![seq],
+        );
         c.execute(
             &format!("UPDATE audit SET {field} = ?1 WHERE seq = ?2"),
             params![value, seq],
-        )
-        .unwrap();
+        );
         let err = verify_fails(&s);
         assert!(
             err.contains(&format!("entry {seq}:")) && err.contains("modified"),
@@ -299,8 +274,7 @@ fn an_edited_entry_is_named() {
         c.execute(
             &format!("UPDATE audit SET {field} = ?1 WHERE seq = ?2"),
             params![old, seq],
-        )
-        .unwrap();
+        );
         assert_eq!(verify_ok(&s)["entries"], n, "restored");
     }
     // Editing the stored hash itself is as visible as editing what it covers.
@@ -308,8 +282,7 @@ fn an_edited_entry_is_named() {
     c.execute(
         "UPDATE audit SET hash = ?1 WHERE seq = ?2",
         params!["ab".repeat(32), n],
-    )
-    .unwrap();
+    );
     let err = verify_fails(&s);
     assert!(err.contains(&format!("entry {n}:")), "{err}");
 }
@@ -321,8 +294,7 @@ fn a_removed_entry_is_named() {
     let all = rows(&s.db());
     for seq in [n / 2 + 1, 1] {
         let c = s.db();
-        c.execute("DELETE FROM audit WHERE seq = ?1", [seq])
-            .unwrap();
+        c.execute("DELETE FROM audit WHERE seq = ?1", params![seq]);
         let err = verify_fails(&s);
         assert!(
             err.contains("removed or reordered") && err.contains(&format!("entry {}:", seq + 1)),
@@ -340,12 +312,9 @@ fn reordered_entries_are_named() {
     let a = n / 2;
     let c = s.db();
     let swap = |x: i64, y: i64| {
-        c.execute("UPDATE audit SET seq = -1 WHERE seq = ?1", [x])
-            .unwrap();
-        c.execute("UPDATE audit SET seq = ?1 WHERE seq = ?2", [x, y])
-            .unwrap();
-        c.execute("UPDATE audit SET seq = ?1 WHERE seq = -1", [y])
-            .unwrap();
+        c.execute("UPDATE audit SET seq = -1 WHERE seq = ?1", params![x]);
+        c.execute("UPDATE audit SET seq = ?1 WHERE seq = ?2", params![x, y]);
+        c.execute("UPDATE audit SET seq = ?1 WHERE seq = -1", params![y]);
     };
     swap(a, a + 1);
     let err = verify_fails(&s);
@@ -382,9 +351,8 @@ fn a_rewrite_with_recomputed_hashes_is_caught_by_an_earlier_checkpoint() {
     let c = s.db();
     c.execute(
         "UPDATE audit SET outcome = 'refused', subject = 'app@0.0.1' WHERE seq = 3",
-        [],
-    )
-    .unwrap();
+        params![],
+    );
     rechain_from(&c, 3);
     let err = verify_fails(&s);
     assert!(
@@ -402,8 +370,10 @@ fn a_rewrite_beyond_the_newest_checkpoint_passes() {
     let covered = max_checkpoint(&s);
     assert!(covered < 3, "only the startup checkpoint: {covered}");
     let c = s.db();
-    c.execute("UPDATE audit SET subject = 'app@0.0.1' WHERE seq = 3", [])
-        .unwrap();
+    c.execute(
+        "UPDATE audit SET subject = 'app@0.0.1' WHERE seq = 3",
+        params![],
+    );
     // The plain edit is caught...
     assert!(verify_fails(&s).contains("entry 3:"));
     // ...the re-chained one is not.
@@ -412,7 +382,7 @@ fn a_rewrite_beyond_the_newest_checkpoint_passes() {
     assert_eq!(report["entries"], n);
     assert_eq!(report["checkpointed"], covered);
     // The same goes for dropping the newest (uncheckpointed) entry.
-    c.execute("DELETE FROM audit WHERE seq = ?1", [n]).unwrap();
+    c.execute("DELETE FROM audit WHERE seq = ?1", params![n]);
     assert_eq!(verify_ok(&s)["entries"], n - 1);
 }
 
@@ -429,11 +399,12 @@ fn a_rewrite_that_also_drops_the_checkpoints_is_caught() {
     // An auditor verified the log, checkpoint included.
     assert_eq!(verify_ok(&s)["checkpointed"], n);
     let c = s.db();
-    c.execute("UPDATE audit SET subject = 'app@0.0.1' WHERE seq = 3", [])
-        .unwrap();
+    c.execute(
+        "UPDATE audit SET subject = 'app@0.0.1' WHERE seq = 3",
+        params![],
+    );
     rechain_from(&c, 3);
-    c.execute("DELETE FROM audit_checkpoints WHERE size >= 3", [])
-        .unwrap();
+    c.execute("DELETE FROM audit_checkpoints WHERE size >= 3", params![]);
     let err = verify_fails(&s);
     assert!(err.contains("checkpoint"), "{err}");
 }
@@ -444,8 +415,7 @@ fn truncation_below_a_checkpoint_is_caught() {
     let n = count(&s);
     s.ok(&["audit", "checkpoint"]);
     let c = s.db();
-    c.execute("DELETE FROM audit WHERE seq > ?1", [n - 2])
-        .unwrap();
+    c.execute("DELETE FROM audit WHERE seq > ?1", params![n - 2]);
     let err = verify_fails(&s);
     assert!(
         err.contains(&format!("checkpoint at size {n}:"))
@@ -461,13 +431,10 @@ fn a_forged_checkpoint_is_named() {
     let n = count(&s);
     s.ok(&["audit", "checkpoint"]);
     let c = s.db();
-    let (head, sig): (String, String) = c
-        .query_row(
-            "SELECT head, sig FROM audit_checkpoints WHERE size = ?1",
-            [n],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (head, sig): (String, String) = c.one(
+        "SELECT head, sig FROM audit_checkpoints WHERE size = ?1",
+        params![n],
+    );
 
     // A flipped signature.
     let mut forged = sig.clone().into_bytes();
@@ -475,8 +442,7 @@ fn a_forged_checkpoint_is_named() {
     c.execute(
         "UPDATE audit_checkpoints SET sig = ?1 WHERE size = ?2",
         params![String::from_utf8(forged).unwrap(), n],
-    )
-    .unwrap();
+    );
     let err = verify_fails(&s);
     assert!(
         err.contains(&format!("checkpoint at size {n}:")) && err.contains("signature"),
@@ -485,8 +451,7 @@ fn a_forged_checkpoint_is_named() {
     c.execute(
         "UPDATE audit_checkpoints SET sig = ?1 WHERE size = ?2",
         params![sig, n],
-    )
-    .unwrap();
+    );
     assert_eq!(verify_ok(&s)["checkpointed"], n, "restored");
 
     // Another head under the real signature (as a rewriter would need).
@@ -494,15 +459,13 @@ fn a_forged_checkpoint_is_named() {
     c.execute(
         "UPDATE audit_checkpoints SET head = ?1 WHERE size = ?2",
         params![prev_head, n],
-    )
-    .unwrap();
+    );
     let err = verify_fails(&s);
     assert!(err.contains(&format!("checkpoint at size {n}:")), "{err}");
     c.execute(
         "UPDATE audit_checkpoints SET head = ?1 WHERE size = ?2",
         params![head, n],
-    )
-    .unwrap();
+    );
 
     // A checkpoint signed by a key that is not an audit key (a builder's).
     let alice = arca_keys::SigningKey::read_file(&s.path("alice.key")).unwrap();
@@ -510,8 +473,7 @@ fn a_forged_checkpoint_is_named() {
     c.execute(
         "UPDATE audit_checkpoints SET keyid = ?1, sig = ?2, at = ?3 WHERE size = ?4",
         params![cp.keyid, cp.sig, cp.at, n],
-    )
-    .unwrap();
+    );
     let err = verify_fails(&s);
     assert!(
         err.contains(&format!("checkpoint at size {n}:")) && err.contains("audit key"),
@@ -597,13 +559,11 @@ fn the_server_signs_checkpoints_when_the_log_grows() {
     // Nothing grew: no new checkpoint.
     let before: i64 = s
         .db()
-        .query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| r.get(0))
-        .unwrap();
+        .one("SELECT COUNT(*) FROM audit_checkpoints", params![]);
     std::thread::sleep(Duration::from_millis(2500));
     let after: i64 = s
         .db()
-        .query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| r.get(0))
-        .unwrap();
+        .one("SELECT COUNT(*) FROM audit_checkpoints", params![]);
     assert_eq!(before, after);
 }
 
@@ -611,7 +571,7 @@ fn the_server_signs_checkpoints_when_the_log_grows() {
 fn append_history(c: &Connection, k: i64) {
     let last = rows(c).pop().unwrap();
     let (mut seq, mut prev) = (last.seq, last.hash);
-    let tx = c.unchecked_transaction().unwrap();
+    c.begin();
     for i in 0..k {
         seq += 1;
         let (at, subject) = ("2026-01-01T00:00:00Z", format!("app@0.{i}.0"));
@@ -619,15 +579,14 @@ fn append_history(c: &Connection, k: i64) {
         let hash = entry_hash(
             seq, at, "token:x", "push", &subject, "refused", &details, &prev,
         );
-        tx.execute(
+        c.execute(
             "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) \
              VALUES (?1, ?2, 'token:x', 'push', ?3, 'refused', ?4, ?5, ?6)",
             params![seq, at, subject, details, prev, hash],
-        )
-        .unwrap();
+        );
         prev = hash;
     }
-    tx.commit().unwrap();
+    c.commit();
 }
 
 /// An honest log that grows while it is being verified is still an honest log. `verify` reads

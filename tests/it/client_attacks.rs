@@ -372,13 +372,10 @@ fn truncated_blob_is_refused() {
 
     // (b) The store's record shrinks with the file: a complete, well-formed response that is
     // shorter than the signed length.
-    let n = s
-        .db()
-        .execute(
-            "UPDATE blobs SET size = ?1 WHERE blake3 = ?2",
-            rusqlite::params![short as i64, b3],
-        )
-        .unwrap();
+    let n = s.db().execute(
+        "UPDATE blobs SET size = ?1 WHERE blake3 = ?2",
+        params![short as i64, b3],
+    );
     assert_eq!(n, 1);
     let err = s.pull_fails("app/web", "dev", &dir, &s.path("state"));
     assert!(
@@ -444,13 +441,10 @@ fn a_server_sending_more_than_the_signed_length_is_refused() {
     let extra = 1 << 20;
     bytes.extend(std::iter::repeat_n(0x41u8, extra));
     std::fs::write(&blob, &bytes).unwrap();
-    let n = s
-        .db()
-        .execute(
-            "UPDATE blobs SET size = ?1 WHERE blake3 = ?2",
-            rusqlite::params![bytes.len() as i64, b3],
-        )
-        .unwrap();
+    let n = s.db().execute(
+        "UPDATE blobs SET size = ?1 WHERE blake3 = ?2",
+        params![bytes.len() as i64, b3],
+    );
     assert_eq!(n, 1);
 
     let dir = s.path("out");
@@ -522,15 +516,14 @@ fn another_channels_metadata_is_refused() {
     // The server answers prod's URLs with dev's repository, and lists dev's release there too
     // so that the targets URL answers as well.
     let c = s.db();
-    c.execute_batch(
+    c.batch(
         "DELETE FROM tuf_metadata WHERE channel = 'prod';
          INSERT INTO tuf_metadata (channel, role, version, body, expires)
              SELECT 'prod', role, version, body, expires FROM tuf_metadata WHERE channel = 'dev';
          INSERT INTO releases (channel, name, artifact_id, action, actor, reason, created_at)
              SELECT 'prod', name, artifact_id, action, actor, reason, created_at
              FROM releases WHERE channel = 'dev';",
-    )
-    .unwrap();
+    );
     drop(c);
 
     // A fresh prod client: the shared root v1 leads to dev's root v2, validly signed by the

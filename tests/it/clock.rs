@@ -62,18 +62,17 @@ fn metric(s: &Server, name: &str) -> f64 {
 /// in seconds since the epoch.
 fn online_metadata(s: &Server) -> Vec<(String, String, i64, i64)> {
     let c = s.db();
-    let mut st = c
-        .prepare("SELECT channel, role, version, expires FROM tuf_metadata WHERE role != 'root'")
-        .unwrap();
-    st.query_map([], |r| {
-        let expires: String = r.get(3)?;
+    c.all::<(String, String, i64, String)>(
+        "SELECT channel, role, version, expires FROM tuf_metadata WHERE role != 'root'",
+        params![],
+    )
+    .into_iter()
+    .map(|(channel, role, version, expires)| {
         let t = chrono::DateTime::parse_from_rfc3339(&expires)
             .unwrap()
             .timestamp();
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, t))
+        (channel, role, version, t)
     })
-    .unwrap()
-    .map(Result::unwrap)
     .collect()
 }
 

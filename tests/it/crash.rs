@@ -130,8 +130,7 @@ fn db_state(s: &Server) -> String {
 
 fn count(s: &Server, table: &str) -> i64 {
     s.db()
-        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
+        .one(&format!("SELECT COUNT(*) FROM {table}"), params![])
 }
 
 /// Files equal, compared in chunks (the files are too big for a readable assert_eq! diff).

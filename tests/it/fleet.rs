@@ -82,37 +82,27 @@ fn row(s: &Server, id: &str) -> Value {
 /// The accepted changes of `action` in the audit log (refusals are audited too, as `refused`).
 fn audit_actions(s: &Server, action: &str) -> Vec<(String, Value)> {
     let c = s.db();
-    let mut st = c
-        .prepare(
-            "SELECT actor, details FROM audit WHERE action = ?1 AND outcome = 'ok' ORDER BY seq",
-        )
-        .unwrap();
-    st.query_map([action], |r| {
-        let d: String = r.get(1)?;
-        Ok((r.get(0)?, serde_json::from_str(&d).unwrap()))
-    })
-    .unwrap()
-    .map(Result::unwrap)
+    c.all::<(String, String)>(
+        "SELECT actor, details FROM audit WHERE action = ?1 AND outcome = 'ok' ORDER BY seq",
+        params![action],
+    )
+    .into_iter()
+    .map(|(actor, d)| (actor, serde_json::from_str(&d).unwrap()))
     .collect()
 }
 
 fn set_last_seen(s: &Server, id: &str, at: &str) {
-    s.db()
-        .execute(
-            "UPDATE agents SET last_seen = ?2 WHERE agent = ?1",
-            [id, at],
-        )
-        .unwrap();
+    s.db().execute(
+        "UPDATE agents SET last_seen = ?2 WHERE agent = ?1",
+        params![id, at],
+    );
 }
 
 fn last_seen(s: &Server, id: &str) -> String {
-    s.db()
-        .query_row(
-            "SELECT last_seen FROM agents WHERE agent = ?1 AND name = ?2",
-            [id, NAME],
-            |r| r.get(0),
-        )
-        .unwrap()
+    s.db().one(
+        "SELECT last_seen FROM agents WHERE agent = ?1 AND name = ?2",
+        params![id, NAME],
+    )
 }
 
 /// A long-running agent, killed on drop.
@@ -347,14 +337,10 @@ fn heartbeats_keep_agents_seen_and_stale_agents_can_be_forgotten() {
         "{out}"
     );
     assert!(agents_json(&s).iter().all(|r| r["agent"] != "idle-1"));
-    let reports: i64 = s
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM reports WHERE agent = 'idle-1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let reports: i64 = s.db().one(
+        "SELECT COUNT(*) FROM reports WHERE agent = 'idle-1'",
+        params![],
+    );
     assert_eq!(reports, 0);
     let forgot = audit_actions(&s, "agent-forget");
     assert_eq!(forgot.len(), 1, "{forgot:?}");

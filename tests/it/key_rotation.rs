@@ -30,13 +30,10 @@ fn rotate(s: &Server, new: &[PathBuf], threshold: u32, sign: &[&Path]) -> std::p
 
 fn roots(s: &Server, channel: &str) -> Vec<i64> {
     let c = s.db();
-    let mut st = c
-        .prepare("SELECT version FROM tuf_metadata WHERE channel = ?1 AND role = 'root' ORDER BY version")
-        .unwrap();
-    st.query_map([channel], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    c.all(
+        "SELECT version FROM tuf_metadata WHERE channel = ?1 AND role = 'root' ORDER BY version",
+        params![channel],
+    )
 }
 
 #[test]
@@ -241,13 +238,10 @@ fn a_served_root_that_skips_a_version_is_refused_by_the_client() {
     s.push(&f, "x", "1", &b);
     // A root that says version 4, signed by the root key, served as 3.root.json.
     let c = s.db();
-    let body: Vec<u8> = c
-        .query_row(
-            "SELECT body FROM tuf_metadata WHERE channel = 'dev' AND role = 'root' AND version = 2",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let body: Vec<u8> = c.one(
+        "SELECT body FROM tuf_metadata WHERE channel = 'dev' AND role = 'root' AND version = 2",
+        params![],
+    );
     let env = arca::tuf::metadata::Envelope::from_slice("root", &body).unwrap();
     let mut root: arca::tuf::metadata::Root = env.decode().unwrap();
     root.version = 4;
@@ -255,9 +249,8 @@ fn a_served_root_that_skips_a_version_is_refused_by_the_client() {
     let forged = arca::tuf::metadata::Envelope::sign(&root, &[&key]).to_bytes();
     c.execute(
         "INSERT INTO tuf_metadata (channel, role, version, body, expires) VALUES ('dev', 'root', 3, ?1, ?2)",
-        rusqlite::params![forged, root.expires],
-    )
-    .unwrap();
+        params![forged, root.expires],
+    );
     let err = s.pull_fails("x", "dev", &s.path("out"), &s.path("state"));
     assert!(
         err.contains("root metadata version 4 where 3 was required"),
@@ -523,13 +516,10 @@ fn serve_forged_root(
     signers: &[&arca_keys::SigningKey],
 ) {
     let c = s.db();
-    let body: Vec<u8> = c
-        .query_row(
-            "SELECT body FROM tuf_metadata WHERE channel = 'dev' AND role = 'root' AND version = 2",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let body: Vec<u8> = c.one(
+        "SELECT body FROM tuf_metadata WHERE channel = 'dev' AND role = 'root' AND version = 2",
+        params![],
+    );
     let cur: arca::tuf::metadata::Root = arca::tuf::metadata::Envelope::from_slice("root", &body)
         .unwrap()
         .decode()
@@ -538,9 +528,8 @@ fn serve_forged_root(
     let forged = arca::tuf::metadata::Envelope::sign(&next, signers).to_bytes();
     c.execute(
         "INSERT INTO tuf_metadata (channel, role, version, body, expires) VALUES ('dev', 'root', 3, ?1, ?2)",
-        rusqlite::params![forged, next.expires],
-    )
-    .unwrap();
+        params![forged, next.expires],
+    );
 }
 
 #[test]
@@ -712,12 +701,10 @@ fn rotation_under_load_fails_no_pull_and_accepts_nothing_unsigned() {
     // Nothing unsigned was accepted: every artifact has a build statement by a trusted builder.
     let unsigned: i64 = s
         .db()
-        .query_row(
+        .one(
             "SELECT COUNT(*) FROM artifacts a WHERE NOT EXISTS (SELECT 1 FROM statements st WHERE st.artifact_id = a.id)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+            params![],
+        );
     assert_eq!(unsigned, 0);
     let msg = s.pull_ok("app/x", "dev", &s.path("final"), &s.path("load-state"));
     assert!(msg.contains("app/x@9.0"), "{msg}");

@@ -2,6 +2,8 @@
 //! the module `X`, so `cargo test --test it X::` runs one file's tests. One binary links the
 //! arca library once instead of once a file. `common` is the harness they share.
 
+// `params![...]` (common::db) in every module.
+#[macro_use]
 mod common;
 
 mod agent;

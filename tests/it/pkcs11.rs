@@ -135,20 +135,15 @@ fn add_key(s: &Server, public: &Path, role: &str, scope: &str, sign: &[&str]) {
 
 fn root_versions(s: &Server, channel: &str) -> Vec<i64> {
     let c = s.db();
-    let mut st = c
-        .prepare("SELECT version FROM tuf_metadata WHERE channel = ?1 AND role = 'root' ORDER BY version")
-        .unwrap();
-    st.query_map([channel], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    c.all(
+        "SELECT version FROM tuf_metadata WHERE channel = ?1 AND role = 'root' ORDER BY version",
+        params![channel],
+    )
 }
 
 /// Every audit entry, whatever its outcome.
 fn audit_rows(s: &Server) -> i64 {
-    s.db()
-        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
-        .unwrap()
+    s.db().one("SELECT COUNT(*) FROM audit", params![])
 }
 
 /// The current trust document as served: (version, the key ids that signed it).

@@ -145,14 +145,10 @@ fn stricter_policy_that_strands_the_current_release_needs_force_and_an_approval_
     assert_eq!(latest_meta(&s, "prod", "targets").0, tv + 1);
     assert!(latest_meta(&s, "prod", "snapshot").0 > sv);
     assert!(latest_meta(&s, "prod", "timestamp").0 > tsv);
-    let details: String = s
-        .db()
-        .query_row(
-            "SELECT details FROM audit WHERE action = 'approve' ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let details: String = s.db().one(
+        "SELECT details FROM audit WHERE action = 'approve' ORDER BY seq DESC LIMIT 1",
+        params![],
+    );
     assert!(
         details.contains("republished") && details.contains(&format!("{}", tv + 1)),
         "{details}"

@@ -133,50 +133,36 @@ fn current(s: &Server, channel: &str) -> Option<String> {
 
 /// The version of the newest stored targets metadata of `channel`.
 fn targets_version(s: &Server, channel: &str) -> i64 {
-    s.db()
-        .query_row(
-            "SELECT MAX(version) FROM tuf_metadata WHERE channel = ?1 AND role = 'targets'",
-            [channel],
-            |r| r.get(0),
-        )
-        .unwrap()
+    s.db().one(
+        "SELECT MAX(version) FROM tuf_metadata WHERE channel = ?1 AND role = 'targets'",
+        params![channel],
+    )
 }
 
 /// The newest metadata row of `role` in `channel`: (version, body).
 fn latest_meta(s: &Server, channel: &str, role: &str) -> (i64, Vec<u8>) {
-    s.db()
-        .query_row(
-            "SELECT version, body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
-             ORDER BY version DESC LIMIT 1",
-            [channel, role],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap()
+    s.db().one(
+        "SELECT version, body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
+         ORDER BY version DESC LIMIT 1",
+        params![channel, role],
+    )
 }
 
 /// Every policy body the server holds (the `policies` table is not part of `state()`).
 fn policies(s: &Server) -> Vec<String> {
     let c = s.db();
-    let mut st = c
-        .prepare("SELECT sha256, body FROM policies ORDER BY sha256")
-        .unwrap();
-    st.query_map([], |r| {
-        Ok(format!(
-            "{}|{}",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?
-        ))
-    })
-    .unwrap()
-    .map(Result::unwrap)
+    c.all::<(String, String)>(
+        "SELECT sha256, body FROM policies ORDER BY sha256",
+        params![],
+    )
+    .into_iter()
+    .map(|(sha, body)| format!("{sha}|{body}"))
     .collect()
 }
 
 /// Number of audit entries.
 fn audit_len(s: &Server) -> i64 {
-    s.db()
-        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
-        .unwrap()
+    s.db().one("SELECT COUNT(*) FROM audit", params![])
 }
 
 /// The `pass`/`FAIL` lines of a printed decision: (passed, rule).
@@ -519,13 +505,10 @@ fn freeze_refuses_until_a_break_glass_approval() {
 
     let outcomes: Vec<String> = {
         let c = s.db();
-        let mut st = c
-            .prepare("SELECT outcome FROM audit WHERE action = 'promote' ORDER BY seq")
-            .unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        c.all(
+            "SELECT outcome FROM audit WHERE action = 'promote' ORDER BY seq",
+            params![],
+        )
     };
     assert_eq!(outcomes, ["refused", "refused", "ok (break-glass)"]);
 }
@@ -639,14 +622,10 @@ fn auto_promotion_when_the_missing_attestation_arrives() {
     assert_eq!(h.len(), 1, "{h:?}");
     assert_eq!(h[0]["action"], "auto-promote");
     assert_eq!(h[0]["actor"], "auto");
-    let audit: (String, String) = s
-        .db()
-        .query_row(
-            "SELECT actor, outcome FROM audit WHERE action = 'auto-promote'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let audit: (String, String) = s.db().one(
+        "SELECT actor, outcome FROM audit WHERE action = 'auto-promote'",
+        params![],
+    );
     assert_eq!(audit, ("auto".to_owned(), "ok".to_owned()));
     // prod is not an auto channel (and needs an approval).
     assert!(history(&s, "prod").is_empty());
@@ -746,14 +725,11 @@ fn rollback_publishes_a_new_version_that_clients_accept() {
     // Replaying the metadata from before the rollback is still refused.
     let (new_ts_v, _) = latest_meta(&s, "staging", "timestamp");
     assert!(new_ts_v > old_ts_v);
-    let n = s
-        .db()
-        .execute(
-            "UPDATE tuf_metadata SET body = ?1 WHERE channel = 'staging' AND role = 'timestamp' \
-             AND version = ?2",
-            rusqlite::params![old_ts, new_ts_v],
-        )
-        .unwrap();
+    let n = s.db().execute(
+        "UPDATE tuf_metadata SET body = ?1 WHERE channel = 'staging' AND role = 'timestamp' \
+         AND version = ?2",
+        params![old_ts, new_ts_v],
+    );
     assert_eq!(n, 1);
     let dir = s.path("out-replay");
     let err = s.pull_fails(NAME, "staging", &dir, &state);

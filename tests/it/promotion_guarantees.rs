@@ -122,19 +122,14 @@ fn listed_versions(s: &Server, channel: &str) -> Vec<(String, String)> {
 /// Every stored version of `role` in `channel`, ascending.
 fn meta_versions(s: &Server, channel: &str, role: &str) -> Vec<u64> {
     let c = s.db();
-    let mut st = c
-        .prepare(
-            "SELECT version FROM tuf_metadata WHERE channel = ?1 AND role = ?2 ORDER BY version",
-        )
-        .unwrap();
-    st.query_map([channel, role], |r| r.get::<_, i64>(0))
-        .unwrap()
-        .map(|v| v.unwrap() as u64)
-        .collect()
+    c.all(
+        "SELECT version FROM tuf_metadata WHERE channel = ?1 AND role = ?2 ORDER BY version",
+        params![channel, role],
+    )
 }
 
 fn count(s: &Server, sql: &str) -> i64 {
-    s.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    s.db().one(sql, params![])
 }
 
 /// The newest timestamp names the newest snapshot, which names the newest targets.
@@ -420,10 +415,12 @@ fn random_ish_delay(round: u32) -> Duration {
 
 fn assert_consistent_after_crash(s: &Server, files: &[(&str, &PathBuf)], state: &Path, round: u32) {
     let c = s.db();
-    let check: String = c
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
+    // SQLite's own check of its file after the kill (PostgreSQL has no such file to check: its
+    // write-ahead log replays on its own; the checks below hold on both).
+    if !c.is_postgres() {
+        let check: String = c.one("PRAGMA integrity_check", params![]);
+        assert_eq!(check, "ok");
+    }
     drop(c);
 
     // The newest targets lists exactly the release of the last history row.

@@ -77,7 +77,7 @@ fn get_json(s: &Server, token: &str, path: &str) -> Value {
 }
 
 fn count(s: &Server, sql: &str) -> i64 {
-    s.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    s.db().one(sql, params![])
 }
 
 #[test]
@@ -234,10 +234,7 @@ fn report_times_are_clamped_bodies_capped_and_listings_paginated() {
     assert_eq!(post(&s, &t, &b).0.status, 200);
     let at: String = s
         .db()
-        .query_row("SELECT at FROM reports WHERE agent = 'late-1'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+        .one("SELECT at FROM reports WHERE agent = 'late-1'", params![]);
     assert!(
         at.as_str() <= arca_keys::format_time(chrono::Utc::now()).as_str(),
         "{at}"
@@ -336,14 +333,10 @@ fn tokens_carry_labels_into_listings_and_the_audit_log() {
         .args(["token", "revoke", &token_id(&old_flag)])
         .output()
         .unwrap();
-    let (actor, details): (String, String) = s
-        .db()
-        .query_row(
-            "SELECT actor, details FROM audit WHERE action = 'token-revoke'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (actor, details): (String, String) = s.db().one(
+        "SELECT actor, details FROM audit WHERE action = 'token-revoke'",
+        params![],
+    );
     assert_eq!(actor, format!("token:{}", token_id(&labelled)));
     let details: Value = serde_json::from_str(&details).unwrap();
     assert_eq!(details["token_label"], "ops: alice", "{details}");
@@ -381,14 +374,10 @@ fn rollout_advance_keeps_its_reason_and_status_takes_none() {
         "--reason",
         "CHG-42 canaries fine",
     ]);
-    let details: String = s
-        .db()
-        .query_row(
-            "SELECT details FROM audit WHERE action = 'rollout-advance'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let details: String = s.db().one(
+        "SELECT details FROM audit WHERE action = 'rollout-advance'",
+        params![],
+    );
     let details: Value = serde_json::from_str(&details).unwrap();
     assert_eq!(details["reason"], "CHG-42 canaries fine", "{details}");
     assert_eq!(details["forced"], true, "{details}");

@@ -232,10 +232,7 @@ fn push_then_pull_round_trips_through_s3() {
         common::list_files(&s.home.join("blobs")),
         Vec::<String>::new()
     );
-    let n: i64 = s
-        .db()
-        .query_row("SELECT COUNT(*) FROM artifacts", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = s.db().one("SELECT COUNT(*) FROM artifacts", params![]);
     assert_eq!(n, 2);
 
     // Pushing the same bytes again stores nothing new.

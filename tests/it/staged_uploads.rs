@@ -146,19 +146,15 @@ fn assert_no_tmp(s: &Server) {
 /// Inserts a second admin token straight into the database; returns it.
 fn second_token(s: &Server) -> String {
     let (token, id, hash) = arca::auth::new_token().unwrap();
-    s.db()
-        .execute(
-            "INSERT INTO tokens (id, hash, role, created_at) VALUES (?1, ?2, 'admin', ?3)",
-            rusqlite::params![id, hash, chrono::Utc::now().to_rfc3339()],
-        )
-        .unwrap();
+    s.db().execute(
+        "INSERT INTO tokens (id, hash, role, created_at) VALUES (?1, ?2, 'admin', ?3)",
+        params![id, hash, chrono::Utc::now().to_rfc3339()],
+    );
     token
 }
 
 fn artifact_rows(s: &Server) -> i64 {
-    s.db()
-        .query_row("SELECT COUNT(*) FROM artifacts", [], |r| r.get(0))
-        .unwrap()
+    s.db().one("SELECT COUNT(*) FROM artifacts", params![])
 }
 
 #[test]
@@ -468,10 +464,7 @@ fn staged_upload_that_is_never_committed_is_visible_nowhere() {
     assert_eq!(artifact_rows(&s), rows);
     let blob_rows: i64 = s
         .db()
-        .query_row("SELECT COUNT(*) FROM blobs WHERE blake3 = ?1", [&b3], |r| {
-            r.get(0)
-        })
-        .unwrap();
+        .one("SELECT COUNT(*) FROM blobs WHERE blake3 = ?1", params![&b3]);
     assert_eq!(blob_rows, 0);
     let blobs = common::list_files(&s.home.join("blobs/blobs"));
     assert!(!blobs.iter().any(|f| f.contains(&b3)), "{blobs:?}");

@@ -107,7 +107,7 @@ fn the_loser_of_a_race_for_a_version_leaves_no_blob() {
     let id = stage(&s, &key, "app/r", "1.0.0", &loser);
 
     let db = s.db();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    db.begin_write();
     let push = {
         let (url, token, key, loser) = (s.url.clone(), s.token.clone(), key.clone(), loser.clone());
         std::thread::spawn(move || commit(&url, &token, &key, "app/r", "1.0.0", &id, &loser))
@@ -119,16 +119,14 @@ fn the_loser_of_a_race_for_a_version_leaves_no_blob() {
     let (b3, sha) = (raw::blake3_hex(&winner), raw::sha256_hex(&winner));
     db.execute(
         "INSERT INTO blobs (blake3, sha256, size, created_at) VALUES (?1, ?2, 20000, '2026-01-01T00:00:00Z')",
-        [&b3, &sha],
-    )
-    .unwrap();
+        params![&b3, &sha],
+    );
     db.execute(
         "INSERT INTO artifacts (name, version, file_name, blake3, media_type, uploaded_by, created_at) \
          VALUES ('app/r', '1.0.0', 'f.bin', ?1, 'application/octet-stream', 'token:winner', '2026-01-01T00:00:00Z')",
-        [&b3],
-    )
-    .unwrap();
-    db.execute_batch("COMMIT").unwrap();
+        params![&b3],
+    );
+    db.commit();
     let a = push.join().unwrap();
     assert_eq!(
         (a.status, a.code.as_str()),

@@ -967,14 +967,10 @@ fn an_agent_with_a_client_certificate_reports_without_a_token_as_its_own_id_only
         .unwrap_or_else(|| panic!("web-1 is not listed: {agents:?}"));
     assert_eq!(web1["token"], "cert:web-1", "{web1}");
     assert_eq!(web1["current"], "1.0.0", "{web1}");
-    let reports: i64 = s
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM reports WHERE agent = 'web-1' AND actor = 'cert:web-1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let reports: i64 = s.db().one(
+        "SELECT COUNT(*) FROM reports WHERE agent = 'web-1' AND actor = 'cert:web-1'",
+        params![],
+    );
     assert!(reports >= 1);
 
     // The same certificate claiming web-2 (the flags this time): refused, nothing recorded.
@@ -1012,14 +1008,10 @@ fn an_agent_with_a_client_certificate_reports_without_a_token_as_its_own_id_only
         subject.contains("web-2") && details.contains("agent_identity"),
         "{details}"
     );
-    let actor: String = s
-        .db()
-        .query_row(
-            "SELECT actor FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let actor: String = s.db().one(
+        "SELECT actor FROM audit ORDER BY seq DESC LIMIT 1",
+        params![],
+    );
     assert_eq!(actor, "cert:web-1");
     assert_eq!(s.state(), before);
 

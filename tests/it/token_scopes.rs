@@ -418,13 +418,10 @@ fn cases(s: &Server) -> Vec<Case> {
 }
 
 fn last_audit(s: &Server) -> (String, String, String) {
-    s.db()
-        .query_row(
-            "SELECT actor, outcome, details FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap()
+    s.db().one(
+        "SELECT actor, outcome, details FROM audit ORDER BY seq DESC LIMIT 1",
+        params![],
+    )
 }
 
 #[test]
@@ -728,14 +725,10 @@ fn token_changes_are_audited_with_their_scope_and_expiry() {
             "1h",
         ],
     );
-    let details: String = s
-        .db()
-        .query_row(
-            "SELECT details FROM audit WHERE action = 'token-create' AND subject = ?1",
-            [format!("token:{}", token_id(&t))],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let details: String = s.db().one(
+        "SELECT details FROM audit WHERE action = 'token-create' AND subject = ?1",
+        params![format!("token:{}", token_id(&t))],
+    );
     let d: Value = serde_json::from_str(&details).unwrap();
     assert_eq!(d["role"], "promoter");
     assert_eq!(d["names"], json!(["app/*"]));

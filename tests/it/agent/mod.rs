@@ -228,13 +228,10 @@ fn agent_row(s: &Server, channel: &str, id: &str) -> Option<Value> {
 /// Every report agent `id` sent, oldest first: (outcome, version, message).
 fn reports(s: &Server, id: &str) -> Vec<(String, Option<String>, String)> {
     let c = s.db();
-    let mut st = c
-        .prepare("SELECT outcome, version, message FROM reports WHERE agent = ?1 ORDER BY id")
-        .unwrap();
-    st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    c.all(
+        "SELECT outcome, version, message FROM reports WHERE agent = ?1 ORDER BY id",
+        params![id],
+    )
 }
 
 /// Asserts that the server shows agent `id` with `outcome`, running `running`, about `version`,

@@ -46,15 +46,12 @@ fn another_channels_repository_is_refused() {
     r.push("1.0.0", vec![]);
     // The server answers prod's URLs with dev's repository.
     r.s.db()
-        .execute_batch(
-            "DELETE FROM tuf_metadata WHERE channel = 'prod';
+        .batch("DELETE FROM tuf_metadata WHERE channel = 'prod';
              INSERT INTO tuf_metadata (channel, role, version, body, expires)
                  SELECT 'prod', role, version, body, expires FROM tuf_metadata WHERE channel = 'dev';
              INSERT INTO releases (channel, name, artifact_id, action, actor, reason, created_at)
                  SELECT 'prod', name, artifact_id, action, actor, reason, created_at
-                 FROM releases WHERE channel = 'dev';",
-        )
-        .unwrap();
+                 FROM releases WHERE channel = 'dev';");
     let out = agent_with_root(&r, "prod", &r.s.root_json());
     let text = expect_exit(&out, 5);
     assert!(

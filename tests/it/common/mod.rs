@@ -1,9 +1,19 @@
 //! The integration-test harness: a real `arca serve` on port 0 with a fresh temporary home,
 //! driven through the real `arca` binary (and python-tuf, and moto's S3 server, from the venv
 //! that `scripts/test-env.sh` installs).
+//!
+//! Two engines: SQLite (`H/arca.db`, initialised by the first `arca serve`), unless
+//! `ARCA_TEST_PG` holds a PostgreSQL admin URL (`postgres://postgres@127.0.0.1:PORT`, from
+//! `scripts/pg.sh start`, as `scripts/test.sh` does): then every server gets a fresh database of
+//! its own there, initialised with `arca init --database URL`. Tests read and tamper with
+//! either through [`db::TestDb`].
 
+#[macro_use]
+pub mod db;
 pub mod prometheus;
 pub mod raw;
+
+use db::TestDb;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -45,6 +55,67 @@ pub fn tuf_fetch_check() -> PathBuf {
     p
 }
 
+/// The engine the suite runs on: "postgres" when `ARCA_TEST_PG` is set, else "sqlite".
+pub fn engine() -> &'static str {
+    if pg_admin_url().is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+/// The PostgreSQL admin URL of the suite's cluster (`ARCA_TEST_PG`), if it runs on PostgreSQL.
+pub fn pg_admin_url() -> Option<String> {
+    std::env::var("ARCA_TEST_PG")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(|u| u.trim_end_matches('/').to_owned())
+}
+
+/// A fresh, empty PostgreSQL database of one test's own (`arca_t_<pid>_<n>`) in the suite's
+/// cluster. Dropped (best effort, with its connections) on drop.
+pub struct PgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    pub fn create(admin: &str) -> PgDatabase {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("arca_t_{}_{n}", std::process::id());
+        let mut c = postgres::Client::connect(admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot connect to ARCA_TEST_PG={admin}: {e}"));
+        // A database left by an earlier run of the same pid (the cluster is throw-away, but
+        // ARCA_TEST_PG may point at a longer-lived one).
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        PgDatabase {
+            url: format!("{admin}/{name}"),
+            admin: admin.to_owned(),
+            name,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
 /// A running server with its own temporary home. Killed on drop.
 pub struct Server {
     pub dir: tempfile::TempDir,
@@ -58,6 +129,8 @@ pub struct Server {
     serve_dir: Option<PathBuf>,
     /// Set on every `arca` client command of `arca()` (none unless `set_client_env` is called).
     client_env: Vec<(String, String)>,
+    /// The server's own PostgreSQL database, when the suite runs on PostgreSQL.
+    pg: Option<PgDatabase>,
 }
 
 impl Server {
@@ -107,7 +180,31 @@ impl Server {
             serve_args: args.iter().map(|a| a.to_string()).collect(),
             serve_dir: cwd.map(Path::to_path_buf),
             client_env: Vec::new(),
+            pg: None,
         };
+        if let Some(admin) = pg_admin_url() {
+            // `arca serve` never initialises a PostgreSQL database: `arca init` does, after the
+            // test's arca.toml is written (it appends its `[database]` table to it).
+            let pg = PgDatabase::create(&admin);
+            let url = pg.url().to_owned();
+            s.pg = Some(pg);
+            let out = Command::new(arca_bin())
+                .args(["init", "--home"])
+                .arg(&s.home)
+                .args(["--database", &url])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "arca init --database {url} failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+            s.extra_env.push(("ARCA_DATABASE_URL".into(), url.clone()));
+            s.client_env.push(("ARCA_DATABASE_URL".into(), url));
+        }
         s.launch();
         s.token = std::fs::read_to_string(s.home.join("admin.token"))
             .unwrap()
@@ -321,50 +418,39 @@ impl Server {
         c
     }
 
-    /// Opens the server's database (for inspecting and, in attack tests, tampering).
-    pub fn db(&self) -> rusqlite::Connection {
-        let c = rusqlite::Connection::open(self.home.join("arca.db")).unwrap();
-        c.busy_timeout(Duration::from_secs(10)).unwrap();
-        c
+    /// The URL of the server's PostgreSQL database (None on SQLite).
+    pub fn database_url(&self) -> Option<&str> {
+        self.pg.as_ref().map(PgDatabase::url)
+    }
+
+    /// Opens the server's database (for inspecting and, in attack tests, tampering), on
+    /// either engine.
+    pub fn db(&self) -> TestDb {
+        match self.database_url() {
+            Some(url) => TestDb::postgres(url),
+            None => TestDb::sqlite(&self.home.join("arca.db")),
+        }
     }
 
     /// A fingerprint of everything a refused request must leave untouched: the rows of every
-    /// table of the schema, read from `sqlite_master` so that a new table is in it without
-    /// being listed here, and every file under blobs/. Left out, as written by refusals by
+    /// table of the schema, read from the catalogue (`sqlite_master`, or PostgreSQL's
+    /// `information_schema.tables`) so that a new table is in it without being listed here,
+    /// and every file under blobs/. Left out, as written by refusals by
     /// design: the audit log (`audit`, and `audit_checkpoints`, its signed heads), and
     /// `token_used`, when each token was last used, which a refused request made with a valid
     /// token records as a use (at most once a minute; schema migration 7: "recording a use is
-    /// no change to the token"). And SQLite's own `sqlite_*` tables.
+    /// no change to the token"). And each engine's own bookkeeping: SQLite's `sqlite_*`
+    /// tables, a schema migrations table on PostgreSQL.
     pub fn state(&self) -> String {
         let c = self.db();
-        let tables: Vec<String> = c
-            .prepare(
-                "SELECT name FROM sqlite_master WHERE type = 'table' \
-                 AND name NOT LIKE 'sqlite_%' \
-                 AND name NOT IN ('audit', 'audit_checkpoints', 'token_used') \
-                 ORDER BY name",
-            )
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let tables = c.tables(&["audit", "audit_checkpoints", "token_used"]);
         let mut out = String::new();
         for table in tables {
-            let mut st = c.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
-            let n = st.column_count();
-            let mut rows: Vec<String> = st
-                .query_map([], |r| {
-                    (0..n)
-                        .map(|i| {
-                            r.get::<_, rusqlite::types::Value>(i)
-                                .map(|v| format!("{v:?}|"))
-                        })
-                        .collect::<Result<String, _>>()
-                })
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let mut rows: Vec<String> = c
+                .rows(&format!("SELECT * FROM \"{table}\""), params![])
+                .into_iter()
+                .map(|r| r.iter().map(|v| format!("{v:?}|")).collect())
+                .collect();
             // In a fixed order whatever the table's keys: sorted by their text.
             rows.sort();
             out.push_str(&format!("[{table}]\n"));
@@ -382,13 +468,10 @@ impl Server {
 
     /// Number of audit entries with this outcome.
     pub fn audit_count(&self, outcome: &str) -> i64 {
-        self.db()
-            .query_row(
-                "SELECT COUNT(*) FROM audit WHERE outcome = ?1",
-                [outcome],
-                |r| r.get(0),
-            )
-            .unwrap()
+        self.db().one(
+            "SELECT COUNT(*) FROM audit WHERE outcome = ?1",
+            params![outcome],
+        )
     }
 
     /// Python-tuf's ngclient fetching `target` from `channel`; returns (success, output).
@@ -446,25 +529,19 @@ impl Drop for Server {
 
 /// The newest metadata row of `role` in `channel`: (version, body).
 pub fn latest_meta(s: &Server, channel: &str, role: &str) -> (u64, Vec<u8>) {
-    s.db()
-        .query_row(
-            "SELECT version, body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
-             ORDER BY version DESC LIMIT 1",
-            [channel, role],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-        )
-        .unwrap()
+    s.db().one(
+        "SELECT version, body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
+         ORDER BY version DESC LIMIT 1",
+        params![channel, role],
+    )
 }
 
 /// Overwrites one stored metadata file (what the server then serves as-is).
 pub fn set_meta_body(s: &Server, channel: &str, role: &str, version: u64, body: &[u8]) {
-    let n = s
-        .db()
-        .execute(
-            "UPDATE tuf_metadata SET body = ?1 WHERE channel = ?2 AND role = ?3 AND version = ?4",
-            rusqlite::params![body, channel, role, version as i64],
-        )
-        .unwrap();
+    let n = s.db().execute(
+        "UPDATE tuf_metadata SET body = ?1 WHERE channel = ?2 AND role = ?3 AND version = ?4",
+        params![body, channel, role, version],
+    );
     assert_eq!(n, 1, "no {channel} {role} v{version} row");
 }
 
@@ -500,7 +577,10 @@ pub fn forge_targets_with_online_key(
 
 /// The server's database opened with arca's own database layer (behind the server's back).
 pub fn arca_db(s: &Server) -> arca::db::Db {
-    arca::db::Db::open(&s.home.join("arca.db")).unwrap()
+    match s.database_url() {
+        Some(url) => arca::db::Db::connect(url, 1).unwrap(),
+        None => arca::db::Db::open(&s.home.join("arca.db")).unwrap(),
+    }
 }
 
 /// Asserts a failed run that printed one clear `error:` line; returns that stderr.

@@ -92,13 +92,10 @@ pub fn key_id(key: &Path) -> String {
 
 /// The newest audit entry: (action, subject, outcome, details).
 pub fn last_audit(s: &Server) -> (String, String, String, String) {
-    s.db()
-        .query_row(
-            "SELECT action, subject, outcome, details FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap()
+    s.db().one(
+        "SELECT action, subject, outcome, details FROM audit ORDER BY seq DESC LIMIT 1",
+        params![],
+    )
 }
 
 pub fn path_str(p: &Path) -> &str {

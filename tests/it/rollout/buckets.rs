@@ -93,12 +93,9 @@ fn hundred_agents_at_ten_percent_follow_the_bucket_rule() {
     assert_eq!((ok, failed), (chosen.len() as u64, 0));
     // The rollout was superseded, not completed or halted.
     let c = s.db();
-    let first: String = c
-        .query_row(
-            "SELECT state FROM rollouts WHERE id = ?1",
-            [id as i64],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let first: String = c.one(
+        "SELECT state FROM rollouts WHERE id = ?1",
+        params![id as i64],
+    );
     assert_eq!(first, "superseded");
 }

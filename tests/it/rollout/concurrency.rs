@@ -67,11 +67,8 @@ fn concurrent_failures_halt_exactly_once() {
     assert_eq!(st["state"], "halted");
     // Exactly the three reports up to the halt counted; the rest arrived after it.
     let c = s.db();
-    let (all, counted): (i64, i64) = c
-        .query_row("SELECT COUNT(*), COUNT(rollout_id) FROM reports", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let (all, counted): (i64, i64) =
+        c.one("SELECT COUNT(*), COUNT(rollout_id) FROM reports", params![]);
     assert_eq!((all, counted), (n as i64, 3));
     assert_eq!(figures(&s), (0, 3));
     assert_plain_entry(&s, "1.0.0");
@@ -87,11 +84,8 @@ fn concurrent_failures_halt_exactly_once() {
 
 /// How many targets versions the channel has published.
 fn targets_count(s: &Server) -> i64 {
-    s.db()
-        .query_row(
-            "SELECT COUNT(*) FROM tuf_metadata WHERE channel = ?1 AND role = 'targets'",
-            [CH],
-            |r| r.get(0),
-        )
-        .unwrap()
+    s.db().one(
+        "SELECT COUNT(*) FROM tuf_metadata WHERE channel = ?1 AND role = 'targets'",
+        params![CH],
+    )
 }

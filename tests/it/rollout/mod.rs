@@ -129,20 +129,14 @@ fn history(s: &Server) -> Vec<Value> {
 /// Audit entries of `action`, oldest first: (actor, subject, details, at).
 fn audit(s: &Server, action: &str) -> Vec<(String, String, Value, String)> {
     let c = s.db();
-    let mut st = c
-        .prepare("SELECT actor, subject, details, at FROM audit WHERE action = ?1 ORDER BY seq")
-        .unwrap();
-    st.query_map([action], |r| {
-        let details: String = r.get(2)?;
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            serde_json::from_str(&details).unwrap(),
-            r.get(3)?,
-        ))
+    c.all::<(String, String, String, String)>(
+        "SELECT actor, subject, details, at FROM audit WHERE action = ?1 ORDER BY seq",
+        params![action],
+    )
+    .into_iter()
+    .map(|(actor, subject, details, at)| {
+        (actor, subject, serde_json::from_str(&details).unwrap(), at)
     })
-    .unwrap()
-    .map(Result::unwrap)
     .collect()
 }
 

@@ -41,13 +41,10 @@ fn a_rollback_during_a_rollout_supersedes_it() {
     push(&s, &key, NAME, "4.0.0", 4);
     promote(&s, NAME, "4.0.0", &[]);
     let c = s.db();
-    let state: String = c
-        .query_row(
-            "SELECT state FROM rollouts WHERE id = ?1",
-            [id3 as i64],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let state: String = c.one(
+        "SELECT state FROM rollouts WHERE id = ?1",
+        params![id3 as i64],
+    );
     assert_eq!(state, "superseded");
     assert_plain_entry(&s, "4.0.0");
 }

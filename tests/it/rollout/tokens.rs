@@ -96,11 +96,7 @@ fn reporter_tokens_report_and_nothing_else() {
     // The report names who sent it.
     let actors: Vec<String> = {
         let c = s.db();
-        let mut st = c.prepare("SELECT actor FROM reports ORDER BY id").unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        c.all("SELECT actor FROM reports ORDER BY id", params![])
     };
     assert_eq!(actors.len(), 2);
     assert_ne!(actors[0], actors[1], "{actors:?}");
