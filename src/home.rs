@@ -180,10 +180,11 @@ pub fn init(dir: &Path, database: Option<&str>) -> anyhow::Result<InitReport> {
     restrict(&dir.join("keys"), 0o700)?;
     let cfg_path = dir.join(CONFIG_FILE);
     if !cfg_path.exists() {
-        std::fs::write(&cfg_path, Config::default().initial_file())
+        let mut initial = Config::default();
+        initial.database.url = database.map(str::to_owned);
+        std::fs::write(&cfg_path, initial.initial_file())
             .with_context(|| format!("writing {}", cfg_path.display()))?;
-    }
-    if let Some(url) = database {
+    } else if let Some(url) = database {
         record_database_url(&cfg_path, url)?;
     }
     let cfg = Config::load(dir)?;

@@ -93,7 +93,11 @@ pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
             client_ca,
         });
     }
-    let app = open(dir, cfg)?;
+    // Off the executor: PostgreSQL's client blocks (it runs a runtime of its own).
+    let owned = dir.to_path_buf();
+    let app = tokio::task::spawn_blocking(move || open(&owned, cfg))
+        .await
+        .context("opening the home")??;
 
     crate::service::sweep::once(&app).await;
     crate::service::sweep::orphans(&app).await;

@@ -230,12 +230,12 @@ pub fn version(conn: &mut Conn) -> Result<(i64, i64), DbError> {
 pub fn migrate(conn: &mut Conn) -> Result<(i64, i64), DbError> {
     if conn.engine() == Engine::Postgres {
         let c: &dyn Sql = conn;
-        c.query("SELECT pg_advisory_lock(?1)", params![MIGRATION_LOCK])?;
+        c.execute("SELECT pg_advisory_lock(?1)", params![MIGRATION_LOCK])?;
         c.batch("CREATE TABLE IF NOT EXISTS arca_schema (version BIGINT NOT NULL); \
                  INSERT INTO arca_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM arca_schema)")?;
         let result = migrate_locked(conn);
         let c: &dyn Sql = conn;
-        let unlocked = c.query("SELECT pg_advisory_unlock(?1)", params![MIGRATION_LOCK]);
+        let unlocked = c.execute("SELECT pg_advisory_unlock(?1)", params![MIGRATION_LOCK]);
         let versions = result?;
         unlocked?;
         return Ok(versions);
