@@ -98,6 +98,7 @@ pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let app = tokio::task::spawn_blocking(move || open(&owned, cfg))
         .await
         .context("opening the home")??;
+    tracing::info!(home = %dir.display(), database = app.db.engine().as_str(), "home opened");
 
     crate::service::sweep::once(&app).await;
     crate::service::sweep::orphans(&app).await;

@@ -122,7 +122,7 @@ pub fn list(c: &dyn Sql, channel: Option<&str>) -> Result<Vec<RolloutRow>, DbErr
     c.query(
         &format!(
             "SELECT {COLUMNS} FROM rollouts WHERE id IN \
-         (SELECT MAX(id) FROM rollouts WHERE ?1 IS NULL OR channel = ?1 GROUP BY channel, name) \
+         (SELECT MAX(id) FROM rollouts WHERE CAST(?1 AS TEXT) IS NULL OR channel = ?1 GROUP BY channel, name) \
          ORDER BY channel, name"
         ),
         params![channel],
@@ -258,7 +258,7 @@ pub fn forget(
 ) -> Result<Vec<String>, DbError> {
     let names: Vec<String> = c
         .query(
-            "SELECT name FROM agents WHERE agent = ?1 AND channel = ?2 AND (?3 IS NULL OR name = ?3) \
+            "SELECT name FROM agents WHERE agent = ?1 AND channel = ?2 AND (CAST(?3 AS TEXT) IS NULL OR name = ?3) \
              ORDER BY name",
             params![agent, channel, name],
         )?
@@ -266,11 +266,11 @@ pub fn forget(
         .map(|r| r.get(0))
         .collect::<Result<_, _>>()?;
     c.execute(
-        "DELETE FROM agents WHERE agent = ?1 AND channel = ?2 AND (?3 IS NULL OR name = ?3)",
+        "DELETE FROM agents WHERE agent = ?1 AND channel = ?2 AND (CAST(?3 AS TEXT) IS NULL OR name = ?3)",
         params![agent, channel, name],
     )?;
     c.execute(
-        "DELETE FROM reports WHERE agent = ?1 AND channel = ?2 AND (?3 IS NULL OR name = ?3)",
+        "DELETE FROM reports WHERE agent = ?1 AND channel = ?2 AND (CAST(?3 AS TEXT) IS NULL OR name = ?3)",
         params![agent, channel, name],
     )?;
     Ok(names)
@@ -313,7 +313,7 @@ pub fn agents(
     c.query("SELECT g.agent, g.channel, g.name, g.current, g.version, g.outcome, g.message, g.last_seen, \
          g.actor, t.label FROM agents g \
          LEFT JOIN tokens t ON g.actor IS NOT NULL AND t.id = substr(g.actor, 7) \
-         WHERE ?1 IS NULL OR g.channel = ?1 ORDER BY g.channel, g.name, g.agent LIMIT ?2 OFFSET ?3", params![channel, limit, offset as i64])?.iter().map(|r| {
+         WHERE CAST(?1 AS TEXT) IS NULL OR g.channel = ?1 ORDER BY g.channel, g.name, g.agent LIMIT ?2 OFFSET ?3", params![channel, limit, offset as i64])?.iter().map(|r| {
         Ok(AgentInfo {
             agent: r.get(0)?,
             channel: r.get(1)?,

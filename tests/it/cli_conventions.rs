@@ -271,7 +271,7 @@ fn logs_carry_no_colour_codes_when_not_on_a_terminal() {
         .unwrap();
     assert!(common::wait_until(
         std::time::Duration::from_secs(10),
-        || { s.log().contains("initialised a new home") }
+        || { s.log().contains("home opened") }
     ));
     assert!(!s.log().contains('\u{1b}'), "{}", s.log());
     assert!(
