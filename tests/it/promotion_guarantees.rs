@@ -93,7 +93,7 @@ fn history(s: &Server, channel: &str) -> Vec<Value> {
 }
 
 /// The `signed` part of the newest `role` metadata of `channel`.
-fn latest_signed(s: &Server, channel: &str, role: &str) -> (u64, Value) {
+pub(crate) fn latest_signed(s: &Server, channel: &str, role: &str) -> (u64, Value) {
     let (v, body) = latest_meta(s, channel, role);
     let env = arca::tuf::metadata::Envelope::from_slice(role, &body).unwrap();
     (v, env.signed)
@@ -120,7 +120,7 @@ fn listed_versions(s: &Server, channel: &str) -> Vec<(String, String)> {
 }
 
 /// Every stored version of `role` in `channel`, ascending.
-fn meta_versions(s: &Server, channel: &str, role: &str) -> Vec<u64> {
+pub(crate) fn meta_versions(s: &Server, channel: &str, role: &str) -> Vec<u64> {
     let c = s.db();
     c.all(
         "SELECT version FROM tuf_metadata WHERE channel = ?1 AND role = ?2 ORDER BY version",
@@ -166,7 +166,7 @@ fn pull_expect(s: &Server, channel: &str, out: &Path, state: &Path, version: &st
     );
 }
 
-fn key_id(key: &Path) -> String {
+pub(crate) fn key_id(key: &Path) -> String {
     arca_keys::PublicKey::read_file(&PathBuf::from(format!("{}.pub", key.display())))
         .unwrap()
         .key_id()

@@ -138,7 +138,7 @@ fn tmp_files(s: &Server) -> Vec<String> {
 }
 
 /// No temporary object is left (the cleanup of a dropped upload may run in a spawned task).
-fn assert_no_tmp(s: &Server) {
+pub(crate) fn assert_no_tmp(s: &Server) {
     let gone = common::wait_until(Duration::from_secs(2), || tmp_files(s).is_empty());
     assert!(gone, "leftovers in blobs/tmp: {:?}", tmp_files(s));
 }
