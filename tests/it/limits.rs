@@ -126,9 +126,17 @@ fn stalled_readers_keep_memory_flat_and_are_disconnected() {
         grown_mib < 160,
         "1000 stalled readers grew the server by {grown_mib} MiB ({rss_before} -> {rss_stalled} KiB)"
     );
-    // The stalled connections are closed by the write timeout.
+    // The stalled connections are closed by the write timeout. On PostgreSQL the pool may
+    // have grown meanwhile to its 8 connections, each a socket and its client's own runtime
+    // (an epoll and an event fd): up to 4 fds each.
+    let slack = if common::engine() == "postgres" {
+        20 + 8 * 4
+    } else {
+        20
+    };
     assert!(
-        common::wait_until(Duration::from_secs(180), || open_fds(pid) < fds_before + 20),
+        common::wait_until(Duration::from_secs(180), || open_fds(pid)
+            < fds_before + slack),
         "{} fds still open (baseline {fds_before})",
         open_fds(pid)
     );
