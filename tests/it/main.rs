@@ -22,6 +22,7 @@ mod intoto_interop;
 mod key_rotation;
 mod limits;
 mod monitoring;
+mod pg_outage;
 mod pkcs11;
 mod policy_change;
 mod promotion;
