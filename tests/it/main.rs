@@ -23,6 +23,7 @@ mod key_rotation;
 mod limits;
 mod monitoring;
 mod pg_concurrency;
+mod pg_outage;
 mod pkcs11;
 mod policy_change;
 mod promotion;

@@ -131,6 +131,8 @@ pub struct Server {
     client_env: Vec<(String, String)>,
     /// The server's own PostgreSQL database, when the suite runs on PostgreSQL.
     pg: Option<PgDatabase>,
+    /// The URL of the PostgreSQL database the server runs on (None on SQLite).
+    db_url: Option<String>,
 }
 
 impl Server {
@@ -181,6 +183,7 @@ impl Server {
             serve_dir: cwd.map(Path::to_path_buf),
             client_env: Vec::new(),
             pg: None,
+            db_url: None,
         };
         if let Some(admin) = pg_admin_url() {
             // `arca serve` never initialises a PostgreSQL database: `arca init` does, after the
@@ -188,22 +191,7 @@ impl Server {
             let pg = PgDatabase::create(&admin);
             let url = pg.url().to_owned();
             s.pg = Some(pg);
-            let out = Command::new(arca_bin())
-                .args(["init", "--home"])
-                .arg(&s.home)
-                .args(["--database", &url])
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "arca init --database {url} failed: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(&out.stdout)
-            );
-            s.extra_env.push(("ARCA_DATABASE_URL".into(), url.clone()));
-            s.client_env.push(("ARCA_DATABASE_URL".into(), url));
+            s.init_database(&url);
         }
         s.launch();
         s.token = std::fs::read_to_string(s.home.join("admin.token"))
@@ -211,6 +199,58 @@ impl Server {
             .trim()
             .to_owned();
         s
+    }
+
+    /// Starts a server on a fresh home initialised on the PostgreSQL database at `url`, which
+    /// the test owns (e.g. in a cluster of its own that it stops and starts).
+    pub fn start_on_database(url: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut s = Server {
+            dir,
+            home,
+            url: String::new(),
+            token: String::new(),
+            child: None,
+            extra_env: Vec::new(),
+            serve_args: Vec::new(),
+            serve_dir: None,
+            client_env: Vec::new(),
+            pg: None,
+            db_url: None,
+        };
+        s.init_database(url);
+        s.launch();
+        s.token = std::fs::read_to_string(s.home.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        s
+    }
+
+    /// `arca init --database URL` on the home, and `URL` in the environment of the server and
+    /// of every client command.
+    fn init_database(&mut self, url: &str) {
+        let out = Command::new(arca_bin())
+            .args(["init", "--home"])
+            .arg(&self.home)
+            .args(["--database", url])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "arca init --database {url} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        self.extra_env
+            .push(("ARCA_DATABASE_URL".into(), url.to_owned()));
+        self.client_env
+            .push(("ARCA_DATABASE_URL".into(), url.to_owned()));
+        self.db_url = Some(url.to_owned());
     }
 
     /// (Re)starts the process on the same home and waits for its address.
@@ -420,7 +460,7 @@ impl Server {
 
     /// The URL of the server's PostgreSQL database (None on SQLite).
     pub fn database_url(&self) -> Option<&str> {
-        self.pg.as_ref().map(PgDatabase::url)
+        self.db_url.as_deref()
     }
 
     /// Opens the server's database (for inspecting and, in attack tests, tampering), on
