@@ -47,6 +47,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         report_limiter: Default::default(),
         transfers,
         pins: Default::default(),
+        auto: Default::default(),
         audit_key: Arc::new(
             arca_keys::SigningKey::read_file(&dir.join(home::AUDIT_KEY))
                 .context("loading the audit key")?,

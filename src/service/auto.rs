@@ -1,6 +1,11 @@
 //! Continuous delivery: a channel whose policy says `auto = true` takes a release by itself as
 //! soon as every rule passes — checked after each change that could make a rule pass (a push,
 //! a statement, a promotion) and periodically, for soak periods that end.
+//!
+//! The use cases that make such a change do not call in here: they send a message to the
+//! auto-promotion task ([`Queue::changed`]) and wait for its answer. One task runs every
+//! auto-promotion, one at a time, and promotes with `promote::promote_once`, which sends
+//! nothing back, so promotion and auto-promotion do not call each other.
 
 use chrono::Utc;
 
@@ -76,14 +81,66 @@ async fn candidates(
         .collect())
 }
 
-/// Tries every auto promotion `name` is ready for, repeatedly (one may enable the next).
-/// Returns the channels it entered.
-pub async fn after_change(app: &App, name: &ArtifactName) -> Vec<String> {
-    run(app, Some(name)).await
+/// A change that may let an auto channel take a release: of one name, or of every name.
+struct Nudge {
+    only: Option<ArtifactName>,
+    done: tokio::sync::oneshot::Sender<Vec<String>>,
 }
 
-/// Tries every auto promotion for every name (the periodic sweep). Returns the channels entered.
-pub async fn run(app: &App, only: Option<&ArtifactName>) -> Vec<String> {
+/// The sending side of the auto-promotion task's queue (cheap to clone). The task starts with
+/// the first message, on the runtime that sends it.
+#[derive(Clone)]
+pub struct Queue {
+    tx: tokio::sync::mpsc::UnboundedSender<Nudge>,
+    rx: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Nudge>>>>,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Queue {
+            tx,
+            rx: std::sync::Arc::new(std::sync::Mutex::new(Some(rx))),
+        }
+    }
+}
+
+impl Queue {
+    /// `name` changed (a push, a statement, a promotion): every auto promotion it is ready for
+    /// runs now. Returns the channels it entered.
+    pub async fn changed(&self, app: &App, name: &ArtifactName) -> Vec<String> {
+        self.send(app, Some(name.clone())).await
+    }
+
+    /// Anything may have changed (a policy, the clock): every name is tried.
+    pub async fn sweep(&self, app: &App) -> Vec<String> {
+        self.send(app, None).await
+    }
+
+    async fn send(&self, app: &App, only: Option<ArtifactName>) -> Vec<String> {
+        let receiver = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rx) = receiver {
+            tokio::spawn(task(app.clone(), rx));
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        if self.tx.send(Nudge { only, done }).is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+}
+
+/// The auto-promotion task: one message at a time.
+async fn task(app: App, mut rx: tokio::sync::mpsc::UnboundedReceiver<Nudge>) {
+    while let Some(n) = rx.recv().await {
+        let entered = run(&app, n.only.as_ref()).await;
+        let _ = n.done.send(entered);
+    }
+}
+
+/// Tries every auto promotion for `only` (or every name), repeatedly (one may enable the
+/// next). Returns the channels entered.
+async fn run(app: &App, only: Option<&ArtifactName>) -> Vec<String> {
     let mut entered = Vec::new();
     for _ in 0..app.cfg.pipeline.len() {
         let reqs = match candidates(app, only).await {
@@ -121,7 +178,7 @@ pub async fn run(app: &App, only: Option<&ArtifactName>) -> Vec<String> {
             if !ready {
                 continue;
             }
-            match Box::pin(promote::promote(app, "auto", req.clone(), "auto-promote")).await {
+            match promote::promote_once(app, "auto", req.clone(), "auto-promote").await {
                 Ok(r) if r.promoted => {
                     entered.push(req.to.to_string());
                     progressed = true;

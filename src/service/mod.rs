@@ -55,6 +55,9 @@ pub struct App {
     pub transfers: Arc<transfers::Transfers>,
     /// Blobs that pushes in flight are about to reference (see `transfers::BlobPins`).
     pub pins: Arc<transfers::BlobPins>,
+    /// Where changes that may let an `auto = true` channel take a release are sent
+    /// (`auto::queue`); the auto-promotion task answers each with the channels it entered.
+    pub auto: auto::Queue,
 }
 
 /// The newest body of each (channel, role) with its ETag, valid while the database's metadata

@@ -90,7 +90,7 @@ async fn set_inner(
         },
     )
     .await?;
-    super::auto::run(app, None).await;
+    app.auto.sweep(app).await;
     Ok(PolicyChangeResponse {
         version: applied.version,
         stranded: applied.stranded,

@@ -149,8 +149,24 @@ fn promote_tx(
 }
 
 /// `POST /api/v1/promotions`: a refused promotion is an `Ok` response with `allowed: false`
-/// (the HTTP edge answers 403 with the decision).
+/// (the HTTP edge answers 403 with the decision). A promotion may let a later `auto = true`
+/// channel take the release: the auto-promotion task is told, and answered, before this returns.
 pub async fn promote(
+    app: &App,
+    actor: &str,
+    req: PromoteRequest,
+    action: &'static str,
+) -> Result<PromoteResponse, Error> {
+    let name = req.name.clone();
+    let r = promote_once(app, actor, req, action).await?;
+    if r.promoted {
+        app.auto.changed(app, &name).await;
+    }
+    Ok(r)
+}
+
+/// One promotion, telling nobody (what the auto-promotion task itself runs).
+pub async fn promote_once(
     app: &App,
     actor: &str,
     req: PromoteRequest,
@@ -170,7 +186,6 @@ pub async fn promote(
     }
     if r.promoted {
         tracing::info!(name = %req.name, version = %req.version, to = %req.to, break_glass = r.decision.break_glass, "promoted");
-        super::auto::after_change(app, &req.name).await;
     }
     Ok(r)
 }

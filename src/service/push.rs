@@ -188,7 +188,7 @@ where
         Ok((artifact, targets_version)) => {
             tracing::info!(artifact = %subject_name(&q.name, &q.version), blake3 = %artifact.blake3, "pushed");
             // A channel with `auto = true` may take the release at once.
-            super::auto::after_change(app, &q.name).await;
+            app.auto.changed(app, &q.name).await;
             Ok(PushResponse {
                 artifact,
                 channel,

@@ -49,7 +49,7 @@ pub async fn run(app: App) {
         if let Err(e) = super::audit::checkpoint_if_grown(&app).await {
             tracing::error!(error = %e, "cannot sign an audit checkpoint");
         }
-        super::auto::run(&app, None).await;
+        app.auto.sweep(&app).await;
         let expired = app.uploads.expire();
         if expired > 0 {
             tracing::info!(expired, "dropped staged uploads that no push claimed");

@@ -258,7 +258,7 @@ async fn add_inner(
             Ok(())
         })
         .await?;
-    let auto_promoted = super::auto::after_change(app, &name).await;
+    let auto_promoted = app.auto.changed(app, &name).await;
     Ok(StatementResponse {
         sha256: digest,
         predicate_type: st.predicate_type,
