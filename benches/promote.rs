@@ -4,10 +4,13 @@
 //! (1,000 names x 100 versions, each name's newest version current in dev) and 1,000,000
 //! audit entries, then promotes releases into staging through the real use case
 //! (`service::promote::promote`: policy evaluation with signature checks, the release row, the
-//! re-signed targets/snapshot/timestamp and the audit entry, in one SQLite transaction). The
-//! same promotions are timed on an empty database first, so the figures show how latency moves
-//! with size. The baseline, measured in the same run, is one durable SQLite commit (an INSERT
-//! with `synchronous=FULL`): the floor of any change that must survive a crash.
+//! re-signed targets/snapshot/timestamp and the audit entry, in one transaction). The same
+//! promotions are timed on an empty database first, so the figures show how latency moves
+//! with size. It does all of it on both engines in one run: SQLite in the home, and PostgreSQL
+//! on a cluster of its own (`scripts/pg.sh` with `PG_DURABLE=1`: fsync and synchronous commit
+//! on, as in production). The baseline of each engine, measured in the same run, is one
+//! durable commit of one row (SQLite `synchronous=FULL`; PostgreSQL's default commit): the floor
+//! of any change that must survive a crash. `ARCA_BENCH_ENGINES=sqlite` runs SQLite alone.
 //!
 //! Run by `cargo test` (no `--bench` argument) it does a small smoke run instead, so CI proves
 //! the benchmark still works without spending minutes on it.
@@ -50,11 +53,77 @@ fn any_name_builder(builder: &SigningKey) -> arca_keys::KeyEntry {
     }
 }
 
+/// Where a run keeps its database.
+enum Engine {
+    Sqlite,
+    /// A PostgreSQL cluster of the run's own: its directory and admin URL.
+    Postgres {
+        dir: tempfile::TempDir,
+        admin: String,
+    },
+}
+
+fn pg_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh")
+}
+
+impl Engine {
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Sqlite => "SQLite",
+            Engine::Postgres { .. } => "PostgreSQL",
+        }
+    }
+
+    /// A durable PostgreSQL cluster started by the project's script.
+    fn start_postgres() -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(pg_script())
+            .arg("start")
+            .arg(dir.path().join("pg"))
+            .env("PG_DURABLE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/pg.sh start failed (ARCA_BENCH_ENGINES=sqlite skips PostgreSQL): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Engine::Postgres { dir, admin }
+    }
+
+    /// A new empty database URL (PostgreSQL), or none (SQLite in the home).
+    fn new_database(&self, n: usize) -> Option<String> {
+        let Engine::Postgres { admin, .. } = self else {
+            return None;
+        };
+        let mut c =
+            postgres::Client::connect(&format!("{admin}/postgres"), postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE bench_{n}"))
+            .unwrap();
+        Some(format!("{admin}/bench_{n}"))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Engine::Postgres { dir, .. } = self {
+            let _ = std::process::Command::new("bash")
+                .arg(pg_script())
+                .arg("stop")
+                .arg(dir.path().join("pg"))
+                .status();
+        }
+    }
+}
+
 /// A fresh home with a builder key trusted for every name; returns (dir, app, builder key).
-fn setup() -> (tempfile::TempDir, arca::service::App, SigningKey) {
+fn setup(database: Option<&str>) -> (tempfile::TempDir, arca::service::App, SigningKey) {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    arca::home::init(&home, None).unwrap();
+    arca::home::init(&home, database).unwrap();
     let cfg = arca::config::Config::load(&home).unwrap();
     let app = arca::startup::open(&home, cfg).unwrap();
     let root = SigningKey::read_file(&home.join("keys/root.key")).unwrap();
@@ -121,16 +190,37 @@ fn populate(app: &arca::service::App, builder: &SigningKey, s: &Sizes) {
             if start > 0 {
                 prev = tx.query_one("SELECT hash FROM audit WHERE seq = ?1", params![start])?.get(0)?;
             }
-            for i in 0..s.audit as i64 {
-                let seq = start + 1 + i;
-                let subject = format!("svc/app{}@1.0.0", i % 1000);
-                let hash = arca::audit::entry_hash(seq, "2026-01-01T00:00:00Z", "bench", "push", &subject, "ok", "{}", &prev);
+            // Many rows a statement: one round trip per 200 entries on PostgreSQL.
+            const CHUNK: i64 = 200;
+            let mut i = 0i64;
+            while i < s.audit as i64 {
+                let n = CHUNK.min(s.audit as i64 - i);
+                let mut rows: Vec<(i64, String, String, String)> = Vec::with_capacity(n as usize);
+                for k in 0..n {
+                    let seq = start + 1 + i + k;
+                    let subject = format!("svc/app{}@1.0.0", (i + k) % 1000);
+                    let hash = arca::audit::entry_hash(seq, "2026-01-01T00:00:00Z", "bench", "push", &subject, "ok", "{}", &prev);
+                    rows.push((seq, subject, prev.clone(), hash.clone()));
+                    prev = hash;
+                }
+                let values: Vec<String> = (0..n)
+                    .map(|k| {
+                        let b = 4 * k;
+                        format!("(?{}, '2026-01-01T00:00:00Z', 'bench', 'push', ?{}, 'ok', '{{}}', ?{}, ?{})", b + 1, b + 2, b + 3, b + 4)
+                    })
+                    .collect();
+                let mut params: Vec<&dyn arca::db::sql::ToParam> = Vec::with_capacity(4 * n as usize);
+                for (seq, subject, prev_hash, hash) in &rows {
+                    params.extend([seq as &dyn arca::db::sql::ToParam, subject, prev_hash, hash]);
+                }
                 tx.execute(
-                    "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) \
-                     VALUES (?1, '2026-01-01T00:00:00Z', 'bench', 'push', ?2, 'ok', '{}', ?3, ?4)",
-                    params![seq, subject, prev, hash],
+                    &format!(
+                        "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) VALUES {}",
+                        values.join(", ")
+                    ),
+                    &params,
                 )?;
-                prev = hash;
+                i += n;
             }
             tx.commit()
         })
@@ -164,8 +254,22 @@ async fn promote_all(app: &arca::service::App, s: &Sizes) -> Vec<Duration> {
     out
 }
 
-/// One durable SQLite commit, the floor of a change that must survive a crash.
-fn commit_baseline(dir: &std::path::Path, n: usize) -> Vec<Duration> {
+/// One durable commit of one row on `database` (PostgreSQL) or SQLite in `dir`.
+fn commit_baseline(dir: &std::path::Path, database: Option<&str>, n: usize) -> Vec<Duration> {
+    if let Some(url) = database {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        c.batch_execute("CREATE TABLE baseline (x BIGINT)").unwrap();
+        let st = c.prepare("INSERT INTO baseline VALUES ($1)").unwrap();
+        let mut out: Vec<Duration> = (0..n as i64)
+            .map(|i| {
+                let t = Instant::now();
+                c.execute(&st, &[&i]).unwrap();
+                t.elapsed()
+            })
+            .collect();
+        out.sort();
+        return out;
+    }
     let c = rusqlite::Connection::open(dir.join("baseline.db")).unwrap();
     c.pragma_update(None, "journal_mode", "WAL").unwrap();
     c.pragma_update(None, "synchronous", "FULL").unwrap();
@@ -277,39 +381,76 @@ fn main() {
         eval.as_secs_f64() * 1e6
     );
 
-    let mut results = Vec::new();
-    for (label, sizes) in [("small", &small), ("large", &large)] {
-        let (dir, app, builder) = setup();
-        let t = Instant::now();
-        populate(&app, &builder, sizes);
-        let filled = t.elapsed();
-        let lat = rt.block_on(promote_all(&app, sizes));
-        let base = commit_baseline(dir.path(), 200);
-        println!(
-            "{label}: {} artifacts, {} audit entries (filled in {:.1} s); {} promotions into staging",
-            sizes.names * sizes.versions,
-            sizes.audit,
-            filled.as_secs_f64(),
-            sizes.promotions
-        );
-        println!(
-            "  promotion p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms | durable SQLite commit p50 {:.2} ms  p99 {:.2} ms | p50 ratio {:.1}x",
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99)),
-            ms(*lat.last().unwrap()),
-            ms(percentile(&base, 0.5)),
-            ms(percentile(&base, 0.99)),
-            ms(percentile(&lat, 0.5)) / ms(percentile(&base, 0.5)).max(1e-6)
-        );
-        results.push(percentile(&lat, 0.99));
+    let mut engines = vec![Engine::Sqlite];
+    if std::env::var("ARCA_BENCH_ENGINES").as_deref() != Ok("sqlite") {
+        engines.push(Engine::start_postgres());
     }
-    println!(
-        "p99 large / p99 small: {:.2}x (flat is ~1x); target p99 < 20 ms: {}",
-        ms(results[1]) / ms(results[0]).max(1e-6),
-        if results[1] < Duration::from_millis(20) {
-            "ok"
-        } else {
-            "MISSED"
+    // (engine, label) -> (p50, p99)
+    let mut results: Vec<(&'static str, &'static str, Duration, Duration)> = Vec::new();
+    for (n, engine) in engines.iter().enumerate() {
+        for (k, (label, sizes)) in [("small", &small), ("large", &large)]
+            .into_iter()
+            .enumerate()
+        {
+            let database = engine.new_database(2 * n + k);
+            let (dir, app, builder) = setup(database.as_deref());
+            let t = Instant::now();
+            populate(&app, &builder, sizes);
+            let filled = t.elapsed();
+            let lat = rt.block_on(promote_all(&app, sizes));
+            let base = commit_baseline(dir.path(), database.as_deref(), 200);
+            println!(
+                "{} {label}: {} artifacts, {} audit entries (filled in {:.1} s); {} promotions into staging",
+                engine.name(),
+                sizes.names * sizes.versions,
+                sizes.audit,
+                filled.as_secs_f64(),
+                sizes.promotions
+            );
+            println!(
+                "  promotion p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms | durable commit p50 {:.2} ms  p99 {:.2} ms | p50 ratio {:.1}x",
+                ms(percentile(&lat, 0.5)),
+                ms(percentile(&lat, 0.99)),
+                ms(*lat.last().unwrap()),
+                ms(percentile(&base, 0.5)),
+                ms(percentile(&base, 0.99)),
+                ms(percentile(&lat, 0.5)) / ms(percentile(&base, 0.5)).max(1e-6)
+            );
+            results.push((
+                engine.name(),
+                label,
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+            ));
+            // The pool's connections close before the cluster stops.
+            drop(app);
         }
-    );
+    }
+    let get = |e: &str, l: &str| {
+        results
+            .iter()
+            .find(|r| r.0 == e && r.1 == l)
+            .map(|r| (r.2, r.3))
+    };
+    for e in ["SQLite", "PostgreSQL"] {
+        if let (Some((_, small99)), Some((_, large99))) = (get(e, "small"), get(e, "large")) {
+            println!(
+                "{e}: p99 large / p99 small: {:.2}x (flat is ~1x); target p99 < 20 ms: {}",
+                ms(large99) / ms(small99).max(1e-6),
+                if large99 < Duration::from_millis(20) {
+                    "ok"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+    }
+    if let (Some((sq50, _)), Some((pg50, _))) = (get("SQLite", "large"), get("PostgreSQL", "large"))
+    {
+        let ratio = ms(pg50) / ms(sq50).max(1e-6);
+        println!(
+            "PostgreSQL p50 / SQLite p50 (large): {ratio:.2}x; target within 2x: {}",
+            if ratio <= 2.0 { "ok" } else { "MISSED" }
+        );
+    }
 }

@@ -7,6 +7,8 @@
 #                             postgres://postgres@127.0.0.1:PORT
 #   scripts/pg.sh stop DIR    stops it (immediately: nothing in it is worth a clean shutdown)
 #                             and removes DIR.
+# PG_DURABLE=1 keeps PostgreSQL's own durability settings (fsync, synchronous_commit on), for
+# benchmarks that compare durable commits; the tests leave it unset.
 # The cluster belongs to the `postgres` OS user when run as root (PostgreSQL refuses to run as
 # root), listens on 127.0.0.1 only, with its unix socket inside DIR, and trusts every loopback
 # connection: it holds nothing but test databases, and lives as long as one test run.
@@ -78,10 +80,10 @@ EOF
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 max_connections = 500
-fsync = off
-full_page_writes = off
-synchronous_commit = off
 EOF
+    if [[ "${PG_DURABLE:-}" != 1 ]]; then
+        printf 'fsync = off\nfull_page_writes = off\nsynchronous_commit = off\n' >>"$data/postgresql.conf"
+    fi
     for _ in 1 2 3 4 5; do
         port="$(free_port)"
         if as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "-p $port" start >/dev/null 2>&1; then

@@ -242,6 +242,22 @@ impl Db {
     }
 }
 
+/// PostgreSQL's client ends its session by blocking on a runtime of its own, which panics on an
+/// executor thread: the last `Db` may be dropped on one (a task that held the app, at
+/// shutdown), so the pool's connections are closed on a thread of their own.
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Pool::Postgres { idle, .. } = self {
+            let conns = std::mem::take(idle.get_mut().unwrap_or_else(|p| p.into_inner()));
+            if !conns.is_empty() {
+                std::thread::scope(|s| {
+                    s.spawn(move || drop(conns));
+                });
+            }
+        }
+    }
+}
+
 impl Pool {
     fn run<R>(&self, mut f: impl FnMut(&mut Conn) -> Result<R, DbError>) -> Result<R, DbError> {
         match self {
