@@ -52,10 +52,9 @@ fn pg_restore(s: &Server, file: &Path) {
     let (_, name) = url.rsplit_once('/').unwrap();
     let admin = pg_admin_url().unwrap();
     let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-    c.batch_execute(&format!(
-        "DROP DATABASE {name} WITH (FORCE); CREATE DATABASE {name}"
-    ))
-    .unwrap();
+    c.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     run(Command::new(format!("{PG_BIN}/psql"))
         .args(["-q", "-v", "ON_ERROR_STOP=1", "--dbname", url, "--file"])
         .arg(file));
