@@ -408,7 +408,7 @@ fn republish(m: &Manifest, home: &Path, now: DateTime<Utc>) -> anyhow::Result<Re
                 })
                 .collect::<Result<_, db::DbError>>()?;
             let (targets, snapshot, timestamp) =
-                repo::publish_all_from(&tx, &ch_s, &key, &tuf, now, floor)?;
+                repo::publish_all_from(&tx, &ch_s, key, &tuf, now, floor)?;
             db::audit::append(
                 &tx,
                 &db::audit::Entry {
