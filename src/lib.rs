@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;

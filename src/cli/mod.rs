@@ -3,6 +3,7 @@
 mod agent;
 mod attest;
 mod audit;
+mod backup;
 mod change;
 mod db;
 mod init;
@@ -81,6 +82,11 @@ enum Command {
     Audit(audit::Command),
     /// A generic TUF client (the command protocol of TUF's conformance suite).
     TufClient(tuf_client::Args),
+    /// Copy a home while its server runs: keys, config, root.json, admin token, the SQLite
+    /// database (PostgreSQL: pg_dump) and a manifest of sha256s.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new home, re-signing every channel's metadata past it.
+    Restore(backup::RestoreArgs),
     /// The metadata database: migrate its schema.
     #[command(subcommand)]
     Db(db::Command),
@@ -237,6 +243,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Pull(a) => block_on(pull::run(a)),
         Command::TufClient(a) => block_on(tuf_client::run(a)),
         Command::Db(c) => db::run(c),
+        Command::Backup(a) => backup::run_backup(a),
+        Command::Restore(a) => backup::run_restore(a),
         Command::Audit(c) => block_on(audit::run(c)),
         Command::Rollout(c) => block_on(rollout::run(c)),
         Command::Agents(a) => block_on(rollout::agents(a)),

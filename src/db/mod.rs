@@ -2,6 +2,7 @@
 //! run off the async executor. Each use case runs in one transaction, so a crash leaves either
 //! all of its rows or none.
 
+pub mod backup;
 mod schema;
 pub mod sql;
 

@@ -276,7 +276,25 @@ pub(crate) fn sign_targets(
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    let version = db::tuf::latest_version(c, channel, "targets")?.map_or(1, |v| v + 1);
+    sign_targets_at(c, channel, key, cfg, now, 0)
+}
+
+/// The version a new `role` of `channel` gets: the next one, and at least `floor`.
+fn next_version(c: &dyn Sql, channel: &str, role: &str, floor: u64) -> Result<u64, DbError> {
+    let next = db::tuf::latest_version(c, channel, role)?.map_or(1, |v| v + 1);
+    Ok(next.max(floor))
+}
+
+/// [`sign_targets`] with every new version (targets, snapshot, timestamp) at least `floor`.
+fn sign_targets_at(
+    c: &dyn Sql,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+    floor: u64,
+) -> Result<u64, DbError> {
+    let version = next_version(c, channel, "targets", floor)?;
     let expires = online_expiry(c, channel, "targets", cfg, now, cfg.targets_expiry)?;
     let mut msg = Vec::with_capacity(64 * 1024);
     msg.extend_from_slice(b"{\"_type\":\"targets\",\"expires\":");
@@ -301,7 +319,7 @@ pub(crate) fn sign_targets(
     msg.extend_from_slice(format!("}},\"version\":{version}}}").as_bytes());
     let body = Envelope::signed_bytes(&msg, &[key]);
     db::tuf::insert(c, channel, "targets", version, &body, &expires)?;
-    publish_snapshot(c, channel, key, cfg, now)?;
+    publish_snapshot_at(c, channel, key, cfg, now, floor)?;
     Ok(version)
 }
 
@@ -321,9 +339,20 @@ pub fn publish_snapshot(
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
+    publish_snapshot_at(c, channel, key, cfg, now, 0)
+}
+
+fn publish_snapshot_at(
+    c: &dyn Sql,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+    floor: u64,
+) -> Result<u64, DbError> {
     let targets = db::tuf::latest(c, channel, "targets")?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no targets metadata")))?;
-    let version = db::tuf::latest_version(c, channel, "snapshot")?.map_or(1, |v| v + 1);
+    let version = next_version(c, channel, "snapshot", floor)?;
     let s = Snapshot {
         kind: "snapshot".into(),
         spec_version: SPEC_VERSION.into(),
@@ -337,7 +366,7 @@ pub fn publish_snapshot(
     };
     let body = Envelope::sign_to_bytes(&s, &[key]);
     db::tuf::insert(c, channel, "snapshot", version, &body, &s.expires)?;
-    publish_timestamp(c, channel, key, cfg, now)?;
+    publish_timestamp_at(c, channel, key, cfg, now, floor)?;
     Ok(version)
 }
 
@@ -349,9 +378,20 @@ pub fn publish_timestamp(
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
+    publish_timestamp_at(c, channel, key, cfg, now, 0)
+}
+
+fn publish_timestamp_at(
+    c: &dyn Sql,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+    floor: u64,
+) -> Result<u64, DbError> {
     let snapshot = db::tuf::latest(c, channel, "snapshot")?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no snapshot metadata")))?;
-    let version = db::tuf::latest_version(c, channel, "timestamp")?.map_or(1, |v| v + 1);
+    let version = next_version(c, channel, "timestamp", floor)?;
     let t = Timestamp {
         kind: "timestamp".into(),
         spec_version: SPEC_VERSION.into(),
@@ -374,6 +414,32 @@ fn meta_file(version: u64, body: &[u8]) -> MetaFile {
         length: Some(body.len() as u64),
         hashes: Some([("sha256".to_owned(), sha256_hex(body))].into()),
     }
+}
+
+/// Re-signs targets, snapshot and timestamp of `channel` from its stored entries (rebuilt
+/// first if there are none) with every new version at least `floor`: after a restore, the
+/// versions that pass whatever the server signed after the backup (docs/security.md,
+/// "Rollback protection"). Returns the new (targets, snapshot, timestamp) versions.
+pub fn publish_all_from(
+    c: &dyn Sql,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+    floor: u64,
+) -> Result<(u64, u64, u64), DbError> {
+    if db::tuf::entry_count(c, channel)? == 0 {
+        let trust_version = db::trust::latest_version(c)?.unwrap_or(0);
+        let mut statements_of = db::artifacts::statement_digests_in_channel(c, channel)?;
+        for a in db::channels::current_releases(c, channel)? {
+            let statements = statements_of.remove(&a.id).unwrap_or_default();
+            let entries = entries_of(c, channel, &a, statements, trust_version)?;
+            db::tuf::set_entries(c, channel, &a.name, &entries)?;
+        }
+    }
+    let targets = sign_targets_at(c, channel, key, cfg, now, floor)?;
+    let latest = |role| db::tuf::latest_version(c, channel, role).map(Option::unwrap_or_default);
+    Ok((targets, latest("snapshot")?, latest("timestamp")?))
 }
 
 /// Re-signs each online role that has less than half of its lifetime left (targets, then

@@ -9,6 +9,7 @@ mod common;
 mod agent;
 mod agent_exit;
 mod audit;
+mod backup;
 mod board;
 mod cli_conventions;
 mod cli_docs;
