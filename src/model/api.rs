@@ -177,7 +177,7 @@ pub struct PromoteRequest {
 /// Answer to a promotion (also the body of its refusal, 403 `policy_refused`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PromoteResponse {
-    pub decision: crate::policy::Decision,
+    pub decision: Decision,
     /// The channel now holds the release because of this request.
     pub promoted: bool,
     /// The release was already current (a retried request changes nothing).
@@ -664,4 +664,33 @@ pub struct Status {
     pub metadata: Vec<MetaStatus>,
     pub keys: Vec<KeyStatus>,
     pub audit_entries: i64,
+}
+
+/// A policy decision as the server answers it (`policy::evaluate` makes it; the CLI prints it).
+/// One rule's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleResult {
+    pub rule: String,
+    pub pass: bool,
+    pub reason: String,
+}
+
+/// The outcome of evaluating a policy: allowed only if every rule passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub rules: Vec<RuleResult>,
+    /// A break-glass approval let the promotion through a freeze.
+    pub break_glass: bool,
+}
+
+impl Decision {
+    /// The failing rules, one line each.
+    pub fn failures(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|r| !r.pass)
+            .map(|r| format!("{}: {}", r.rule, r.reason))
+            .collect()
+    }
 }

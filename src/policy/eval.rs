@@ -5,10 +5,9 @@ use std::collections::BTreeSet;
 use arca_keys::dsse::Envelope;
 use arca_keys::{KeyId, KeyStatus, Role, TrustDocument};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::{APPROVAL_PREDICATE, ApprovalPredicate, Policy};
-use crate::model::api::{is_build_predicate, subject_name};
+use crate::model::api::{Decision, RuleResult, is_build_predicate, subject_name};
 use crate::model::{ArtifactName, ChannelName, Version};
 
 /// One statement about the release, with the keys whose signatures on it verify.
@@ -63,34 +62,6 @@ pub struct Facts<'a> {
     /// The version of `name` current in `channel` now, if any.
     pub current_in_channel: Option<&'a Version>,
     pub now: DateTime<Utc>,
-}
-
-/// One rule's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RuleResult {
-    pub rule: String,
-    pub pass: bool,
-    pub reason: String,
-}
-
-/// The outcome of evaluating a policy: allowed only if every rule passed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    pub allowed: bool,
-    pub rules: Vec<RuleResult>,
-    /// A break-glass approval let the promotion through a freeze.
-    pub break_glass: bool,
-}
-
-impl Decision {
-    /// The failing rules, one line each.
-    pub fn failures(&self) -> Vec<String> {
-        self.rules
-            .iter()
-            .filter(|r| !r.pass)
-            .map(|r| format!("{}: {}", r.rule, r.reason))
-            .collect()
-    }
 }
 
 /// Keys that may count for `role` now: listed, not revoked, holding the role.

@@ -6,7 +6,8 @@ mod eval;
 mod rules;
 pub mod signers;
 
-pub use eval::{Decision, Facts, RuleResult, StatementFacts, evaluate};
+pub use crate::model::api::{Decision, RuleResult};
+pub use eval::{Facts, StatementFacts, evaluate};
 pub use rules::{ApprovalRule, AttestationRule, BuildRule, FreezeWindow, Policy, PolicyError};
 
 /// Predicate type of an approval statement (`arca approve`).
