@@ -59,9 +59,9 @@ impl Action<'_> {
             Action::Promote { .. } => "promote".into(),
             Action::Rollback { .. } => "rollback".into(),
             // The verb comes from the path: only the known ones reach the audit log.
-            Action::Rollout { verb, .. } => match *verb {
-                "advance" | "pause" | "resume" | "abort" => format!("rollout-{verb}"),
-                _ => "rollout".into(),
+            Action::Rollout { verb, .. } => match verb.parse::<crate::model::api::RolloutVerb>() {
+                Ok(v) => v.audit_action().into(),
+                Err(()) => "rollout".into(),
             },
             Action::Report { .. } => "report".into(),
             Action::ListAgents => "agents".into(),

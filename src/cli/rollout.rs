@@ -5,7 +5,8 @@ use clap::Subcommand;
 
 use super::ClientArgs;
 use crate::model::api::{
-    AgentId, AgentInfo, RolloutAction, RolloutStatus, TokenInfo, TokenRequest, TokenResponse,
+    AgentId, AgentInfo, RolloutAction, RolloutStatus, RolloutVerb, TokenInfo, TokenRequest,
+    TokenResponse,
 };
 use crate::model::{ArtifactName, ChannelName};
 
@@ -279,15 +280,15 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
                 }
             }
         }
-        Command::Advance(t) => return act("advance", t).await,
-        Command::Pause(t) => return act("pause", t).await,
-        Command::Resume(t) => return act("resume", t).await,
-        Command::Abort(t) => return act("abort", t).await,
+        Command::Advance(t) => return act(RolloutVerb::Advance, t).await,
+        Command::Pause(t) => return act(RolloutVerb::Pause, t).await,
+        Command::Resume(t) => return act(RolloutVerb::Resume, t).await,
+        Command::Abort(t) => return act(RolloutVerb::Abort, t).await,
     }
     Ok(0)
 }
 
-async fn act(action: &str, t: Target) -> anyhow::Result<i32> {
+async fn act(verb: RolloutVerb, t: Target) -> anyhow::Result<i32> {
     let api = t.client.client()?;
     let req = RolloutAction {
         channel: t.channel.clone(),
@@ -295,7 +296,7 @@ async fn act(action: &str, t: Target) -> anyhow::Result<i32> {
         reason: t.reason.clone(),
     };
     let r: RolloutStatus = api
-        .post_json(&format!("/api/v1/rollouts/{action}"), &req)
+        .post_json(&format!("/api/v1/rollouts/{}", verb.as_str()), &req)
         .await?;
     if t.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

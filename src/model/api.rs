@@ -694,3 +694,50 @@ impl Decision {
             .collect()
     }
 }
+
+/// What an operator does to a rollout: `POST /api/v1/rollouts/{verb}`, `arca rollout VERB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutVerb {
+    Advance,
+    Pause,
+    Resume,
+    Abort,
+}
+
+impl RolloutVerb {
+    pub const ALL: [RolloutVerb; 4] = [
+        RolloutVerb::Advance,
+        RolloutVerb::Pause,
+        RolloutVerb::Resume,
+        RolloutVerb::Abort,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutVerb::Advance => "advance",
+            RolloutVerb::Pause => "pause",
+            RolloutVerb::Resume => "resume",
+            RolloutVerb::Abort => "abort",
+        }
+    }
+
+    /// The audit log's action for it (`rollout-pause`, ...).
+    pub fn audit_action(self) -> &'static str {
+        match self {
+            RolloutVerb::Advance => "rollout-advance",
+            RolloutVerb::Pause => "rollout-pause",
+            RolloutVerb::Resume => "rollout-resume",
+            RolloutVerb::Abort => "rollout-abort",
+        }
+    }
+}
+
+impl std::str::FromStr for RolloutVerb {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        RolloutVerb::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or(())
+    }
+}

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use super::{App, Error};
 use crate::db::{self, DbError, rollouts::RolloutRow};
 use crate::model::api::{
-    AgentInfo, Report, ReportOutcome, ReportResponse, RolloutAction, RolloutStatus, StepFigures,
-    StepReach,
+    AgentInfo, Report, ReportOutcome, ReportResponse, RolloutAction, RolloutStatus, RolloutVerb,
+    StepFigures, StepReach,
 };
 use crate::rollout::{self, Figures, Next, Plan, State};
 use crate::tuf::repo;
@@ -544,13 +544,13 @@ pub async fn act(
     req: RolloutAction,
 ) -> Result<RolloutStatus, Error> {
     let (_, key) = app.channel_key(req.channel.as_str())?;
-    if !matches!(action, "advance" | "pause" | "resume" | "abort") {
+    let Ok(verb) = action.parse::<RolloutVerb>() else {
         return Err(Error::not_found(
             "unknown_action",
             format!("no rollout action {action:?} (advance, pause, resume, abort)"),
         ));
-    }
-    let (tuf, actor_s, action_s) = (app.cfg.tuf.clone(), actor.to_owned(), action.to_owned());
+    };
+    let (tuf, actor_s) = (app.cfg.tuf.clone(), actor.to_owned());
     let stale_after = app.cfg.agents.stale_after;
     let req2 = req.clone();
     let result = app
@@ -567,18 +567,18 @@ pub async fn act(
                     )
                 })?;
                 let (figures, _) = db::rollouts::figures(&tx, r.id)?;
-                match (action_s.as_str(), r.state) {
-                    ("advance", _) => {
+                match (verb, r.state) {
+                    (RolloutVerb::Advance, _) => {
                         let known = known_buckets(&tx, ch, name, stale_after)?;
                         let why = (true, req2.reason.as_deref());
                         advance_tx(&tx, &r, &actor_s, figures, why, &known, &key, &tuf)?;
                     }
-                    ("pause", State::Running) | ("resume", State::Paused) => {
-                        let (to, verb) = if action_s == "pause" {
-                            (State::Paused, "rollout-pause")
+                    (RolloutVerb::Pause, State::Running) | (RolloutVerb::Resume, State::Paused) => {
+                        let to = if verb == RolloutVerb::Pause {
+                            State::Paused
                         } else {
                             db::rollouts::restart_step_clock(&tx, r.id)?;
-                            (State::Running, "rollout-resume")
+                            State::Running
                         };
                         db::rollouts::set_state(&tx, r.id, to, req2.reason.as_deref())?;
                         let version = repo::publish_release(&tx, ch, name, &key, &tuf, Utc::now())?;
@@ -586,7 +586,7 @@ pub async fn act(
                             &tx,
                             &db::audit::Entry {
                                 actor: &actor_s,
-                                action: verb,
+                                action: verb.audit_action(),
                                 subject: &format!("{name} in {ch}: rollout {} at {}%", r.id, r.percent()),
                                 outcome: "ok",
                                 details: serde_json::json!({
@@ -595,13 +595,13 @@ pub async fn act(
                             },
                         )?;
                     }
-                    ("pause", _) | ("resume", _) => {
+                    (RolloutVerb::Pause | RolloutVerb::Resume, _) => {
                         return Err(Error::conflict(
                             "rollout_state",
-                            format!("rollout {} is {}; cannot {action_s} it", r.id, r.state.as_str()),
+                            format!("rollout {} is {}; cannot {} it", r.id, r.state.as_str(), verb.as_str()),
                         ));
                     }
-                    _ => {
+                    (RolloutVerb::Abort, _) => {
                         let why = req2
                             .reason
                             .clone()
