@@ -390,3 +390,30 @@ pub(crate) fn with_database_url(cfg_path: &Path, url: &str) -> anyhow::Result<Op
     }
     Ok(Some(updated))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_url_is_recorded_in_an_existing_database_table_or_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let url = "postgres://arca@db/arca";
+        std::fs::write(&path, "[database]\npool = 4\n\n[tuf]\nmemory_cache = false\n").unwrap();
+        record_database_url(&path, url).unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        assert_eq!(cfg.database.url.as_deref(), Some(url));
+        assert_eq!(cfg.database.pool, 4);
+        // Recorded again: nothing changes; another URL: refused.
+        let text = std::fs::read_to_string(&path).unwrap();
+        record_database_url(&path, url).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        assert!(record_database_url(&path, "postgres://other@db/arca").is_err());
+
+        std::fs::write(&path, "[tuf]\nmemory_cache = false").unwrap();
+        record_database_url(&path, url).unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        assert_eq!(cfg.database.url.as_deref(), Some(url));
+    }
+}
