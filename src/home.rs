@@ -400,7 +400,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CONFIG_FILE);
         let url = "postgres://arca@db/arca";
-        std::fs::write(&path, "[database]\npool = 4\n\n[tuf]\nmemory_cache = false\n").unwrap();
+        std::fs::write(
+            &path,
+            "[database]\npool = 4\n\n[tuf]\nmemory_cache = false\n",
+        )
+        .unwrap();
         record_database_url(&path, url).unwrap();
         let cfg = Config::load(dir.path()).unwrap();
         assert_eq!(cfg.database.url.as_deref(), Some(url));

@@ -106,6 +106,18 @@ pub fn copy(source: &Path, url: &str) -> Result<CopyReport, CopyError> {
             redact(url)
         )));
     }
+    // Another application's tables: refused before the migration writes arca's beside them.
+    let foreign: Vec<String> = catalogue_tables(&super::pg_connect(&super::pg_config(url)?)?)?
+        .into_iter()
+        .filter(|t| !TABLES.contains(&t.as_str()))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(CopyError::Refused(format!(
+            "the PostgreSQL database {} holds tables that are not arca's ({}): copy into an empty database",
+            redact(url),
+            foreign.join(", ")
+        )));
+    }
     // Opening the source brings its schema to this binary's, as every start does, so that both
     // sides have the same tables and columns.
     let src = Db::open(source)?;

@@ -240,3 +240,21 @@ fn a_home_already_on_postgres_is_not_copied() {
     assert!(line.contains("already runs on PostgreSQL"), "{line}");
     assert!(!has_schema(pg.url()), "a refused copy wrote the target");
 }
+
+#[test]
+fn a_copy_into_a_database_with_other_tables_is_refused_before_migrating() {
+    let Some(admin) = admin() else { return };
+    let mut s = Server::start_sqlite();
+    s.kill();
+    let pg = PgDatabase::create(&admin);
+    let db = common::db::TestDb::postgres(pg.url());
+    db.batch("CREATE TABLE invoices (id BIGINT PRIMARY KEY)");
+    let out = copy(&s.home, pg.url(), &[]);
+    let line = common::failure_line(&["db", "copy"], &out);
+    assert!(line.contains("not arca's (invoices)"), "{line}");
+    let n: i64 = db.one(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+        params![],
+    );
+    assert_eq!(n, 1, "a refused copy wrote the target");
+}
