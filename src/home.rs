@@ -330,12 +330,22 @@ fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
 }
 
 /// Records `[database] url` in arca.toml (appended; a different URL already there is an error).
-fn record_database_url(cfg_path: &Path, url: &str) -> anyhow::Result<()> {
+pub(crate) fn record_database_url(cfg_path: &Path, url: &str) -> anyhow::Result<()> {
+    if let Some(updated) = with_database_url(cfg_path, url)? {
+        std::fs::write(cfg_path, updated)
+            .with_context(|| format!("writing {}", cfg_path.display()))?;
+    }
+    Ok(())
+}
+
+/// arca.toml with `[database] url` recorded (None: it already is), or why it cannot be: what
+/// `record_database_url` would write, checked before the work it records.
+pub(crate) fn with_database_url(cfg_path: &Path, url: &str) -> anyhow::Result<Option<String>> {
     let text = std::fs::read_to_string(cfg_path).unwrap_or_default();
     let parsed: Config =
         toml::from_str(&text).with_context(|| format!("reading {}", cfg_path.display()))?;
     match parsed.database.url.as_deref() {
-        Some(u) if u == url => return Ok(()),
+        Some(u) if u == url => return Ok(None),
         Some(u) => bail!(
             "{} already names the database {}; remove it or pass the same --database",
             cfg_path.display(),
@@ -343,22 +353,71 @@ fn record_database_url(cfg_path: &Path, url: &str) -> anyhow::Result<()> {
         ),
         None => {}
     }
-    if text.contains("[database]") {
-        bail!(
+    let url_toml = toml::Value::String(url.to_owned()).to_string();
+    // A `[database]` table without url (the pool size set, as the initial file has it): the
+    // url goes first in it.
+    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let table = lines.iter().position(|l| l.trim() == "[database]");
+    let url_line = format!("url = {url_toml}\n");
+    let updated = match table {
+        Some(i) => {
+            if !lines[i].ends_with('\n') {
+                lines[i] = "[database]\n";
+            }
+            lines.insert(i + 1, &url_line);
+            lines.concat()
+        }
+        None if text.contains("[database]") => bail!(
             "{} has a [database] table without url; add url = \"...\" there instead of --database",
+            cfg_path.display()
+        ),
+        None => {
+            let sep = if text.is_empty() || text.ends_with('\n') {
+                ""
+            } else {
+                "\n"
+            };
+            format!("{text}{sep}\n[database]\n{url_line}")
+        }
+    };
+    let reparsed: Config =
+        toml::from_str(&updated).with_context(|| format!("updating {}", cfg_path.display()))?;
+    if reparsed.database.url.as_deref() != Some(url) {
+        bail!(
+            "{}: could not record [database] url; add url = {url_toml} to its [database] table",
             cfg_path.display()
         );
     }
-    let sep = if text.is_empty() || text.ends_with('\n') {
-        ""
-    } else {
-        "\n"
-    };
-    let url_toml = toml::Value::String(url.to_owned()).to_string();
-    std::fs::write(
-        cfg_path,
-        format!("{text}{sep}\n[database]\nurl = {url_toml}\n"),
-    )
-    .with_context(|| format!("writing {}", cfg_path.display()))?;
-    Ok(())
+    Ok(Some(updated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_url_is_recorded_in_an_existing_database_table_or_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let url = "postgres://arca@db/arca";
+        std::fs::write(
+            &path,
+            "[database]\npool = 4\n\n[tuf]\nmemory_cache = false\n",
+        )
+        .unwrap();
+        record_database_url(&path, url).unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        assert_eq!(cfg.database.url.as_deref(), Some(url));
+        assert_eq!(cfg.database.pool, 4);
+        // Recorded again: nothing changes; another URL: refused.
+        let text = std::fs::read_to_string(&path).unwrap();
+        record_database_url(&path, url).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        assert!(record_database_url(&path, "postgres://other@db/arca").is_err());
+
+        std::fs::write(&path, "[tuf]\nmemory_cache = false").unwrap();
+        record_database_url(&path, url).unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        assert_eq!(cfg.database.url.as_deref(), Some(url));
+    }
 }

@@ -9,6 +9,7 @@ pub mod sql;
 pub mod artifacts;
 pub mod audit;
 pub mod channels;
+pub mod copy;
 pub mod locks;
 pub mod policies;
 pub mod rollouts;

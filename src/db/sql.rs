@@ -54,6 +54,7 @@ impl Value {
 pub enum Param<'a> {
     Null,
     Int(i64),
+    Real(f64),
     Text(&'a str),
     Blob(&'a [u8]),
 }
@@ -112,6 +113,18 @@ impl ToParam for [u8] {
 impl ToParam for Vec<u8> {
     fn param(&self) -> Param<'_> {
         Param::Blob(self)
+    }
+}
+/// A value read from one engine, bound as it was read (`db::copy` moves rows this way).
+impl ToParam for Value {
+    fn param(&self) -> Param<'_> {
+        match self {
+            Value::Null => Param::Null,
+            Value::Int(i) => Param::Int(*i),
+            Value::Real(f) => Param::Real(*f),
+            Value::Text(s) => Param::Text(s),
+            Value::Blob(b) => Param::Blob(b),
+        }
     }
 }
 impl<T: ToParam + ?Sized> ToParam for &T {
@@ -484,6 +497,7 @@ impl rusqlite::ToSql for Param<'_> {
         Ok(ToSqlOutput::Borrowed(match *self {
             Param::Null => ValueRef::Null,
             Param::Int(i) => ValueRef::Integer(i),
+            Param::Real(f) => ValueRef::Real(f),
             Param::Text(s) => ValueRef::Text(s.as_bytes()),
             Param::Blob(b) => ValueRef::Blob(b),
         }))
@@ -633,6 +647,13 @@ impl postgres::types::ToSql for PgParam<'_> {
                     (v as f64).to_sql(ty, out)
                 } else {
                     Err(format!("an integer parameter where {ty} is expected").into())
+                }
+            }
+            Param::Real(f) => {
+                if *ty == Type::FLOAT4 {
+                    (f as f32).to_sql(ty, out)
+                } else {
+                    f.to_sql(ty, out)
                 }
             }
             Param::Text(s) => s.to_sql(ty, out),

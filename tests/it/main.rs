@@ -16,6 +16,7 @@ mod cli_docs;
 mod client_attacks;
 mod clock;
 mod crash;
+mod db_copy;
 mod encrypted_keys;
 mod errors;
 mod fleet;

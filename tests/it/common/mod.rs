@@ -157,11 +157,27 @@ impl Server {
         Self::start_full(config, &[], args, cwd)
     }
 
+    /// Starts a server on a fresh SQLite home whatever the suite's engine (`arca db copy`
+    /// moves such a home to PostgreSQL).
+    pub fn start_sqlite() -> Server {
+        Self::start_engine(None, &[], &[], None, false)
+    }
+
     fn start_full(
         config: Option<&str>,
         env: &[(&str, &str)],
         args: &[&str],
         cwd: Option<&Path>,
+    ) -> Server {
+        Self::start_engine(config, env, args, cwd, pg_admin_url().is_some())
+    }
+
+    fn start_engine(
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        args: &[&str],
+        cwd: Option<&Path>,
+        postgres: bool,
     ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
@@ -185,7 +201,7 @@ impl Server {
             pg: None,
             db_url: None,
         };
-        if let Some(admin) = pg_admin_url() {
+        if let Some(admin) = pg_admin_url().filter(|_| postgres) {
             // `arca serve` never initialises a PostgreSQL database: `arca init` does, after the
             // test's arca.toml is written (it appends its `[database]` table to it).
             let pg = PgDatabase::create(&admin);
@@ -456,6 +472,12 @@ impl Server {
             .arg(dir)
             .args(["--id", id]);
         c
+    }
+
+    /// Notes that the home now names the PostgreSQL database at `url` in its arca.toml (after
+    /// `arca db copy`), for `db()` and `database_url()`.
+    pub fn moved_to_database(&mut self, url: &str) {
+        self.db_url = Some(url.to_owned());
     }
 
     /// The URL of the server's PostgreSQL database (None on SQLite).
