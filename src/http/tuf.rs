@@ -1,6 +1,7 @@
 //! Each channel's TUF repository: `/tuf/{channel}/metadata/{file}` and
 //! `/tuf/{channel}/targets/{name}/{sha256}.{file}` (consistent snapshots, streamed from the store).
 
+use crate::model::api::ErrorCode;
 use actix_web::{HttpRequest, HttpResponse, body::SizedStream, get, web};
 use futures::StreamExt as _;
 
@@ -53,7 +54,7 @@ async fn metadata(
     let (channel, _) = app.channel_key(&channel)?;
     let not_found = || {
         Error::not_found(
-            "no_metadata",
+            ErrorCode::NoMetadata,
             format!("no metadata file {file} in channel {channel}"),
         )
     };
@@ -182,7 +183,7 @@ async fn target(
     let (channel, _) = app.channel_key(&channel)?;
     let not_found = || {
         Error::not_found(
-            "no_target",
+            ErrorCode::NoTarget,
             format!("no target {target} in channel {channel}"),
         )
     };

@@ -4,6 +4,7 @@
 //! the new key in the same transaction, so there is no moment in which a client following the
 //! chain finds metadata its trusted root does not vouch for.
 
+use crate::model::api::ErrorCode;
 use arca_keys::{SigningKey, TufKey};
 use chrono::Utc;
 
@@ -108,7 +109,7 @@ async fn install_inner(
     let next_path = home.next_online_key(channel);
     let pending = std::sync::Arc::new(SigningKey::read_file(&next_path).map_err(|_| {
         Error::conflict(
-            "no_pending_key",
+            ErrorCode::NoPendingKey,
             format!("channel {channel} has no pending online key: ask for one first"),
         )
     })?);
@@ -127,7 +128,7 @@ async fn install_inner(
             let current = repo::latest_root(&tx, &ch)?;
             let next = match check(&current, &env, &key) {
                 Ok(r) => r,
-                Err(reason) => return Ok(Err(Error::forbidden("root_rotation", format!("channel {ch}'s next root refused: {reason}")))),
+                Err(reason) => return Ok(Err(Error::forbidden(ErrorCode::RootRotation, format!("channel {ch}'s next root refused: {reason}")))),
             };
             db::tuf::insert(&tx, &ch, "root", next.version, &env.to_bytes(), &next.expires)?;
             let version = repo::sign_targets(&tx, &ch, &key, &tuf, Utc::now())?;
