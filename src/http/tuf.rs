@@ -2,6 +2,7 @@
 //! `/tuf/{channel}/targets/{name}/{sha256}.{file}` (consistent snapshots, streamed from the store).
 
 use crate::model::api::ErrorCode;
+use crate::tuf::metadata::TufRole;
 use actix_web::{HttpRequest, HttpResponse, body::SizedStream, get, web};
 use futures::StreamExt as _;
 
@@ -13,21 +14,17 @@ const IMMUTABLE: (&str, &str) = ("cache-control", "public, max-age=31536000, imm
 /// Which metadata file a request names.
 #[derive(Debug, PartialEq)]
 enum MetaRequest {
-    Latest(&'static str),
-    Version(&'static str, u64),
+    Latest(TufRole),
+    Version(TufRole, u64),
 }
 
 fn parse_meta_file(file: &str) -> Option<MetaRequest> {
     let stem = file.strip_suffix(".json")?;
-    let role = |r: &str| {
-        ["root", "targets", "snapshot", "timestamp"]
-            .into_iter()
-            .find(|x| *x == r)
-    };
+    let role = TufRole::parse;
     match stem.split_once('.') {
         None => role(stem).map(MetaRequest::Latest),
         Some((v, r)) => {
-            let role = role(r).filter(|r| *r != "timestamp")?;
+            let role = role(r).filter(|r| *r != TufRole::Timestamp)?;
             let v: u64 = v.parse().ok().filter(|v| *v > 0)?;
             Some(MetaRequest::Version(role, v))
         }
@@ -245,11 +242,11 @@ mod tests {
     fn metadata_file_names() {
         assert_eq!(
             parse_meta_file("timestamp.json"),
-            Some(MetaRequest::Latest("timestamp"))
+            Some(MetaRequest::Latest(TufRole::Timestamp))
         );
         assert_eq!(
             parse_meta_file("3.root.json"),
-            Some(MetaRequest::Version("root", 3))
+            Some(MetaRequest::Version(TufRole::Root, 3))
         );
         assert_eq!(parse_meta_file("0.root.json"), None);
         assert_eq!(parse_meta_file("2.timestamp.json"), None);

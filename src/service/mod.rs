@@ -65,7 +65,9 @@ pub struct App {
 /// generation is unchanged (see `db::tuf::generation`).
 #[derive(Default)]
 pub struct MetaCache {
-    entries: std::sync::RwLock<std::collections::HashMap<(String, &'static str), CachedMeta>>,
+    entries: std::sync::RwLock<
+        std::collections::HashMap<(String, crate::tuf::metadata::TufRole), CachedMeta>,
+    >,
 }
 
 /// One cached metadata file.
@@ -79,7 +81,7 @@ pub struct CachedMeta {
 
 impl MetaCache {
     /// The cached newest body, if nothing was written since it was read.
-    pub fn get(&self, channel: &str, role: &'static str) -> Option<CachedMeta> {
+    pub fn get(&self, channel: &str, role: crate::tuf::metadata::TufRole) -> Option<CachedMeta> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .get(&(channel.to_owned(), role))
@@ -90,7 +92,7 @@ impl MetaCache {
     pub fn put(
         &self,
         channel: &str,
-        role: &'static str,
+        role: crate::tuf::metadata::TufRole,
         generation: u64,
         body: Vec<u8>,
     ) -> CachedMeta {

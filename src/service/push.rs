@@ -5,6 +5,7 @@
 //! land together in one transaction. A refusal discards the bytes.
 
 use crate::model::api::ErrorCode;
+use crate::tuf::metadata::TufRole;
 use arca_keys::dsse::Envelope;
 use arca_store::{Blake3Digest, Expected, Sha256Digest};
 use bytes::Bytes;
@@ -247,7 +248,7 @@ async fn existing_answer(
         .call(move |c| {
             Ok((
                 db::artifacts::statement_digests(c, id)?,
-                db::tuf::latest(c, &ch, "targets")?.map_or(0, |m| m.version),
+                db::tuf::latest(c, &ch, TufRole::Targets)?.map_or(0, |m| m.version),
             ))
         })
         .await?;

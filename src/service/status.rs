@@ -2,6 +2,7 @@
 //! channel's metadata and of every key, and the agents per running version.
 
 use crate::model::api::ErrorCode;
+use crate::tuf::metadata::TufRole;
 use chrono::Utc;
 
 use super::{App, Error};
@@ -20,7 +21,12 @@ pub async fn status(app: &App) -> Result<Status, Error> {
         .call(move |c| {
             let mut out = Vec::new();
             for ch in &channels {
-                for role in ["root", "targets", "snapshot", "timestamp"] {
+                for role in [
+                    TufRole::Root,
+                    TufRole::Targets,
+                    TufRole::Snapshot,
+                    TufRole::Timestamp,
+                ] {
                     if let Some(m) = db::tuf::latest(c, ch, role)? {
                         let left = parse_time(&m.expires).map_or(0, |t| (t - now).num_seconds());
                         out.push(MetaStatus {

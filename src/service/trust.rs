@@ -3,6 +3,7 @@
 //! they change). An admin token alone can do nothing here.
 
 use crate::model::api::ErrorCode;
+use crate::tuf::metadata::TufRole;
 use arca_keys::SignedEnvelope;
 
 use super::{App, Error};
@@ -155,7 +156,7 @@ async fn apply_inner(
                 let current = crate::tuf::repo::latest_root(&tx, channel)?;
                 match crate::tuf::repo::verify_rotated_root(&current, env, &next_doc, chrono::Utc::now()) {
                     Ok(root) => {
-                        db::tuf::insert(&tx, channel, "root", root.version, &env.to_bytes(), &root.expires)?;
+                        db::tuf::insert(&tx, channel, TufRole::Root, root.version, &env.to_bytes(), &root.expires)?;
                     }
                     Err(reason) => {
                         return Ok(Err(Error::forbidden(
