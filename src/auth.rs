@@ -1,6 +1,7 @@
 //! API tokens: 256 random bits, shown once, stored only as a SHA-256 hash and compared in
 //! constant time. A token authenticates a request; it never makes anything installable.
 
+use crate::model::api::ErrorCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SecureRandom;
@@ -102,7 +103,7 @@ impl Action<'_> {
 /// and the scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -136,7 +137,7 @@ pub fn permit(id: &str, role: &str, scope: &Scope, action: &Action<'_>) -> Resul
     };
     if !role_ok {
         return Err(Denied {
-            code: "token_role",
+            code: ErrorCode::TokenRole,
             message: format!(
                 "token {id} is a {role} token: it may not {} (a {role} token may only {})",
                 action.describe(),
@@ -157,7 +158,7 @@ pub fn permit(id: &str, role: &str, scope: &Scope, action: &Action<'_>) -> Resul
         Action::ListAgents | Action::Read(_) | Action::Admin(_) => (None, None, None),
     };
     let refuse = |what: String| Denied {
-        code: "token_scope",
+        code: ErrorCode::TokenScope,
         message: format!(
             "{role} token {id} may not {}: {what} is outside its scope ({})",
             action.describe(),
@@ -406,16 +407,22 @@ mod tests {
         };
         let p = |a: &Action<'_>| permit("t", PUBLISHER, &publisher, a).map_err(|d| d.code);
         assert_eq!(p(&Action::Push { name: "team-a/x" }), Ok(()));
-        assert_eq!(p(&Action::Push { name: "team-b/x" }), Err("token_scope"));
-        assert_eq!(p(&Action::Push { name: "team-a/x/y" }), Err("token_scope"));
+        assert_eq!(
+            p(&Action::Push { name: "team-b/x" }),
+            Err(ErrorCode::TokenScope)
+        );
+        assert_eq!(
+            p(&Action::Push { name: "team-a/x/y" }),
+            Err(ErrorCode::TokenScope)
+        );
         assert_eq!(
             p(&Action::Promote {
                 name: "team-a/x",
                 channel: "staging"
             }),
-            Err("token_role")
+            Err(ErrorCode::TokenRole)
         );
-        assert_eq!(p(&Action::Admin("token-create")), Err("token_role"));
+        assert_eq!(p(&Action::Admin("token-create")), Err(ErrorCode::TokenRole));
         let promoter = Scope {
             channels: vec!["staging".into()],
             ..Default::default()
@@ -426,8 +433,11 @@ mod tests {
             channel,
         };
         assert_eq!(q(&to("staging")), Ok(()));
-        assert_eq!(q(&to("prod")), Err("token_scope"));
-        assert_eq!(q(&Action::Push { name: "app/x" }), Err("token_role"));
+        assert_eq!(q(&to("prod")), Err(ErrorCode::TokenScope));
+        assert_eq!(
+            q(&Action::Push { name: "app/x" }),
+            Err(ErrorCode::TokenRole)
+        );
         let odd = Action::Rollout {
             verb: "x\u{1b}[2J",
             name: "app/x",
@@ -437,7 +447,10 @@ mod tests {
         let v = |a: &Action<'_>| permit("t", VIEWER, &Scope::default(), a).map_err(|d| d.code);
         assert_eq!(v(&Action::Read("audit")), Ok(()));
         assert_eq!(v(&Action::ListAgents), Ok(()));
-        assert_eq!(v(&Action::Push { name: "app/x" }), Err("token_role"));
+        assert_eq!(
+            v(&Action::Push { name: "app/x" }),
+            Err(ErrorCode::TokenRole)
+        );
         assert_eq!(
             permit("t", ADMIN, &Scope::default(), &to("prod")),
             Ok(()),

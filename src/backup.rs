@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{CONFIG_FILE, Config};
 use crate::db::{self, Db, redact};
 use crate::home::{ADMIN_TOKEN, DB_FILE, Home, ROOT_JSON};
+use crate::tuf::metadata::TufRole;
 use crate::tuf::repo;
 
 /// The manifest's file name inside a backup directory.
@@ -398,15 +399,16 @@ fn republish(m: &Manifest, home: &Path, now: DateTime<Utc>) -> anyhow::Result<Re
         let r = database.call_sync(move |c| {
             let tx = c.transaction()?;
             db::locks::channel(&tx, &ch_s)?;
-            let before: BTreeMap<String, u64> = ["targets", "snapshot", "timestamp"]
-                .iter()
-                .map(|role| {
-                    Ok((
-                        role.to_string(),
-                        db::tuf::latest_version(&tx, &ch_s, role)?.unwrap_or_default(),
-                    ))
-                })
-                .collect::<Result<_, db::DbError>>()?;
+            let before: BTreeMap<String, u64> =
+                [TufRole::Targets, TufRole::Snapshot, TufRole::Timestamp]
+                    .into_iter()
+                    .map(|role| {
+                        Ok((
+                            role.to_string(),
+                            db::tuf::latest_version(&tx, &ch_s, role)?.unwrap_or_default(),
+                        ))
+                    })
+                    .collect::<Result<_, db::DbError>>()?;
             let (targets, snapshot, timestamp) =
                 repo::publish_all_from(&tx, &ch_s, key, &tuf, now, floor)?;
             db::audit::append(

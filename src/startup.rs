@@ -27,7 +27,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
                 .ok()
                 .and_then(|r| {
                     r.roles
-                        .get("timestamp")
+                        .get(crate::tuf::metadata::TufRole::Timestamp.as_str())
                         .and_then(|t| t.keyids.first().cloned())
                 })
         })?

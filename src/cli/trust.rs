@@ -462,7 +462,11 @@ pub async fn run(c: Command) -> anyhow::Result<i32> {
             for m in &st.metadata {
                 // Online roles are re-signed by the server at half their lifetime: only warn
                 // about them once they are overdue for that (less than a quarter of a day left).
-                let hint = if m.role == "root" { i64::MAX } else { 6 * 3600 };
+                let hint = if m.role == crate::tuf::metadata::TufRole::Root.as_str() {
+                    i64::MAX
+                } else {
+                    6 * 3600
+                };
                 println!(
                     "{:<8} {:<10} v{:<6} expires {} ({}) {}",
                     m.channel,
@@ -536,7 +540,10 @@ async fn channel_root(
         .error_for_status()?
         .bytes()
         .await?;
-    Ok(crate::tuf::metadata::Envelope::from_slice("root", &body)?.decode()?)
+    Ok(
+        crate::tuf::metadata::Envelope::from_slice(crate::tuf::metadata::TufRole::Root, &body)?
+            .decode()?,
+    )
 }
 
 /// `now + expires_in` as TUF writes times.

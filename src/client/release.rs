@@ -128,10 +128,10 @@ impl ChannelClient {
         root_bytes: &[u8],
         dir: PathBuf,
     ) -> anyhow::Result<Self> {
-        let pinned_env = Envelope::from_slice("root", root_bytes)?;
+        let pinned_env = Envelope::from_slice(crate::tuf::metadata::TufRole::Root, root_bytes)?;
         let pinned: Root = pinned_env.decode()?;
         pinned_env
-            .verify_role(&pinned, "root")
+            .verify_role(&pinned, crate::tuf::metadata::TufRole::Root)
             .context("the pinned root is not signed by its own root keys")?;
         if !dir.join("root.json").exists() {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -258,7 +258,8 @@ impl ChannelClient {
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
             let local = std::fs::read(self.dir.join("timestamp.json"))
                 .context("no trusted timestamp kept")?;
-            let ts: Timestamp = Envelope::from_slice("timestamp", &local)?.decode()?;
+            let ts: Timestamp =
+                Envelope::from_slice(crate::tuf::metadata::TufRole::Timestamp, &local)?.decode()?;
             ts.check_not_expired(chrono::Utc::now())
                 .context("the trusted timestamp expired and the server offers no newer one")?;
             return Ok(false);
@@ -421,7 +422,7 @@ impl ChannelClient {
                 let role = self
                     .pinned
                     .roles
-                    .get("root")
+                    .get(crate::tuf::metadata::TufRole::Root.as_str())
                     .context("pinned root has no root role")?;
                 let keys = role
                     .keyids

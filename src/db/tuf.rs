@@ -4,6 +4,7 @@ use super::Sql;
 use crate::params;
 
 use super::DbError;
+use crate::tuf::metadata::TufRole;
 
 /// One stored metadata file.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub fn generation() -> u64 {
 pub fn insert(
     c: &dyn Sql,
     channel: &str,
-    role: &str,
+    role: TufRole,
     version: u64,
     body: &[u8],
     expires: &str,
@@ -37,7 +38,14 @@ pub fn insert(
     c.execute(
         "INSERT INTO tuf_metadata (channel, role, version, body, expires, signed_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![channel, role, version as i64, body, expires, signed_at],
+        params![
+            channel,
+            role.as_str(),
+            version as i64,
+            body,
+            expires,
+            signed_at
+        ],
     )?;
     GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(())
@@ -49,11 +57,11 @@ pub fn last_signed_at(c: &dyn Sql) -> Result<Option<String>, DbError> {
         .get(0)
 }
 
-pub fn latest(c: &dyn Sql, channel: &str, role: &str) -> Result<Option<MetaRow>, DbError> {
+pub fn latest(c: &dyn Sql, channel: &str, role: TufRole) -> Result<Option<MetaRow>, DbError> {
     c.query_opt(
         "SELECT version, body, expires FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
              ORDER BY version DESC LIMIT 1",
-        params![channel, role],
+        params![channel, role.as_str()],
     )?
     .as_ref()
     .map(|r| {
@@ -69,12 +77,12 @@ pub fn latest(c: &dyn Sql, channel: &str, role: &str) -> Result<Option<MetaRow>,
 pub fn get(
     c: &dyn Sql,
     channel: &str,
-    role: &str,
+    role: TufRole,
     version: u64,
 ) -> Result<Option<Vec<u8>>, DbError> {
     c.query_opt(
         "SELECT body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 AND version = ?3",
-        params![channel, role, version as i64],
+        params![channel, role.as_str(), version as i64],
     )?
     .as_ref()
     .map(|r| r.get(0))
@@ -82,10 +90,10 @@ pub fn get(
 }
 
 /// The newest version of a role (without reading its body).
-pub fn latest_version(c: &dyn Sql, channel: &str, role: &str) -> Result<Option<u64>, DbError> {
+pub fn latest_version(c: &dyn Sql, channel: &str, role: TufRole) -> Result<Option<u64>, DbError> {
     c.query_one(
         "SELECT MAX(version) FROM tuf_metadata WHERE channel = ?1 AND role = ?2",
-        params![channel, role],
+        params![channel, role.as_str()],
     )?
     .get(0)
 }

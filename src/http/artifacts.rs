@@ -1,5 +1,6 @@
 //! `POST /api/v1/artifacts` (push), `GET /api/v1/artifacts`, `GET /api/v1/statements/{sha256}`.
 
+use crate::model::api::ErrorCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use base64::Engine as _;
 use futures::StreamExt;
@@ -31,13 +32,13 @@ async fn push_artifact(
     .await?;
     let header = req.headers().get(STATEMENT_HEADER).ok_or_else(|| {
         Error::invalid(
-            "missing_statement",
+            ErrorCode::MissingStatement,
             format!("the {STATEMENT_HEADER} header (base64 DSSE build statement) is required"),
         )
     })?;
     if header.len() > MAX_STATEMENT_HEADER {
         return Err(Error::invalid(
-            "bad_statement",
+            ErrorCode::BadStatement,
             "statement header too large",
         ));
     }
@@ -45,7 +46,7 @@ async fn push_artifact(
         .decode(header.as_bytes())
         .map_err(|e| {
             Error::invalid(
-                "bad_statement",
+                ErrorCode::BadStatement,
                 format!("{STATEMENT_HEADER} is not base64: {e}"),
             )
         })?;
@@ -83,7 +84,7 @@ fn forward(
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     let pump = async move {
         let timed_out = || Error::TimedOut {
-            code: "body_timeout",
+            code: ErrorCode::BodyTimeout,
             message: format!(
                 "the upload sent no bytes for {}; its bytes were discarded",
                 humantime::format_duration(idle)
@@ -156,7 +157,7 @@ async fn get_artifact(
     let found = reads::artifact(&app, name, version).await?;
     let info = found.ok_or_else(|| {
         Error::not_found(
-            "no_artifact",
+            ErrorCode::NoArtifact,
             format!("no artifact {}@{}", q.name, q.version),
         )
     })?;
@@ -171,13 +172,16 @@ async fn get_statement(
     let sha = path.into_inner();
     if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(Error::invalid(
-            "bad_digest",
+            ErrorCode::BadDigest,
             format!("{sha:?} is not a SHA-256 hex digest"),
         ));
     }
     let body = reads::statement(&app, sha.clone()).await?;
     let body = body.ok_or_else(|| {
-        Error::not_found("no_statement", format!("no statement with sha256 {sha}"))
+        Error::not_found(
+            ErrorCode::NoStatement,
+            format!("no statement with sha256 {sha}"),
+        )
     })?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")

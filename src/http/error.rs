@@ -1,6 +1,7 @@
 //! The HTTP edge maps use-case errors once: a 4xx with `{"error": {"code", "message"}}` that
 //! names the problem, or an opaque 500 whose cause goes to the log only.
 
+use crate::model::api::ErrorCode;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
@@ -33,14 +34,14 @@ impl ResponseError for Error {
             | Error::Conflict { code, message }
             | Error::TimedOut { code, message }
             | Error::Unavailable { code, message } => (*code, message.clone()),
-            Error::InsufficientStorage(m) => ("insufficient_storage", m.clone()),
-            Error::RangeNotSatisfiable { .. } => ("range_not_satisfiable", self.to_string()),
-            Error::Unauthorized(m) => ("unauthorized", m.clone()),
-            Error::TooLarge(_) => ("too_large", self.to_string()),
-            Error::RateLimited { message, .. } => ("rate_limited", message.clone()),
+            Error::InsufficientStorage(m) => (ErrorCode::InsufficientStorage, m.clone()),
+            Error::RangeNotSatisfiable { .. } => (ErrorCode::RangeNotSatisfiable, self.to_string()),
+            Error::Unauthorized(m) => (ErrorCode::Unauthorized, m.clone()),
+            Error::TooLarge(_) => (ErrorCode::TooLarge, self.to_string()),
+            Error::RateLimited { message, .. } => (ErrorCode::RateLimited, message.clone()),
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
-                ("internal", "internal server error".to_owned())
+                (ErrorCode::Internal, "internal server error".to_owned())
             }
         };
         let mut resp = HttpResponse::build(self.status_code());
@@ -55,7 +56,7 @@ impl ResponseError for Error {
         }
         resp.json(ErrorBody {
             error: ErrorDetail {
-                code: code.to_owned(),
+                code: code.as_str().to_owned(),
                 message,
             },
         })
@@ -67,27 +68,27 @@ pub fn query_error(
     err: actix_web::error::QueryPayloadError,
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    Error::invalid("bad_request", err.to_string()).into()
+    Error::invalid(ErrorCode::BadRequest, err.to_string()).into()
 }
 
 pub fn json_error(
     err: actix_web::error::JsonPayloadError,
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    Error::invalid("bad_request", err.to_string()).into()
+    Error::invalid(ErrorCode::BadRequest, err.to_string()).into()
 }
 
 pub fn path_error(
     err: actix_web::error::PathError,
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    Error::invalid("bad_path", err.to_string()).into()
+    Error::invalid(ErrorCode::BadPath, err.to_string()).into()
 }
 
 /// The answer to a path that no route serves.
 pub async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
     Error::not_found(
-        "no_route",
+        ErrorCode::NoRoute,
         format!("no endpoint {} {}", req.method(), req.path()),
     )
     .error_response()
@@ -95,19 +96,19 @@ pub async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
 
 /// The stable code of an error answer that did not come from a use case (actix itself
 /// answered: a body too large, a method the route does not take...).
-fn code_for(status: StatusCode) -> &'static str {
+fn code_for(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::NOT_FOUND => "no_route",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::REQUEST_TIMEOUT => "body_timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::RANGE_NOT_SATISFIABLE => "range_not_satisfiable",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_server_error() => "internal",
-        _ => "error",
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::NOT_FOUND => ErrorCode::NoRoute,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::BodyTimeout,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::RANGE_NOT_SATISFIABLE => ErrorCode::RangeNotSatisfiable,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::Error,
     }
 }
 
@@ -136,7 +137,7 @@ pub fn json_errors<B: actix_web::body::MessageBody + 'static>(
     };
     let mut new = HttpResponse::build(status).json(ErrorBody {
         error: ErrorDetail {
-            code: code_for(status).to_owned(),
+            code: code_for(status).as_str().to_owned(),
             message,
         },
     });
@@ -192,7 +193,10 @@ mod tests {
         let full = Error::InsufficientStorage("insufficient storage: disk full".into());
         assert_eq!(full.status_code(), StatusCode::INSUFFICIENT_STORAGE);
         assert_eq!(code(&full).await, "insufficient_storage");
-        let down = Error::unavailable("store_unavailable", "the blob store cannot be reached");
+        let down = Error::unavailable(
+            ErrorCode::StoreUnavailable,
+            "the blob store cannot be reached",
+        );
         assert_eq!(down.status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(code(&down).await, "store_unavailable");
     }

@@ -1,6 +1,7 @@
 //! `POST /api/v1/promotions`, `POST /api/v1/rollbacks`, `GET /api/v1/history`,
 //! `POST /api/v1/statements`, `GET|POST /api/v1/policies/...`.
 
+use crate::model::api::ErrorCode;
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
@@ -33,7 +34,7 @@ async fn promote_release(
     }
     Ok(HttpResponse::Forbidden().json(serde_json::json!({
         "error": {
-            "code": "policy_refused",
+            "code": ErrorCode::PolicyRefused,
             "message": format!("promotion of {subject} refused: {}", resp.decision.failures().join("; ")),
         },
         "decision": resp.decision,
@@ -107,7 +108,7 @@ async fn get_policy(
         .policies
         .get(channel.as_str())
         .cloned()
-        .ok_or_else(|| Error::not_found("no_policy", format!("no policy for {channel}")))?;
+        .ok_or_else(|| Error::not_found(ErrorCode::NoPolicy, format!("no policy for {channel}")))?;
     let body = policy_body(&app, sha).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/toml")
@@ -127,9 +128,9 @@ async fn get_policy_by_digest(
 }
 
 async fn policy_body(app: &App, sha: String) -> Result<String, Error> {
-    reads::policy(app, sha.clone())
-        .await?
-        .ok_or_else(|| Error::not_found("no_policy", format!("no policy with sha256 {sha}")))
+    reads::policy(app, sha.clone()).await?.ok_or_else(|| {
+        Error::not_found(ErrorCode::NoPolicy, format!("no policy with sha256 {sha}"))
+    })
 }
 
 #[post("/api/v1/policies/{channel}")]

@@ -1,6 +1,7 @@
 //! `POST /api/v1/reports`, `GET /api/v1/rollouts[/status]`, `POST /api/v1/rollouts/{action}`,
 //! `GET /api/v1/agents`, `DELETE /api/v1/agents/{agent}`.
 
+use crate::model::api::ErrorCode;
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
@@ -117,7 +118,7 @@ async fn forget_agent(
     let agent: AgentId = agent
         .into_inner()
         .parse()
-        .map_err(|e: String| Error::invalid("invalid_agent", e))?;
+        .map_err(|e: String| Error::invalid(ErrorCode::InvalidAgent, e))?;
     let q = q.into_inner();
     let channel = q.channel.clone();
     let names = rollout::forget(&app, &caller.actor, agent.clone(), q.channel, q.name).await?;

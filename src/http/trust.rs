@@ -1,5 +1,6 @@
 //! `GET /api/v1/trust`, `GET /api/v1/trust/{version}`, `POST /api/v1/trust`.
 
+use crate::model::api::ErrorCode;
 use actix_web::{HttpResponse, get, post, web};
 
 use crate::auth::Action;
@@ -20,13 +21,18 @@ async fn current(app: web::Data<App>) -> Result<HttpResponse, Error> {
 #[get("/api/v1/trust/{version}")]
 async fn by_version(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
     let raw = path.into_inner();
-    let v: u64 = raw
-        .trim_end_matches(".json")
-        .parse()
-        .map_err(|_| Error::invalid("bad_version", format!("{raw:?} is not a version number")))?;
+    let v: u64 = raw.trim_end_matches(".json").parse().map_err(|_| {
+        Error::invalid(
+            ErrorCode::BadVersion,
+            format!("{raw:?} is not a version number"),
+        )
+    })?;
     let body = reads::trust_version(&app, v).await?;
     let body = body.ok_or_else(|| {
-        Error::not_found("no_trust_version", format!("no trust document version {v}"))
+        Error::not_found(
+            ErrorCode::NoTrustVersion,
+            format!("no trust document version {v}"),
+        )
     })?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")

@@ -1,6 +1,8 @@
 //! Each channel's TUF repository: `/tuf/{channel}/metadata/{file}` and
 //! `/tuf/{channel}/targets/{name}/{sha256}.{file}` (consistent snapshots, streamed from the store).
 
+use crate::model::api::ErrorCode;
+use crate::tuf::metadata::TufRole;
 use actix_web::{HttpRequest, HttpResponse, body::SizedStream, get, web};
 use futures::StreamExt as _;
 
@@ -12,21 +14,17 @@ const IMMUTABLE: (&str, &str) = ("cache-control", "public, max-age=31536000, imm
 /// Which metadata file a request names.
 #[derive(Debug, PartialEq)]
 enum MetaRequest {
-    Latest(&'static str),
-    Version(&'static str, u64),
+    Latest(TufRole),
+    Version(TufRole, u64),
 }
 
 fn parse_meta_file(file: &str) -> Option<MetaRequest> {
     let stem = file.strip_suffix(".json")?;
-    let role = |r: &str| {
-        ["root", "targets", "snapshot", "timestamp"]
-            .into_iter()
-            .find(|x| *x == r)
-    };
+    let role = TufRole::parse;
     match stem.split_once('.') {
         None => role(stem).map(MetaRequest::Latest),
         Some((v, r)) => {
-            let role = role(r).filter(|r| *r != "timestamp")?;
+            let role = role(r).filter(|r| *r != TufRole::Timestamp)?;
             let v: u64 = v.parse().ok().filter(|v| *v > 0)?;
             Some(MetaRequest::Version(role, v))
         }
@@ -53,7 +51,7 @@ async fn metadata(
     let (channel, _) = app.channel_key(&channel)?;
     let not_found = || {
         Error::not_found(
-            "no_metadata",
+            ErrorCode::NoMetadata,
             format!("no metadata file {file} in channel {channel}"),
         )
     };
@@ -182,7 +180,7 @@ async fn target(
     let (channel, _) = app.channel_key(&channel)?;
     let not_found = || {
         Error::not_found(
-            "no_target",
+            ErrorCode::NoTarget,
             format!("no target {target} in channel {channel}"),
         )
     };
@@ -244,11 +242,11 @@ mod tests {
     fn metadata_file_names() {
         assert_eq!(
             parse_meta_file("timestamp.json"),
-            Some(MetaRequest::Latest("timestamp"))
+            Some(MetaRequest::Latest(TufRole::Timestamp))
         );
         assert_eq!(
             parse_meta_file("3.root.json"),
-            Some(MetaRequest::Version("root", 3))
+            Some(MetaRequest::Version(TufRole::Root, 3))
         );
         assert_eq!(parse_meta_file("0.root.json"), None);
         assert_eq!(parse_meta_file("2.timestamp.json"), None);

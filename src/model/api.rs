@@ -35,6 +35,123 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// Defines [`ErrorCode`] from `Variant => "wire_string"` pairs, so `as_str`, `ALL` and the
+/// serialised form are written once and cannot disagree.
+macro_rules! error_codes {
+    ($($variant:ident => $s:literal,)*) => {
+        /// The stable `code` of every error answer (`{"error": {"code", "message"}}`): the
+        /// wire contract clients match on, so each is listed here once (docs/api.md names them
+        /// all, checked by a test) and serialised as its snake_case string.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in alphabetical order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as it is answered.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $s,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    AgentIdentity => "agent_identity",
+    AlreadyCurrent => "already_current",
+    BadDigest => "bad_digest",
+    BadMediaType => "bad_media_type",
+    BadMessage => "bad_message",
+    BadPath => "bad_path",
+    BadPolicy => "bad_policy",
+    BadReason => "bad_reason",
+    BadRequest => "bad_request",
+    BadStatement => "bad_statement",
+    BadTrustDocument => "bad_trust_document",
+    BadVersion => "bad_version",
+    BlobNotFound => "blob_not_found",
+    BodyTimeout => "body_timeout",
+    ClockFault => "clock_fault",
+    DatabaseBusy => "database_busy",
+    DatabaseUnavailable => "database_unavailable",
+    DigestMismatch => "digest_mismatch",
+    Error => "error",
+    InsufficientStorage => "insufficient_storage",
+    Internal => "internal",
+    InvalidAgent => "invalid_agent",
+    InvalidExpiry => "invalid_expiry",
+    InvalidLabel => "invalid_label",
+    InvalidRange => "invalid_range",
+    InvalidReport => "invalid_report",
+    InvalidRole => "invalid_role",
+    InvalidRollout => "invalid_rollout",
+    InvalidScope => "invalid_scope",
+    InvalidTokenId => "invalid_token_id",
+    KeyNotAllowed => "key_not_allowed",
+    MethodNotAllowed => "method_not_allowed",
+    MissingStatement => "missing_statement",
+    NoActiveRollout => "no_active_rollout",
+    NoAgent => "no_agent",
+    NoArtifact => "no_artifact",
+    NoEarlierRelease => "no_earlier_release",
+    NoMetadata => "no_metadata",
+    NoPendingKey => "no_pending_key",
+    NoPolicy => "no_policy",
+    NoRelease => "no_release",
+    NoRollout => "no_rollout",
+    NoRoute => "no_route",
+    NoStatement => "no_statement",
+    NoTarget => "no_target",
+    NoToken => "no_token",
+    NoTrustVersion => "no_trust_version",
+    NoUpload => "no_upload",
+    NotInHistory => "not_in_history",
+    PolicyDigest => "policy_digest",
+    PolicyRefused => "policy_refused",
+    RangeNotSatisfiable => "range_not_satisfiable",
+    RateLimited => "rate_limited",
+    RollbackTargetInvalid => "rollback_target_invalid",
+    RolloutState => "rollout_state",
+    RootRotation => "root_rotation",
+    RootThreshold => "root_threshold",
+    StoreUnavailable => "store_unavailable",
+    StrandedReleases => "stranded_releases",
+    TokenInUse => "token_in_use",
+    TokenRole => "token_role",
+    TokenScope => "token_scope",
+    TooLarge => "too_large",
+    TooManyDownloads => "too_many_downloads",
+    TooManyUploads => "too_many_uploads",
+    TrustVersion => "trust_version",
+    Unauthorized => "unauthorized",
+    Unavailable => "unavailable",
+    UnknownAction => "unknown_action",
+    UnknownChannel => "unknown_channel",
+    UnknownPolicy => "unknown_policy",
+    UnsupportedMediaType => "unsupported_media_type",
+    UntrustedKey => "untrusted_key",
+    UploadFailed => "upload_failed",
+    UploadMismatch => "upload_mismatch",
+    VersionExists => "version_exists",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// Query of `POST /api/v1/artifacts` (the body is the artifact's bytes).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -739,5 +856,76 @@ impl std::str::FromStr for RolloutVerb {
             .into_iter()
             .find(|v| v.as_str() == s)
             .ok_or(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/api.md, the contract clients read.
+    const API_DOC: &str = include_str!("../../docs/api.md");
+
+    /// The codes of the rows of docs/api.md's error tables: `| 4xx | `code`, ... | when |`.
+    fn doc_table_codes() -> Vec<String> {
+        let mut codes = Vec::new();
+        for line in API_DOC.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // "", status, code(s), when, ""
+            let [_, status, code, ..] = cells[..] else {
+                continue;
+            };
+            let is_status =
+                status.len() == 3 && (status.starts_with('4') || status.starts_with('5'));
+            if !is_status {
+                continue;
+            }
+            for (i, part) in code.split('`').enumerate() {
+                if i % 2 == 1 {
+                    codes.push(part.to_owned());
+                }
+            }
+        }
+        codes
+    }
+
+    #[test]
+    fn every_error_code_is_in_the_api_doc() {
+        let missing: Vec<&str> = ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .filter(|c| !API_DOC.contains(&format!("`{c}`")))
+            .collect();
+        assert!(missing.is_empty(), "docs/api.md does not name {missing:?}");
+    }
+
+    #[test]
+    fn every_code_in_the_api_doc_tables_is_an_error_code() {
+        let codes = doc_table_codes();
+        assert!(codes.len() >= 10, "error tables not found: {codes:?}");
+        let unknown: Vec<&String> = codes
+            .iter()
+            .filter(|c| !ErrorCode::ALL.iter().any(|e| e.as_str() == c.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/api.md lists codes the server never answers: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn error_codes_are_unique_sorted_and_serialised_as_their_string() {
+        for w in ErrorCode::ALL.windows(2) {
+            assert!(w[0].as_str() < w[1].as_str(), "{} then {}", w[0], w[1]);
+        }
+        for c in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+            assert_eq!(c.to_string(), c.as_str());
+            let snake = c
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_');
+            assert!(snake, "{c} is not snake_case");
+        }
     }
 }

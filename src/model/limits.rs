@@ -3,6 +3,7 @@
 //! so a field's cap bounds what one request can make every later reader download.
 
 use super::api::{PromoteRequest, PushQuery, Report, RollbackRequest, RolloutAction, TokenRequest};
+use crate::model::api::ErrorCode;
 
 /// Longest reason (promotion, rollback, rollout action), in bytes: a change ticket and a few
 /// sentences. The history and the audit log repeat it for every reader.
@@ -17,7 +18,7 @@ pub const MAX_MEDIA_TYPE: usize = 255;
 /// A field that failed its check: the code names the field (`bad_reason`, ...).
 #[derive(Debug, PartialEq)]
 pub struct FieldError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -25,7 +26,7 @@ pub struct FieldError {
 /// printed to terminals: no escape sequences).
 pub fn check_text(
     field: &str,
-    code: &'static str,
+    code: ErrorCode,
     value: Option<&str>,
     max: usize,
 ) -> Result<(), FieldError> {
@@ -74,7 +75,7 @@ pub fn check_media_type(value: Option<&str>) -> Result<(), FieldError> {
         Ok(())
     } else {
         Err(FieldError {
-            code: "bad_media_type",
+            code: ErrorCode::BadMediaType,
             message: format!(
                 "media_type {:?} is not a media type (type/subtype, at most {MAX_MEDIA_TYPE} bytes)",
                 v.chars().take(80).collect::<String>()
@@ -84,7 +85,7 @@ pub fn check_media_type(value: Option<&str>) -> Result<(), FieldError> {
 }
 
 fn reason(value: &Option<String>) -> Result<(), FieldError> {
-    check_text("reason", "bad_reason", value.as_deref(), MAX_REASON)
+    check_text("reason", ErrorCode::BadReason, value.as_deref(), MAX_REASON)
 }
 
 impl PromoteRequest {
@@ -109,7 +110,7 @@ impl TokenRequest {
     pub fn check_fields(&self) -> Result<(), FieldError> {
         check_text(
             "label",
-            "invalid_label",
+            ErrorCode::InvalidLabel,
             self.label.as_deref(),
             MAX_TOKEN_LABEL,
         )
@@ -120,7 +121,7 @@ impl Report {
     pub fn check_fields(&self) -> Result<(), FieldError> {
         check_text(
             "message",
-            "bad_message",
+            ErrorCode::BadMessage,
             Some(&self.message),
             MAX_REPORT_MESSAGE,
         )
@@ -157,18 +158,26 @@ mod tests {
         ] {
             assert_eq!(
                 check_media_type(Some(bad)).unwrap_err().code,
-                "bad_media_type"
+                ErrorCode::BadMediaType
             );
         }
     }
 
     #[test]
     fn free_text() {
-        assert!(check_text("reason", "bad_reason", Some("CHG-1\nline two\t."), 64).is_ok());
+        assert!(
+            check_text(
+                "reason",
+                ErrorCode::BadReason,
+                Some("CHG-1\nline two\t."),
+                64
+            )
+            .is_ok()
+        );
         let long = "x".repeat(65);
-        let e = check_text("reason", "bad_reason", Some(&long), 64).unwrap_err();
-        assert_eq!(e.code, "bad_reason");
+        let e = check_text("reason", ErrorCode::BadReason, Some(&long), 64).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadReason);
         assert!(e.message.contains("65 bytes"), "{}", e.message);
-        assert!(check_text("reason", "bad_reason", Some("a\u{1b}[2J"), 64).is_err());
+        assert!(check_text("reason", ErrorCode::BadReason, Some("a\u{1b}[2J"), 64).is_err());
     }
 }

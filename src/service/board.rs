@@ -4,6 +4,7 @@
 
 use super::{App, Error};
 use crate::db;
+use crate::model::api::ErrorCode;
 use crate::model::api::{
     ChannelBoard, CurrentRelease, ReleaseInChannel, ReleaseView, Signer, StatementSummary,
 };
@@ -78,7 +79,7 @@ pub async fn release(
         .await?;
     let Some((artifact, channels, statements)) = found else {
         return Err(Error::not_found(
-            "no_artifact",
+            ErrorCode::NoArtifact,
             format!("no artifact {name}@{version}"),
         ));
     };

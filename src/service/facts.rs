@@ -4,6 +4,7 @@
 //! release may become current again. Nothing here writes.
 
 use crate::db::Sql;
+use crate::model::api::ErrorCode;
 use arca_keys::dsse::Envelope;
 use arca_keys::{SignedEnvelope, TrustDocument};
 use chrono::{DateTime, Utc};
@@ -30,7 +31,7 @@ pub fn channel_policy(
 ) -> Result<Policy, Error> {
     let sha = trust.policies.get(channel.as_str()).ok_or_else(|| {
         Error::not_found(
-            "no_policy",
+            ErrorCode::NoPolicy,
             format!("trust v{} pins no policy for {channel}", trust.version),
         )
     })?;

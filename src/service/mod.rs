@@ -22,6 +22,7 @@ pub mod transfers;
 pub mod trust;
 pub mod upload;
 
+use crate::model::api::ErrorCode;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,7 +65,9 @@ pub struct App {
 /// generation is unchanged (see `db::tuf::generation`).
 #[derive(Default)]
 pub struct MetaCache {
-    entries: std::sync::RwLock<std::collections::HashMap<(String, &'static str), CachedMeta>>,
+    entries: std::sync::RwLock<
+        std::collections::HashMap<(String, crate::tuf::metadata::TufRole), CachedMeta>,
+    >,
 }
 
 /// One cached metadata file.
@@ -78,7 +81,7 @@ pub struct CachedMeta {
 
 impl MetaCache {
     /// The cached newest body, if nothing was written since it was read.
-    pub fn get(&self, channel: &str, role: &'static str) -> Option<CachedMeta> {
+    pub fn get(&self, channel: &str, role: crate::tuf::metadata::TufRole) -> Option<CachedMeta> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .get(&(channel.to_owned(), role))
@@ -89,7 +92,7 @@ impl MetaCache {
     pub fn put(
         &self,
         channel: &str,
-        role: &'static str,
+        role: crate::tuf::metadata::TufRole,
         generation: u64,
         body: Vec<u8>,
     ) -> CachedMeta {
@@ -112,15 +115,15 @@ impl MetaCache {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: ErrorCode, message: String },
     #[error("{message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound { code: ErrorCode, message: String },
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     #[error("upload exceeds the size limit of {0} bytes")]
     TooLarge(u64),
     /// Too many requests from one token: answered 429 with `Retry-After`.
@@ -131,12 +134,12 @@ pub enum Error {
     RangeNotSatisfiable { size: u64 },
     /// The client went silent (an upload body sent nothing for the idle timeout): 408.
     #[error("{message}")]
-    TimedOut { code: &'static str, message: String },
+    TimedOut { code: ErrorCode, message: String },
     /// The server cannot take the request now: a backend it needs is down, a limit of
     /// concurrent transfers is reached, or its clock cannot be trusted. 503; retrying later
     /// may work.
     #[error("{message}")]
-    Unavailable { code: &'static str, message: String },
+    Unavailable { code: ErrorCode, message: String },
     /// A disk (the blob store's or the database's) is full: 507 `insufficient_storage`.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -145,25 +148,25 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Invalid {
             code,
             message: message.into(),
         }
     }
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Forbidden {
             code,
             message: message.into(),
         }
     }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::NotFound {
             code,
             message: message.into(),
         }
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Conflict {
             code,
             message: message.into(),
@@ -171,7 +174,13 @@ impl Error {
     }
     /// A `token_role` or `token_scope` refusal: `App::permit` audited it already.
     pub fn is_token_refusal(&self) -> bool {
-        matches!(self, Error::Forbidden { code, .. } if code.starts_with("token_"))
+        matches!(
+            self,
+            Error::Forbidden {
+                code: ErrorCode::TokenRole | ErrorCode::TokenScope,
+                ..
+            }
+        )
     }
 
     /// A refusal of the client's request (4xx), which the audit log records; server-side
@@ -182,7 +191,7 @@ impl Error {
             Error::Internal(_) | Error::Unavailable { .. } | Error::InsufficientStorage(_)
         )
     }
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Unavailable {
             code,
             message: message.into(),
@@ -200,7 +209,7 @@ impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
         if let DbError::Clock(f) = &e {
             Error::Unavailable {
-                code: "clock_fault",
+                code: ErrorCode::ClockFault,
                 message: f.to_string(),
             }
         } else if e.is_disk_full() {
@@ -209,13 +218,13 @@ impl From<DbError> for Error {
         } else if e.is_unavailable() {
             tracing::error!(cause = %e, "the database is unavailable");
             Error::unavailable(
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
                 "the database cannot be reached or kept conflicting; retry later",
             )
         } else if e.is_busy() {
             tracing::error!(cause = %e, "the database stayed locked past the busy timeout");
             Error::unavailable(
-                "database_busy",
+                ErrorCode::DatabaseBusy,
                 "the database is locked by another process; retry later",
             )
         } else {
@@ -228,9 +237,9 @@ impl From<crate::policy::signers::SignerError> for Error {
     fn from(e: crate::policy::signers::SignerError) -> Self {
         use crate::policy::signers::SignerError as S;
         match e {
-            S::BadStatement(m) => Error::invalid("bad_statement", m),
-            S::UntrustedKey(m) => Error::forbidden("untrusted_key", m),
-            S::KeyNotAllowed(m) => Error::forbidden("key_not_allowed", m),
+            S::BadStatement(m) => Error::invalid(ErrorCode::BadStatement, m),
+            S::UntrustedKey(m) => Error::forbidden(ErrorCode::UntrustedKey, m),
+            S::KeyNotAllowed(m) => Error::forbidden(ErrorCode::KeyNotAllowed, m),
             S::Trust(m) => Error::Internal(m),
         }
     }
@@ -241,10 +250,10 @@ impl From<arca_store::StoreError> for Error {
         use arca_store::StoreError as S;
         match e {
             S::TooLarge { limit } => Error::TooLarge(limit),
-            S::DigestMismatch { .. } => Error::invalid("digest_mismatch", e.to_string()),
-            S::NotFound { .. } => Error::not_found("blob_not_found", e.to_string()),
-            S::InvalidRange { .. } => Error::invalid("invalid_range", e.to_string()),
-            S::Body(_) => Error::invalid("upload_failed", e.to_string()),
+            S::DigestMismatch { .. } => Error::invalid(ErrorCode::DigestMismatch, e.to_string()),
+            S::NotFound { .. } => Error::not_found(ErrorCode::BlobNotFound, e.to_string()),
+            S::InvalidRange { .. } => Error::invalid(ErrorCode::InvalidRange, e.to_string()),
+            S::Body(_) => Error::invalid(ErrorCode::UploadFailed, e.to_string()),
             S::Backend(_) if e.is_storage_full() => {
                 tracing::error!(cause = %e, "the blob store's disk is full");
                 Error::InsufficientStorage(
@@ -254,7 +263,7 @@ impl From<arca_store::StoreError> for Error {
             S::Backend(_) => {
                 tracing::error!(cause = %e, "the blob store failed");
                 Error::unavailable(
-                    "store_unavailable",
+                    ErrorCode::StoreUnavailable,
                     "the blob store cannot be reached or refused the operation; retry later",
                 )
             }
@@ -296,7 +305,10 @@ impl App {
             .find(|(c, _)| c.as_str() == channel)
             .map(|(c, k)| (c.clone(), k.clone()))
             .ok_or_else(|| {
-                Error::not_found("unknown_channel", format!("no channel named {channel:?}"))
+                Error::not_found(
+                    ErrorCode::UnknownChannel,
+                    format!("no channel named {channel:?}"),
+                )
             })
     }
 
@@ -371,7 +383,7 @@ mod tests {
             matches!(
                 e,
                 Error::Unavailable {
-                    code: "store_unavailable",
+                    code: ErrorCode::StoreUnavailable,
                     ..
                 }
             ),
@@ -386,9 +398,12 @@ mod tests {
         for (e, want) in [
             (
                 DbError::Unavailable("connection refused".into()),
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
             ),
-            (DbError::Conflict("deadlock".into()), "database_unavailable"),
+            (
+                DbError::Conflict("deadlock".into()),
+                ErrorCode::DatabaseUnavailable,
+            ),
         ] {
             assert!(
                 matches!(Error::from(e), Error::Unavailable { code, .. } if code == want),

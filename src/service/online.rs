@@ -4,6 +4,8 @@
 //! the new key in the same transaction, so there is no moment in which a client following the
 //! chain finds metadata its trusted root does not vouch for.
 
+use crate::model::api::ErrorCode;
+use crate::tuf::metadata::TufRole;
 use arca_keys::{SigningKey, TufKey};
 use chrono::Utc;
 
@@ -58,16 +60,16 @@ fn check(current: &Root, env: &Envelope, pending: &SigningKey) -> Result<Root, S
             next.version, current.version
         ));
     }
-    env.verify_role(current, "root")
+    env.verify_role(current, TufRole::Root)
         .map_err(|e| format!("current root keys: {e}"))?;
-    env.verify_role(&next, "root")
+    env.verify_role(&next, TufRole::Root)
         .map_err(|e| format!("its own root keys: {e}"))?;
-    if next.roles.get("root") != current.roles.get("root") {
+    if next.roles.get(TufRole::Root.as_str()) != current.roles.get(TufRole::Root.as_str()) {
         return Err("the root role changed: use arca trust rotate-root".into());
     }
     let id = pending.key_id().to_string();
-    for r in ["targets", "snapshot", "timestamp"] {
-        let role = next.roles.get(r).ok_or(format!("no {r} role"))?;
+    for r in [TufRole::Targets, TufRole::Snapshot, TufRole::Timestamp] {
+        let role = next.roles.get(r.as_str()).ok_or(format!("no {r} role"))?;
         if role.keyids != [id.clone()] || role.threshold != 1 {
             return Err(format!("the {r} role must be the pending online key {id}"));
         }
@@ -108,7 +110,7 @@ async fn install_inner(
     let next_path = home.next_online_key(channel);
     let pending = std::sync::Arc::new(SigningKey::read_file(&next_path).map_err(|_| {
         Error::conflict(
-            "no_pending_key",
+            ErrorCode::NoPendingKey,
             format!("channel {channel} has no pending online key: ask for one first"),
         )
     })?);
@@ -127,9 +129,9 @@ async fn install_inner(
             let current = repo::latest_root(&tx, &ch)?;
             let next = match check(&current, &env, &key) {
                 Ok(r) => r,
-                Err(reason) => return Ok(Err(Error::forbidden("root_rotation", format!("channel {ch}'s next root refused: {reason}")))),
+                Err(reason) => return Ok(Err(Error::forbidden(ErrorCode::RootRotation, format!("channel {ch}'s next root refused: {reason}")))),
             };
-            db::tuf::insert(&tx, &ch, "root", next.version, &env.to_bytes(), &next.expires)?;
+            db::tuf::insert(&tx, &ch, TufRole::Root, next.version, &env.to_bytes(), &next.expires)?;
             let version = repo::sign_targets(&tx, &ch, &key, &tuf, Utc::now())?;
             db::audit::append(
                 &tx,

@@ -3,6 +3,7 @@
 //! strand the releases current in the channel (clients would refuse them) needs `force`.
 
 use crate::db::Sql;
+use crate::model::api::ErrorCode;
 use arca_keys::TrustDocument;
 
 use super::{App, Error};
@@ -31,7 +32,7 @@ pub async fn set(
         && matches!(
             e,
             Error::Invalid {
-                code: "bad_policy" | "policy_digest" | "bad_trust_document",
+                code: ErrorCode::BadPolicy | ErrorCode::PolicyDigest | ErrorCode::BadTrustDocument,
                 ..
             } | Error::NotFound { .. }
         )
@@ -50,22 +51,23 @@ async fn set_inner(
 ) -> Result<PolicyChangeResponse, Error> {
     if !app.cfg.pipeline.contains(channel) {
         return Err(Error::not_found(
-            "unknown_channel",
+            ErrorCode::UnknownChannel,
             format!("no channel named {channel}"),
         ));
     }
-    Policy::from_toml(&change.policy).map_err(|e| Error::invalid("bad_policy", e.to_string()))?;
+    Policy::from_toml(&change.policy)
+        .map_err(|e| Error::invalid(ErrorCode::BadPolicy, e.to_string()))?;
     let sha = sha256_hex(change.policy.as_bytes());
     let pinned = change
         .trust
         .decode::<arca_keys::TrustDocument>("trust document")
-        .map_err(|e| Error::invalid("bad_trust_document", e.to_string()))?
+        .map_err(|e| Error::invalid(ErrorCode::BadTrustDocument, e.to_string()))?
         .policies
         .get(channel.as_str())
         .cloned();
     if pinned.as_deref() != Some(sha.as_str()) {
         return Err(Error::invalid(
-            "policy_digest",
+            ErrorCode::PolicyDigest,
             format!(
                 "the trust document pins {} for {channel}, but the policy's sha256 is {sha}",
                 pinned.unwrap_or_else(|| "nothing".into())

@@ -3,6 +3,7 @@
 //! revoked since the push no longer counts), so concurrent requests serialise and a crash
 //! leaves either the whole promotion (state, metadata, audit entry) or none of it.
 
+use crate::model::api::ErrorCode;
 use std::sync::Arc;
 
 use crate::db::Conn;
@@ -39,7 +40,7 @@ fn promote_tx(
         let a = db::artifacts::find(&tx, req.name.as_str(), req.version.as_str())?.ok_or_else(
             || {
                 Error::not_found(
-                    "no_artifact",
+                    ErrorCode::NoArtifact,
                     format!("no artifact {}@{}", req.name, req.version),
                 )
             },
@@ -233,7 +234,7 @@ fn rollback_tx(
             .last()
             .ok_or_else(|| {
                 Error::not_found(
-                    "no_release",
+                    ErrorCode::NoRelease,
                     format!("{} has never been in {}", req.name, req.channel),
                 )
             })?
@@ -242,7 +243,7 @@ fn rollback_tx(
         let target = match &req.to {
             Some(v) if v.as_str() == current => {
                 return Err(Error::conflict(
-                    "already_current",
+                    ErrorCode::AlreadyCurrent,
                     format!("{}@{v} is already current in {}", req.name, req.channel),
                 ));
             }
@@ -253,7 +254,7 @@ fn rollback_tx(
                 .map(|h| h.version.clone())
                 .ok_or_else(|| {
                     Error::not_found(
-                        "not_in_history",
+                        ErrorCode::NotInHistory,
                         format!("{} never held {}@{v}", req.channel, req.name),
                     )
                 })?,
@@ -264,7 +265,7 @@ fn rollback_tx(
                 .map(|h| h.version.clone())
                 .ok_or_else(|| {
                     Error::conflict(
-                        "no_earlier_release",
+                        ErrorCode::NoEarlierRelease,
                         format!("{} has held no other release of {}", req.channel, req.name),
                     )
                 })?,
@@ -274,7 +275,7 @@ fn rollback_tx(
         })?;
         if let Some(why) = still_valid(&tx, &a, &req.channel)? {
             return Err(Error::forbidden(
-                "rollback_target_invalid",
+                ErrorCode::RollbackTargetInvalid,
                 format!("cannot roll back to {}@{target}: {why}", req.name),
             ));
         }

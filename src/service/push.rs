@@ -4,6 +4,8 @@
 //! statement's; only then do artifact, statement, channel entry, TUF metadata and audit entry
 //! land together in one transaction. A refusal discards the bytes.
 
+use crate::model::api::ErrorCode;
+use crate::tuf::metadata::TufRole;
 use arca_keys::dsse::Envelope;
 use arca_store::{Blake3Digest, Expected, Sha256Digest};
 use bytes::Bytes;
@@ -55,7 +57,7 @@ where
 {
     q.check_fields()?;
     let env = Envelope::from_slice(&statement_bytes)
-        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+        .map_err(|e| Error::invalid(ErrorCode::BadStatement, e.to_string()))?;
     let trust = app.trust().await?;
     let checked = statements::check_build(&trust, &env, &q.name, &q.version, Utc::now())?;
     let channel = app.cfg.first_channel().clone();
@@ -233,7 +235,7 @@ async fn existing_answer(
 ) -> Result<PushResponse, Error> {
     if a.blake3 != blake3 {
         return Err(Error::conflict(
-            "version_exists",
+            ErrorCode::VersionExists,
             format!(
                 "{}@{} already exists with blake3 {}; versions are immutable",
                 a.name, a.version, a.blake3
@@ -246,7 +248,7 @@ async fn existing_answer(
         .call(move |c| {
             Ok((
                 db::artifacts::statement_digests(c, id)?,
-                db::tuf::latest(c, &ch, "targets")?.map_or(0, |m| m.version),
+                db::tuf::latest(c, &ch, TufRole::Targets)?.map_or(0, |m| m.version),
             ))
         })
         .await?;
@@ -260,5 +262,5 @@ async fn existing_answer(
 
 fn parse_digest<T: std::str::FromStr>(s: &str) -> Result<T, Error> {
     s.parse()
-        .map_err(|_| Error::invalid("bad_statement", format!("invalid digest {s:?}")))
+        .map_err(|_| Error::invalid(ErrorCode::BadStatement, format!("invalid digest {s:?}")))
 }

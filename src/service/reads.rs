@@ -82,7 +82,7 @@ pub async fn built_by(app: &App, keyid: String) -> Result<Vec<ReliantRelease>, E
 pub async fn latest_metadata(
     app: &App,
     channel: String,
-    role: &'static str,
+    role: crate::tuf::metadata::TufRole,
 ) -> Result<(u64, Option<Vec<u8>>), Error> {
     Ok(app
         .db
@@ -97,7 +97,7 @@ pub async fn latest_metadata(
 pub async fn metadata_version(
     app: &App,
     channel: String,
-    role: &'static str,
+    role: crate::tuf::metadata::TufRole,
     version: u64,
 ) -> Result<Option<Vec<u8>>, Error> {
     Ok(app

@@ -4,6 +4,7 @@
 //! in the release's signed entry) and appends the audit entry.
 
 use crate::db::Sql;
+use crate::model::api::ErrorCode;
 use chrono::{DateTime, Utc};
 
 use super::{App, Error};
@@ -77,7 +78,7 @@ pub fn choose_plan(
     match own {
         Some(p) => {
             p.validate()
-                .map_err(|e| Error::invalid("invalid_rollout", e.to_string()))?;
+                .map_err(|e| Error::invalid(ErrorCode::InvalidRollout, e.to_string()))?;
             Ok(Some(p.clone()))
         }
         None => Ok(policy.rollout.clone()),
@@ -346,7 +347,7 @@ pub async fn report(
         && rep.version.is_none()
     {
         return Err(Error::invalid(
-            "invalid_report",
+            ErrorCode::InvalidReport,
             format!(
                 "an {} report names the version it is about",
                 rep.outcome.as_str()
@@ -356,7 +357,7 @@ pub async fn report(
     rep.check_fields()?;
     let Ok(at) = chrono::DateTime::parse_from_rfc3339(&rep.at) else {
         return Err(Error::invalid(
-            "invalid_report",
+            ErrorCode::InvalidReport,
             format!("at {:?} is not an RFC 3339 time", rep.at),
         ));
     };
@@ -376,7 +377,7 @@ pub async fn report(
             let version = rep2.version.as_ref().map(|v| v.as_str());
             if db::channels::current(&tx, ch, name)?.is_none() {
                 return Ok(Err(Error::not_found(
-                    "no_release",
+                    ErrorCode::NoRelease,
                     format!("{ch} has never held {name}: nothing to report on"),
                 )));
             }
@@ -546,7 +547,7 @@ pub async fn act(
     let (_, key) = app.channel_key(req.channel.as_str())?;
     let Ok(verb) = action.parse::<RolloutVerb>() else {
         return Err(Error::not_found(
-            "unknown_action",
+            ErrorCode::UnknownAction,
             format!("no rollout action {action:?} (advance, pause, resume, abort)"),
         ));
     };
@@ -562,7 +563,7 @@ pub async fn act(
                 db::locks::channel(&tx, ch)?;
                 let r = db::rollouts::active(&tx, ch, name)?.ok_or_else(|| {
                     Error::conflict(
-                        "no_active_rollout",
+                        ErrorCode::NoActiveRollout,
                         format!("{name} has no running or paused rollout in {ch}"),
                     )
                 })?;
@@ -597,7 +598,7 @@ pub async fn act(
                     }
                     (RolloutVerb::Pause | RolloutVerb::Resume, _) => {
                         return Err(Error::conflict(
-                            "rollout_state",
+                            ErrorCode::RolloutState,
                             format!("rollout {} is {}; cannot {} it", r.id, r.state.as_str(), verb.as_str()),
                         ));
                     }
@@ -723,7 +724,7 @@ pub async fn status(
             Ok(match db::rollouts::latest(c, &ch, &n)? {
                 Some(r) => Ok(status_of(c, &r, stale_after)?),
                 None => Err(Error::not_found(
-                    "no_rollout",
+                    ErrorCode::NoRollout,
                     format!("{n} has had no rollout in {ch}"),
                 )),
             })
@@ -874,7 +875,7 @@ pub async fn forget(
     if names.is_empty() {
         let what = name.map_or_else(String::new, |n| format!(" for {n}"));
         return Err(Error::not_found(
-            "no_agent",
+            ErrorCode::NoAgent,
             format!("no agent {agent} has reported in {channel}{what}"),
         ));
     }

@@ -3,6 +3,7 @@
 //! kind of statement now. Accepted statements are stored by digest and may let a release move
 //! on by itself (`auto` policies).
 
+use crate::model::api::ErrorCode;
 use arca_keys::dsse::Envelope;
 use arca_keys::intoto::Statement;
 use arca_keys::{KeyId, Role, TrustDocument};
@@ -37,11 +38,12 @@ fn accepted_signers(
     now: DateTime<Utc>,
 ) -> Result<Vec<KeyId>, Error> {
     let approval = if st.predicate_type == APPROVAL_PREDICATE {
-        let p: ApprovalPredicate = serde_json::from_value(st.predicate.clone())
-            .map_err(|e| Error::invalid("bad_statement", format!("approval predicate: {e}")))?;
+        let p: ApprovalPredicate = serde_json::from_value(st.predicate.clone()).map_err(|e| {
+            Error::invalid(ErrorCode::BadStatement, format!("approval predicate: {e}"))
+        })?;
         if !pipeline.contains(&p.channel) {
             return Err(Error::invalid(
-                "bad_statement",
+                ErrorCode::BadStatement,
                 format!("approval names unknown channel {}", p.channel),
             ));
         }
@@ -54,7 +56,7 @@ fn accepted_signers(
         .map_err(|e| Error::Internal(e.to_string()))?;
     let valid = env
         .valid_signers(&keys)
-        .map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+        .map_err(|e| Error::invalid(ErrorCode::BadStatement, e.to_string()))?;
     let mut ok = Vec::new();
     let mut reasons = Vec::new();
     for id in valid {
@@ -89,14 +91,17 @@ fn accepted_signers(
     if ok.is_empty() {
         if reasons.is_empty() {
             return Err(Error::forbidden(
-                "untrusted_key",
+                ErrorCode::UntrustedKey,
                 format!(
                     "no valid signature by a key in trust document v{}",
                     trust.version
                 ),
             ));
         }
-        return Err(Error::forbidden("key_not_allowed", reasons.join("; ")));
+        return Err(Error::forbidden(
+            ErrorCode::KeyNotAllowed,
+            reasons.join("; "),
+        ));
     }
     Ok(ok)
 }
@@ -145,18 +150,18 @@ async fn add_inner(
     if body.len() > MAX_STATEMENT {
         return Err(Error::TooLarge(MAX_STATEMENT as u64));
     }
-    let env =
-        Envelope::from_slice(body).map_err(|e| Error::invalid("bad_statement", e.to_string()))?;
+    let env = Envelope::from_slice(body)
+        .map_err(|e| Error::invalid(ErrorCode::BadStatement, e.to_string()))?;
     let st = crate::policy::signers::open_statement(&env)?;
     let [s] = st.subject.as_slice() else {
         return Err(Error::invalid(
-            "bad_statement",
+            ErrorCode::BadStatement,
             "a statement must name exactly one subject (name@version)",
         ));
     };
     let (name, version) = split_subject(&s.name).ok_or_else(|| {
         Error::invalid(
-            "bad_statement",
+            ErrorCode::BadStatement,
             format!("subject {:?} is not name@version", s.name),
         )
     })?;
@@ -164,7 +169,7 @@ async fn add_inner(
     let approval_channel = (st.predicate_type == APPROVAL_PREDICATE)
         .then(|| serde_json::from_value::<ApprovalPredicate>(st.predicate.clone()))
         .transpose()
-        .map_err(|e| Error::invalid("bad_statement", format!("approval predicate: {e}")))?
+        .map_err(|e| Error::invalid(ErrorCode::BadStatement, format!("approval predicate: {e}")))?
         .map(|p| p.channel);
     let action = match &approval_channel {
         Some(channel) => crate::auth::Action::Approve {
@@ -181,10 +186,15 @@ async fn add_inner(
         .db
         .call(move |c| db::artifacts::find(c, &n, &v))
         .await?
-        .ok_or_else(|| Error::not_found("no_artifact", format!("no artifact {name}@{version}")))?;
+        .ok_or_else(|| {
+            Error::not_found(
+                ErrorCode::NoArtifact,
+                format!("no artifact {name}@{version}"),
+            )
+        })?;
     if !st.covers(&s.name, &a.sha256, &a.blake3) {
         return Err(Error::invalid(
-            "digest_mismatch",
+            ErrorCode::DigestMismatch,
             format!(
                 "statement digests do not match {name}@{version} (sha256 {}, blake3 {})",
                 a.sha256, a.blake3

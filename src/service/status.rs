@@ -1,6 +1,8 @@
 //! The status read model behind `GET /api/v1/status` and `GET /metrics`: the expiry of every
 //! channel's metadata and of every key, and the agents per running version.
 
+use crate::model::api::ErrorCode;
+use crate::tuf::metadata::TufRole;
 use chrono::Utc;
 
 use super::{App, Error};
@@ -19,7 +21,12 @@ pub async fn status(app: &App) -> Result<Status, Error> {
         .call(move |c| {
             let mut out = Vec::new();
             for ch in &channels {
-                for role in ["root", "targets", "snapshot", "timestamp"] {
+                for role in [
+                    TufRole::Root,
+                    TufRole::Targets,
+                    TufRole::Snapshot,
+                    TufRole::Timestamp,
+                ] {
                     if let Some(m) = db::tuf::latest(c, ch, role)? {
                         let left = parse_time(&m.expires).map_or(0, |t| (t - now).num_seconds());
                         out.push(MetaStatus {
@@ -72,14 +79,14 @@ pub async fn readiness(app: &App) -> Result<(), Error> {
         Ok(None) => {
             tracing::error!("not ready: the database holds no trust document");
             return Err(Error::unavailable(
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
                 "not ready: the database holds no trust document",
             ));
         }
         Err(e) => {
             tracing::error!(error = %e, "not ready: the database does not answer");
             return Err(Error::unavailable(
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
                 "not ready: the database does not answer",
             ));
         }
@@ -87,7 +94,7 @@ pub async fn readiness(app: &App) -> Result<(), Error> {
     if let Err(e) = app.store.check().await {
         tracing::error!(error = %e, store = %app.store_label(), "not ready: the blob store does not answer");
         return Err(Error::unavailable(
-            "store_unavailable",
+            ErrorCode::StoreUnavailable,
             format!(
                 "not ready: the blob store {} cannot be reached",
                 app.store_label()

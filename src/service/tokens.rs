@@ -5,6 +5,7 @@
 use super::{App, Error};
 use crate::auth::{Action, MAX_BINDINGS, PROMOTER, PUBLISHER, REPORTER, ROLES, Scope};
 use crate::db::{self, DbError};
+use crate::model::api::ErrorCode;
 use crate::model::api::{TokenInfo, TokenRequest, TokenResponse};
 
 /// Who made a request: an authenticated token (any role; not revoked, not expired).
@@ -49,7 +50,7 @@ impl App {
         let Err(denied) = crate::auth::permit(&t.id, &t.role, &t.scope, &action) else {
             return Ok(());
         };
-        tracing::warn!(token = %t.id, role = %t.role, code = denied.code, "{}", denied.message);
+        tracing::warn!(token = %t.id, role = %t.role, code = denied.code.as_str(), "{}", denied.message);
         Err(self
             .refused(&caller.actor, &action, denied.code, denied.message)
             .await)
@@ -72,9 +73,9 @@ impl App {
         let message = format!(
             "the client certificate names agent {certified}: it may not report as agent {agent}"
         );
-        tracing::warn!(certificate = %certified, agent = %agent, code = "agent_identity", "{message}");
+        tracing::warn!(certificate = %certified, agent = %agent, code = ErrorCode::AgentIdentity.as_str(), "{message}");
         Err(self
-            .refused(actor, &action, "agent_identity", message)
+            .refused(actor, &action, ErrorCode::AgentIdentity, message)
             .await)
     }
 
@@ -83,7 +84,7 @@ impl App {
         &self,
         actor: &str,
         action: &Action<'_>,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     ) -> Error {
         let err = Error::forbidden(code, message);
@@ -167,7 +168,7 @@ pub async fn authenticate(app: &App, header: Option<&str>) -> Result<Caller, Err
 pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenResponse, Error> {
     if !ROLES.contains(&req.role.as_str()) {
         return Err(Error::invalid(
-            "invalid_role",
+            ErrorCode::InvalidRole,
             format!(
                 "token role {:?} is not one of {}",
                 req.role,
@@ -185,7 +186,7 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
     let unbound = |what: &str, bound: bool| -> Result<(), Error> {
         if bound {
             return Err(Error::invalid(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 format!("{role} tokens are not bound to {what}"),
             ));
         }
@@ -205,26 +206,26 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
     )?;
     if role == PUBLISHER && scope.names.is_empty() {
         return Err(Error::invalid(
-            "invalid_scope",
+            ErrorCode::InvalidScope,
             "a publisher token names what it may push (--scope GLOB, e.g. 'team-a/*'; '**' \
              for every name)",
         ));
     }
     if role == PROMOTER && scope.channels.is_empty() {
         return Err(Error::invalid(
-            "invalid_scope",
+            ErrorCode::InvalidScope,
             "a promoter token names the channels it may promote to (--channel CH, repeat \
              for several)",
         ));
     }
     if scope.names.len() > MAX_BINDINGS || scope.channels.len() > MAX_BINDINGS {
         return Err(Error::invalid(
-            "invalid_scope",
+            ErrorCode::InvalidScope,
             format!("at most {MAX_BINDINGS} name globs and {MAX_BINDINGS} channels"),
         ));
     }
     for g in &scope.names {
-        Scope::check_glob(g).map_err(|e| Error::invalid("invalid_scope", e))?;
+        Scope::check_glob(g).map_err(|e| Error::invalid(ErrorCode::InvalidScope, e))?;
     }
     for ch in &scope.channels {
         app.channel_key(ch)?;
@@ -233,20 +234,20 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
         None => None,
         Some(0) => {
             return Err(Error::invalid(
-                "invalid_expiry",
+                ErrorCode::InvalidExpiry,
                 "a token's expiry is a positive duration (e.g. 90d)",
             ));
         }
         Some(s) if s > MAX_EXPIRY_SECS => {
             return Err(Error::invalid(
-                "invalid_expiry",
+                ErrorCode::InvalidExpiry,
                 "a token expires within ten years; leave the expiry out for one that never \
                  expires",
             ));
         }
         Some(s) => {
-            let secs =
-                i64::try_from(s).map_err(|_| Error::invalid("invalid_expiry", "too long"))?;
+            let secs = i64::try_from(s)
+                .map_err(|_| Error::invalid(ErrorCode::InvalidExpiry, "too long"))?;
             Some(arca_keys::format_time(
                 chrono::Utc::now() + chrono::Duration::seconds(secs),
             ))
@@ -255,19 +256,19 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
     if req.role == REPORTER {
         if scope.agents.is_empty() {
             return Err(Error::invalid(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 "a reporter token names the agents it may report as (--agent ID, a prefix \
                  such as 'web-*', or '*' for any agent)",
             ));
         }
         if scope.agents.len() > MAX_BINDINGS || scope.channels.len() > MAX_BINDINGS {
             return Err(Error::invalid(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 format!("at most {MAX_BINDINGS} agent patterns and {MAX_BINDINGS} channels"),
             ));
         }
         for p in &scope.agents {
-            Scope::check_pattern(p).map_err(|e| Error::invalid("invalid_scope", e))?;
+            Scope::check_pattern(p).map_err(|e| Error::invalid(ErrorCode::InvalidScope, e))?;
         }
     }
     let (token, id, hash) = crate::auth::new_token().map_err(|e| Error::Internal(e.to_string()))?;
@@ -345,13 +346,13 @@ pub async fn list(app: &App) -> Result<Vec<TokenInfo>, Error> {
 pub async fn revoke(app: &App, actor: &str, id: String) -> Result<String, Error> {
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::invalid(
-            "invalid_token_id",
+            ErrorCode::InvalidTokenId,
             format!("{id:?} is not a token id (16 hex digits)"),
         ));
     }
     if actor == format!("token:{id}") {
         return Err(Error::conflict(
-            "token_in_use",
+            ErrorCode::TokenInUse,
             "a token cannot revoke itself; use another admin token",
         ));
     }
@@ -379,7 +380,7 @@ pub async fn revoke(app: &App, actor: &str, id: String) -> Result<String, Error>
             Ok::<_, DbError>(role)
         })
         .await?
-        .ok_or_else(|| Error::not_found("no_token", format!("no token with id {id}")))?;
+        .ok_or_else(|| Error::not_found(ErrorCode::NoToken, format!("no token with id {id}")))?;
     tracing::info!(token = %id, %role, "token revoked");
     Ok(role)
 }

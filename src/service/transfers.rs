@@ -1,6 +1,7 @@
 //! Caps on the transfers in flight, and the guard that lets a push remove the blob it left
 //! behind without racing a concurrent push of the same bytes.
 
+use crate::model::api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -55,7 +56,7 @@ impl Transfers {
     pub fn upload(&self) -> Result<OwnedSemaphorePermit, Error> {
         Arc::clone(&self.uploads).try_acquire_owned().map_err(|_| {
             Error::unavailable(
-                "too_many_uploads",
+                ErrorCode::TooManyUploads,
                 "the server is receiving as many uploads as it accepts at once; retry later",
             )
         })
@@ -67,7 +68,7 @@ impl Transfers {
             .try_acquire_owned()
             .map_err(|_| {
                 Error::unavailable(
-                    "too_many_downloads",
+                    ErrorCode::TooManyDownloads,
                     "the server is sending as many downloads as it serves at once; retry later",
                 )
             })

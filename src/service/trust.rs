@@ -2,6 +2,8 @@
 //! successor of the current one and carries the root threshold (of the new root keys too, when
 //! they change). An admin token alone can do nothing here.
 
+use crate::model::api::ErrorCode;
+use crate::tuf::metadata::TufRole;
 use arca_keys::SignedEnvelope;
 
 use super::{App, Error};
@@ -78,14 +80,16 @@ async fn apply_inner(
         strand_check,
     } = extras;
     let env = SignedEnvelope::from_slice(body)
-        .map_err(|e| Error::invalid("bad_trust_document", e.to_string()))?;
+        .map_err(|e| Error::invalid(ErrorCode::BadTrustDocument, e.to_string()))?;
     let current = app.trust().await?;
     let next = current.verify_successor(&env).map_err(|e| match e {
         arca_keys::KeyError::ThresholdNotMet { .. } => {
-            Error::forbidden("root_threshold", e.to_string())
+            Error::forbidden(ErrorCode::RootThreshold, e.to_string())
         }
-        arca_keys::KeyError::VersionSkip { .. } => Error::conflict("trust_version", e.to_string()),
-        other => Error::invalid("bad_trust_document", other.to_string()),
+        arca_keys::KeyError::VersionSkip { .. } => {
+            Error::conflict(ErrorCode::TrustVersion, e.to_string())
+        }
+        other => Error::invalid(ErrorCode::BadTrustDocument, other.to_string()),
     })?;
     if let Some(ch) = next
         .policies
@@ -93,20 +97,20 @@ async fn apply_inner(
         .find(|ch| !app.cfg.pipeline.iter().any(|p| p.as_str() == ch.as_str()))
     {
         return Err(Error::invalid(
-            "bad_trust_document",
+            ErrorCode::BadTrustDocument,
             format!("policy for unknown channel {ch}"),
         ));
     }
     let rotation = next.root != current.root;
     if rotation && roots.is_empty() {
         return Err(Error::invalid(
-            "root_rotation",
+            ErrorCode::RootRotation,
             "this change replaces the root keys: use arca trust rotate-root, which re-signs every channel's TUF root with it",
         ));
     }
     if !rotation && !roots.is_empty() {
         return Err(Error::invalid(
-            "root_rotation",
+            ErrorCode::RootRotation,
             "channel roots come only with a change of the root keys",
         ));
     }
@@ -120,7 +124,7 @@ async fn apply_inner(
             .collect();
         if !missing.is_empty() || roots.len() != app.cfg.pipeline.len() {
             return Err(Error::invalid(
-                "root_rotation",
+                ErrorCode::RootRotation,
                 format!(
                     "a root rotation needs the next root of every channel (missing: {})",
                     missing.join(", ")
@@ -141,7 +145,7 @@ async fn apply_inner(
             // Another change may have landed since we read `current`.
             if db::trust::latest(&tx)?.is_some_and(|(v, _)| v >= version) {
                 return Ok(Err(Error::conflict(
-                    "trust_version",
+                    ErrorCode::TrustVersion,
                     format!("trust document version {version} was already taken by a concurrent change"),
                 )));
             }
@@ -152,11 +156,11 @@ async fn apply_inner(
                 let current = crate::tuf::repo::latest_root(&tx, channel)?;
                 match crate::tuf::repo::verify_rotated_root(&current, env, &next_doc, chrono::Utc::now()) {
                     Ok(root) => {
-                        db::tuf::insert(&tx, channel, "root", root.version, &env.to_bytes(), &root.expires)?;
+                        db::tuf::insert(&tx, channel, TufRole::Root, root.version, &env.to_bytes(), &root.expires)?;
                     }
                     Err(reason) => {
                         return Ok(Err(Error::forbidden(
-                            "root_rotation",
+                            ErrorCode::RootRotation,
                             format!("channel {channel}'s next root refused: {reason}"),
                         )));
                     }
@@ -165,7 +169,7 @@ async fn apply_inner(
             for sha in &pinned {
                 if db::policies::get(&tx, sha)?.is_none() {
                     return Ok(Err(Error::invalid(
-                        "unknown_policy",
+                        ErrorCode::UnknownPolicy,
                         format!("the trust document pins policy {sha}, which the server does not have: use arca policy set"),
                     )));
                 }
@@ -178,7 +182,7 @@ async fn apply_inner(
                 };
                 if !found.is_empty() && !check.force {
                     return Ok(Err(Error::conflict(
-                        "stranded_releases",
+                        ErrorCode::StrandedReleases,
                         super::policy::stranded_message(&check.channel, &found),
                     )));
                 }

@@ -3,6 +3,7 @@
 //! names them with a build statement. This lets the client hash the file while it uploads
 //! instead of before. A staged upload is visible nowhere; dropping it deletes its bytes.
 
+use crate::model::api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,11 +56,11 @@ impl Uploads {
                 Ok(map.remove(id).expect("present"))
             }
             Some(_) => Err(Error::forbidden(
-                "upload_mismatch",
+                ErrorCode::UploadMismatch,
                 format!("upload {id} was staged by another token or for another name@version"),
             )),
             None => Err(Error::not_found(
-                "no_upload",
+                ErrorCode::NoUpload,
                 format!("no staged upload {id} (expired or already used)"),
             )),
         }
@@ -114,7 +115,7 @@ where
         .await?
     {
         return Err(Error::conflict(
-            "version_exists",
+            ErrorCode::VersionExists,
             format!(
                 "{}@{} already exists with blake3 {}; versions are immutable",
                 a.name, a.version, a.blake3

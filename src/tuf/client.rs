@@ -2,6 +2,7 @@
 //! then a target download that is length-capped and hash-checked while it streams. Trusted
 //! metadata persists in a directory, so versions never go back between runs.
 
+use crate::tuf::metadata::TufRole;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -160,12 +161,12 @@ pub fn persist(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TufError> {
 }
 
 /// Checks `bytes` against the length and hashes a snapshot or timestamp signed for them.
-fn check_meta_file(what: &str, bytes: &[u8], meta: &MetaFile) -> Result<(), TufError> {
+fn check_meta_file(what: TufRole, bytes: &[u8], meta: &MetaFile) -> Result<(), TufError> {
     if meta.length.is_some_and(|n| n != bytes.len() as u64) {
         return Err(TufError::HashMismatch { what: what.into() });
     }
     if let Some(hashes) = &meta.hashes {
-        check_hashes(what, hashes, &mut HashSet::new(hashes), bytes)?;
+        check_hashes(what.as_str(), hashes, &mut HashSet::new(hashes), bytes)?;
     }
     Ok(())
 }
@@ -256,9 +257,9 @@ impl Updater {
     /// Installs `root_bytes` as the trusted root of a new client state (it must be signed by
     /// the threshold of its own root keys).
     pub fn init(dir: &Path, root_bytes: &[u8]) -> Result<Root, TufError> {
-        let env = Envelope::from_slice("root", root_bytes)?;
+        let env = Envelope::from_slice(TufRole::Root, root_bytes)?;
         let root: Root = env.decode()?;
-        env.verify_role(&root, "root")?;
+        env.verify_role(&root, TufRole::Root)?;
         std::fs::create_dir_all(dir)
             .map_err(|e| TufError::Other(format!("creating {}: {e}", dir.display())))?;
         persist(dir, "root.json", root_bytes)?;
@@ -291,20 +292,20 @@ impl Updater {
         let env = load_local(&self.dir, "root.json")
             .ok_or_else(|| TufError::Other(format!("no trusted root in {}", self.dir.display())))?;
         let mut root: Root = env.decode()?;
-        env.verify_role(&root, "root")?;
+        env.verify_role(&root, TufRole::Root)?;
         for _ in 0..MAX_ROOT_ROTATIONS {
             let next_version = root.version + 1;
             let url = format!("{}{next_version}.root.json", self.metadata_url);
             let Some(bytes) = self.fetcher.fetch(&url, MAX_ROOT_BYTES).await? else {
                 break;
             };
-            let env = Envelope::from_slice("root", &bytes)?;
+            let env = Envelope::from_slice(TufRole::Root, &bytes)?;
             let next: Root = env.decode()?;
-            env.verify_role(&root, "root")?;
-            env.verify_role(&next, "root")?;
+            env.verify_role(&root, TufRole::Root)?;
+            env.verify_role(&next, TufRole::Root)?;
             if next.version != next_version {
                 return Err(TufError::BadVersion {
-                    role: "root".into(),
+                    role: TufRole::Root.into(),
                     expected: next_version.to_string(),
                     got: next.version,
                 });
@@ -330,27 +331,27 @@ impl Updater {
             .fetch(&url, MAX_TIMESTAMP_BYTES)
             .await?
             .ok_or_else(|| TufError::Other(format!("{url}: not found")))?;
-        let env = Envelope::from_slice("timestamp", &bytes)?;
-        env.verify_role(root, "timestamp")?;
+        let env = Envelope::from_slice(TufRole::Timestamp, &bytes)?;
+        env.verify_role(root, TufRole::Timestamp)?;
         let new: Timestamp = env.decode()?;
         let snap = |t: &Timestamp| t.meta.get("snapshot.json").map(|m| m.version);
         if snap(&new).is_none() {
             return Err(TufError::Malformed {
-                role: "timestamp".into(),
+                role: TufRole::Timestamp.into(),
                 reason: "no snapshot.json entry".into(),
             });
         }
         if let Some(old) = self.trusted_local::<Timestamp>(root, "timestamp.json") {
             if new.version < old.version {
                 return Err(TufError::Rollback {
-                    role: "timestamp".into(),
+                    role: TufRole::Timestamp.into(),
                     trusted: old.version,
                     got: new.version,
                 });
             }
             if snap(&new) < snap(&old) {
                 return Err(TufError::Rollback {
-                    role: "snapshot".into(),
+                    role: TufRole::Snapshot.into(),
                     trusted: snap(&old).unwrap_or(0),
                     got: snap(&new).unwrap_or(0),
                 });
@@ -361,7 +362,7 @@ impl Updater {
         Ok(new)
     }
 
-    fn versioned_url(&self, root: &Root, role: &str, version: u64) -> String {
+    fn versioned_url(&self, root: &Root, role: TufRole, version: u64) -> String {
         if root.consistent_snapshot {
             format!("{}{version}.{role}.json", self.metadata_url)
         } else {
@@ -371,19 +372,19 @@ impl Updater {
 
     async fn update_snapshot(&self, root: &Root, ts: &Timestamp) -> Result<Snapshot, TufError> {
         let meta = &ts.meta["snapshot.json"];
-        let url = self.versioned_url(root, "snapshot", meta.version);
+        let url = self.versioned_url(root, TufRole::Snapshot, meta.version);
         let bytes = self
             .fetcher
             .fetch(&url, meta.length.unwrap_or(MAX_SNAPSHOT_BYTES))
             .await?
             .ok_or_else(|| TufError::Other(format!("{url}: not found")))?;
-        check_meta_file("snapshot", &bytes, meta)?;
-        let env = Envelope::from_slice("snapshot", &bytes)?;
-        env.verify_role(root, "snapshot")?;
+        check_meta_file(TufRole::Snapshot, &bytes, meta)?;
+        let env = Envelope::from_slice(TufRole::Snapshot, &bytes)?;
+        env.verify_role(root, TufRole::Snapshot)?;
         let new: Snapshot = env.decode()?;
         if new.version != meta.version {
             return Err(TufError::BadVersion {
-                role: "snapshot".into(),
+                role: TufRole::Snapshot.into(),
                 expected: meta.version.to_string(),
                 got: new.version,
             });
@@ -419,22 +420,22 @@ impl Updater {
             .meta
             .get("targets.json")
             .ok_or_else(|| TufError::Malformed {
-                role: "snapshot".into(),
+                role: TufRole::Snapshot.into(),
                 reason: "no targets.json entry".into(),
             })?;
-        let url = self.versioned_url(root, "targets", meta.version);
+        let url = self.versioned_url(root, TufRole::Targets, meta.version);
         let bytes = self
             .fetcher
             .fetch(&url, meta.length.unwrap_or(MAX_TARGETS_BYTES))
             .await?
             .ok_or_else(|| TufError::Other(format!("{url}: not found")))?;
-        check_meta_file("targets", &bytes, meta)?;
-        let env = Envelope::from_slice("targets", &bytes)?;
-        env.verify_role(root, "targets")?;
+        check_meta_file(TufRole::Targets, &bytes, meta)?;
+        let env = Envelope::from_slice(TufRole::Targets, &bytes)?;
+        env.verify_role(root, TufRole::Targets)?;
         let new: Targets = env.decode()?;
         if new.version != meta.version {
             return Err(TufError::BadVersion {
-                role: "targets".into(),
+                role: TufRole::Targets.into(),
                 expected: meta.version.to_string(),
                 got: new.version,
             });

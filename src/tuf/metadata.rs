@@ -12,6 +12,67 @@ use serde::{Deserialize, Serialize};
 /// The TUF specification version arca's metadata follows.
 pub const SPEC_VERSION: &str = "1.0.31";
 
+/// The four top-level TUF roles: the names of the metadata files (`{role}.json`), of the
+/// `roles` in root metadata, of each file's `_type`, and of the `role` column the database
+/// stores them under.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TufRole {
+    Root,
+    Targets,
+    Snapshot,
+    Timestamp,
+}
+
+impl TufRole {
+    /// Every role, root first, in the order their files depend on one another.
+    pub const ALL: [TufRole; 4] = [
+        TufRole::Root,
+        TufRole::Targets,
+        TufRole::Snapshot,
+        TufRole::Timestamp,
+    ];
+
+    /// The role's name as TUF spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TufRole::Root => "root",
+            TufRole::Targets => "targets",
+            TufRole::Snapshot => "snapshot",
+            TufRole::Timestamp => "timestamp",
+        }
+    }
+
+    /// The role named `s`, if it is one of the four.
+    pub fn parse(s: &str) -> Option<TufRole> {
+        TufRole::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for TufRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// As the role's string, so logs that print roles read as before.
+impl std::fmt::Debug for TufRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl From<TufRole> for String {
+    fn from(r: TufRole) -> String {
+        r.as_str().to_owned()
+    }
+}
+
+impl Serialize for TufRole {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// Errors of reading and verifying TUF metadata.
 #[derive(Debug, thiserror::Error)]
 pub enum TufError {
@@ -163,7 +224,7 @@ meta_list!(
 
 /// Common accessors of the four roles.
 pub trait Signed: Serialize + DeserializeOwned {
-    const ROLE: &'static str;
+    const ROLE: TufRole;
     fn version(&self) -> u64;
     fn expires(&self) -> &str;
 
@@ -186,9 +247,9 @@ pub trait Signed: Serialize + DeserializeOwned {
 }
 
 macro_rules! signed_role {
-    ($ty:ty, $role:literal) => {
+    ($ty:ty, $role:expr) => {
         impl Signed for $ty {
-            const ROLE: &'static str = $role;
+            const ROLE: TufRole = $role;
             fn version(&self) -> u64 {
                 self.version
             }
@@ -198,10 +259,10 @@ macro_rules! signed_role {
         }
     };
 }
-signed_role!(Root, "root");
-signed_role!(Targets, "targets");
-signed_role!(Snapshot, "snapshot");
-signed_role!(Timestamp, "timestamp");
+signed_role!(Root, TufRole::Root);
+signed_role!(Targets, TufRole::Targets);
+signed_role!(Snapshot, TufRole::Snapshot);
+signed_role!(Timestamp, TufRole::Timestamp);
 
 /// `expires` exactly as TUF writes it.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -264,7 +325,8 @@ impl Envelope {
         Ok(Envelope { signed, signatures })
     }
 
-    pub fn from_slice(role: &str, bytes: &[u8]) -> Result<Self, TufError> {
+    /// Parses a metadata file; `role` (a role or a file name) names it in errors.
+    pub fn from_slice(role: impl Into<String>, bytes: &[u8]) -> Result<Self, TufError> {
         serde_json::from_slice(bytes).map_err(|e| TufError::Malformed {
             role: role.into(),
             reason: e.to_string(),
@@ -308,10 +370,10 @@ impl Envelope {
     /// Decodes `signed` as role `T`, checking `_type`.
     pub fn decode<T: Signed>(&self) -> Result<T, TufError> {
         let kind = self.signed.get("_type").and_then(|v| v.as_str());
-        if kind != Some(T::ROLE) {
+        if kind != Some(T::ROLE.as_str()) {
             return Err(TufError::Malformed {
                 role: T::ROLE.into(),
-                reason: format!("_type is {kind:?}, expected {:?}", T::ROLE),
+                reason: format!("_type is {kind:?}, expected {:?}", T::ROLE.as_str()),
             });
         }
         serde_json::from_value(self.signed.clone()).map_err(|e| TufError::Malformed {
@@ -321,11 +383,14 @@ impl Envelope {
     }
 
     /// Verifies that the threshold of `role`'s keys in `root` signed this file.
-    pub fn verify_role(&self, root: &Root, role: &str) -> Result<(), TufError> {
-        let keys = root.roles.get(role).ok_or_else(|| TufError::Malformed {
-            role: "root".into(),
-            reason: format!("no {role} role"),
-        })?;
+    pub fn verify_role(&self, root: &Root, role: TufRole) -> Result<(), TufError> {
+        let keys = root
+            .roles
+            .get(role.as_str())
+            .ok_or_else(|| TufError::Malformed {
+                role: TufRole::Root.into(),
+                reason: format!("no {role} role"),
+            })?;
         let msg = to_canonical_json(&self.signed).map_err(|e| TufError::Malformed {
             role: role.into(),
             reason: e.to_string(),
@@ -365,6 +430,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_are_their_tuf_names() {
+        let names: Vec<&str> = TufRole::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["root", "targets", "snapshot", "timestamp"]);
+        for r in TufRole::ALL {
+            assert_eq!(TufRole::parse(r.as_str()), Some(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            assert_eq!(format!("{r}"), r.as_str());
+            assert_eq!(format!("{r:?}"), format!("{:?}", r.as_str()));
+        }
+        assert_eq!(TufRole::parse("mirror"), None);
+        assert_eq!(Root::ROLE, TufRole::Root);
+        assert_eq!(Timestamp::ROLE, TufRole::Timestamp);
+    }
 
     #[test]
     fn sign_to_bytes_equals_sign_then_encode() {

@@ -1,6 +1,7 @@
 //! Publishing a channel's TUF repository: building and signing new metadata versions from the
 //! database's state, inside the caller's transaction (so state and metadata change together).
 
+use crate::tuf::metadata::TufRole;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use crate::db::{self, DbError};
 use crate::model::api::{RolloutEntry, TargetCustom};
 
 /// The four top-level roles.
-pub const ROLES: [&str; 4] = ["root", "targets", "snapshot", "timestamp"];
+pub const ROLES: [TufRole; 4] = TufRole::ALL;
 
 fn expiry(now: DateTime<Utc>, life: Duration) -> String {
     format_time(now + chrono::Duration::from_std(life).unwrap_or(chrono::Duration::days(365)))
@@ -40,7 +41,7 @@ pub fn check_clock(c: &dyn Sql, cfg: &TufConfig, now: DateTime<Utc>) -> Result<(
 fn online_expiry(
     c: &dyn Sql,
     channel: &str,
-    role: &str,
+    role: TufRole,
     cfg: &TufConfig,
     now: DateTime<Utc>,
     life: Duration,
@@ -82,15 +83,15 @@ pub fn build_root(
     };
     let mut roles = BTreeMap::new();
     roles.insert(
-        "root".to_owned(),
+        TufRole::Root.into(),
         RoleKeys {
             keyids: root_ids,
             threshold,
         },
     );
-    for role in ["targets", "snapshot", "timestamp"] {
+    for role in [TufRole::Targets, TufRole::Snapshot, TufRole::Timestamp] {
         roles.insert(
-            role.to_owned(),
+            role.into(),
             RoleKeys {
                 keyids: online_ids.clone(),
                 threshold: online_threshold,
@@ -98,7 +99,7 @@ pub fn build_root(
         );
     }
     Root {
-        kind: "root".into(),
+        kind: TufRole::Root.into(),
         spec_version: SPEC_VERSION.into(),
         version,
         expires,
@@ -117,7 +118,14 @@ pub fn store_root(
     signers: &[&SigningKey],
 ) -> Result<Vec<u8>, DbError> {
     let body = Envelope::sign(root, signers).to_bytes();
-    db::tuf::insert(c, channel, "root", root.version, &body, &root.expires)?;
+    db::tuf::insert(
+        c,
+        channel,
+        TufRole::Root,
+        root.version,
+        &body,
+        &root.expires,
+    )?;
     Ok(body)
 }
 
@@ -280,7 +288,7 @@ pub(crate) fn sign_targets(
 }
 
 /// The version a new `role` of `channel` gets: the next one, and at least `floor`.
-fn next_version(c: &dyn Sql, channel: &str, role: &str, floor: u64) -> Result<u64, DbError> {
+fn next_version(c: &dyn Sql, channel: &str, role: TufRole, floor: u64) -> Result<u64, DbError> {
     let next = db::tuf::latest_version(c, channel, role)?.map_or(1, |v| v + 1);
     Ok(next.max(floor))
 }
@@ -294,8 +302,8 @@ fn sign_targets_at(
     now: DateTime<Utc>,
     floor: u64,
 ) -> Result<u64, DbError> {
-    let version = next_version(c, channel, "targets", floor)?;
-    let expires = online_expiry(c, channel, "targets", cfg, now, cfg.targets_expiry)?;
+    let version = next_version(c, channel, TufRole::Targets, floor)?;
+    let expires = online_expiry(c, channel, TufRole::Targets, cfg, now, cfg.targets_expiry)?;
     let mut msg = Vec::with_capacity(64 * 1024);
     msg.extend_from_slice(b"{\"_type\":\"targets\",\"expires\":");
     msg.extend_from_slice(serde_json::to_string(&expires).expect("string").as_bytes());
@@ -318,7 +326,7 @@ fn sign_targets_at(
     })?;
     msg.extend_from_slice(format!("}},\"version\":{version}}}").as_bytes());
     let body = Envelope::signed_bytes(&msg, &[key]);
-    db::tuf::insert(c, channel, "targets", version, &body, &expires)?;
+    db::tuf::insert(c, channel, TufRole::Targets, version, &body, &expires)?;
     publish_snapshot_at(c, channel, key, cfg, now, floor)?;
     Ok(version)
 }
@@ -350,14 +358,14 @@ fn publish_snapshot_at(
     now: DateTime<Utc>,
     floor: u64,
 ) -> Result<u64, DbError> {
-    let targets = db::tuf::latest(c, channel, "targets")?
+    let targets = db::tuf::latest(c, channel, TufRole::Targets)?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no targets metadata")))?;
-    let version = next_version(c, channel, "snapshot", floor)?;
+    let version = next_version(c, channel, TufRole::Snapshot, floor)?;
     let s = Snapshot {
-        kind: "snapshot".into(),
+        kind: TufRole::Snapshot.into(),
         spec_version: SPEC_VERSION.into(),
         version,
-        expires: online_expiry(c, channel, "snapshot", cfg, now, cfg.snapshot_expiry)?,
+        expires: online_expiry(c, channel, TufRole::Snapshot, cfg, now, cfg.snapshot_expiry)?,
         meta: [(
             "targets.json".to_owned(),
             meta_file(targets.version, &targets.body),
@@ -365,7 +373,7 @@ fn publish_snapshot_at(
         .into(),
     };
     let body = Envelope::sign_to_bytes(&s, &[key]);
-    db::tuf::insert(c, channel, "snapshot", version, &body, &s.expires)?;
+    db::tuf::insert(c, channel, TufRole::Snapshot, version, &body, &s.expires)?;
     publish_timestamp_at(c, channel, key, cfg, now, floor)?;
     Ok(version)
 }
@@ -389,14 +397,21 @@ fn publish_timestamp_at(
     now: DateTime<Utc>,
     floor: u64,
 ) -> Result<u64, DbError> {
-    let snapshot = db::tuf::latest(c, channel, "snapshot")?
+    let snapshot = db::tuf::latest(c, channel, TufRole::Snapshot)?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no snapshot metadata")))?;
-    let version = next_version(c, channel, "timestamp", floor)?;
+    let version = next_version(c, channel, TufRole::Timestamp, floor)?;
     let t = Timestamp {
-        kind: "timestamp".into(),
+        kind: TufRole::Timestamp.into(),
         spec_version: SPEC_VERSION.into(),
         version,
-        expires: online_expiry(c, channel, "timestamp", cfg, now, cfg.timestamp_expiry)?,
+        expires: online_expiry(
+            c,
+            channel,
+            TufRole::Timestamp,
+            cfg,
+            now,
+            cfg.timestamp_expiry,
+        )?,
         meta: [(
             "snapshot.json".to_owned(),
             meta_file(snapshot.version, &snapshot.body),
@@ -404,7 +419,7 @@ fn publish_timestamp_at(
         .into(),
     };
     let body = Envelope::sign_to_bytes(&t, &[key]);
-    db::tuf::insert(c, channel, "timestamp", version, &body, &t.expires)?;
+    db::tuf::insert(c, channel, TufRole::Timestamp, version, &body, &t.expires)?;
     Ok(version)
 }
 
@@ -439,7 +454,11 @@ pub fn publish_all_from(
     }
     let targets = sign_targets_at(c, channel, key, cfg, now, floor)?;
     let latest = |role| db::tuf::latest_version(c, channel, role).map(Option::unwrap_or_default);
-    Ok((targets, latest("snapshot")?, latest("timestamp")?))
+    Ok((
+        targets,
+        latest(TufRole::Snapshot)?,
+        latest(TufRole::Timestamp)?,
+    ))
 }
 
 /// Re-signs each online role that has less than half of its lifetime left (targets, then
@@ -450,8 +469,8 @@ pub fn refresh_expiring(
     key: &SigningKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
-) -> Result<Vec<&'static str>, DbError> {
-    let due = |role: &str, life: Duration| -> Result<bool, DbError> {
+) -> Result<Vec<TufRole>, DbError> {
+    let due = |role: TufRole, life: Duration| -> Result<bool, DbError> {
         let Some(m) = db::tuf::latest(c, channel, role)? else {
             return Ok(true);
         };
@@ -460,21 +479,25 @@ pub fn refresh_expiring(
         let half = chrono::Duration::from_std(life / 2).unwrap_or(chrono::Duration::zero());
         Ok(expires - now < half)
     };
-    if due("targets", cfg.targets_expiry)? {
+    if due(TufRole::Targets, cfg.targets_expiry)? {
         if db::tuf::entry_count(c, channel)? == 0 {
             publish_targets(c, channel, key, cfg, now)?;
         } else {
             sign_targets(c, channel, key, cfg, now)?;
         }
-        return Ok(vec!["targets", "snapshot", "timestamp"]);
+        return Ok(vec![
+            TufRole::Targets,
+            TufRole::Snapshot,
+            TufRole::Timestamp,
+        ]);
     }
-    if due("snapshot", cfg.snapshot_expiry)? {
+    if due(TufRole::Snapshot, cfg.snapshot_expiry)? {
         publish_snapshot(c, channel, key, cfg, now)?;
-        return Ok(vec!["snapshot", "timestamp"]);
+        return Ok(vec![TufRole::Snapshot, TufRole::Timestamp]);
     }
-    if due("timestamp", cfg.timestamp_expiry)? {
+    if due(TufRole::Timestamp, cfg.timestamp_expiry)? {
         publish_timestamp(c, channel, key, cfg, now)?;
-        return Ok(vec!["timestamp"]);
+        return Ok(vec![TufRole::Timestamp]);
     }
     Ok(Vec::new())
 }
@@ -503,25 +526,28 @@ pub fn verify_rotated_root(
         ));
     }
     next_env
-        .verify_role(current, "root")
+        .verify_role(current, TufRole::Root)
         .map_err(|e| format!("current root keys: {e}"))?;
     next_env
-        .verify_role(&next, "root")
+        .verify_role(&next, TufRole::Root)
         .map_err(|e| format!("new root keys: {e}"))?;
-    let role = next.roles.get("root").ok_or("no root role")?;
+    let role = next
+        .roles
+        .get(TufRole::Root.as_str())
+        .ok_or("no root role")?;
     let mut ids: Vec<String> = role.keyids.clone();
     ids.sort();
     let want: Vec<String> = trust.root.keyids.iter().map(ToString::to_string).collect();
     if ids != want || role.threshold != trust.root.threshold {
         return Err("its root role is not the trust document's new root role".into());
     }
-    for r in ["targets", "snapshot", "timestamp"] {
-        if next.roles.get(r) != current.roles.get(r) {
+    for r in [TufRole::Targets, TufRole::Snapshot, TufRole::Timestamp] {
+        if next.roles.get(r.as_str()) != current.roles.get(r.as_str()) {
             return Err(format!(
                 "the {r} role changed; a root rotation keeps the online keys"
             ));
         }
-        for id in &next.roles[r].keyids {
+        for id in &next.roles[r.as_str()].keyids {
             if next.keys.get(id) != current.keys.get(id) {
                 return Err(format!("online key {id} changed"));
             }
@@ -541,11 +567,12 @@ pub fn rotated_root(
     let mut next = current.clone();
     next.version += 1;
     next.expires = expires;
-    let online: std::collections::BTreeSet<&String> = ["targets", "snapshot", "timestamp"]
-        .iter()
-        .filter_map(|r| current.roles.get(*r))
-        .flat_map(|r| r.keyids.iter())
-        .collect();
+    let online: std::collections::BTreeSet<&String> =
+        [TufRole::Targets, TufRole::Snapshot, TufRole::Timestamp]
+            .iter()
+            .filter_map(|r| current.roles.get(r.as_str()))
+            .flat_map(|r| r.keyids.iter())
+            .collect();
     next.keys.retain(|id, _| online.contains(id));
     let mut ids = Vec::new();
     for k in root_keys {
@@ -555,7 +582,7 @@ pub fn rotated_root(
     }
     ids.sort();
     next.roles.insert(
-        "root".into(),
+        TufRole::Root.into(),
         RoleKeys {
             keyids: ids,
             threshold,
@@ -571,13 +598,13 @@ pub fn rotated_online(current: &Root, online: &PublicKey, expires: String) -> Ro
     next.expires = expires;
     let root_ids: std::collections::BTreeSet<String> = next
         .roles
-        .get("root")
+        .get(TufRole::Root.as_str())
         .map(|r| r.keyids.iter().cloned().collect())
         .unwrap_or_default();
     next.keys.retain(|id, _| root_ids.contains(id));
     let id = online.key_id().to_string();
     next.keys.insert(id.clone(), MetaKey::from_public(online));
-    for role in ["targets", "snapshot", "timestamp"] {
+    for role in [TufRole::Targets, TufRole::Snapshot, TufRole::Timestamp] {
         next.roles.insert(
             role.into(),
             RoleKeys {
@@ -591,9 +618,9 @@ pub fn rotated_online(current: &Root, online: &PublicKey, expires: String) -> Ro
 
 /// Reads the newest root of a channel.
 pub fn latest_root(c: &dyn Sql, channel: &str) -> Result<Root, DbError> {
-    let m = db::tuf::latest(c, channel, "root")?
+    let m = db::tuf::latest(c, channel, TufRole::Root)?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no root")))?;
-    Envelope::from_slice("root", &m.body)
+    Envelope::from_slice(TufRole::Root, &m.body)
         .and_then(|e| e.decode::<Root>())
         .map_err(|e| DbError::Corrupt(e.to_string()))
 }
@@ -618,13 +645,13 @@ mod tests {
                 db::tuf::set_entry(c, "dev", name, Some((path, &bytes)))?;
             }
             let v = sign_targets(c, "dev", &key, &TufConfig::default(), Utc::now())?;
-            let body = db::tuf::get(c, "dev", "targets", v)?.unwrap();
-            let env = Envelope::from_slice("targets", &body).unwrap();
+            let body = db::tuf::get(c, "dev", TufRole::Targets, v)?.unwrap();
+            let env = Envelope::from_slice(TufRole::Targets, &body).unwrap();
             assert_eq!(env.to_bytes(), body, "not canonical");
             let t: Targets = env.decode().unwrap();
             assert_eq!(t.targets.len(), 4);
             let root = build_root(2, &[key.public()], 1, Some(&key.public()), Some("dev"), "2030-01-01T00:00:00Z".into());
-            env.verify_role(&root, "targets").unwrap();
+            env.verify_role(&root, TufRole::Targets).unwrap();
             Ok(())
         })
         .unwrap();

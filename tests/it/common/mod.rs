@@ -630,7 +630,14 @@ pub fn forge_targets_with_online_key(
     let db = arca_db(s);
     db.call_sync(|c| {
         let tx = c.transaction()?;
-        arca::db::tuf::insert(&tx, channel, "targets", version + 1, &forged, &expires)?;
+        arca::db::tuf::insert(
+            &tx,
+            channel,
+            arca::tuf::metadata::TufRole::Targets,
+            version + 1,
+            &forged,
+            &expires,
+        )?;
         arca::tuf::repo::publish_snapshot(&tx, channel, &key, &cfg, chrono::Utc::now())?;
         tx.commit()
     })
