@@ -32,9 +32,28 @@ pub fn head(c: &dyn Sql) -> Result<(i64, String), DbError> {
 pub fn append(c: &dyn Sql, e: &Entry<'_>) -> Result<i64, DbError> {
     // The head last (db::locks), and the time after it: times follow the chain's order.
     super::locks::audit_head(c)?;
-    let (prev_seq, prev_hash) = head(c)?;
+    let (prev_seq, prev_hash, at) = match c.engine() {
+        // The head and the database's clock in one round trip, after the lock.
+        super::Engine::Postgres => {
+            let r = c.query_one(
+                "SELECT (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1), \
+                 (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), \
+                 to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                params![],
+            )?;
+            (
+                r.get::<Option<i64>>(0)?.unwrap_or(0),
+                r.get::<Option<String>>(1)?
+                    .unwrap_or_else(|| GENESIS_HASH.to_owned()),
+                r.get(2)?,
+            )
+        }
+        super::Engine::Sqlite => {
+            let (seq, hash) = head(c)?;
+            (seq, hash, super::locks::now(c)?)
+        }
+    };
     let seq = prev_seq + 1;
-    let at = super::locks::now(c)?;
     // A token's label travels in the details, so the log says whose token acted; the actor
     // stays the token id, which never changes.
     let mut details = e.details.clone();

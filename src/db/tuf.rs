@@ -57,6 +57,21 @@ pub fn last_signed_at(c: &dyn Sql) -> Result<Option<String>, DbError> {
         .get(0)
 }
 
+/// The newest version of a role and its expiry, without its body.
+pub fn latest_head(
+    c: &dyn Sql,
+    channel: &str,
+    role: TufRole,
+) -> Result<Option<(u64, String)>, DbError> {
+    c.query_opt(
+        "SELECT version, expires FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
+         ORDER BY version DESC LIMIT 1",
+        params![channel, role.as_str()],
+    )?
+    .map(|r| Ok((r.get(0)?, r.get(1)?)))
+    .transpose()
+}
+
 pub fn latest(c: &dyn Sql, channel: &str, role: TufRole) -> Result<Option<MetaRow>, DbError> {
     c.query_opt(
         "SELECT version, body, expires FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \

@@ -34,26 +34,38 @@ pub fn check_clock(c: &dyn Sql, cfg: &TufConfig, now: DateTime<Utc>) -> Result<(
     Ok(())
 }
 
-/// The expiry of a new version of `role`, after checking the clock: `now` (just checked against
-/// the monotonic clock and the last signing) + the role's lifetime, and never earlier than the
-/// current version's. The two agree unless a lifetime was shortened: the new version then keeps
+/// The number and expiry of a new version of `role`, after checking the clock (unless the
+/// caller's chain just did): the version after the newest, at least `floor`; `now` (checked
+/// against the monotonic clock and the last signing) + the role's lifetime, never earlier than
+/// the current version's. The two agree unless a lifetime was shortened: the new version then keeps
 /// the current expiry, which extends nothing (the current version is valid until then anyway).
-fn online_expiry(
+#[allow(clippy::too_many_arguments)]
+fn next_and_expiry(
     c: &dyn Sql,
     channel: &str,
     role: TufRole,
     cfg: &TufConfig,
     now: DateTime<Utc>,
     life: Duration,
-) -> Result<String, DbError> {
-    check_clock(c, cfg, now)?;
+    floor: u64,
+    clock_checked: bool,
+) -> Result<(u64, String), DbError> {
+    // Snapshot and timestamp signed right after targets, in its transaction and at its `now`,
+    // rest on the check made for targets.
+    if !clock_checked {
+        check_clock(c, cfg, now)?;
+    }
     let new = expiry(now, life);
-    let current = db::tuf::latest(c, channel, role)?
-        .and_then(|m| super::metadata::parse_time(&m.expires).map(|t| (t, m.expires)));
-    Ok(match current {
+    // One read of the newest version's number and expiry (not its body): the version after it,
+    // at least `floor`, and the expiry.
+    let head = db::tuf::latest_head(c, channel, role)?;
+    let version = head.as_ref().map_or(1, |(v, _)| v + 1).max(floor);
+    let current = head.and_then(|(_, e)| super::metadata::parse_time(&e).map(|t| (t, e)));
+    let expires = match current {
         Some((t, text)) if super::metadata::parse_time(&new).is_some_and(|n| n < t) => text,
         _ => new,
-    })
+    };
+    Ok((version, expires))
 }
 
 /// A root whose root role is `root_keys`/`threshold` and whose online roles are `online`
@@ -287,12 +299,6 @@ pub(crate) fn sign_targets(
     sign_targets_at(c, channel, key, cfg, now, 0)
 }
 
-/// The version a new `role` of `channel` gets: the next one, and at least `floor`.
-fn next_version(c: &dyn Sql, channel: &str, role: TufRole, floor: u64) -> Result<u64, DbError> {
-    let next = db::tuf::latest_version(c, channel, role)?.map_or(1, |v| v + 1);
-    Ok(next.max(floor))
-}
-
 /// [`sign_targets`] with every new version (targets, snapshot, timestamp) at least `floor`.
 fn sign_targets_at(
     c: &dyn Sql,
@@ -302,8 +308,16 @@ fn sign_targets_at(
     now: DateTime<Utc>,
     floor: u64,
 ) -> Result<u64, DbError> {
-    let version = next_version(c, channel, TufRole::Targets, floor)?;
-    let expires = online_expiry(c, channel, TufRole::Targets, cfg, now, cfg.targets_expiry)?;
+    let (version, expires) = next_and_expiry(
+        c,
+        channel,
+        TufRole::Targets,
+        cfg,
+        now,
+        cfg.targets_expiry,
+        floor,
+        false,
+    )?;
     let mut msg = Vec::with_capacity(64 * 1024);
     msg.extend_from_slice(b"{\"_type\":\"targets\",\"expires\":");
     msg.extend_from_slice(serde_json::to_string(&expires).expect("string").as_bytes());
@@ -327,7 +341,7 @@ fn sign_targets_at(
     msg.extend_from_slice(format!("}},\"version\":{version}}}").as_bytes());
     let body = Envelope::signed_bytes(&msg, &[key]);
     db::tuf::insert(c, channel, TufRole::Targets, version, &body, &expires)?;
-    publish_snapshot_at(c, channel, key, cfg, now, floor)?;
+    snapshot_over(c, channel, key, cfg, now, floor, version, &body, true)?;
     Ok(version)
 }
 
@@ -360,21 +374,57 @@ fn publish_snapshot_at(
 ) -> Result<u64, DbError> {
     let targets = db::tuf::latest(c, channel, TufRole::Targets)?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no targets metadata")))?;
-    let version = next_version(c, channel, TufRole::Snapshot, floor)?;
+    snapshot_over(
+        c,
+        channel,
+        key,
+        cfg,
+        now,
+        floor,
+        targets.version,
+        &targets.body,
+        false,
+    )
+}
+
+/// Snapshot N+1 over targets `targets_version` with body `targets_body` (as just signed, or
+/// as read back), then a timestamp.
+#[allow(clippy::too_many_arguments)]
+fn snapshot_over(
+    c: &dyn Sql,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+    floor: u64,
+    targets_version: u64,
+    targets_body: &[u8],
+    chained: bool,
+) -> Result<u64, DbError> {
+    let (version, expires) = next_and_expiry(
+        c,
+        channel,
+        TufRole::Snapshot,
+        cfg,
+        now,
+        cfg.snapshot_expiry,
+        floor,
+        chained,
+    )?;
     let s = Snapshot {
         kind: TufRole::Snapshot.into(),
         spec_version: SPEC_VERSION.into(),
         version,
-        expires: online_expiry(c, channel, TufRole::Snapshot, cfg, now, cfg.snapshot_expiry)?,
+        expires,
         meta: [(
             "targets.json".to_owned(),
-            meta_file(targets.version, &targets.body),
+            meta_file(targets_version, targets_body),
         )]
         .into(),
     };
     let body = Envelope::sign_to_bytes(&s, &[key]);
     db::tuf::insert(c, channel, TufRole::Snapshot, version, &body, &s.expires)?;
-    publish_timestamp_at(c, channel, key, cfg, now, floor)?;
+    timestamp_over(c, channel, key, cfg, now, floor, version, &body, true)?;
     Ok(version)
 }
 
@@ -399,22 +449,50 @@ fn publish_timestamp_at(
 ) -> Result<u64, DbError> {
     let snapshot = db::tuf::latest(c, channel, TufRole::Snapshot)?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no snapshot metadata")))?;
-    let version = next_version(c, channel, TufRole::Timestamp, floor)?;
+    timestamp_over(
+        c,
+        channel,
+        key,
+        cfg,
+        now,
+        floor,
+        snapshot.version,
+        &snapshot.body,
+        false,
+    )
+}
+
+/// Timestamp N+1 over snapshot `snapshot_version` with body `snapshot_body`.
+#[allow(clippy::too_many_arguments)]
+fn timestamp_over(
+    c: &dyn Sql,
+    channel: &str,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+    floor: u64,
+    snapshot_version: u64,
+    snapshot_body: &[u8],
+    chained: bool,
+) -> Result<u64, DbError> {
+    let (version, expires) = next_and_expiry(
+        c,
+        channel,
+        TufRole::Timestamp,
+        cfg,
+        now,
+        cfg.timestamp_expiry,
+        floor,
+        chained,
+    )?;
     let t = Timestamp {
         kind: TufRole::Timestamp.into(),
         spec_version: SPEC_VERSION.into(),
         version,
-        expires: online_expiry(
-            c,
-            channel,
-            TufRole::Timestamp,
-            cfg,
-            now,
-            cfg.timestamp_expiry,
-        )?,
+        expires,
         meta: [(
             "snapshot.json".to_owned(),
-            meta_file(snapshot.version, &snapshot.body),
+            meta_file(snapshot_version, snapshot_body),
         )]
         .into(),
     };
