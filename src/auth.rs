@@ -11,13 +11,54 @@ use ring::rand::SecureRandom;
 /// and upload approvals for the names and channels of its scope; `reporter` (agents) may post
 /// reports as the agents of its scope, and list agents; `viewer` may read what needs a token
 /// (the audit log, agents, tokens) and change nothing.
-pub const ADMIN: &str = "admin";
-pub const PUBLISHER: &str = "publisher";
-pub const PROMOTER: &str = "promoter";
-pub const REPORTER: &str = "reporter";
-pub const VIEWER: &str = "viewer";
-/// Every role, in the order the documentation lists them.
-pub const ROLES: [&str; 5] = [ADMIN, PUBLISHER, PROMOTER, REPORTER, VIEWER];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRole {
+    Admin,
+    Publisher,
+    Promoter,
+    Reporter,
+    Viewer,
+}
+
+impl TokenRole {
+    /// Every role, in the order the documentation lists them.
+    pub const ALL: [TokenRole; 5] = [
+        TokenRole::Admin,
+        TokenRole::Publisher,
+        TokenRole::Promoter,
+        TokenRole::Reporter,
+        TokenRole::Viewer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Publisher => "publisher",
+            TokenRole::Promoter => "promoter",
+            TokenRole::Reporter => "reporter",
+            TokenRole::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TokenRole {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        TokenRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// Every role's name, in the order the documentation lists them (for the command line).
+pub const ROLES: [&str; 5] = ["admin", "publisher", "promoter", "reporter", "viewer"];
 
 /// What a request does, with the name and channel it touches: every endpoint that needs a
 /// token names its action, and [`permit`] alone decides whether a token may do it.
@@ -108,32 +149,30 @@ pub struct Denied {
 }
 
 /// What each role may do, for messages.
-fn role_can(role: &str) -> &'static str {
+fn role_can(role: TokenRole) -> &'static str {
     match role {
-        ADMIN => "everything",
-        PUBLISHER => "push and attest",
-        PROMOTER => "promote, roll back, act on rollouts and upload approvals",
-        REPORTER => "post agent reports and list agents",
-        VIEWER => "read the audit log, agents and tokens",
-        _ => "nothing (unknown role)",
+        TokenRole::Admin => "everything",
+        TokenRole::Publisher => "push and attest",
+        TokenRole::Promoter => "promote, roll back, act on rollouts and upload approvals",
+        TokenRole::Reporter => "post agent reports and list agents",
+        TokenRole::Viewer => "read the audit log, agents and tokens",
     }
 }
 
 /// The one check of every endpoint: may token `id` of `role` with `scope` do `action`?
-pub fn permit(id: &str, role: &str, scope: &Scope, action: &Action<'_>) -> Result<(), Denied> {
+pub fn permit(id: &str, role: TokenRole, scope: &Scope, action: &Action<'_>) -> Result<(), Denied> {
     let role_ok = match role {
-        ADMIN => true,
-        PUBLISHER => matches!(action, Action::Push { .. } | Action::Attest { .. }),
-        PROMOTER => matches!(
+        TokenRole::Admin => true,
+        TokenRole::Publisher => matches!(action, Action::Push { .. } | Action::Attest { .. }),
+        TokenRole::Promoter => matches!(
             action,
             Action::Promote { .. }
                 | Action::Rollback { .. }
                 | Action::Rollout { .. }
                 | Action::Approve { .. }
         ),
-        REPORTER => matches!(action, Action::Report { .. } | Action::ListAgents),
-        VIEWER => matches!(action, Action::Read(_) | Action::ListAgents),
-        _ => false,
+        TokenRole::Reporter => matches!(action, Action::Report { .. } | Action::ListAgents),
+        TokenRole::Viewer => matches!(action, Action::Read(_) | Action::ListAgents),
     };
     if !role_ok {
         return Err(Denied {
@@ -145,7 +184,7 @@ pub fn permit(id: &str, role: &str, scope: &Scope, action: &Action<'_>) -> Resul
             ),
         });
     }
-    if role == ADMIN {
+    if role == TokenRole::Admin {
         return Ok(());
     }
     let (name, channel, agent) = match action {
@@ -318,7 +357,7 @@ impl Scope {
     }
 
     /// The scope in words, for the role's bindings: `names team-a/*; any channel`.
-    pub fn describe_for(&self, role: &str) -> String {
+    pub fn describe_for(&self, role: TokenRole) -> String {
         let (agents, channels) = self.describe();
         let names = if self.names.is_empty() {
             "any name".to_owned()
@@ -331,10 +370,10 @@ impl Scope {
             format!("channels {channels}")
         };
         match role {
-            REPORTER => format!("agents {agents}; {channels}"),
-            PUBLISHER => names,
-            PROMOTER => format!("{names}; {channels}"),
-            _ => "unscoped".to_owned(),
+            TokenRole::Reporter => format!("agents {agents}; {channels}"),
+            TokenRole::Publisher => names,
+            TokenRole::Promoter => format!("{names}; {channels}"),
+            TokenRole::Admin | TokenRole::Viewer => "unscoped".to_owned(),
         }
     }
 
@@ -405,7 +444,8 @@ mod tests {
             names: vec!["team-a/*".into()],
             ..Default::default()
         };
-        let p = |a: &Action<'_>| permit("t", PUBLISHER, &publisher, a).map_err(|d| d.code);
+        let p =
+            |a: &Action<'_>| permit("t", TokenRole::Publisher, &publisher, a).map_err(|d| d.code);
         assert_eq!(p(&Action::Push { name: "team-a/x" }), Ok(()));
         assert_eq!(
             p(&Action::Push { name: "team-b/x" }),
@@ -427,7 +467,7 @@ mod tests {
             channels: vec!["staging".into()],
             ..Default::default()
         };
-        let q = |a: &Action<'_>| permit("t", PROMOTER, &promoter, a).map_err(|d| d.code);
+        let q = |a: &Action<'_>| permit("t", TokenRole::Promoter, &promoter, a).map_err(|d| d.code);
         let to = |channel| Action::Promote {
             name: "app/x",
             channel,
@@ -444,7 +484,9 @@ mod tests {
             channel: "prod",
         };
         assert_eq!(odd.audit_action(), "rollout");
-        let v = |a: &Action<'_>| permit("t", VIEWER, &Scope::default(), a).map_err(|d| d.code);
+        let v = |a: &Action<'_>| {
+            permit("t", TokenRole::Viewer, &Scope::default(), a).map_err(|d| d.code)
+        };
         assert_eq!(v(&Action::Read("audit")), Ok(()));
         assert_eq!(v(&Action::ListAgents), Ok(()));
         assert_eq!(
@@ -452,13 +494,13 @@ mod tests {
             Err(ErrorCode::TokenRole)
         );
         assert_eq!(
-            permit("t", ADMIN, &Scope::default(), &to("prod")),
+            permit("t", TokenRole::Admin, &Scope::default(), &to("prod")),
             Ok(()),
             "admin may do anything"
         );
         let denied = permit(
             "abc",
-            PUBLISHER,
+            TokenRole::Publisher,
             &publisher,
             &Action::Push { name: "team-b/x" },
         )

@@ -257,7 +257,7 @@ pub fn init(dir: &Path, database: Option<&str>) -> anyhow::Result<InitReport> {
             &tx,
             &token_id,
             &token_hash,
-            "admin",
+            crate::auth::TokenRole::Admin,
             Some("initial admin"),
             &Default::default(),
             None,

@@ -454,9 +454,12 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<i32> {
                     t.id,
                     t.role,
                     t.label.as_deref().unwrap_or("-"),
-                    match t.role.as_str() {
-                        crate::auth::ADMIN | crate::auth::VIEWER => "-".to_owned(),
-                        role => scope.describe_for(role),
+                    match t.role.parse::<crate::auth::TokenRole>() {
+                        Ok(crate::auth::TokenRole::Admin | crate::auth::TokenRole::Viewer)
+                        | Err(()) => {
+                            "-".to_owned()
+                        }
+                        Ok(role) => scope.describe_for(role),
                     },
                     t.created_at,
                     t.expires_at.as_deref().unwrap_or("never"),

@@ -5,13 +5,13 @@ use super::Sql;
 use crate::params;
 
 use super::{DbError, now_str};
-use crate::auth::Scope;
+use crate::auth::{Scope, TokenRole};
 
 /// One stored token (without its hash).
 #[derive(Debug, Clone)]
 pub struct TokenRow {
     pub id: String,
-    pub role: String,
+    pub role: TokenRole,
     pub label: Option<String>,
     pub scope: Scope,
     pub created_at: String,
@@ -27,7 +27,7 @@ pub fn insert(
     c: &dyn Sql,
     id: &str,
     hash: &[u8],
-    role: &str,
+    role: TokenRole,
     label: Option<&str>,
     scope: &Scope,
     expires_at: Option<&str>,
@@ -40,7 +40,7 @@ pub fn insert(
         params![
             id,
             hash,
-            role,
+            role.as_str(),
             now_str(),
             label,
             json(&scope.agents)?,
@@ -69,7 +69,11 @@ fn token_row_at(r: &super::sql::Row, base: usize) -> Result<TokenRow, DbError> {
     };
     Ok(TokenRow {
         id: r.get(base)?,
-        role: r.get(base + 1)?,
+        role: {
+            let role: String = r.get(base + 1)?;
+            role.parse()
+                .map_err(|()| DbError::Corrupt(format!("token role {role:?}")))?
+        },
         label: r.get(base + 2)?,
         scope: Scope {
             agents: list(3)?,
@@ -119,7 +123,7 @@ pub fn list(c: &dyn Sql) -> Result<Vec<TokenRow>, DbError> {
 /// Revokes token `id` (it authenticates nothing from now on; the row stays for the listing
 /// and the audit log's labels); returns its role if it was valid.
 pub fn revoke(c: &dyn Sql, id: &str) -> Result<Option<String>, DbError> {
-    let role = lookup(c, id)?.map(|(_, r)| r.role);
+    let role = lookup(c, id)?.map(|(_, r)| r.role.to_string());
     c.execute(
         "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![id, now_str()],

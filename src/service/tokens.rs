@@ -3,7 +3,7 @@
 //! and an optional expiry), listing and revocation, each audited.
 
 use super::{App, Error};
-use crate::auth::{Action, MAX_BINDINGS, PROMOTER, PUBLISHER, REPORTER, ROLES, Scope};
+use crate::auth::{Action, MAX_BINDINGS, ROLES, Scope, TokenRole};
 use crate::db::{self, DbError};
 use crate::model::api::ErrorCode;
 use crate::model::api::{TokenInfo, TokenRequest, TokenResponse};
@@ -47,7 +47,7 @@ impl App {
     /// appended to the audit log (the request was authenticated).
     pub async fn permit(&self, caller: &Caller, action: Action<'_>) -> Result<(), Error> {
         let t = &caller.token;
-        let Err(denied) = crate::auth::permit(&t.id, &t.role, &t.scope, &action) else {
+        let Err(denied) = crate::auth::permit(&t.id, t.role, &t.scope, &action) else {
             return Ok(());
         };
         tracing::warn!(token = %t.id, role = %t.role, code = denied.code.as_str(), "{}", denied.message);
@@ -166,7 +166,7 @@ pub async fn authenticate(app: &App, header: Option<&str>) -> Result<Caller, Err
 
 /// `POST /api/v1/tokens`.
 pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenResponse, Error> {
-    if !ROLES.contains(&req.role.as_str()) {
+    let Ok(role) = req.role.parse::<TokenRole>() else {
         return Err(Error::invalid(
             ErrorCode::InvalidRole,
             format!(
@@ -175,14 +175,13 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
                 ROLES.join(", ")
             ),
         ));
-    }
+    };
     req.check_fields()?;
     let scope = Scope {
         agents: req.agents.clone(),
         channels: req.channels.clone(),
         names: req.names.clone(),
     };
-    let role = req.role.as_str();
     let unbound = |what: &str, bound: bool| -> Result<(), Error> {
         if bound {
             return Err(Error::invalid(
@@ -194,24 +193,24 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
     };
     unbound(
         "agents (only reporter tokens are)",
-        role != REPORTER && !scope.agents.is_empty(),
+        role != TokenRole::Reporter && !scope.agents.is_empty(),
     )?;
     unbound(
         "channels (only reporter and promoter tokens are)",
-        !matches!(role, REPORTER | PROMOTER) && !scope.channels.is_empty(),
+        !matches!(role, TokenRole::Reporter | TokenRole::Promoter) && !scope.channels.is_empty(),
     )?;
     unbound(
         "names (only publisher and promoter tokens are)",
-        !matches!(role, PUBLISHER | PROMOTER) && !scope.names.is_empty(),
+        !matches!(role, TokenRole::Publisher | TokenRole::Promoter) && !scope.names.is_empty(),
     )?;
-    if role == PUBLISHER && scope.names.is_empty() {
+    if role == TokenRole::Publisher && scope.names.is_empty() {
         return Err(Error::invalid(
             ErrorCode::InvalidScope,
             "a publisher token names what it may push (--scope GLOB, e.g. 'team-a/*'; '**' \
              for every name)",
         ));
     }
-    if role == PROMOTER && scope.channels.is_empty() {
+    if role == TokenRole::Promoter && scope.channels.is_empty() {
         return Err(Error::invalid(
             ErrorCode::InvalidScope,
             "a promoter token names the channels it may promote to (--channel CH, repeat \
@@ -253,7 +252,7 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
             ))
         }
     };
-    if req.role == REPORTER {
+    if role == TokenRole::Reporter {
         if scope.agents.is_empty() {
             return Err(Error::invalid(
                 ErrorCode::InvalidScope,
@@ -272,12 +271,7 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
         }
     }
     let (token, id, hash) = crate::auth::new_token().map_err(|e| Error::Internal(e.to_string()))?;
-    let (role, id2, actor_s, label) = (
-        req.role.clone(),
-        id.clone(),
-        actor.to_owned(),
-        req.label.clone(),
-    );
+    let (id2, actor_s, label) = (id.clone(), actor.to_owned(), req.label.clone());
     let (scope2, expires2) = (scope.clone(), expires_at.clone());
     app.db
         .call(move |c| {
@@ -286,7 +280,7 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
                 &tx,
                 &id2,
                 &hash,
-                &role,
+                role,
                 label.as_deref(),
                 &scope2,
                 expires2.as_deref(),
@@ -299,7 +293,7 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
                     subject: &format!("token:{id2}"),
                     outcome: "ok",
                     details: serde_json::json!({
-                        "role": role, "label": label,
+                        "role": role.as_str(), "label": label,
                         "agents": scope2.agents, "channels": scope2.channels,
                         "names": scope2.names, "expires_at": expires2,
                     }),
@@ -329,7 +323,7 @@ pub async fn list(app: &App) -> Result<Vec<TokenInfo>, Error> {
         .into_iter()
         .map(|t| TokenInfo {
             id: t.id,
-            role: t.role,
+            role: t.role.to_string(),
             label: t.label,
             agents: t.scope.agents,
             channels: t.scope.channels,
