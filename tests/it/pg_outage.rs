@@ -8,44 +8,13 @@ use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Server;
 use common::raw::{self, block};
-
-/// What a promoting thread needs to run `arca` (the `Server` stays with the thread that kills
-/// and restarts it).
-#[derive(Clone)]
-struct Client {
-    url: String,
-    token: String,
-    home: PathBuf,
-}
-
-impl Client {
-    fn of(s: &Server) -> Client {
-        Client {
-            url: s.url.clone(),
-            token: s.token.clone(),
-            home: s.dir.path().to_owned(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(common::arca_bin())
-            .env("ARCA_SERVER", &self.url)
-            .env("ARCA_TOKEN", &self.token)
-            .env("HOME", &self.home)
-            .env_remove("ARCA_METADATA_DIR")
-            .stdin(Stdio::null())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
+use common::{Client, Server};
 
 fn promotions_audited(s: &Server) -> i64 {
     s.db().one(

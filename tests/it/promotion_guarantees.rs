@@ -12,46 +12,15 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
-use common::{Server, forge_targets_with_online_key, latest_meta, set_meta_body};
+use common::{Client, Server, forge_targets_with_online_key, latest_meta, set_meta_body};
 use serde_json::Value;
 
 const NAME: &str = "app/x";
-
-/// What a thread needs to run `arca` against the server (the `Server` itself stays with the
-/// thread that kills and restarts it).
-#[derive(Clone)]
-struct Client {
-    url: String,
-    token: String,
-    home: PathBuf,
-}
-
-impl Client {
-    fn of(s: &Server) -> Client {
-        Client {
-            url: s.url.clone(),
-            token: s.token.clone(),
-            home: s.dir.path().to_owned(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(common::arca_bin())
-            .env("ARCA_SERVER", &self.url)
-            .env("ARCA_TOKEN", &self.token)
-            .env("HOME", &self.home)
-            .env_remove("ARCA_METADATA_DIR")
-            .stdin(Stdio::null())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
 
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -652,6 +652,37 @@ pub fn arca_db(s: &Server) -> arca::db::Db {
     }
 }
 
+/// What a thread needs to run `arca` against a server (the `Server` itself stays with the
+/// thread that kills and restarts it).
+#[derive(Clone)]
+pub struct Client {
+    url: String,
+    token: String,
+    home: PathBuf,
+}
+
+impl Client {
+    pub fn of(s: &Server) -> Client {
+        Client {
+            url: s.url.clone(),
+            token: s.token.clone(),
+            home: s.dir.path().to_owned(),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(arca_bin())
+            .env("ARCA_SERVER", &self.url)
+            .env("ARCA_TOKEN", &self.token)
+            .env("HOME", &self.home)
+            .env_remove("ARCA_METADATA_DIR")
+            .stdin(Stdio::null())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
 /// Asserts a failed run that printed one clear `error:` line; returns that stderr.
 pub fn failure_line(args: &[&str], out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
