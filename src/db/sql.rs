@@ -372,7 +372,8 @@ impl Tx<'_> {
         match self.0 {
             TxKind::Sqlite(t) => t.commit()?,
             TxKind::Postgres { tx, lost_race, .. } => {
-                pg_result(lost_race, tx.into_inner().commit())?
+                pg_result(lost_race, tx.into_inner().commit())?;
+                super::tuf::bump_generation();
             }
         }
         Ok(())

@@ -25,6 +25,13 @@ pub fn generation() -> u64 {
     GENERATION.load(std::sync::atomic::Ordering::Acquire)
 }
 
+/// On PostgreSQL several connections run at once: a reader may read the bumped generation and
+/// then, before the writer commits, the previous body, and cache that pair. A bump after every
+/// commit makes such an entry stale at once.
+pub(super) fn bump_generation() {
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
 /// Stores a metadata file, stamped with the time it is signed at (this process's wall clock).
 pub fn insert(
     c: &dyn Sql,
