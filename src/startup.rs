@@ -16,6 +16,18 @@ use crate::service::App;
 pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
     let home = Home::new(dir);
     let db = home.open_db(&cfg)?;
+    for ch in &cfg.pipeline {
+        let built = db.call_sync(|c| {
+            let tx = c.transaction()?;
+            crate::db::locks::channel(&tx, ch.as_str())?;
+            let built = crate::tuf::repo::build_missing_entries(&tx, ch.as_str())?;
+            tx.commit()?;
+            Ok::<_, crate::db::DbError>(built)
+        })?;
+        if built {
+            tracing::info!(channel = %ch, "stored the target entries of the channel's releases");
+        }
+    }
     let options: Vec<(String, String)> = cfg.store.options.clone().into_iter().collect();
     let store = arca_store::BlobStore::open(&cfg.store.url, &dir.join("blobs"), &options)
         .context("opening the blob store")?;

@@ -69,6 +69,29 @@ pub fn current(
         .transpose()
 }
 
+/// The current release of `name` (and since when) in each of `channels` where it has one, in
+/// one statement.
+pub fn current_in(
+    c: &dyn Sql,
+    channels: &[&str],
+    name: &str,
+) -> Result<std::collections::HashMap<String, (ArtifactRow, String)>, DbError> {
+    let marks: Vec<String> = (0..channels.len()).map(|i| format!("?{}", i + 2)).collect();
+    let sql = format!(
+        "{}, r.created_at, r.channel FROM releases r JOIN artifacts a ON a.id = r.artifact_id \
+         JOIN blobs b ON b.blake3 = a.blake3 WHERE r.id IN (SELECT MAX(id) FROM releases \
+         WHERE name = ?1 AND channel IN ({}) GROUP BY channel)",
+        select_columns(),
+        marks.join(", ")
+    );
+    let mut params: Vec<&dyn super::sql::ToParam> = vec![&name];
+    params.extend(channels.iter().map(|ch| ch as &dyn super::sql::ToParam));
+    c.query(&sql, &params)?
+        .iter()
+        .map(|r| Ok((r.get(11)?, (row(r)?, r.get(10)?))))
+        .collect()
+}
+
 /// Every change of `name` in `channel`, oldest first.
 pub fn history(c: &dyn Sql, channel: &str, name: &str) -> Result<Vec<HistoryEntry>, DbError> {
     history_page(c, channel, name, 0, i64::MAX)

@@ -4,11 +4,12 @@
 //!
 //! On PostgreSQL (READ COMMITTED) each is a `SELECT ... FOR NO KEY UPDATE` of one row, held to
 //! the end of the transaction; every statement after it sees what the transaction that held
-//! the lock before committed. `NO KEY` so that the foreign keys of rows inserted elsewhere
+//! the lock before committed. The locks go to the server with the statement after them, in
+//! its round trip (`Sql::lock`). `NO KEY` so that the foreign keys of rows inserted elsewhere
 //! (`releases.channel`) do not queue behind it. On SQLite they are no-ops: every transaction
 //! begins `IMMEDIATE`, holding the database's one write lock from its first statement.
 
-use super::{DbError, Engine, Sql};
+use super::{DbError, Engine, Sql, sql::literal};
 use crate::params;
 
 /// The trust head: taken by every use case that reads the current trust document to decide
@@ -23,24 +24,21 @@ pub fn trust(c: &dyn Sql) -> Result<(), DbError> {
 /// other's release. (A channel that does not exist has nothing to lock; the use case then
 /// refuses the request.)
 pub fn channel(c: &dyn Sql, channel: &str) -> Result<(), DbError> {
-    if c.engine() == Engine::Postgres {
-        c.query(
-            "SELECT name FROM channels WHERE name = ?1 FOR NO KEY UPDATE",
-            params![channel],
-        )?;
-    }
-    Ok(())
+    c.lock(
+        &format!(
+            "SELECT name FROM channels WHERE name = {} FOR NO KEY UPDATE",
+            literal(channel)?
+        ),
+        None,
+    )
 }
 
 /// Every channel's row, in pipeline order (a trust change re-signs them all).
 pub fn all_channels(c: &dyn Sql) -> Result<(), DbError> {
-    if c.engine() == Engine::Postgres {
-        c.query(
-            "SELECT name FROM channels ORDER BY position FOR NO KEY UPDATE",
-            params![],
-        )?;
-    }
-    Ok(())
+    c.lock(
+        "SELECT name FROM channels ORDER BY position FOR NO KEY UPDATE",
+        None,
+    )
 }
 
 /// The audit head, last: appends are serialised in the chain's order.
@@ -49,18 +47,13 @@ pub fn audit_head(c: &dyn Sql) -> Result<(), DbError> {
 }
 
 fn head(c: &dyn Sql, name: &str) -> Result<(), DbError> {
-    if c.engine() == Engine::Postgres {
-        let n = c
-            .query(
-                "SELECT name FROM locks WHERE name = ?1 FOR NO KEY UPDATE",
-                params![name],
-            )?
-            .len();
-        if n != 1 {
-            return Err(DbError::Corrupt(format!("no lock row {name}")));
-        }
-    }
-    Ok(())
+    c.lock(
+        &format!(
+            "SELECT name FROM locks WHERE name = {} FOR NO KEY UPDATE",
+            literal(name)?
+        ),
+        Some(&format!("no lock row {name}")),
+    )
 }
 
 /// The current time for rows a use case writes after its locks: the database's clock on

@@ -275,6 +275,15 @@ pub trait Sql {
     fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, DbError>;
     /// Runs several statements without parameters.
     fn batch(&self, sql: &str) -> Result<(), DbError>;
+    /// Takes the row locks of `sql`, a `SELECT ... FOR NO KEY UPDATE` without parameters
+    /// (literals quoted with [`literal`]) whose rows nobody reads. On PostgreSQL in a
+    /// transaction it goes to the server with the next statement, ahead of it (see `PgTx`);
+    /// outside one, at once. On SQLite it does nothing: every transaction there holds the
+    /// database's one write lock. `required`: the error when it locks no row.
+    fn lock(&self, sql: &str, required: Option<&str>) -> Result<(), DbError>;
+    /// The rows of a statement without parameters, as text (NULL as `None`), sent in one
+    /// round trip with the locks waiting before it.
+    fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError>;
 
     /// The first row, if any.
     fn query_opt(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Option<Row>, DbError> {
@@ -316,11 +325,30 @@ pub struct Tx<'c>(TxKind<'c>);
 
 enum TxKind<'c> {
     Sqlite(rusqlite::Transaction<'c>),
-    Postgres {
-        tx: RefCell<postgres::Transaction<'c>>,
-        statements: &'c RefCell<HashMap<String, postgres::Statement>>,
-        lost_race: &'c Cell<Option<String>>,
-    },
+    Postgres(PgTx<'c>),
+}
+
+/// A PostgreSQL transaction. `BEGIN` and the row locks ([`Sql::lock`]) are not sent on their
+/// own: they wait, and go to the server in one round trip ahead of the first statement whose
+/// answer is read (statements of one round trip run in order, each under a snapshot of its own
+/// under READ COMMITTED, so a lock is still held before the reads it guards). A promotion
+/// saves three round trips that way, which on PostgreSQL is most of its time.
+struct PgTx<'c> {
+    client: RefCell<&'c mut postgres::Client>,
+    statements: &'c RefCell<HashMap<String, postgres::Statement>>,
+    lost_race: &'c Cell<Option<String>>,
+    /// What goes ahead of the next statement: `BEGIN` (until it is sent), then locks.
+    pending: RefCell<Vec<Deferred>>,
+    /// `BEGIN` reached the server: a transaction dropped without commit is rolled back.
+    begun: Cell<bool>,
+    finished: Cell<bool>,
+}
+
+/// A statement without parameters whose rows nobody reads, sent with the next one.
+struct Deferred {
+    sql: String,
+    /// The corrupt-database error when it locks no row (`None`: no row is fine).
+    required: Option<String>,
 }
 
 impl Conn {
@@ -342,11 +370,17 @@ impl Conn {
     pub fn transaction(&mut self) -> Result<Tx<'_>, DbError> {
         Ok(Tx(match &mut self.0 {
             ConnKind::Sqlite(c) => TxKind::Sqlite(c.transaction()?),
-            ConnKind::Postgres(pg) => TxKind::Postgres {
-                tx: RefCell::new(pg_result(&pg.lost_race, pg.client.get_mut().transaction())?),
+            ConnKind::Postgres(pg) => TxKind::Postgres(PgTx {
+                client: RefCell::new(pg.client.get_mut()),
                 statements: &pg.statements,
                 lost_race: &pg.lost_race,
-            },
+                pending: RefCell::new(vec![Deferred {
+                    sql: "BEGIN".into(),
+                    required: None,
+                }]),
+                begun: Cell::new(false),
+                finished: Cell::new(false),
+            }),
         }))
     }
 
@@ -371,12 +405,73 @@ impl Tx<'_> {
     pub fn commit(self) -> Result<(), DbError> {
         match self.0 {
             TxKind::Sqlite(t) => t.commit()?,
-            TxKind::Postgres { tx, lost_race, .. } => {
-                pg_result(lost_race, tx.into_inner().commit())?;
+            TxKind::Postgres(t) => {
+                if t.begun.get() || t.pending.borrow().len() > 1 {
+                    t.send(Some("COMMIT"))?;
+                }
+                t.finished.set(true);
                 super::tuf::bump_generation();
             }
         }
         Ok(())
+    }
+}
+
+impl PgTx<'_> {
+    /// Sends what is pending followed by `then` (a statement without parameters) in one round
+    /// trip; the rows of `then`, as text.
+    fn send(&self, then: Option<&str>) -> Result<Vec<postgres::SimpleQueryRow>, DbError> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        let mut text = String::new();
+        for d in &pending {
+            text.push_str(&d.sql);
+            text.push_str(";\n");
+        }
+        text.push_str(then.unwrap_or(""));
+        self.begun.set(true);
+        let messages = pg_result(self.lost_race, self.client.borrow_mut().simple_query(&text))?;
+        // One CommandComplete per statement, in order.
+        let (mut done, mut rows) = (0, Vec::new());
+        for m in messages {
+            match m {
+                postgres::SimpleQueryMessage::CommandComplete(n) => {
+                    if let Some(why) = pending.get(done).and_then(|d| d.required.as_ref())
+                        && n == 0
+                    {
+                        return Err(DbError::Corrupt(why.clone()));
+                    }
+                    done += 1;
+                }
+                postgres::SimpleQueryMessage::Row(r) if done == pending.len() => rows.push(r),
+                _ => {}
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Sends what is pending, before a statement with parameters (which has a round trip of
+    /// its own).
+    fn flush(&self) -> Result<(), DbError> {
+        if !self.pending.borrow().is_empty() {
+            self.send(None)?;
+        }
+        Ok(())
+    }
+
+    fn statement(&self, sql: &str) -> Result<postgres::Statement, DbError> {
+        self.flush()?;
+        pg_statement(self.statements, self.lost_race, sql, |q| {
+            self.client.borrow_mut().prepare(q)
+        })
+    }
+}
+
+impl Drop for PgTx<'_> {
+    fn drop(&mut self) {
+        if self.begun.get() && !self.finished.get() {
+            // As postgres::Transaction does; a broken connection is dropped by the pool anyway.
+            let _ = self.client.get_mut().batch_execute("ROLLBACK");
+        }
     }
 }
 
@@ -434,6 +529,66 @@ impl Sql for Conn {
             }
         }
     }
+
+    fn lock(&self, sql: &str, required: Option<&str>) -> Result<(), DbError> {
+        match &self.0 {
+            ConnKind::Sqlite(_) => Ok(()),
+            ConnKind::Postgres(_) => {
+                if self.query_text(sql)?.is_empty()
+                    && let Some(why) = required
+                {
+                    return Err(DbError::Corrupt(why.to_owned()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError> {
+        match &self.0 {
+            ConnKind::Sqlite(c) => sqlite_query(c, sql, params![])?
+                .iter()
+                .map(text_row)
+                .collect(),
+            ConnKind::Postgres(pg) => {
+                let messages = pg_result(&pg.lost_race, pg.client.borrow_mut().simple_query(sql))?;
+                messages
+                    .iter()
+                    .filter_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(r) => Some(pg_text_row(r)),
+                        _ => None,
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// `s` as a quoted SQL string literal, for the statements of [`Sql::lock`] (which have no
+/// parameters). Backslashes are refused rather than trusted to `standard_conforming_strings`.
+pub fn literal(s: &str) -> Result<String, DbError> {
+    if s.contains('\\') || s.contains('\0') {
+        return Err(DbError::Corrupt(format!("{s:?} cannot be quoted")));
+    }
+    Ok(format!("'{}'", s.replace('\'', "''")))
+}
+
+fn text_row(r: &Row) -> Result<Vec<Option<String>>, DbError> {
+    r.0.iter()
+        .map(|v| match v {
+            Value::Null => Ok(None),
+            Value::Int(i) => Ok(Some(i.to_string())),
+            Value::Real(f) => Ok(Some(f.to_string())),
+            Value::Text(t) => Ok(Some(t.clone())),
+            Value::Blob(_) => Err(DbError::Corrupt("a blob read as text".into())),
+        })
+        .collect()
+}
+
+fn pg_text_row(r: &postgres::SimpleQueryRow) -> Result<Vec<Option<String>>, DbError> {
+    (0..r.len())
+        .map(|i| Ok(r.try_get(i)?.map(str::to_owned)))
+        .collect()
 }
 
 impl Sql for Tx<'_> {
@@ -447,15 +602,13 @@ impl Sql for Tx<'_> {
     fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize, DbError> {
         match &self.0 {
             TxKind::Sqlite(t) => sqlite_execute(t, sql, params),
-            TxKind::Postgres {
-                tx,
-                statements,
-                lost_race,
-            } => {
-                let st = pg_statement(statements, lost_race, sql, |q| tx.borrow_mut().prepare(q))?;
+            TxKind::Postgres(t) => {
+                let st = t.statement(sql)?;
                 let n = pg_result(
-                    lost_race,
-                    tx.borrow_mut().execute(&st, &pg_refs(&pg_params(params))),
+                    t.lost_race,
+                    t.client
+                        .borrow_mut()
+                        .execute(&st, &pg_refs(&pg_params(params))),
                 )?;
                 Ok(n as usize)
             }
@@ -465,15 +618,13 @@ impl Sql for Tx<'_> {
     fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, DbError> {
         match &self.0 {
             TxKind::Sqlite(t) => sqlite_query(t, sql, params),
-            TxKind::Postgres {
-                tx,
-                statements,
-                lost_race,
-            } => {
-                let st = pg_statement(statements, lost_race, sql, |q| tx.borrow_mut().prepare(q))?;
+            TxKind::Postgres(t) => {
+                let st = t.statement(sql)?;
                 let rows = pg_result(
-                    lost_race,
-                    tx.borrow_mut().query(&st, &pg_refs(&pg_params(params))),
+                    t.lost_race,
+                    t.client
+                        .borrow_mut()
+                        .query(&st, &pg_refs(&pg_params(params))),
                 )?;
                 rows.iter().map(pg_row).collect()
             }
@@ -483,9 +634,30 @@ impl Sql for Tx<'_> {
     fn batch(&self, sql: &str) -> Result<(), DbError> {
         match &self.0 {
             TxKind::Sqlite(t) => Ok(t.execute_batch(sql)?),
-            TxKind::Postgres { tx, lost_race, .. } => {
-                pg_result(lost_race, tx.borrow_mut().batch_execute(sql))
+            TxKind::Postgres(t) => t.send(Some(sql)).map(drop),
+        }
+    }
+
+    fn lock(&self, sql: &str, required: Option<&str>) -> Result<(), DbError> {
+        match &self.0 {
+            TxKind::Sqlite(_) => Ok(()),
+            TxKind::Postgres(t) => {
+                t.pending.borrow_mut().push(Deferred {
+                    sql: sql.to_owned(),
+                    required: required.map(str::to_owned),
+                });
+                Ok(())
             }
+        }
+    }
+
+    fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError> {
+        match &self.0 {
+            TxKind::Sqlite(t) => sqlite_query(t, sql, params![])?
+                .iter()
+                .map(text_row)
+                .collect(),
+            TxKind::Postgres(t) => t.send(Some(sql))?.iter().map(pg_text_row).collect(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::Sql;
 use crate::params;
+use std::collections::BTreeMap;
 
 use super::{DbError, now_str};
 use crate::auth::{Scope, TokenRole};
@@ -98,15 +99,31 @@ pub fn lookup(c: &dyn Sql, id: &str) -> Result<Option<(Vec<u8>, TokenRow)>, DbEr
     .transpose()
 }
 
+/// Labels read so far, by token id. A token's label is set when it is made and never changes,
+/// and ids are random and never reused, so the audit entry of each action of a token need not
+/// read it again.
+static LABELS: std::sync::Mutex<BTreeMap<String, Option<String>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Labels kept at most.
+const KEPT: usize = 4096;
+
 /// The label of token `id`, if it has one.
 pub fn label(c: &dyn Sql, id: &str) -> Result<Option<String>, DbError> {
-    Ok(
-        c.query_opt("SELECT label FROM tokens WHERE id = ?1", params![id])?
-            .as_ref()
-            .map(|r| r.get::<Option<String>>(0))
-            .transpose()?
-            .flatten(),
-    )
+    let labels = || LABELS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(label) = labels().get(id) {
+        return Ok(label.clone());
+    }
+    let Some(row) = c.query_opt("SELECT label FROM tokens WHERE id = ?1", params![id])? else {
+        return Ok(None);
+    };
+    let label: Option<String> = row.get(0)?;
+    let mut kept = labels();
+    if kept.len() >= KEPT {
+        kept.clear();
+    }
+    kept.insert(id.to_owned(), label.clone());
+    Ok(label)
 }
 
 /// Every token, revoked ones too, oldest first.

@@ -14,20 +14,22 @@ pub struct MetaRow {
     pub expires: String,
 }
 
-/// Bumped by every metadata write. Every database call holds the one connection, so a reader
-/// that reads this counter and a role's newest body in one call gets a matching pair: a cache
-/// entry whose generation is still current is still the newest body.
+/// Bumped by every metadata write, and again after every PostgreSQL commit. The metadata cache
+/// (`service::reads`) reads it, then a role's newest body, and keeps the pair: the cached body
+/// is the newest for as long as the generation has not moved.
+///
+/// On SQLite every database call holds the one connection, so the pair read in one call always
+/// matches. On PostgreSQL several connections run at once: a reader may read the generation
+/// already bumped by a writer's insert and then, before that writer commits, the previous
+/// body. The bump after the commit makes such a pair stale at once.
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The metadata write generation. Every database call holds the one connection, so a reader
-/// that reads it and a role's newest body in one call gets a matching pair.
+/// The metadata write generation (see [`GENERATION`]).
 pub fn generation() -> u64 {
     GENERATION.load(std::sync::atomic::Ordering::Acquire)
 }
 
-/// On PostgreSQL several connections run at once: a reader may read the bumped generation and
-/// then, before the writer commits, the previous body, and cache that pair. A bump after every
-/// commit makes such an entry stale at once.
+/// After a PostgreSQL commit (see [`GENERATION`]).
 pub(super) fn bump_generation() {
     GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
 }
@@ -64,19 +66,94 @@ pub fn last_signed_at(c: &dyn Sql) -> Result<Option<String>, DbError> {
         .get(0)
 }
 
-/// The newest version of a role and its expiry, without its body.
-pub fn latest_head(
-    c: &dyn Sql,
-    channel: &str,
-    role: TufRole,
-) -> Result<Option<(u64, String)>, DbError> {
-    c.query_opt(
-        "SELECT version, expires FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
-         ORDER BY version DESC LIMIT 1",
-        params![channel, role.as_str()],
-    )?
-    .map(|r| Ok((r.get(0)?, r.get(1)?)))
-    .transpose()
+/// What signing new versions of a channel's online roles starts from: the number and expiry
+/// of each role's newest version (not its body), and the newest signing time on record.
+#[derive(Debug, Default)]
+pub struct Heads {
+    pub targets: Option<(u64, String)>,
+    pub snapshot: Option<(u64, String)>,
+    pub timestamp: Option<(u64, String)>,
+    pub last_signed_at: Option<String>,
+}
+
+impl Heads {
+    pub fn of(&self, role: TufRole) -> Option<&(u64, String)> {
+        match role {
+            TufRole::Targets => self.targets.as_ref(),
+            TufRole::Snapshot => self.snapshot.as_ref(),
+            TufRole::Timestamp => self.timestamp.as_ref(),
+            TufRole::Root => None,
+        }
+    }
+}
+
+/// [`Heads`] of `channel`, in one statement.
+pub fn heads(c: &dyn Sql, channel: &str) -> Result<Heads, DbError> {
+    let rows = c.query(
+        "SELECT NULL, NULL, MAX(signed_at) FROM tuf_metadata \
+         UNION ALL \
+         SELECT m.role, m.version, m.expires FROM tuf_metadata m \
+         WHERE m.channel = ?1 AND m.role IN ('targets', 'snapshot', 'timestamp') \
+         AND m.version = (SELECT MAX(version) FROM tuf_metadata \
+                          WHERE channel = ?1 AND role = m.role)",
+        params![channel],
+    )?;
+    let mut heads = Heads::default();
+    for r in &rows {
+        let head =
+            || -> Result<Option<(u64, String)>, DbError> { Ok(Some((r.get(1)?, r.get(2)?))) };
+        match r.get::<Option<String>>(0)?.as_deref() {
+            None => heads.last_signed_at = r.get(2)?,
+            Some("targets") => heads.targets = head()?,
+            Some("snapshot") => heads.snapshot = head()?,
+            Some("timestamp") => heads.timestamp = head()?,
+            Some(other) => return Err(DbError::Corrupt(format!("metadata role {other}"))),
+        }
+    }
+    Ok(heads)
+}
+
+/// A metadata file to store.
+pub struct NewFile {
+    pub role: TufRole,
+    pub version: u64,
+    pub body: Vec<u8>,
+    pub expires: String,
+}
+
+/// Stores several metadata files of `channel` in one statement, stamped as [`insert`] does.
+pub fn insert_all(c: &dyn Sql, channel: &str, files: &[NewFile]) -> Result<(), DbError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let signed_at = arca_keys::format_time(chrono::Utc::now());
+    let mut sql = String::from(
+        "INSERT INTO tuf_metadata (channel, role, version, body, expires, signed_at) VALUES ",
+    );
+    let versions: Vec<i64> = files.iter().map(|f| f.version as i64).collect();
+    let roles: Vec<&str> = files.iter().map(|f| f.role.as_str()).collect();
+    let mut params: Vec<&dyn super::sql::ToParam> = vec![&channel, &signed_at];
+    for (i, f) in files.iter().enumerate() {
+        let n = 3 + 4 * i;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(?1, ?{n}, ?{}, ?{}, ?{}, ?2)",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+        params.extend([
+            &roles[i] as &dyn super::sql::ToParam,
+            &versions[i],
+            &f.body,
+            &f.expires,
+        ]);
+    }
+    c.execute(&sql, &params)?;
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    Ok(())
 }
 
 pub fn latest(c: &dyn Sql, channel: &str, role: TufRole) -> Result<Option<MetaRow>, DbError> {

@@ -170,7 +170,7 @@ async fn run(app: &App, only: Option<&ArtifactName>) -> Vec<String> {
                     };
                     Ok(
                         facts::evaluate(c, &trust, &policy, &a, &req2.to, Utc::now())
-                            .is_ok_and(|(d, already)| d.allowed && !already),
+                            .is_ok_and(|e| e.decision.allowed && !e.already),
                     )
                 })
                 .await

@@ -46,19 +46,30 @@ pub fn statement_facts(
     trust: &TrustDocument,
     a: &ArtifactRow,
 ) -> Result<Vec<StatementFacts>, Error> {
+    Ok(statements(c, trust, a)?.0)
+}
+
+/// [`statement_facts`], and the digests of every statement about `a` (valid or not), in the
+/// order its target entry lists them.
+fn statements(
+    c: &dyn Sql,
+    trust: &TrustDocument,
+    a: &ArtifactRow,
+) -> Result<(Vec<StatementFacts>, Vec<String>), Error> {
     let (name, version) = names(a)?;
-    let mut out = Vec::new();
+    let (mut facts, mut digests) = (Vec::new(), Vec::new());
     for (sha, bytes) in db::artifacts::statements_of(c, a.id)? {
+        digests.push(sha.clone());
         let Ok(env) = Envelope::from_slice(&bytes) else {
             continue;
         };
         if let Some(f) =
             StatementFacts::about(&env, sha, trust, &name, &version, &a.sha256, &a.blake3)
         {
-            out.push(f);
+            facts.push(f);
         }
     }
-    Ok(out)
+    Ok((facts, digests))
 }
 
 fn names(a: &ArtifactRow) -> Result<(ArtifactName, Version), Error> {
@@ -75,8 +86,18 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A promotion's decision, and what it was made on that the promotion goes on to use.
+pub struct Evaluation {
+    pub decision: Decision,
+    /// `a` is already the current release in the channel.
+    pub already: bool,
+    /// The channel's current release of the name, if any.
+    pub current: Option<i64>,
+    /// The digests of every statement about `a`, as its target entry lists them.
+    pub statements: Vec<String>,
+}
+
 /// Evaluates promoting `a` into `to` now under `policy` (the one `trust` pins for `to`).
-/// Returns the decision and whether `a` is already current there.
 pub fn evaluate(
     c: &dyn Sql,
     trust: &TrustDocument,
@@ -84,19 +105,23 @@ pub fn evaluate(
     a: &ArtifactRow,
     to: &ChannelName,
     now: DateTime<Utc>,
-) -> Result<(Decision, bool), Error> {
+) -> Result<Evaluation, Error> {
     let (name, version) = names(a)?;
-    let statements = statement_facts(c, trust, a)?;
-    let current = db::channels::current(c, to.as_str(), &a.name)?;
-    let already = current.as_ref().is_some_and(|(cur, _)| cur.id == a.id);
-    let current_version: Option<Version> = match &current {
+    let (statements, digests) = statements(c, trust, a)?;
+    let mut channels = vec![to.as_str()];
+    channels.extend(policy.from.as_ref().map(|f| f.as_str()));
+    let mut current = db::channels::current_in(c, &channels, &a.name)?;
+    let here = current.get(to.as_str()).cloned();
+    let already = here.as_ref().is_some_and(|(cur, _)| cur.id == a.id);
+    let current_version: Option<Version> = match &here {
         Some((cur, _)) => Some(names(cur)?.1),
         None => None,
     };
     // Release times are kept to the second; counting the soak from the next whole second
     // never lets it end early.
     let since = match &policy.from {
-        Some(from) => db::channels::current(c, from.as_str(), &a.name)?
+        Some(from) => current
+            .remove(from.as_str())
             .filter(|(cur, _)| cur.id == a.id)
             .and_then(|(_, at)| parse_time(&at))
             .map(|t| t + chrono::Duration::seconds(1)),
@@ -112,7 +137,12 @@ pub fn evaluate(
         current_in_channel: current_version.as_ref(),
         now,
     };
-    Ok((policy::evaluate(policy, &facts), already))
+    Ok(Evaluation {
+        decision: policy::evaluate(policy, &facts),
+        already,
+        current: here.map(|(cur, _)| cur.id),
+        statements: digests,
+    })
 }
 
 /// Whether an earlier release may become current again: its build signature must still be

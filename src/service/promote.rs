@@ -48,7 +48,12 @@ fn promote_tx(
         let trust = current_trust(&tx)?;
         let now = Utc::now();
         let policy = channel_policy(&tx, &trust, &req.to)?;
-        let (decision, mut already) = evaluate(&tx, &trust, &policy, &a, &req.to, now)?;
+        let super::facts::Evaluation {
+            decision,
+            mut already,
+            current,
+            statements,
+        } = evaluate(&tx, &trust, &policy, &a, &req.to, now)?;
         // A release whose rollout stopped at 0% (no previous release to return to) is current
         // in name only: promoting it again releases it.
         if already
@@ -99,7 +104,14 @@ fn promote_tx(
             });
         }
         let plan = super::rollout::choose_plan(req.rollout.as_ref(), &policy)?;
-        let rollout = super::rollout::begin(&tx, req.to.as_str(), &a.name, a.id, plan.as_ref())?;
+        let rollout = super::rollout::begin_after(
+            &tx,
+            req.to.as_str(),
+            &a.name,
+            a.id,
+            current,
+            plan.as_ref(),
+        )?;
         db::channels::record_release(
             &tx,
             req.to.as_str(),
@@ -109,7 +121,17 @@ fn promote_tx(
             actor,
             req.reason.as_deref(),
         )?;
-        let version = repo::publish_release(&tx, req.to.as_str(), &a.name, key, tuf, now)?;
+        let version = repo::publish_promoted(
+            &tx,
+            req.to.as_str(),
+            &a,
+            statements,
+            trust.version,
+            rollout,
+            key,
+            tuf,
+            now,
+        )?;
         if let (Some(id), Some(p)) = (rollout, &plan) {
             // Audit details are canonical JSON: no floats, so the ceiling goes in basis points.
             details["rollout"] = serde_json::json!({

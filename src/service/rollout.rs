@@ -27,6 +27,19 @@ pub fn begin(
     plan: Option<&Plan>,
 ) -> Result<Option<i64>, DbError> {
     let current = db::channels::current(c, channel, name)?.map(|(a, _)| a.id);
+    begin_after(c, channel, name, artifact_id, current, plan)
+}
+
+/// [`begin`] for a caller that has read `current`, the release of `name` current in `channel`
+/// until now.
+pub fn begin_after(
+    c: &dyn Sql,
+    channel: &str,
+    name: &str,
+    artifact_id: i64,
+    current: Option<i64>,
+    plan: Option<&Plan>,
+) -> Result<Option<i64>, DbError> {
     let mut previous = current;
     if let Some(last) = db::rollouts::latest(c, channel, name)? {
         if Some(last.artifact_id) == current && last.decides_entry() {

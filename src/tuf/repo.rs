@@ -34,40 +34,6 @@ pub fn check_clock(c: &dyn Sql, cfg: &TufConfig, now: DateTime<Utc>) -> Result<(
     Ok(())
 }
 
-/// The number and expiry of a new version of `role`, after checking the clock (unless the
-/// caller's chain just did): the version after the newest, at least `floor`; `now` (checked
-/// against the monotonic clock and the last signing) + the role's lifetime, never earlier than
-/// the current version's. The two agree unless a lifetime was shortened: the new version then keeps
-/// the current expiry, which extends nothing (the current version is valid until then anyway).
-#[allow(clippy::too_many_arguments)]
-fn next_and_expiry(
-    c: &dyn Sql,
-    channel: &str,
-    role: TufRole,
-    cfg: &TufConfig,
-    now: DateTime<Utc>,
-    life: Duration,
-    floor: u64,
-    clock_checked: bool,
-) -> Result<(u64, String), DbError> {
-    // Snapshot and timestamp signed right after targets, in its transaction and at its `now`,
-    // rest on the check made for targets.
-    if !clock_checked {
-        check_clock(c, cfg, now)?;
-    }
-    let new = expiry(now, life);
-    // One read of the newest version's number and expiry (not its body): the version after it,
-    // at least `floor`, and the expiry.
-    let head = db::tuf::latest_head(c, channel, role)?;
-    let version = head.as_ref().map_or(1, |(v, _)| v + 1).max(floor);
-    let current = head.and_then(|(_, e)| super::metadata::parse_time(&e).map(|t| (t, e)));
-    let expires = match current {
-        Some((t, text)) if super::metadata::parse_time(&new).is_some_and(|n| n < t) => text,
-        _ => new,
-    };
-    Ok((version, expires))
-}
-
 /// A root whose root role is `root_keys`/`threshold` and whose online roles are `online`
 /// (or the root keys themselves, for the shared root every channel starts from).
 pub fn build_root(
@@ -193,6 +159,17 @@ fn entries_of(
 ) -> Result<Vec<(String, Vec<u8>)>, DbError> {
     let rollout = db::rollouts::latest(c, channel, &a.name)?
         .filter(|r| r.artifact_id == a.id && r.decides_entry());
+    entries_with(c, a, statements, trust_version, rollout)
+}
+
+/// [`entries_of`] with the rollout that decides `a`'s entries, if any, read by the caller.
+fn entries_with(
+    c: &dyn Sql,
+    a: &db::artifacts::ArtifactRow,
+    statements: Vec<String>,
+    trust_version: u64,
+    rollout: Option<db::rollouts::RolloutRow>,
+) -> Result<Vec<(String, Vec<u8>)>, DbError> {
     let Some(r) = rollout else {
         return Ok(vec![target_entry(
             a,
@@ -245,15 +222,34 @@ pub fn publish_targets(
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
+    db::tuf::clear_entries(c, channel)?;
+    rebuild_entries(c, channel)?;
+    sign_targets(c, channel, key, cfg, now)
+}
+
+/// Stores the target entries of every release current in `channel` (which has none stored).
+fn rebuild_entries(c: &dyn Sql, channel: &str) -> Result<(), DbError> {
     let trust_version = db::trust::latest_version(c)?.unwrap_or(0);
     let mut statements_of = db::artifacts::statement_digests_in_channel(c, channel)?;
-    db::tuf::clear_entries(c, channel)?;
     for a in db::channels::current_releases(c, channel)? {
         let statements = statements_of.remove(&a.id).unwrap_or_default();
         let entries = entries_of(c, channel, &a, statements, trust_version)?;
         db::tuf::set_entries(c, channel, &a.name, &entries)?;
     }
-    sign_targets(c, channel, key, cfg, now)
+    Ok(())
+}
+
+/// Stores the entries of a channel whose releases have none stored (a database from before
+/// entries were stored); `startup::open` calls it, so that publishing needs no check. Returns
+/// whether it built any.
+pub fn build_missing_entries(c: &dyn Sql, channel: &str) -> Result<bool, DbError> {
+    if db::tuf::entry_count(c, channel)? > 0
+        || db::channels::current_releases(c, channel)?.is_empty()
+    {
+        return Ok(false);
+    }
+    rebuild_entries(c, channel)?;
+    Ok(true)
 }
 
 /// Publishes the change of one name's release in `channel` (or of its rollout): its stored
@@ -267,21 +263,42 @@ pub fn publish_release(
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    // A database from before the entries were stored: build them all once.
-    if db::tuf::entry_count(c, channel)? == 0
-        && !db::channels::current_releases(c, channel)?.is_empty()
-    {
-        return publish_targets(c, channel, key, cfg, now);
-    }
-    let trust_version = db::trust::latest_version(c)?.unwrap_or(0);
     match db::channels::current(c, channel, name)? {
         Some((a, _)) => {
+            let trust_version = db::trust::latest_version(c)?.unwrap_or(0);
             let statements = db::artifacts::statement_digests(c, a.id)?;
             let entries = entries_of(c, channel, &a, statements, trust_version)?;
             db::tuf::set_entries(c, channel, name, &entries)?;
+            sign_targets(c, channel, key, cfg, now)
         }
-        None => db::tuf::set_entry(c, channel, name, None)?,
+        None => {
+            db::tuf::set_entry(c, channel, name, None)?;
+            sign_targets(c, channel, key, cfg, now)
+        }
     }
+}
+
+/// [`publish_release`] of `a`, just made current in `channel` by a promotion that has read the
+/// digests of its statements and the trust version it decided under, and began `rollout` (the
+/// id `service::rollout::begin_after` returned). Without one, no rollout decides `a`'s entry:
+/// `begin_after` superseded every rollout of the name that did, so there is nothing to read.
+#[allow(clippy::too_many_arguments)]
+pub fn publish_promoted(
+    c: &dyn Sql,
+    channel: &str,
+    a: &db::artifacts::ArtifactRow,
+    statements: Vec<String>,
+    trust_version: u64,
+    rollout: Option<i64>,
+    key: &SigningKey,
+    cfg: &TufConfig,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let entries = match rollout {
+        Some(_) => entries_of(c, channel, a, statements, trust_version)?,
+        None => entries_with(c, a, statements, trust_version, None)?,
+    };
+    db::tuf::set_entries(c, channel, &a.name, &entries)?;
     sign_targets(c, channel, key, cfg, now)
 }
 
@@ -299,6 +316,144 @@ pub(crate) fn sign_targets(
     sign_targets_at(c, channel, key, cfg, now, 0)
 }
 
+/// New versions of some of a channel's online roles, signed in one chain: each role's head
+/// (number and expiry) and the last signing time are read in one statement, the clock is
+/// checked once, and the new files are written in one statement.
+struct Chain<'a> {
+    c: &'a dyn Sql,
+    channel: &'a str,
+    key: &'a SigningKey,
+    cfg: &'a TufConfig,
+    now: DateTime<Utc>,
+    /// Every new version is at least this (after a restore, past what may have been served).
+    floor: u64,
+    heads: db::tuf::Heads,
+    signed: Vec<db::tuf::NewFile>,
+}
+
+impl<'a> Chain<'a> {
+    fn start(
+        c: &'a dyn Sql,
+        channel: &'a str,
+        key: &'a SigningKey,
+        cfg: &'a TufConfig,
+        now: DateTime<Utc>,
+        floor: u64,
+    ) -> Result<Chain<'a>, DbError> {
+        let heads = db::tuf::heads(c, channel)?;
+        let last = heads
+            .last_signed_at
+            .as_deref()
+            .and_then(super::metadata::parse_time);
+        super::clock::check(now, last, cfg.max_clock_step)?;
+        Ok(Chain {
+            c,
+            channel,
+            key,
+            cfg,
+            now,
+            floor,
+            heads,
+            signed: Vec::with_capacity(3),
+        })
+    }
+
+    /// The number and expiry of a new version of `role`: the version after the newest, at
+    /// least `floor`; `now` + the role's lifetime, never earlier than the current version's.
+    /// The two agree unless a lifetime was shortened: the new version then keeps the current
+    /// expiry, which extends nothing (the current version is valid until then anyway).
+    fn next(&self, role: TufRole) -> (u64, String) {
+        let life = match role {
+            TufRole::Targets => self.cfg.targets_expiry,
+            TufRole::Snapshot => self.cfg.snapshot_expiry,
+            _ => self.cfg.timestamp_expiry,
+        };
+        let new = expiry(self.now, life);
+        let head = self.heads.of(role);
+        let version = head.map_or(1, |(v, _)| v + 1).max(self.floor);
+        let expires = match head.and_then(|(_, e)| super::metadata::parse_time(e).map(|t| (t, e))) {
+            Some((t, text)) if super::metadata::parse_time(&new).is_some_and(|n| n < t) => {
+                text.clone()
+            }
+            _ => new,
+        };
+        (version, expires)
+    }
+
+    fn push(&mut self, role: TufRole, version: u64, body: Vec<u8>, expires: String) {
+        self.signed.push(db::tuf::NewFile {
+            role,
+            version,
+            body,
+            expires,
+        });
+    }
+
+    /// Targets from the stored entries, then a snapshot and a timestamp over it.
+    fn targets(mut self) -> Result<u64, DbError> {
+        let (version, expires) = self.next(TufRole::Targets);
+        let mut msg = Vec::with_capacity(64 * 1024);
+        msg.extend_from_slice(b"{\"_type\":\"targets\",\"expires\":");
+        msg.extend_from_slice(serde_json::to_string(&expires).expect("string").as_bytes());
+        msg.extend_from_slice(b",\"spec_version\":");
+        msg.extend_from_slice(
+            serde_json::to_string(SPEC_VERSION)
+                .expect("string")
+                .as_bytes(),
+        );
+        msg.extend_from_slice(b",\"targets\":{");
+        let mut first = true;
+        db::tuf::for_each_entry(self.c, self.channel, |path, entry| {
+            if !first {
+                msg.push(b',');
+            }
+            first = false;
+            msg.extend_from_slice(serde_json::to_string(path).expect("string").as_bytes());
+            msg.push(b':');
+            msg.extend_from_slice(entry);
+        })?;
+        msg.extend_from_slice(format!("}},\"version\":{version}}}").as_bytes());
+        let body = Envelope::signed_bytes(&msg, &[self.key]);
+        let snapshot = meta_file(version, &body);
+        self.push(TufRole::Targets, version, body, expires);
+        self.snapshot(snapshot)?;
+        Ok(version)
+    }
+
+    /// Snapshot N+1 naming targets as `meta` describes it, then a timestamp.
+    fn snapshot(mut self, meta: MetaFile) -> Result<u64, DbError> {
+        let (version, expires) = self.next(TufRole::Snapshot);
+        let s = Snapshot {
+            kind: TufRole::Snapshot.into(),
+            spec_version: SPEC_VERSION.into(),
+            version,
+            expires,
+            meta: [("targets.json".to_owned(), meta)].into(),
+        };
+        let body = Envelope::sign_to_bytes(&s, &[self.key]);
+        let timestamp = meta_file(version, &body);
+        self.push(TufRole::Snapshot, version, body, s.expires);
+        self.timestamp(timestamp)?;
+        Ok(version)
+    }
+
+    /// Timestamp N+1 naming the snapshot as `meta` describes it; writes the chain.
+    fn timestamp(mut self, meta: MetaFile) -> Result<u64, DbError> {
+        let (version, expires) = self.next(TufRole::Timestamp);
+        let t = Timestamp {
+            kind: TufRole::Timestamp.into(),
+            spec_version: SPEC_VERSION.into(),
+            version,
+            expires,
+            meta: [("snapshot.json".to_owned(), meta)].into(),
+        };
+        let body = Envelope::sign_to_bytes(&t, &[self.key]);
+        self.push(TufRole::Timestamp, version, body, t.expires);
+        db::tuf::insert_all(self.c, self.channel, &self.signed)?;
+        Ok(version)
+    }
+}
+
 /// [`sign_targets`] with every new version (targets, snapshot, timestamp) at least `floor`.
 fn sign_targets_at(
     c: &dyn Sql,
@@ -308,41 +463,7 @@ fn sign_targets_at(
     now: DateTime<Utc>,
     floor: u64,
 ) -> Result<u64, DbError> {
-    let (version, expires) = next_and_expiry(
-        c,
-        channel,
-        TufRole::Targets,
-        cfg,
-        now,
-        cfg.targets_expiry,
-        floor,
-        false,
-    )?;
-    let mut msg = Vec::with_capacity(64 * 1024);
-    msg.extend_from_slice(b"{\"_type\":\"targets\",\"expires\":");
-    msg.extend_from_slice(serde_json::to_string(&expires).expect("string").as_bytes());
-    msg.extend_from_slice(b",\"spec_version\":");
-    msg.extend_from_slice(
-        serde_json::to_string(SPEC_VERSION)
-            .expect("string")
-            .as_bytes(),
-    );
-    msg.extend_from_slice(b",\"targets\":{");
-    let mut first = true;
-    db::tuf::for_each_entry(c, channel, |path, entry| {
-        if !first {
-            msg.push(b',');
-        }
-        first = false;
-        msg.extend_from_slice(serde_json::to_string(path).expect("string").as_bytes());
-        msg.push(b':');
-        msg.extend_from_slice(entry);
-    })?;
-    msg.extend_from_slice(format!("}},\"version\":{version}}}").as_bytes());
-    let body = Envelope::signed_bytes(&msg, &[key]);
-    db::tuf::insert(c, channel, TufRole::Targets, version, &body, &expires)?;
-    snapshot_over(c, channel, key, cfg, now, floor, version, &body, true)?;
-    Ok(version)
+    Chain::start(c, channel, key, cfg, now, floor)?.targets()
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> Result<T, DbError>
@@ -361,71 +482,9 @@ pub fn publish_snapshot(
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    publish_snapshot_at(c, channel, key, cfg, now, 0)
-}
-
-fn publish_snapshot_at(
-    c: &dyn Sql,
-    channel: &str,
-    key: &SigningKey,
-    cfg: &TufConfig,
-    now: DateTime<Utc>,
-    floor: u64,
-) -> Result<u64, DbError> {
     let targets = db::tuf::latest(c, channel, TufRole::Targets)?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no targets metadata")))?;
-    snapshot_over(
-        c,
-        channel,
-        key,
-        cfg,
-        now,
-        floor,
-        targets.version,
-        &targets.body,
-        false,
-    )
-}
-
-/// Snapshot N+1 over targets `targets_version` with body `targets_body` (as just signed, or
-/// as read back), then a timestamp.
-#[allow(clippy::too_many_arguments)]
-fn snapshot_over(
-    c: &dyn Sql,
-    channel: &str,
-    key: &SigningKey,
-    cfg: &TufConfig,
-    now: DateTime<Utc>,
-    floor: u64,
-    targets_version: u64,
-    targets_body: &[u8],
-    chained: bool,
-) -> Result<u64, DbError> {
-    let (version, expires) = next_and_expiry(
-        c,
-        channel,
-        TufRole::Snapshot,
-        cfg,
-        now,
-        cfg.snapshot_expiry,
-        floor,
-        chained,
-    )?;
-    let s = Snapshot {
-        kind: TufRole::Snapshot.into(),
-        spec_version: SPEC_VERSION.into(),
-        version,
-        expires,
-        meta: [(
-            "targets.json".to_owned(),
-            meta_file(targets_version, targets_body),
-        )]
-        .into(),
-    };
-    let body = Envelope::sign_to_bytes(&s, &[key]);
-    db::tuf::insert(c, channel, TufRole::Snapshot, version, &body, &s.expires)?;
-    timestamp_over(c, channel, key, cfg, now, floor, version, &body, true)?;
-    Ok(version)
+    Chain::start(c, channel, key, cfg, now, 0)?.snapshot(meta_file(targets.version, &targets.body))
 }
 
 /// Publishes timestamp N+1 naming the latest snapshot.
@@ -436,71 +495,13 @@ pub fn publish_timestamp(
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    publish_timestamp_at(c, channel, key, cfg, now, 0)
-}
-
-fn publish_timestamp_at(
-    c: &dyn Sql,
-    channel: &str,
-    key: &SigningKey,
-    cfg: &TufConfig,
-    now: DateTime<Utc>,
-    floor: u64,
-) -> Result<u64, DbError> {
     let snapshot = db::tuf::latest(c, channel, TufRole::Snapshot)?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no snapshot metadata")))?;
-    timestamp_over(
-        c,
-        channel,
-        key,
-        cfg,
-        now,
-        floor,
-        snapshot.version,
-        &snapshot.body,
-        false,
-    )
+    Chain::start(c, channel, key, cfg, now, 0)?
+        .timestamp(meta_file(snapshot.version, &snapshot.body))
 }
 
-/// Timestamp N+1 over snapshot `snapshot_version` with body `snapshot_body`.
-#[allow(clippy::too_many_arguments)]
-fn timestamp_over(
-    c: &dyn Sql,
-    channel: &str,
-    key: &SigningKey,
-    cfg: &TufConfig,
-    now: DateTime<Utc>,
-    floor: u64,
-    snapshot_version: u64,
-    snapshot_body: &[u8],
-    chained: bool,
-) -> Result<u64, DbError> {
-    let (version, expires) = next_and_expiry(
-        c,
-        channel,
-        TufRole::Timestamp,
-        cfg,
-        now,
-        cfg.timestamp_expiry,
-        floor,
-        chained,
-    )?;
-    let t = Timestamp {
-        kind: TufRole::Timestamp.into(),
-        spec_version: SPEC_VERSION.into(),
-        version,
-        expires,
-        meta: [(
-            "snapshot.json".to_owned(),
-            meta_file(snapshot_version, snapshot_body),
-        )]
-        .into(),
-    };
-    let body = Envelope::sign_to_bytes(&t, &[key]);
-    db::tuf::insert(c, channel, TufRole::Timestamp, version, &body, &t.expires)?;
-    Ok(version)
-}
-
+/// How the role above names a file: its version, length and SHA-256.
 fn meta_file(version: u64, body: &[u8]) -> MetaFile {
     MetaFile {
         version,
@@ -522,13 +523,7 @@ pub fn publish_all_from(
     floor: u64,
 ) -> Result<(u64, u64, u64), DbError> {
     if db::tuf::entry_count(c, channel)? == 0 {
-        let trust_version = db::trust::latest_version(c)?.unwrap_or(0);
-        let mut statements_of = db::artifacts::statement_digests_in_channel(c, channel)?;
-        for a in db::channels::current_releases(c, channel)? {
-            let statements = statements_of.remove(&a.id).unwrap_or_default();
-            let entries = entries_of(c, channel, &a, statements, trust_version)?;
-            db::tuf::set_entries(c, channel, &a.name, &entries)?;
-        }
+        rebuild_entries(c, channel)?;
     }
     let targets = sign_targets_at(c, channel, key, cfg, now, floor)?;
     let latest = |role| db::tuf::latest_version(c, channel, role).map(Option::unwrap_or_default);
