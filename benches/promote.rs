@@ -240,9 +240,10 @@ async fn promote_all(app: &arca::service::App, s: &Sizes) -> Vec<Duration> {
             rollout: None,
         };
         let t = Instant::now();
-        let r = arca::service::promote::promote(app, "bench", req, "promote")
-            .await
-            .unwrap();
+        let r =
+            arca::service::promote::promote(app, "bench", req, arca::audit::AuditAction::Promote)
+                .await
+                .unwrap();
         out.push(t.elapsed());
         assert!(
             r.promoted || r.already_current,

@@ -1,7 +1,8 @@
 //! API tokens: 256 random bits, shown once, stored only as a SHA-256 hash and compared in
 //! constant time. A token authenticates a request; it never makes anything installable.
 
-use crate::model::api::ErrorCode;
+use crate::audit::AuditAction;
+use crate::model::api::{ErrorCode, RolloutVerb};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SecureRandom;
@@ -76,7 +77,9 @@ pub enum Action<'a> {
     Rollback { name: &'a str, channel: &'a str },
     /// Advance, pause, resume or abort the rollout of `name` in `channel`.
     Rollout {
-        verb: &'a str,
+        /// The verb of the path; `None`: no known verb (the service answers `404
+        /// unknown_action`; a token refusal of it is audited as `rollout`).
+        verb: Option<RolloutVerb>,
         name: &'a str,
         channel: &'a str,
     },
@@ -84,30 +87,31 @@ pub enum Action<'a> {
     Report { agent: &'a str, channel: &'a str },
     /// List agents (reporters may: agents read their fleet).
     ListAgents,
-    /// A read that needs a token: the audit log and its checkpoints, the tokens.
-    Read(&'static str),
+    /// A read that needs a token: the audit log and its checkpoints, the tokens (named by the
+    /// audit action a refusal of it writes).
+    Read(AuditAction),
     /// Everything else that changes something: trust, policies, keys, tokens, checkpoints,
     /// forgetting agents (admin only).
-    Admin(&'static str),
+    Admin(AuditAction),
 }
 
 impl Action<'_> {
     /// The audit log's action for a refusal of this one.
-    pub fn audit_action(&self) -> String {
+    pub fn audit_action(&self) -> AuditAction {
         match self {
-            Action::Push { .. } => "push".into(),
-            Action::Attest { .. } => "attest".into(),
-            Action::Approve { .. } => "approve".into(),
-            Action::Promote { .. } => "promote".into(),
-            Action::Rollback { .. } => "rollback".into(),
-            // The verb comes from the path: only the known ones reach the audit log.
-            Action::Rollout { verb, .. } => match verb.parse::<crate::model::api::RolloutVerb>() {
-                Ok(v) => v.audit_action().into(),
-                Err(()) => "rollout".into(),
-            },
-            Action::Report { .. } => "report".into(),
-            Action::ListAgents => "agents".into(),
-            Action::Read(what) | Action::Admin(what) => (*what).into(),
+            Action::Push { .. } => AuditAction::Push,
+            Action::Attest { .. } => AuditAction::Attest,
+            Action::Approve { .. } => AuditAction::Approve,
+            Action::Promote { .. } => AuditAction::Promote,
+            Action::Rollback { .. } => AuditAction::Rollback,
+            // The verb comes from the path: only the known ones reach the audit log by name.
+            Action::Rollout {
+                verb: Some(verb), ..
+            } => verb.audit_action(),
+            Action::Rollout { verb: None, .. } => AuditAction::Rollout,
+            Action::Report { .. } => AuditAction::Report,
+            Action::ListAgents => AuditAction::ListAgents,
+            Action::Read(what) | Action::Admin(what) => *what,
         }
     }
 
@@ -121,7 +125,7 @@ impl Action<'_> {
             | Action::Rollout { name, channel, .. } => format!("{name} in {channel}"),
             Action::Report { agent, channel } => format!("agent {agent} in {channel}"),
             Action::ListAgents => "agents".into(),
-            Action::Read(what) | Action::Admin(what) => (*what).into(),
+            Action::Read(what) | Action::Admin(what) => what.as_str().into(),
         }
     }
 
@@ -462,7 +466,10 @@ mod tests {
             }),
             Err(ErrorCode::TokenRole)
         );
-        assert_eq!(p(&Action::Admin("token-create")), Err(ErrorCode::TokenRole));
+        assert_eq!(
+            p(&Action::Admin(AuditAction::TokenCreate)),
+            Err(ErrorCode::TokenRole)
+        );
         let promoter = Scope {
             channels: vec!["staging".into()],
             ..Default::default()
@@ -479,15 +486,21 @@ mod tests {
             Err(ErrorCode::TokenRole)
         );
         let odd = Action::Rollout {
-            verb: "x\u{1b}[2J",
+            verb: "x\u{1b}[2J".parse().ok(),
             name: "app/x",
             channel: "prod",
         };
-        assert_eq!(odd.audit_action(), "rollout");
+        assert_eq!(odd.audit_action(), AuditAction::Rollout);
+        let pause = Action::Rollout {
+            verb: "pause".parse().ok(),
+            name: "app/x",
+            channel: "prod",
+        };
+        assert_eq!(pause.audit_action().as_str(), "rollout-pause");
         let v = |a: &Action<'_>| {
             permit("t", TokenRole::Viewer, &Scope::default(), a).map_err(|d| d.code)
         };
-        assert_eq!(v(&Action::Read("audit")), Ok(()));
+        assert_eq!(v(&Action::Read(AuditAction::ReadAudit)), Ok(()));
         assert_eq!(v(&Action::ListAgents), Ok(()));
         assert_eq!(
             v(&Action::Push { name: "app/x" }),

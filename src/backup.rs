@@ -415,7 +415,7 @@ fn republish(m: &Manifest, home: &Path, now: DateTime<Utc>) -> anyhow::Result<Re
                 &tx,
                 &db::audit::Entry {
                     actor: "restore",
-                    action: "restore",
+                    action: crate::audit::AuditAction::Restore,
                     subject: &ch_s,
                     outcome: "ok",
                     details: serde_json::json!({

@@ -285,7 +285,7 @@ pub fn init(dir: &Path, database: Option<&str>) -> anyhow::Result<InitReport> {
             &tx,
             &db::audit::Entry {
                 actor: "init",
-                action: "init",
+                action: crate::audit::AuditAction::Init,
                 subject: "home",
                 outcome: "ok",
                 details: serde_json::json!({

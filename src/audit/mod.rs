@@ -12,6 +12,180 @@ use serde::{Deserialize, Serialize};
 /// The hash before the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// What an audit entry records, one variant per action the server appends. The stored text
+/// is [`AuditAction::as_str`] (the hash covers it, so these strings never change). Entries read
+/// back keep their text as written ([`Entry::action`]): a log from another version of the
+/// server stays readable and verifiable. docs/api.md, "Audit actions", lists them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// `arca init` made the home.
+    Init,
+    /// A push, or its refusal.
+    Push,
+    /// A statement (attestation) was uploaded, or refused.
+    Attest,
+    /// An approval was uploaded (refusals of approvals are `attest`, or `approve` when the
+    /// token's role or scope refuses it).
+    Approve,
+    /// A promotion by a caller, or its refusal by the policy.
+    Promote,
+    /// A promotion by the auto-promotion task.
+    AutoPromote,
+    /// A rollback, or its refusal.
+    Rollback,
+    /// A rollout went to its next step.
+    RolloutAdvance,
+    /// A rollout step was raised to reach a known agent.
+    RolloutWiden,
+    RolloutPause,
+    RolloutResume,
+    /// A rollout's last step: the release is current for everyone.
+    RolloutComplete,
+    /// A rollout was halted by its failure rate.
+    RolloutHalt,
+    RolloutAbort,
+    /// A refused rollout action (and a token refusal of an unknown rollout verb).
+    Rollout,
+    /// A token refusal of an agent report.
+    Report,
+    /// A token refusal of the agent listing.
+    ListAgents,
+    /// A decommissioned agent was forgotten (also a token refusal of it).
+    AgentForget,
+    /// A token refusal of reading the audit log.
+    ReadAudit,
+    /// A token refusal of reading the checkpoints.
+    ReadAuditCheckpoints,
+    /// A token refusal of signing a checkpoint.
+    AuditCheckpoint,
+    /// A token refusal of listing the tokens.
+    ReadTokens,
+    /// A token was created (also a token refusal of it).
+    TokenCreate,
+    /// A token was revoked (also a token refusal of it).
+    TokenRevoke,
+    /// A trust change, or its refusal.
+    TrustChange,
+    /// A token refusal of a trust change (`trust-change`, not `trust.change`).
+    PermitTrustChange,
+    /// A root-key rotation, or its refusal.
+    TrustRotateRoot,
+    /// A token refusal of a root-key rotation.
+    PermitTrustRotateRoot,
+    /// A policy change, or its refusal.
+    PolicyChange,
+    /// A token refusal of a policy change.
+    PermitPolicyChange,
+    /// A pending online key was made for a channel.
+    OnlinePropose,
+    /// A token refusal of proposing an online key.
+    OnlineKeyPropose,
+    /// A channel's next root installed the pending key, or was refused.
+    OnlineRotate,
+    /// A token refusal of installing a channel's next root.
+    ChannelRoot,
+    /// `arca restore` re-signed a channel's metadata.
+    Restore,
+}
+
+impl AuditAction {
+    /// Every action, in the order docs/api.md lists them.
+    pub const ALL: [AuditAction; 35] = [
+        AuditAction::Init,
+        AuditAction::Push,
+        AuditAction::Attest,
+        AuditAction::Approve,
+        AuditAction::Promote,
+        AuditAction::AutoPromote,
+        AuditAction::Rollback,
+        AuditAction::RolloutAdvance,
+        AuditAction::RolloutWiden,
+        AuditAction::RolloutPause,
+        AuditAction::RolloutResume,
+        AuditAction::RolloutComplete,
+        AuditAction::RolloutHalt,
+        AuditAction::RolloutAbort,
+        AuditAction::Rollout,
+        AuditAction::Report,
+        AuditAction::ListAgents,
+        AuditAction::AgentForget,
+        AuditAction::ReadAudit,
+        AuditAction::ReadAuditCheckpoints,
+        AuditAction::AuditCheckpoint,
+        AuditAction::ReadTokens,
+        AuditAction::TokenCreate,
+        AuditAction::TokenRevoke,
+        AuditAction::TrustChange,
+        AuditAction::PermitTrustChange,
+        AuditAction::TrustRotateRoot,
+        AuditAction::PermitTrustRotateRoot,
+        AuditAction::PolicyChange,
+        AuditAction::PermitPolicyChange,
+        AuditAction::OnlinePropose,
+        AuditAction::OnlineKeyPropose,
+        AuditAction::OnlineRotate,
+        AuditAction::ChannelRoot,
+        AuditAction::Restore,
+    ];
+
+    /// The text stored in the log (and hashed).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Init => "init",
+            AuditAction::Push => "push",
+            AuditAction::Attest => "attest",
+            AuditAction::Approve => "approve",
+            AuditAction::Promote => "promote",
+            AuditAction::AutoPromote => "auto-promote",
+            AuditAction::Rollback => "rollback",
+            AuditAction::RolloutAdvance => "rollout-advance",
+            AuditAction::RolloutWiden => "rollout-widen",
+            AuditAction::RolloutPause => "rollout-pause",
+            AuditAction::RolloutResume => "rollout-resume",
+            AuditAction::RolloutComplete => "rollout-complete",
+            AuditAction::RolloutHalt => "rollout-halt",
+            AuditAction::RolloutAbort => "rollout-abort",
+            AuditAction::Rollout => "rollout",
+            AuditAction::Report => "report",
+            AuditAction::ListAgents => "agents",
+            AuditAction::AgentForget => "agent-forget",
+            AuditAction::ReadAudit => "audit",
+            AuditAction::ReadAuditCheckpoints => "audit-checkpoints",
+            AuditAction::AuditCheckpoint => "audit-checkpoint",
+            AuditAction::ReadTokens => "tokens",
+            AuditAction::TokenCreate => "token-create",
+            AuditAction::TokenRevoke => "token-revoke",
+            AuditAction::TrustChange => "trust.change",
+            AuditAction::PermitTrustChange => "trust-change",
+            AuditAction::TrustRotateRoot => "trust.rotate-root",
+            AuditAction::PermitTrustRotateRoot => "trust-rotate-root",
+            AuditAction::PolicyChange => "policy.change",
+            AuditAction::PermitPolicyChange => "policy-change",
+            AuditAction::OnlinePropose => "online.propose",
+            AuditAction::OnlineKeyPropose => "online-key-propose",
+            AuditAction::OnlineRotate => "online.rotate",
+            AuditAction::ChannelRoot => "channel-root",
+            AuditAction::Restore => "restore",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AuditAction {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        AuditAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or(())
+    }
+}
+
 /// One audit entry as stored and exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -226,6 +400,56 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The actions of docs/api.md's "Audit actions" table: `| `action` | written when |`.
+    fn doc_table_actions() -> Vec<String> {
+        const API_DOC: &str = include_str!("../../docs/api.md");
+        let section = API_DOC
+            .split_once("\n## Audit actions\n")
+            .expect("docs/api.md has an \"Audit actions\" section")
+            .1;
+        let section = section.split("\n## ").next().unwrap_or(section);
+        section
+            .lines()
+            .filter_map(|line| {
+                let cell = line.strip_prefix("| `")?;
+                Some(cell.split_once('`')?.0.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_audit_action_is_in_the_api_doc_and_back() {
+        let documented = doc_table_actions();
+        let missing: Vec<&str> = AuditAction::ALL
+            .iter()
+            .map(|a| a.as_str())
+            .filter(|a| !documented.iter().any(|d| d == a))
+            .collect();
+        assert!(missing.is_empty(), "docs/api.md does not list {missing:?}");
+        let unknown: Vec<&String> = documented
+            .iter()
+            .filter(|d| d.parse::<AuditAction>().is_err())
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/api.md lists actions the server never writes: {unknown:?}"
+        );
+        assert_eq!(documented.len(), AuditAction::ALL.len(), "listed twice?");
+    }
+
+    #[test]
+    fn audit_actions_are_unique_and_parse_back() {
+        for (i, a) in AuditAction::ALL.iter().enumerate() {
+            assert_eq!(a.as_str().parse::<AuditAction>(), Ok(*a));
+            assert_eq!(a.to_string(), a.as_str());
+            assert!(
+                !AuditAction::ALL[..i].contains(a),
+                "{a} is listed twice in ALL"
+            );
+        }
+        assert_eq!("rollout-start".parse::<AuditAction>(), Err(()));
+    }
 
     fn chain(n: i64) -> Vec<Entry> {
         let mut prev = GENESIS_HASH.to_owned();

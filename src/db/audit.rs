@@ -5,12 +5,12 @@ use super::Sql;
 use crate::params;
 
 use super::DbError;
-use crate::audit::{Checkpoint, Entry as Stored, GENESIS_HASH, entry_hash};
+use crate::audit::{AuditAction, Checkpoint, Entry as Stored, GENESIS_HASH, entry_hash};
 
 /// An audit entry to append.
 pub struct Entry<'a> {
     pub actor: &'a str,
-    pub action: &'a str,
+    pub action: AuditAction,
     pub subject: &'a str,
     pub outcome: &'a str,
     pub details: serde_json::Value,
@@ -77,14 +77,15 @@ pub fn append(c: &dyn Sql, e: &Entry<'_>) -> Result<i64, DbError> {
     let details = arca_keys::canonical::to_canonical_json(&details)
         .map_err(|err| DbError::Corrupt(err.to_string()))?;
     let details = String::from_utf8(details).expect("JSON is UTF-8");
+    let action = e.action.as_str();
     let hash = entry_hash(
-        seq, &at, e.actor, e.action, e.subject, e.outcome, &details, &prev_hash,
+        seq, &at, e.actor, action, e.subject, e.outcome, &details, &prev_hash,
     );
     c.execute(
         "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
-            seq, at, e.actor, e.action, e.subject, e.outcome, details, prev_hash, hash
+            seq, at, e.actor, action, e.subject, e.outcome, details, prev_hash, hash
         ],
     )?;
     Ok(seq)

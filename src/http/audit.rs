@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
+use crate::audit::AuditAction;
 use crate::auth::Action;
 use crate::service::tokens::Caller;
 use crate::service::{App, Error, audit};
@@ -30,7 +31,8 @@ async fn entries(
     caller: Caller,
     q: web::Query<Page>,
 ) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Read("audit")).await?;
+    app.permit(&caller, Action::Read(AuditAction::ReadAudit))
+        .await?;
     let (after, limit) = (q.after.max(0), q.limit.clamp(1, MAX_PAGE));
     let rows = audit::entries(&app, after, limit).await?;
     Ok(HttpResponse::Ok().json(rows))
@@ -38,14 +40,14 @@ async fn entries(
 
 #[get("/api/v1/audit/checkpoints")]
 async fn checkpoints(app: web::Data<App>, caller: Caller) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Read("audit-checkpoints"))
+    app.permit(&caller, Action::Read(AuditAction::ReadAuditCheckpoints))
         .await?;
     Ok(HttpResponse::Ok().json(audit::checkpoints(&app).await?))
 }
 
 #[post("/api/v1/audit/checkpoints")]
 async fn sign_checkpoint(app: web::Data<App>, caller: Caller) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("audit-checkpoint"))
+    app.permit(&caller, Action::Admin(AuditAction::AuditCheckpoint))
         .await?;
     Ok(HttpResponse::Created().json(audit::checkpoint(&app).await?))
 }

@@ -1,6 +1,7 @@
 //! `POST /api/v1/promotions`, `POST /api/v1/rollbacks`, `GET /api/v1/history`,
 //! `POST /api/v1/statements`, `GET|POST /api/v1/policies/...`.
 
+use crate::audit::AuditAction;
 use crate::model::api::ErrorCode;
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
@@ -28,7 +29,7 @@ async fn promote_release(
     .await?;
     req.check_fields()?;
     let subject = format!("{}@{} to {}", req.name, req.version, req.to);
-    let resp = promote::promote(&app, &caller.actor, req.clone(), "promote").await?;
+    let resp = promote::promote(&app, &caller.actor, req.clone(), AuditAction::Promote).await?;
     if resp.decision.allowed || req.dry_run || resp.already_current {
         return Ok(HttpResponse::Ok().json(resp));
     }
@@ -141,7 +142,8 @@ async fn set_policy(
     query: web::Query<crate::model::api::PolicyChangeQuery>,
     change: web::Json<PolicyChange>,
 ) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("policy-change")).await?;
+    app.permit(&caller, Action::Admin(AuditAction::PermitPolicyChange))
+        .await?;
     let r = policy::set(
         &app,
         &caller.actor,

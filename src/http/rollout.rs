@@ -5,6 +5,7 @@ use crate::model::api::ErrorCode;
 use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
+use crate::audit::AuditAction;
 use crate::auth::Action;
 use crate::model::api::{AgentId, Report, RolloutAction};
 use crate::model::{ArtifactName, ChannelName};
@@ -59,7 +60,7 @@ async fn act(
     app.permit(
         &caller,
         Action::Rollout {
-            verb: action.as_str(),
+            verb: action.parse().ok(),
             name: req.name.as_str(),
             channel: req.channel.as_str(),
         },
@@ -114,7 +115,8 @@ async fn forget_agent(
     agent: web::Path<String>,
     q: web::Query<ForgetQuery>,
 ) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("agent-forget")).await?;
+    app.permit(&caller, Action::Admin(AuditAction::AgentForget))
+        .await?;
     let agent: AgentId = agent
         .into_inner()
         .parse()

@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, get, post, web};
 
+use crate::audit::AuditAction;
 use crate::auth::Action;
 use crate::model::api::TokenRequest;
 use crate::service::tokens::Caller;
@@ -14,13 +15,15 @@ async fn create_token(
     caller: Caller,
     req: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("token-create")).await?;
+    app.permit(&caller, Action::Admin(AuditAction::TokenCreate))
+        .await?;
     Ok(HttpResponse::Created().json(tokens::create(&app, &caller.actor, req.into_inner()).await?))
 }
 
 #[get("/api/v1/tokens")]
 async fn list_tokens(app: web::Data<App>, caller: Caller) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Read("tokens")).await?;
+    app.permit(&caller, Action::Read(AuditAction::ReadTokens))
+        .await?;
     Ok(HttpResponse::Ok().json(tokens::list(&app).await?))
 }
 
@@ -31,7 +34,8 @@ async fn revoke_token(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("token-revoke")).await?;
+    app.permit(&caller, Action::Admin(AuditAction::TokenRevoke))
+        .await?;
     let id = id.into_inner();
     let role = tokens::revoke(&app, &caller.actor, id.clone()).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "role": role, "revoked": true })))

@@ -1,5 +1,6 @@
 //! `GET /api/v1/trust`, `GET /api/v1/trust/{version}`, `POST /api/v1/trust`.
 
+use crate::audit::AuditAction;
 use crate::model::api::ErrorCode;
 use actix_web::{HttpResponse, get, post, web};
 
@@ -46,7 +47,8 @@ async fn change(
     caller: Caller,
     body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("trust-change")).await?;
+    app.permit(&caller, Action::Admin(AuditAction::PermitTrustChange))
+        .await?;
     let version = trust::apply(&app, &caller.actor, &body).await?;
     Ok(HttpResponse::Created().json(TrustChangeResponse { version }))
 }
@@ -57,14 +59,14 @@ async fn rotate_root(
     caller: Caller,
     body: web::Json<crate::model::api::RootRotation>,
 ) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("trust-rotate-root"))
+    app.permit(&caller, Action::Admin(AuditAction::PermitTrustRotateRoot))
         .await?;
     let r = body.into_inner();
     let version = trust::apply_with(
         &app,
         &caller.actor,
         &r.trust.to_bytes(),
-        "trust.rotate-root",
+        AuditAction::TrustRotateRoot,
         "root keys",
         trust::Extras {
             roots: r.roots,
@@ -93,7 +95,7 @@ async fn propose_online(
     caller: Caller,
     path: web::Path<crate::model::ChannelName>,
 ) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("online-key-propose"))
+    app.permit(&caller, Action::Admin(AuditAction::OnlineKeyPropose))
         .await?;
     let key = crate::service::online::propose(&app, &caller.actor, &path.into_inner()).await?;
     Ok(HttpResponse::Created().json(key))
@@ -107,7 +109,8 @@ async fn install_root(
     path: web::Path<crate::model::ChannelName>,
     env: web::Json<crate::tuf::metadata::Envelope>,
 ) -> Result<HttpResponse, Error> {
-    app.permit(&caller, Action::Admin("channel-root")).await?;
+    app.permit(&caller, Action::Admin(AuditAction::ChannelRoot))
+        .await?;
     let version =
         crate::service::online::install(&app, &caller.actor, &path.into_inner(), env.into_inner())
             .await?;

@@ -839,12 +839,13 @@ impl RolloutVerb {
     }
 
     /// The audit log's action for it (`rollout-pause`, ...).
-    pub fn audit_action(self) -> &'static str {
+    pub fn audit_action(self) -> crate::audit::AuditAction {
+        use crate::audit::AuditAction;
         match self {
-            RolloutVerb::Advance => "rollout-advance",
-            RolloutVerb::Pause => "rollout-pause",
-            RolloutVerb::Resume => "rollout-resume",
-            RolloutVerb::Abort => "rollout-abort",
+            RolloutVerb::Advance => AuditAction::RolloutAdvance,
+            RolloutVerb::Pause => AuditAction::RolloutPause,
+            RolloutVerb::Resume => AuditAction::RolloutResume,
+            RolloutVerb::Abort => AuditAction::RolloutAbort,
         }
     }
 }

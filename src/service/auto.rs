@@ -12,6 +12,7 @@ use chrono::Utc;
 use super::App;
 use super::facts::{self, current_trust};
 use super::promote;
+use crate::audit::AuditAction;
 use crate::db;
 use crate::db::Sql;
 use crate::model::api::PromoteRequest;
@@ -178,7 +179,7 @@ async fn run(app: &App, only: Option<&ArtifactName>) -> Vec<String> {
             if !ready {
                 continue;
             }
-            match promote::promote_once(app, "auto", req.clone(), "auto-promote").await {
+            match promote::promote_once(app, "auto", req.clone(), AuditAction::AutoPromote).await {
                 Ok(r) if r.promoted => {
                     entered.push(req.to.to_string());
                     progressed = true;

@@ -22,6 +22,7 @@ pub mod transfers;
 pub mod trust;
 pub mod upload;
 
+use crate::audit::AuditAction;
 use crate::model::api::ErrorCode;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -319,7 +320,7 @@ impl App {
     pub async fn audit_refusal(
         &self,
         actor: &str,
-        action: &'static str,
+        action: AuditAction,
         subject: String,
         err: &Error,
     ) {
@@ -327,7 +328,7 @@ impl App {
             return;
         }
         let details = serde_json::json!({ "reason": err.to_string() });
-        self.append_refusal(actor.to_owned(), action.to_owned(), subject, details)
+        self.append_refusal(actor.to_owned(), action, subject, details)
             .await;
     }
 
@@ -336,7 +337,7 @@ impl App {
     pub(crate) async fn append_refusal(
         &self,
         actor: String,
-        action: String,
+        action: AuditAction,
         subject: String,
         details: serde_json::Value,
     ) {
@@ -347,7 +348,7 @@ impl App {
                     c,
                     &db::audit::Entry {
                         actor: &actor,
-                        action: &action,
+                        action,
                         subject: &subject,
                         outcome: "refused",
                         details: details.clone(),

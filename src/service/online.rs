@@ -10,6 +10,7 @@ use arca_keys::{SigningKey, TufKey};
 use chrono::Utc;
 
 use super::{App, Error};
+use crate::audit::AuditAction;
 use crate::db;
 use crate::home::Home;
 use crate::model::ChannelName;
@@ -38,7 +39,7 @@ pub async fn propose(app: &App, actor: &str, channel: &ChannelName) -> Result<Tu
                 c,
                 &db::audit::Entry {
                     actor: &actor,
-                    action: "online.propose",
+                    action: AuditAction::OnlinePropose,
                     subject: &ch,
                     outcome: "ok",
                     details: serde_json::json!({ "pending_key": id }),
@@ -93,7 +94,7 @@ pub async fn install(
     if let Err(e) = &result
         && !matches!(e, Error::Internal(_))
     {
-        app.audit_refusal(actor, "online.rotate", channel.to_string(), e)
+        app.audit_refusal(actor, AuditAction::OnlineRotate, channel.to_string(), e)
             .await;
     }
     result
@@ -137,7 +138,7 @@ async fn install_inner(
                 &tx,
                 &db::audit::Entry {
                     actor: &actor_s,
-                    action: "online.rotate",
+                    action: AuditAction::OnlineRotate,
                     subject: &ch,
                     outcome: "ok",
                     details: serde_json::json!({ "key": key.key_id().to_string(), "root_version": next.version }),

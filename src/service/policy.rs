@@ -7,6 +7,7 @@ use crate::model::api::ErrorCode;
 use arca_keys::TrustDocument;
 
 use super::{App, Error};
+use crate::audit::AuditAction;
 use crate::db;
 use crate::model::ChannelName;
 use crate::model::api::{PolicyChange, PolicyChangeResponse, StrandedRelease};
@@ -37,7 +38,8 @@ pub async fn set(
             } | Error::NotFound { .. }
         )
     {
-        app.audit_refusal(actor, "policy.change", subject, e).await;
+        app.audit_refusal(actor, AuditAction::PolicyChange, subject, e)
+            .await;
     }
     result
 }
@@ -80,7 +82,7 @@ async fn set_inner(
         app,
         actor,
         &change.trust.to_bytes(),
-        "policy.change",
+        AuditAction::PolicyChange,
         &format!("policy {channel}"),
         super::trust::Extras {
             policy: Some((sha, change.policy.clone())),

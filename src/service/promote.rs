@@ -12,6 +12,7 @@ use chrono::Utc;
 
 use super::facts::{channel_policy, current_trust, evaluate, still_valid};
 use super::{App, Error};
+use crate::audit::AuditAction;
 use crate::db::{self, DbError};
 use crate::model::Version;
 use crate::model::api::{PromoteRequest, PromoteResponse, RollbackRequest, RollbackResponse};
@@ -30,7 +31,7 @@ fn promote_tx(
     tuf: &crate::config::TufConfig,
     req: &PromoteRequest,
     actor: &str,
-    action: &str,
+    action: AuditAction,
 ) -> Result<Result<Outcome, Error>, DbError> {
     let tx = c.transaction()?;
     let result = (|| -> Result<Outcome, Error> {
@@ -117,7 +118,7 @@ fn promote_tx(
             req.to.as_str(),
             &a.name,
             a.id,
-            action,
+            action.as_str(),
             actor,
             req.reason.as_deref(),
         )?;
@@ -178,7 +179,7 @@ pub async fn promote(
     app: &App,
     actor: &str,
     req: PromoteRequest,
-    action: &'static str,
+    action: AuditAction,
 ) -> Result<PromoteResponse, Error> {
     let name = req.name.clone();
     let r = promote_once(app, actor, req, action).await?;
@@ -193,7 +194,7 @@ pub async fn promote_once(
     app: &App,
     actor: &str,
     req: PromoteRequest,
-    action: &'static str,
+    action: AuditAction,
 ) -> Result<PromoteResponse, Error> {
     let (_, key) = app.channel_key(req.to.as_str())?;
     let (tuf, actor_s, req2) = (app.cfg.tuf.clone(), actor.to_owned(), req.clone());
@@ -233,7 +234,8 @@ pub async fn rollback(
             tracing::info!(name = %req.name, channel = %req.channel, from = %r.from, to = %r.to, "rolled back")
         }
         Err(e) if !matches!(e, Error::Internal(_)) => {
-            app.audit_refusal(actor, "rollback", subject, e).await
+            app.audit_refusal(actor, AuditAction::Rollback, subject, e)
+                .await
         }
         Err(_) => {}
     }
@@ -317,7 +319,7 @@ fn rollback_tx(
             &tx,
             &db::audit::Entry {
                 actor,
-                action: "rollback",
+                action: AuditAction::Rollback,
                 subject: &format!("{} in {}: {current} -> {target}", req.name, req.channel),
                 outcome: "ok",
                 details: serde_json::json!({ "reason": req.reason, "targets_version": version }),

@@ -13,6 +13,7 @@ use chrono::Utc;
 use futures::Stream;
 
 use super::{App, Error};
+use crate::audit::AuditAction;
 use crate::db::{self, DbError};
 use crate::model::api::{PushQuery, PushResponse, subject_name};
 use crate::policy::signers as statements;
@@ -37,7 +38,8 @@ where
         Ok(r) => Ok(r),
         Err(e) => {
             if e.is_refusal() {
-                app.audit_refusal(actor, "push", subject, &e).await;
+                app.audit_refusal(actor, AuditAction::Push, subject, &e)
+                    .await;
             }
             Err(e)
         }
@@ -161,7 +163,7 @@ where
                 &tx,
                 &db::audit::Entry {
                     actor: &actor_s,
-                    action: "push",
+                    action: AuditAction::Push,
                     subject: &format!("{name}@{version}"),
                     outcome: "ok",
                     details: serde_json::json!({

@@ -8,6 +8,7 @@ use crate::model::api::ErrorCode;
 use chrono::{DateTime, Utc};
 
 use super::{App, Error};
+use crate::audit::AuditAction;
 use crate::db::{self, DbError, rollouts::RolloutRow};
 use crate::model::api::{
     AgentInfo, Report, ReportOutcome, ReportResponse, RolloutAction, RolloutStatus, RolloutVerb,
@@ -170,9 +171,9 @@ fn halt_tx(
         &db::audit::Entry {
             actor,
             action: if state == State::Halted {
-                "rollout-halt"
+                AuditAction::RolloutHalt
             } else {
-                "rollout-abort"
+                AuditAction::RolloutAbort
             },
             subject: &format!(
                 "{}@{new_version} in {}: rollout {} -> {}",
@@ -237,10 +238,10 @@ fn advance_tx(
     };
     let (state, action) = if last {
         db::rollouts::set_state(c, r.id, State::Completed, None)?;
-        (State::Completed, "rollout-complete")
+        (State::Completed, AuditAction::RolloutComplete)
     } else {
         db::rollouts::set_step(c, r.id, r.step + 1, percent)?;
-        (r.state, "rollout-advance")
+        (r.state, AuditAction::RolloutAdvance)
     };
     let version = repo::publish_release(c, &r.channel, &r.name, key, tuf, Utc::now())?;
     db::audit::append(
@@ -290,7 +291,7 @@ fn widen_tx(
         c,
         &db::audit::Entry {
             actor: &format!("rollout:{}", r.id),
-            action: "rollout-widen",
+            action: AuditAction::RolloutWiden,
             subject: &format!(
                 "{} in {}: rollout {} at {percent}% (planned {}%)",
                 r.name,
@@ -633,7 +634,8 @@ pub async fn act(
         .await?;
     if let Err(e) = &result {
         let subject = format!("{} in {}", req.name, req.channel);
-        app.audit_refusal(actor, "rollout", subject, e).await;
+        app.audit_refusal(actor, AuditAction::Rollout, subject, e)
+            .await;
     }
     result?;
     status(app, &req.channel, &req.name).await
@@ -874,7 +876,7 @@ pub async fn forget(
                     &tx,
                     &db::audit::Entry {
                         actor: &actor_s,
-                        action: "agent-forget",
+                        action: AuditAction::AgentForget,
                         subject: &format!("agent {agent2} in {ch2}"),
                         outcome: "ok",
                         details: serde_json::json!({ "agent": agent2, "channel": ch2, "names": names }),

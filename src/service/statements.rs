@@ -10,6 +10,7 @@ use arca_keys::{KeyId, Role, TrustDocument};
 use chrono::{DateTime, Utc};
 
 use super::{App, Error};
+use crate::audit::AuditAction;
 use crate::db;
 use crate::db::Sql;
 use crate::model::api::{StatementResponse, is_build_predicate};
@@ -135,7 +136,8 @@ pub async fn add(
         && !matches!(e, Error::Internal(_))
         && !e.is_token_refusal()
     {
-        app.audit_refusal(actor, "attest", subject, e).await;
+        app.audit_refusal(actor, AuditAction::Attest, subject, e)
+            .await;
     }
     result
 }
@@ -205,9 +207,9 @@ async fn add_inner(
     let signers = accepted_signers(&trust, &env, &st, &name, &app.cfg.pipeline, Utc::now())?;
     let digest = sha256_hex(body);
     let action = if st.predicate_type == APPROVAL_PREDICATE {
-        "approve"
+        AuditAction::Approve
     } else {
-        "attest"
+        AuditAction::Attest
     };
     let (digest2, body2, actor2, id) = (digest.clone(), body.to_vec(), actor.to_owned(), a.id);
     let signer_strings: Vec<String> = signers.iter().map(ToString::to_string).collect();

@@ -3,6 +3,7 @@
 //! and an optional expiry), listing and revocation, each audited.
 
 use super::{App, Error};
+use crate::audit::AuditAction;
 use crate::auth::{Action, MAX_BINDINGS, ROLES, Scope, TokenRole};
 use crate::db::{self, DbError};
 use crate::model::api::ErrorCode;
@@ -289,7 +290,7 @@ pub async fn create(app: &App, actor: &str, req: TokenRequest) -> Result<TokenRe
                 &tx,
                 &db::audit::Entry {
                     actor: &actor_s,
-                    action: "token-create",
+                    action: AuditAction::TokenCreate,
                     subject: &format!("token:{id2}"),
                     outcome: "ok",
                     details: serde_json::json!({
@@ -361,7 +362,7 @@ pub async fn revoke(app: &App, actor: &str, id: String) -> Result<String, Error>
                     &tx,
                     &db::audit::Entry {
                         actor: &actor_s,
-                        action: "token-revoke",
+                        action: AuditAction::TokenRevoke,
                         subject: &format!("token:{id2}"),
                         outcome: "ok",
                         details: serde_json::json!({

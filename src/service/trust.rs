@@ -7,6 +7,7 @@ use crate::tuf::metadata::TufRole;
 use arca_keys::SignedEnvelope;
 
 use super::{App, Error};
+use crate::audit::AuditAction;
 use crate::db;
 use crate::model::api::StrandedRelease;
 
@@ -39,9 +40,16 @@ pub struct Applied {
 
 /// Applies a signed trust document; returns its version.
 pub async fn apply(app: &App, actor: &str, body: &[u8]) -> Result<u64, Error> {
-    apply_with(app, actor, body, "trust.change", "trust", Extras::default())
-        .await
-        .map(|a| a.version)
+    apply_with(
+        app,
+        actor,
+        body,
+        AuditAction::TrustChange,
+        "trust",
+        Extras::default(),
+    )
+    .await
+    .map(|a| a.version)
 }
 
 /// Applies a signed trust document, recording it as `action` on `subject`, together with a new
@@ -51,7 +59,7 @@ pub async fn apply_with(
     app: &App,
     actor: &str,
     body: &[u8],
-    action: &'static str,
+    action: AuditAction,
     subject: &str,
     extras: Extras,
 ) -> Result<Applied, Error> {
@@ -71,7 +79,7 @@ async fn apply_inner(
     app: &App,
     actor: &str,
     body: &[u8],
-    action: &'static str,
+    action: AuditAction,
     extras: Extras,
 ) -> Result<Applied, Error> {
     let Extras {

@@ -15,6 +15,7 @@ use futures::Stream;
 use ring::rand::SecureRandom;
 
 use super::{App, Error};
+use crate::audit::AuditAction;
 use crate::db;
 use crate::model::api::{UploadQuery, UploadResponse, subject_name};
 use crate::model::{ArtifactName, Version};
@@ -91,7 +92,8 @@ where
     if let Err(e) = &result
         && e.is_refusal()
     {
-        app.audit_refusal(actor, "push", subject, e).await;
+        app.audit_refusal(actor, AuditAction::Push, subject, e)
+            .await;
     }
     result
 }
