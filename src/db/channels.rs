@@ -76,13 +76,20 @@ pub fn current_in(
     channels: &[&str],
     name: &str,
 ) -> Result<std::collections::HashMap<String, (ArtifactRow, String)>, DbError> {
-    let marks: Vec<String> = (0..channels.len()).map(|i| format!("?{}", i + 2)).collect();
+    // One index lookup of the newest release per channel, so the plan cannot turn into a scan.
+    let newest: Vec<String> = (0..channels.len())
+        .map(|i| {
+            format!(
+                "SELECT (SELECT MAX(id) FROM releases WHERE channel = ?{} AND name = ?1)",
+                i + 2
+            )
+        })
+        .collect();
     let sql = format!(
         "{}, r.created_at, r.channel FROM releases r JOIN artifacts a ON a.id = r.artifact_id \
-         JOIN blobs b ON b.blake3 = a.blake3 WHERE r.id IN (SELECT MAX(id) FROM releases \
-         WHERE name = ?1 AND channel IN ({}) GROUP BY channel)",
+         JOIN blobs b ON b.blake3 = a.blake3 WHERE r.id IN ({})",
         select_columns(),
-        marks.join(", ")
+        newest.join(" UNION ALL ")
     );
     let mut params: Vec<&dyn super::sql::ToParam> = vec![&name];
     params.extend(channels.iter().map(|ch| ch as &dyn super::sql::ToParam));
