@@ -71,13 +71,18 @@ pub(crate) fn select_columns() -> &'static str {
 
 /// Every statement envelope about an artifact: (sha256, envelope bytes), oldest first.
 pub fn statements_of(c: &dyn Sql, artifact_id: i64) -> Result<Vec<(String, Vec<u8>)>, DbError> {
-    c.query(
-        "SELECT sha256, envelope FROM statements WHERE artifact_id = ?1 ORDER BY created_at, sha256",
-        params![artifact_id],
-    )?
-    .iter()
-    .map(|r| Ok::<_, DbError>((r.get(0)?, r.get(1)?)))
-    .collect()
+    statements_from(&c.query(STATEMENTS_OF, params![artifact_id])?)
+}
+
+/// [`statements_of`] as a query: `?1` the artifact id.
+pub const STATEMENTS_OF: &str =
+    "SELECT sha256, envelope FROM statements WHERE artifact_id = ?1 ORDER BY created_at, sha256";
+
+/// [`statements_of`] from the rows of [`STATEMENTS_OF`].
+pub fn statements_from(rows: &[super::sql::Row]) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+    rows.iter()
+        .map(|r| Ok::<_, DbError>((r.get(0)?, r.get(1)?)))
+        .collect()
 }
 
 /// An artifact by its row id.
@@ -89,13 +94,17 @@ pub fn by_id(c: &dyn Sql, id: i64) -> Result<Option<ArtifactRow>, DbError> {
 }
 
 pub fn find(c: &dyn Sql, name: &str, version: &str) -> Result<Option<ArtifactRow>, DbError> {
-    c.query_opt(
-        &format!("{SELECT} WHERE a.name = ?1 AND a.version = ?2"),
-        params![name, version],
-    )?
-    .as_ref()
-    .map(row)
-    .transpose()
+    found(&c.query(&find_sql(), params![name, version])?)
+}
+
+/// [`find`] as a query: `?1` the name, `?2` the version.
+pub fn find_sql() -> String {
+    format!("{SELECT} WHERE a.name = ?1 AND a.version = ?2")
+}
+
+/// [`find`] from the rows of [`find_sql`].
+pub fn found(rows: &[super::sql::Row]) -> Result<Option<ArtifactRow>, DbError> {
+    rows.first().map(row).transpose()
 }
 
 /// Registers the blob (if new) and the artifact; returns the artifact id.

@@ -33,29 +33,20 @@ pub fn append(c: &dyn Sql, e: &Entry<'_>) -> Result<i64, DbError> {
     // The head last (db::locks), and the time after it: times follow the chain's order.
     super::locks::audit_head(c)?;
     let (prev_seq, prev_hash, at) = match c.engine() {
-        // The head and the database's clock in the lock's round trip, each statement of it
-        // under a snapshot of its own: after the lock.
+        // The head and the database's clock in one statement, sent with the lock (ahead of
+        // it, so read after it).
         super::Engine::Postgres => {
-            let rows = c.query_text(
+            let r = c.query_one(
                 "SELECT (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1), \
                  (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), \
                  to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                params![],
             )?;
-            let bad = || DbError::Corrupt("the audit head".into());
-            let row: [Option<String>; 3] = rows
-                .into_iter()
-                .next()
-                .and_then(|r| r.try_into().ok())
-                .ok_or_else(bad)?;
-            let [seq, hash, Some(at)] = row else {
-                return Err(bad());
-            };
             (
-                seq.map(|s| s.parse().map_err(|_| bad()))
-                    .transpose()?
-                    .unwrap_or(0),
-                hash.unwrap_or_else(|| GENESIS_HASH.to_owned()),
-                at,
+                r.get::<Option<i64>>(0)?.unwrap_or(0),
+                r.get::<Option<String>>(1)?
+                    .unwrap_or_else(|| GENESIS_HASH.to_owned()),
+                r.get(2)?,
             )
         }
         super::Engine::Sqlite => {
@@ -81,7 +72,8 @@ pub fn append(c: &dyn Sql, e: &Entry<'_>) -> Result<i64, DbError> {
     let hash = entry_hash(
         seq, &at, e.actor, action, e.subject, e.outcome, &details, &prev_hash,
     );
-    c.execute(
+    // Nobody reads its answer: on PostgreSQL it goes with the commit.
+    c.defer(
         "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![

@@ -33,7 +33,7 @@ pub fn record_release(
     actor: &str,
     reason: Option<&str>,
 ) -> Result<(), DbError> {
-    c.execute(
+    c.defer(
         "INSERT INTO releases (channel, name, artifact_id, action, actor, reason, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![channel, name, artifact_id, action, actor, reason, now_str()],
@@ -76,8 +76,15 @@ pub fn current_in(
     channels: &[&str],
     name: &str,
 ) -> Result<std::collections::HashMap<String, (ArtifactRow, String)>, DbError> {
-    // One index lookup of the newest release per channel, so the plan cannot turn into a scan.
-    let newest: Vec<String> = (0..channels.len())
+    let mut params: Vec<&dyn super::sql::ToParam> = vec![&name];
+    params.extend(channels.iter().map(|ch| ch as &dyn super::sql::ToParam));
+    current_in_from(&c.query(&current_in_sql(channels.len()), &params)?)
+}
+
+/// [`current_in`] as one query of `n` channels: `?1` the name, `?2`.. the channels.
+pub fn current_in_sql(n: usize) -> String {
+    // One index lookup of the newest release per channel, so the plan cannot become a scan.
+    let newest: Vec<String> = (0..n)
         .map(|i| {
             format!(
                 "SELECT (SELECT MAX(id) FROM releases WHERE channel = ?{} AND name = ?1)",
@@ -85,16 +92,19 @@ pub fn current_in(
             )
         })
         .collect();
-    let sql = format!(
+    format!(
         "{}, r.created_at, r.channel FROM releases r JOIN artifacts a ON a.id = r.artifact_id \
          JOIN blobs b ON b.blake3 = a.blake3 WHERE r.id IN ({})",
         select_columns(),
         newest.join(" UNION ALL ")
-    );
-    let mut params: Vec<&dyn super::sql::ToParam> = vec![&name];
-    params.extend(channels.iter().map(|ch| ch as &dyn super::sql::ToParam));
-    c.query(&sql, &params)?
-        .iter()
+    )
+}
+
+/// [`current_in`] from the rows of [`current_in_sql`].
+pub fn current_in_from(
+    rows: &[super::sql::Row],
+) -> Result<std::collections::HashMap<String, (ArtifactRow, String)>, DbError> {
+    rows.iter()
         .map(|r| Ok((r.get(11)?, (row(r)?, r.get(10)?))))
         .collect()
 }

@@ -9,7 +9,7 @@
 //! (`releases.channel`) do not queue behind it. On SQLite they are no-ops: every transaction
 //! begins `IMMEDIATE`, holding the database's one write lock from its first statement.
 
-use super::{DbError, Engine, Sql, sql::literal};
+use super::{DbError, Engine, Sql};
 use crate::params;
 
 /// The trust head: taken by every use case that reads the current trust document to decide
@@ -25,10 +25,8 @@ pub fn trust(c: &dyn Sql) -> Result<(), DbError> {
 /// refuses the request.)
 pub fn channel(c: &dyn Sql, channel: &str) -> Result<(), DbError> {
     c.lock(
-        &format!(
-            "SELECT name FROM channels WHERE name = {} FOR NO KEY UPDATE",
-            literal(channel)?
-        ),
+        "SELECT name FROM channels WHERE name = ?1 FOR NO KEY UPDATE",
+        params![channel],
         None,
     )
 }
@@ -37,6 +35,7 @@ pub fn channel(c: &dyn Sql, channel: &str) -> Result<(), DbError> {
 pub fn all_channels(c: &dyn Sql) -> Result<(), DbError> {
     c.lock(
         "SELECT name FROM channels ORDER BY position FOR NO KEY UPDATE",
+        params![],
         None,
     )
 }
@@ -48,10 +47,8 @@ pub fn audit_head(c: &dyn Sql) -> Result<(), DbError> {
 
 fn head(c: &dyn Sql, name: &str) -> Result<(), DbError> {
     c.lock(
-        &format!(
-            "SELECT name FROM locks WHERE name = {} FOR NO KEY UPDATE",
-            literal(name)?
-        ),
+        "SELECT name FROM locks WHERE name = ?1 FOR NO KEY UPDATE",
+        params![name],
         Some(&format!("no lock row {name}")),
     )
 }

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use sql::{Conn, Engine, Sql, Tx};
+pub use sql::{Conn, Engine, Sql, ToParam, Tx};
 
 /// Database errors.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +79,8 @@ impl DbError {
 }
 
 /// What went wrong on PostgreSQL, classified: unreachable, disk full, or anything else.
-impl From<postgres::Error> for DbError {
-    fn from(e: postgres::Error) -> Self {
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
         let text = match e.as_db_error() {
             Some(d) => format!("{} ({})", d.message(), d.code().code()),
             None => e.to_string(),
@@ -118,7 +118,7 @@ enum Pool {
     Sqlite(Mutex<Conn>),
     /// Connections made on demand up to the pool size and kept while they work.
     Postgres {
-        config: postgres::Config,
+        config: tokio_postgres::Config,
         idle: Mutex<Vec<Conn>>,
     },
 }
@@ -305,8 +305,8 @@ fn random_u8() -> u8 {
     b[0]
 }
 
-fn pg_config(url: &str) -> Result<postgres::Config, DbError> {
-    let mut config: postgres::Config = url
+fn pg_config(url: &str) -> Result<tokio_postgres::Config, DbError> {
+    let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| DbError::Unavailable(format!("invalid database URL {}: {e}", redact(url))))?;
     if config.get_connect_timeout().is_none() {
@@ -318,14 +318,14 @@ fn pg_config(url: &str) -> Result<postgres::Config, DbError> {
     Ok(config)
 }
 
-fn pg_connect(config: &postgres::Config) -> Result<Conn, DbError> {
-    let client = config.connect(postgres::NoTls).map_err(|e| {
+fn pg_connect(config: &tokio_postgres::Config) -> Result<Conn, DbError> {
+    Conn::postgres(config).map_err(|e| {
         let hosts: Vec<String> = config
             .get_hosts()
             .iter()
             .map(|h| match h {
-                postgres::config::Host::Tcp(h) => h.clone(),
-                postgres::config::Host::Unix(p) => p.display().to_string(),
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
             })
             .collect();
         match DbError::from(e) {
@@ -336,8 +336,7 @@ fn pg_connect(config: &postgres::Config) -> Result<Conn, DbError> {
             )),
             other => other,
         }
-    })?;
-    Ok(Conn::postgres(client))
+    })
 }
 
 /// A database URL with its password (if any) replaced, for messages and logs.

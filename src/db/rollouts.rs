@@ -96,9 +96,19 @@ pub fn insert(
 
 /// The newest rollout of `name` in `channel`, whatever its state.
 pub fn latest(c: &dyn Sql, channel: &str, name: &str) -> Result<Option<RolloutRow>, DbError> {
-    c.query_opt(&format!(
-                "SELECT {COLUMNS} FROM rollouts WHERE channel = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1"
-            ), params![channel, name])?.as_ref().map(rollout_row).transpose()
+    latest_from(&c.query(&latest_sql(), params![channel, name])?)
+}
+
+/// [`latest`] as a query: `?1` the channel, `?2` the name.
+pub fn latest_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM rollouts WHERE channel = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1"
+    )
+}
+
+/// [`latest`] from the rows of [`latest_sql`].
+pub fn latest_from(rows: &[super::sql::Row]) -> Result<Option<RolloutRow>, DbError> {
+    rows.first().map(rollout_row).transpose()
 }
 
 /// The running or paused rollout of `name` in `channel`.
@@ -154,7 +164,7 @@ pub fn set_percent(c: &dyn Sql, id: i64, percent: u32) -> Result<(), DbError> {
 
 /// Changes a rollout's state, with the reason.
 pub fn set_state(c: &dyn Sql, id: i64, state: State, reason: Option<&str>) -> Result<(), DbError> {
-    c.execute("UPDATE rollouts SET state = ?2, reason = COALESCE(?3, reason), updated_at = ?4 WHERE id = ?1", params![id, state.as_str(), reason, now_str()])?;
+    c.defer("UPDATE rollouts SET state = ?2, reason = COALESCE(?3, reason), updated_at = ?4 WHERE id = ?1", params![id, state.as_str(), reason, now_str()])?;
     Ok(())
 }
 

@@ -275,15 +275,23 @@ pub trait Sql {
     fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, DbError>;
     /// Runs several statements without parameters.
     fn batch(&self, sql: &str) -> Result<(), DbError>;
-    /// Takes the row locks of `sql`, a `SELECT ... FOR NO KEY UPDATE` without parameters
-    /// (literals quoted with [`literal`]) whose rows nobody reads. On PostgreSQL in a
-    /// transaction it goes to the server with the next statement, ahead of it (see `PgTx`);
-    /// outside one, at once. On SQLite it does nothing: every transaction there holds the
-    /// database's one write lock. `required`: the error when it locks no row.
-    fn lock(&self, sql: &str, required: Option<&str>) -> Result<(), DbError>;
-    /// The rows of a statement without parameters, as text (NULL as `None`), sent in one
-    /// round trip with the locks waiting before it.
-    fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError>;
+    /// Takes the row locks of `sql`, a `SELECT ... FOR NO KEY UPDATE` whose rows nobody
+    /// reads. On PostgreSQL in a transaction it goes to the server with the next statement that
+    /// is answered, ahead of it (see `PgTx`); outside one, at once. On SQLite it does nothing:
+    /// every transaction there holds the database's one write lock. `required`: the error when
+    /// it locks no row.
+    fn lock(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        required: Option<&str>,
+    ) -> Result<(), DbError>;
+    /// Runs a write whose row count nobody reads: on PostgreSQL in a transaction it goes with
+    /// the next statement that is answered (an error in it fails that one); elsewhere at once.
+    fn defer(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), DbError>;
+    /// The rows of several queries that do not depend on each other, in order: on PostgreSQL
+    /// sent together, in one round trip.
+    fn query_all(&self, queries: &[(&str, &[&dyn ToParam])]) -> Result<Vec<Vec<Row>>, DbError>;
 
     /// The first row, if any.
     fn query_opt(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Option<Row>, DbError> {
@@ -312,9 +320,13 @@ enum ConnKind {
     Postgres(Box<PgConn>),
 }
 
+/// A PostgreSQL connection: tokio-postgres's client on a runtime of its own, driven by the
+/// (blocking-pool) thread that waits for it, so that several statements can be sent at once and
+/// answered in one round trip (tokio-postgres pipelines requests in the order they are made).
 struct PgConn {
-    client: RefCell<postgres::Client>,
-    statements: RefCell<HashMap<String, postgres::Statement>>,
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
     /// Set when a statement lost a race with a concurrent transaction; `Db::call` then rolls
     /// back and runs the use case again (whatever the use case made of the error).
     lost_race: Cell<Option<String>>,
@@ -328,27 +340,148 @@ enum TxKind<'c> {
     Postgres(PgTx<'c>),
 }
 
-/// A PostgreSQL transaction. `BEGIN` and the row locks ([`Sql::lock`]) are not sent on their
-/// own: they wait, and go to the server in one round trip ahead of the first statement whose
-/// answer is read (statements of one round trip run in order, each under a snapshot of its own
-/// under READ COMMITTED, so a lock is still held before the reads it guards). A promotion
-/// saves three round trips that way, which on PostgreSQL is most of its time.
+/// A PostgreSQL transaction. `BEGIN`, the row locks ([`Sql::lock`]) and the writes nobody reads
+/// an answer of ([`Sql::defer`]) are not sent on their own: they wait, and go to the server in
+/// the round trip of the next statement that is answered (or of `COMMIT`), ahead of it.
+/// Statements run in the order sent, each under a snapshot of its own (READ COMMITTED), so a
+/// lock is held before the reads it guards exactly as if sent alone; an error in a deferred
+/// statement fails the statement it went with, and the transaction.
 struct PgTx<'c> {
-    client: RefCell<&'c mut postgres::Client>,
-    statements: &'c RefCell<HashMap<String, postgres::Statement>>,
-    lost_race: &'c Cell<Option<String>>,
-    /// What goes ahead of the next statement: `BEGIN` (until it is sent), then locks.
+    conn: &'c PgConn,
     pending: RefCell<Vec<Deferred>>,
     /// `BEGIN` reached the server: a transaction dropped without commit is rolled back.
     begun: Cell<bool>,
     finished: Cell<bool>,
 }
 
-/// A statement without parameters whose rows nobody reads, sent with the next one.
+/// A statement waiting for the next round trip.
 struct Deferred {
     sql: String,
-    /// The corrupt-database error when it locks no row (`None`: no row is fine).
+    params: Vec<Value>,
+    /// A lock: the corrupt-database error when it locks no row (`None`: a write, or no row is
+    /// fine).
     required: Option<String>,
+}
+
+/// One statement of a round trip.
+enum Step<'a> {
+    /// Without parameters, by the simple protocol (`BEGIN`, `COMMIT`, a batch).
+    Simple(&'a str),
+    /// Prepared, answered with its rows.
+    Rows(&'a str, Vec<Param<'a>>),
+    /// Prepared, answered with the number of rows it changed.
+    Count(&'a str, Vec<Param<'a>>),
+}
+
+/// What a step was answered with.
+enum Answer {
+    Done,
+    Rows(Vec<tokio_postgres::Row>),
+    Count(u64),
+}
+
+impl PgConn {
+    fn connect(config: &tokio_postgres::Config) -> Result<PgConn, tokio_postgres::Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        let (client, connection) = rt.block_on(config.connect(tokio_postgres::NoTls))?;
+        // Runs whenever a caller blocks on the runtime, i.e. while a statement is answered.
+        rt.spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(PgConn {
+            rt,
+            client,
+            statements: RefCell::new(HashMap::new()),
+            lost_race: Cell::new(None),
+        })
+    }
+
+    /// The prepared statement of each of `sqls`, preparing the new ones (in one round trip).
+    fn prepared(&self, sqls: &[&str]) -> Result<Vec<tokio_postgres::Statement>, DbError> {
+        let missing: Vec<&str> = {
+            let cache = self.statements.borrow();
+            let mut m: Vec<&str> = sqls
+                .iter()
+                .copied()
+                .filter(|s| !cache.contains_key(*s))
+                .collect();
+            m.sort_unstable();
+            m.dedup();
+            m
+        };
+        if !missing.is_empty() {
+            let translated: Vec<String> = missing.iter().map(|s| to_postgres(s)).collect();
+            let prepared = self.rt.block_on(futures::future::join_all(
+                translated.iter().map(|q| self.client.prepare(q)),
+            ));
+            let mut cache = self.statements.borrow_mut();
+            for (sql, st) in missing.iter().zip(prepared) {
+                cache.insert((*sql).to_owned(), pg_result(&self.lost_race, st)?);
+            }
+        }
+        let cache = self.statements.borrow();
+        Ok(sqls.iter().map(|s| cache[*s].clone()).collect())
+    }
+
+    /// Sends `steps` at once and waits for every answer: one round trip (plus one to prepare
+    /// statements this connection has not seen). The first error, in order, is the answer
+    /// (a later statement of a failed transaction only says that it was aborted).
+    fn exchange(&self, steps: &[Step<'_>]) -> Result<Vec<Answer>, DbError> {
+        let sqls: Vec<&str> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Rows(sql, _) | Step::Count(sql, _) => Some(*sql),
+                Step::Simple(_) => None,
+            })
+            .collect();
+        let statements = self.prepared(&sqls)?;
+        let params: Vec<Vec<PgParam<'_>>> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Rows(_, p) | Step::Count(_, p) => p.iter().map(|p| PgParam(*p)).collect(),
+                Step::Simple(_) => Vec::new(),
+            })
+            .collect();
+        let refs: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> =
+            params.iter().map(|p| pg_refs(p)).collect();
+        type Fut<'f> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Answer, tokio_postgres::Error>> + 'f>,
+        >;
+        let mut next = statements.iter();
+        let futures: Vec<Fut<'_>> =
+            steps
+                .iter()
+                .zip(&refs)
+                .map(|(s, p)| -> Fut<'_> {
+                    let client = &self.client;
+                    match s {
+                        Step::Simple(sql) => Box::pin(async move {
+                            client.batch_execute(sql).await.map(|_| Answer::Done)
+                        }),
+                        Step::Rows(..) => {
+                            let st = next.next().expect("one statement per step");
+                            Box::pin(async move { client.query(st, p).await.map(Answer::Rows) })
+                        }
+                        Step::Count(..) => {
+                            let st = next.next().expect("one statement per step");
+                            Box::pin(async move { client.execute(st, p).await.map(Answer::Count) })
+                        }
+                    }
+                })
+                .collect();
+        let answers = self.rt.block_on(futures::future::join_all(futures));
+        answers
+            .into_iter()
+            .map(|a| pg_result(&self.lost_race, a))
+            .collect()
+    }
+
+    fn one(&self, step: Step<'_>) -> Result<Answer, DbError> {
+        Ok(self.exchange(&[step])?.pop().expect("one answer"))
+    }
 }
 
 impl Conn {
@@ -356,12 +489,8 @@ impl Conn {
         Conn(ConnKind::Sqlite(c))
     }
 
-    pub(super) fn postgres(client: postgres::Client) -> Conn {
-        Conn(ConnKind::Postgres(Box::new(PgConn {
-            client: RefCell::new(client),
-            statements: RefCell::new(HashMap::new()),
-            lost_race: Cell::new(None),
-        })))
+    pub(super) fn postgres(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres::Error> {
+        Ok(Conn(ConnKind::Postgres(Box::new(PgConn::connect(config)?))))
     }
 
     /// Begins a transaction: on SQLite `IMMEDIATE` (it takes the write lock at once), on
@@ -371,13 +500,8 @@ impl Conn {
         Ok(Tx(match &mut self.0 {
             ConnKind::Sqlite(c) => TxKind::Sqlite(c.transaction()?),
             ConnKind::Postgres(pg) => TxKind::Postgres(PgTx {
-                client: RefCell::new(pg.client.get_mut()),
-                statements: &pg.statements,
-                lost_race: &pg.lost_race,
-                pending: RefCell::new(vec![Deferred {
-                    sql: "BEGIN".into(),
-                    required: None,
-                }]),
+                conn: pg,
+                pending: RefCell::new(Vec::new()),
                 begun: Cell::new(false),
                 finished: Cell::new(false),
             }),
@@ -396,7 +520,7 @@ impl Conn {
     pub(super) fn is_broken(&self) -> bool {
         match &self.0 {
             ConnKind::Sqlite(_) => false,
-            ConnKind::Postgres(pg) => pg.client.borrow().is_closed(),
+            ConnKind::Postgres(pg) => pg.client.is_closed(),
         }
     }
 }
@@ -406,8 +530,8 @@ impl Tx<'_> {
         match self.0 {
             TxKind::Sqlite(t) => t.commit()?,
             TxKind::Postgres(t) => {
-                if t.begun.get() || t.pending.borrow().len() > 1 {
-                    t.send(Some("COMMIT"))?;
+                if t.begun.get() || !t.pending.borrow().is_empty() {
+                    t.exchange(vec![Step::Simple("COMMIT")])?;
                 }
                 t.finished.set(true);
                 super::tuf::bump_generation();
@@ -418,60 +542,81 @@ impl Tx<'_> {
 }
 
 impl PgTx<'_> {
-    /// Sends what is pending followed by `then` (a statement without parameters) in one round
-    /// trip; the rows of `then`, as text.
-    fn send(&self, then: Option<&str>) -> Result<Vec<postgres::SimpleQueryRow>, DbError> {
+    /// Sends `BEGIN` (the first time), what is pending, and `steps`, in one round trip; the
+    /// answers of `steps`.
+    fn exchange(&self, steps: Vec<Step<'_>>) -> Result<Vec<Answer>, DbError> {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        let mut text = String::new();
-        for d in &pending {
-            text.push_str(&d.sql);
-            text.push_str(";\n");
+        let begin = !self.begun.get();
+        let mut all: Vec<Step<'_>> = Vec::with_capacity(1 + pending.len() + steps.len());
+        if begin {
+            all.push(Step::Simple("BEGIN"));
         }
-        text.push_str(then.unwrap_or(""));
+        for d in &pending {
+            let params = d.params.iter().map(ToParam::param).collect();
+            all.push(match d.required {
+                Some(_) => Step::Rows(&d.sql, params),
+                None => Step::Count(&d.sql, params),
+            });
+        }
+        let first = all.len();
+        all.extend(steps);
         self.begun.set(true);
-        let messages = pg_result(self.lost_race, self.client.borrow_mut().simple_query(&text))?;
-        // One CommandComplete per statement, in order.
-        let (mut done, mut rows) = (0, Vec::new());
-        for m in messages {
-            match m {
-                postgres::SimpleQueryMessage::CommandComplete(n) => {
-                    if let Some(why) = pending.get(done).and_then(|d| d.required.as_ref())
-                        && n == 0
-                    {
-                        return Err(DbError::Corrupt(why.clone()));
-                    }
-                    done += 1;
-                }
-                postgres::SimpleQueryMessage::Row(r) if done == pending.len() => rows.push(r),
-                _ => {}
+        let mut answers = self.conn.exchange(&all)?;
+        for (d, a) in pending.iter().zip(&answers[usize::from(begin)..first]) {
+            if let (Some(why), Answer::Rows(rows)) = (&d.required, a)
+                && rows.is_empty()
+            {
+                return Err(DbError::Corrupt(why.clone()));
             }
         }
-        Ok(rows)
+        Ok(answers.split_off(first))
     }
 
-    /// Sends what is pending, before a statement with parameters (which has a round trip of
-    /// its own).
-    fn flush(&self) -> Result<(), DbError> {
-        if !self.pending.borrow().is_empty() {
-            self.send(None)?;
-        }
-        Ok(())
-    }
-
-    fn statement(&self, sql: &str) -> Result<postgres::Statement, DbError> {
-        self.flush()?;
-        pg_statement(self.statements, self.lost_race, sql, |q| {
-            self.client.borrow_mut().prepare(q)
-        })
+    fn one(&self, step: Step<'_>) -> Result<Answer, DbError> {
+        Ok(self.exchange(vec![step])?.pop().expect("one answer"))
     }
 }
 
 impl Drop for PgTx<'_> {
     fn drop(&mut self) {
         if self.begun.get() && !self.finished.get() {
-            // As postgres::Transaction does; a broken connection is dropped by the pool anyway.
-            let _ = self.client.get_mut().batch_execute("ROLLBACK");
+            // A broken connection is dropped by the pool anyway.
+            let _ = self
+                .conn
+                .rt
+                .block_on(self.conn.client.batch_execute("ROLLBACK"));
         }
+    }
+}
+
+fn params_of<'a>(params: &'a [&'a dyn ToParam]) -> Vec<Param<'a>> {
+    params.iter().map(|p| p.param()).collect()
+}
+
+fn owned(params: &[&dyn ToParam]) -> Vec<Value> {
+    params
+        .iter()
+        .map(|p| match p.param() {
+            Param::Null => Value::Null,
+            Param::Int(i) => Value::Int(i),
+            Param::Real(f) => Value::Real(f),
+            Param::Text(t) => Value::Text(t.to_owned()),
+            Param::Blob(b) => Value::Blob(b.to_vec()),
+        })
+        .collect()
+}
+
+fn rows_of(a: Answer) -> Result<Vec<Row>, DbError> {
+    match a {
+        Answer::Rows(rows) => rows.iter().map(pg_row).collect(),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn count_of(a: Answer) -> usize {
+    match a {
+        Answer::Count(n) => n as usize,
+        _ => 0,
     }
 }
 
@@ -486,55 +631,34 @@ impl Sql for Conn {
     fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize, DbError> {
         match &self.0 {
             ConnKind::Sqlite(c) => sqlite_execute(c, sql, params),
-            ConnKind::Postgres(pg) => {
-                let l = &pg.lost_race;
-                let st = pg_statement(&pg.statements, l, sql, |q| {
-                    pg.client.borrow_mut().prepare(q)
-                })?;
-                let n = pg_result(
-                    l,
-                    pg.client
-                        .borrow_mut()
-                        .execute(&st, &pg_refs(&pg_params(params))),
-                )?;
-                Ok(n as usize)
-            }
+            ConnKind::Postgres(pg) => Ok(count_of(pg.one(Step::Count(sql, params_of(params)))?)),
         }
     }
 
     fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, DbError> {
         match &self.0 {
             ConnKind::Sqlite(c) => sqlite_query(c, sql, params),
-            ConnKind::Postgres(pg) => {
-                let l = &pg.lost_race;
-                let st = pg_statement(&pg.statements, l, sql, |q| {
-                    pg.client.borrow_mut().prepare(q)
-                })?;
-                let rows = pg_result(
-                    l,
-                    pg.client
-                        .borrow_mut()
-                        .query(&st, &pg_refs(&pg_params(params))),
-                )?;
-                rows.iter().map(pg_row).collect()
-            }
+            ConnKind::Postgres(pg) => rows_of(pg.one(Step::Rows(sql, params_of(params)))?),
         }
     }
 
     fn batch(&self, sql: &str) -> Result<(), DbError> {
         match &self.0 {
             ConnKind::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            ConnKind::Postgres(pg) => {
-                pg_result(&pg.lost_race, pg.client.borrow_mut().batch_execute(sql))
-            }
+            ConnKind::Postgres(pg) => pg.one(Step::Simple(sql)).map(drop),
         }
     }
 
-    fn lock(&self, sql: &str, required: Option<&str>) -> Result<(), DbError> {
+    fn lock(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        required: Option<&str>,
+    ) -> Result<(), DbError> {
         match &self.0 {
             ConnKind::Sqlite(_) => Ok(()),
             ConnKind::Postgres(_) => {
-                if self.query_text(sql)?.is_empty()
+                if self.query(sql, params)?.is_empty()
                     && let Some(why) = required
                 {
                     return Err(DbError::Corrupt(why.to_owned()));
@@ -544,51 +668,28 @@ impl Sql for Conn {
         }
     }
 
-    fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError> {
+    fn defer(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), DbError> {
+        self.execute(sql, params).map(drop)
+    }
+
+    fn query_all(&self, queries: &[(&str, &[&dyn ToParam])]) -> Result<Vec<Vec<Row>>, DbError> {
         match &self.0 {
-            ConnKind::Sqlite(c) => sqlite_query(c, sql, params![])?
+            ConnKind::Sqlite(c) => queries
                 .iter()
-                .map(text_row)
+                .map(|(sql, params)| sqlite_query(c, sql, params))
                 .collect(),
-            ConnKind::Postgres(pg) => {
-                let messages = pg_result(&pg.lost_race, pg.client.borrow_mut().simple_query(sql))?;
-                messages
-                    .iter()
-                    .filter_map(|m| match m {
-                        postgres::SimpleQueryMessage::Row(r) => Some(pg_text_row(r)),
-                        _ => None,
-                    })
-                    .collect()
-            }
+            ConnKind::Postgres(pg) => pg
+                .exchange(
+                    &queries
+                        .iter()
+                        .map(|(sql, params)| Step::Rows(sql, params_of(params)))
+                        .collect::<Vec<_>>(),
+                )?
+                .into_iter()
+                .map(rows_of)
+                .collect(),
         }
     }
-}
-
-/// `s` as a quoted SQL string literal, for the statements of [`Sql::lock`] (which have no
-/// parameters). Backslashes are refused rather than trusted to `standard_conforming_strings`.
-pub fn literal(s: &str) -> Result<String, DbError> {
-    if s.contains('\\') || s.contains('\0') {
-        return Err(DbError::Corrupt(format!("{s:?} cannot be quoted")));
-    }
-    Ok(format!("'{}'", s.replace('\'', "''")))
-}
-
-fn text_row(r: &Row) -> Result<Vec<Option<String>>, DbError> {
-    r.0.iter()
-        .map(|v| match v {
-            Value::Null => Ok(None),
-            Value::Int(i) => Ok(Some(i.to_string())),
-            Value::Real(f) => Ok(Some(f.to_string())),
-            Value::Text(t) => Ok(Some(t.clone())),
-            Value::Blob(_) => Err(DbError::Corrupt("a blob read as text".into())),
-        })
-        .collect()
-}
-
-fn pg_text_row(r: &postgres::SimpleQueryRow) -> Result<Vec<Option<String>>, DbError> {
-    (0..r.len())
-        .map(|i| Ok(r.try_get(i)?.map(str::to_owned)))
-        .collect()
 }
 
 impl Sql for Tx<'_> {
@@ -602,48 +703,36 @@ impl Sql for Tx<'_> {
     fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize, DbError> {
         match &self.0 {
             TxKind::Sqlite(t) => sqlite_execute(t, sql, params),
-            TxKind::Postgres(t) => {
-                let st = t.statement(sql)?;
-                let n = pg_result(
-                    t.lost_race,
-                    t.client
-                        .borrow_mut()
-                        .execute(&st, &pg_refs(&pg_params(params))),
-                )?;
-                Ok(n as usize)
-            }
+            TxKind::Postgres(t) => Ok(count_of(t.one(Step::Count(sql, params_of(params)))?)),
         }
     }
 
     fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, DbError> {
         match &self.0 {
             TxKind::Sqlite(t) => sqlite_query(t, sql, params),
-            TxKind::Postgres(t) => {
-                let st = t.statement(sql)?;
-                let rows = pg_result(
-                    t.lost_race,
-                    t.client
-                        .borrow_mut()
-                        .query(&st, &pg_refs(&pg_params(params))),
-                )?;
-                rows.iter().map(pg_row).collect()
-            }
+            TxKind::Postgres(t) => rows_of(t.one(Step::Rows(sql, params_of(params)))?),
         }
     }
 
     fn batch(&self, sql: &str) -> Result<(), DbError> {
         match &self.0 {
             TxKind::Sqlite(t) => Ok(t.execute_batch(sql)?),
-            TxKind::Postgres(t) => t.send(Some(sql)).map(drop),
+            TxKind::Postgres(t) => t.one(Step::Simple(sql)).map(drop),
         }
     }
 
-    fn lock(&self, sql: &str, required: Option<&str>) -> Result<(), DbError> {
+    fn lock(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        required: Option<&str>,
+    ) -> Result<(), DbError> {
         match &self.0 {
             TxKind::Sqlite(_) => Ok(()),
             TxKind::Postgres(t) => {
                 t.pending.borrow_mut().push(Deferred {
                     sql: sql.to_owned(),
+                    params: owned(params),
                     required: required.map(str::to_owned),
                 });
                 Ok(())
@@ -651,13 +740,36 @@ impl Sql for Tx<'_> {
         }
     }
 
-    fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError> {
+    fn defer(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), DbError> {
         match &self.0 {
-            TxKind::Sqlite(t) => sqlite_query(t, sql, params![])?
+            TxKind::Sqlite(t) => sqlite_execute(t, sql, params).map(drop),
+            TxKind::Postgres(t) => {
+                t.pending.borrow_mut().push(Deferred {
+                    sql: sql.to_owned(),
+                    params: owned(params),
+                    required: None,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn query_all(&self, queries: &[(&str, &[&dyn ToParam])]) -> Result<Vec<Vec<Row>>, DbError> {
+        match &self.0 {
+            TxKind::Sqlite(t) => queries
                 .iter()
-                .map(text_row)
+                .map(|(sql, params)| sqlite_query(t, sql, params))
                 .collect(),
-            TxKind::Postgres(t) => t.send(Some(sql))?.iter().map(pg_text_row).collect(),
+            TxKind::Postgres(t) => t
+                .exchange(
+                    queries
+                        .iter()
+                        .map(|(sql, params)| Step::Rows(sql, params_of(params)))
+                        .collect(),
+                )?
+                .into_iter()
+                .map(rows_of)
+                .collect(),
         }
     }
 }
@@ -756,7 +868,7 @@ const LOST_RACE: [&str; 3] = ["40001", "40P01", "23505"];
 /// A PostgreSQL result as arca's, noting a lost race for `Db::call`.
 fn pg_result<T>(
     lost_race: &Cell<Option<String>>,
-    r: Result<T, postgres::Error>,
+    r: Result<T, tokio_postgres::Error>,
 ) -> Result<T, DbError> {
     r.map_err(|e| {
         if let Some(code) = e.code()
@@ -768,29 +880,10 @@ fn pg_result<T>(
     })
 }
 
-/// The prepared statement for `sql`, prepared once per connection.
-fn pg_statement(
-    cache: &RefCell<HashMap<String, postgres::Statement>>,
-    lost_race: &Cell<Option<String>>,
-    sql: &str,
-    prepare: impl FnOnce(&str) -> Result<postgres::Statement, postgres::Error>,
-) -> Result<postgres::Statement, DbError> {
-    if let Some(st) = cache.borrow().get(sql) {
-        return Ok(st.clone());
-    }
-    let st = pg_result(lost_race, prepare(&to_postgres(sql)))?;
-    cache.borrow_mut().insert(sql.to_owned(), st.clone());
-    Ok(st)
-}
-
-fn pg_params<'a>(params: &'a [&'a dyn ToParam]) -> Vec<PgParam<'a>> {
-    params.iter().map(|p| PgParam(p.param())).collect()
-}
-
-fn pg_refs<'a>(params: &'a [PgParam<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+fn pg_refs<'a>(params: &'a [PgParam<'a>]) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
     params
         .iter()
-        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect()
 }
 
@@ -798,13 +891,13 @@ fn pg_refs<'a>(params: &'a [PgParam<'a>]) -> Vec<&'a (dyn postgres::types::ToSql
 #[derive(Debug)]
 struct PgParam<'a>(Param<'a>);
 
-impl postgres::types::ToSql for PgParam<'_> {
+impl tokio_postgres::types::ToSql for PgParam<'_> {
     fn to_sql(
         &self,
-        ty: &postgres::types::Type,
+        ty: &tokio_postgres::types::Type,
         out: &mut bytes::BytesMut,
-    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        use postgres::types::{IsNull, Type};
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use tokio_postgres::types::{IsNull, Type};
         match self.0 {
             Param::Null => Ok(IsNull::Yes),
             Param::Int(v) => {
@@ -841,15 +934,15 @@ impl postgres::types::ToSql for PgParam<'_> {
         }
     }
 
-    fn accepts(_: &postgres::types::Type) -> bool {
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
-fn pg_row(r: &postgres::Row) -> Result<Row, DbError> {
-    use postgres::types::Type;
+fn pg_row(r: &tokio_postgres::Row) -> Result<Row, DbError> {
+    use tokio_postgres::types::Type;
     let mut values = Vec::with_capacity(r.len());
     for (i, col) in r.columns().iter().enumerate() {
         let ty = col.type_();

@@ -15,13 +15,17 @@ pub fn insert(c: &dyn Sql, version: u64, envelope: &[u8]) -> Result<(), DbError>
 
 /// The newest version and its envelope bytes.
 pub fn latest(c: &dyn Sql) -> Result<Option<(u64, Vec<u8>)>, DbError> {
-    c.query_opt(
-        "SELECT version, envelope FROM trust ORDER BY version DESC LIMIT 1",
-        params![],
-    )?
-    .as_ref()
-    .map(|r| Ok::<_, DbError>((r.get::<i64>(0)? as u64, r.get(1)?)))
-    .transpose()
+    latest_from(&c.query(LATEST, params![])?)
+}
+
+/// [`latest`] as a query.
+pub const LATEST: &str = "SELECT version, envelope FROM trust ORDER BY version DESC LIMIT 1";
+
+/// [`latest`] from the rows of [`LATEST`].
+pub fn latest_from(rows: &[super::sql::Row]) -> Result<Option<(u64, Vec<u8>)>, DbError> {
+    rows.first()
+        .map(|r| Ok::<_, DbError>((r.get::<i64>(0)? as u64, r.get(1)?)))
+        .transpose()
 }
 
 pub fn get(c: &dyn Sql, version: u64) -> Result<Option<Vec<u8>>, DbError> {

@@ -87,22 +87,26 @@ impl Heads {
     }
 }
 
-/// [`Heads`] of `channel`, in one statement.
+/// [`Heads`] of a channel (`?1`), in one statement: each head by the primary key, newest first
+/// (one row read each), and the newest signing time by its index, so that the cost does not
+/// grow with the channel's history.
+pub const HEADS: &str = "SELECT 'targets', version, expires FROM (SELECT version, expires \
+       FROM tuf_metadata WHERE channel = ?1 AND role = 'targets' ORDER BY version DESC LIMIT 1) t \
+     UNION ALL SELECT 'snapshot', version, expires FROM (SELECT version, expires \
+       FROM tuf_metadata WHERE channel = ?1 AND role = 'snapshot' ORDER BY version DESC LIMIT 1) s \
+     UNION ALL SELECT 'timestamp', version, expires FROM (SELECT version, expires \
+       FROM tuf_metadata WHERE channel = ?1 AND role = 'timestamp' ORDER BY version DESC LIMIT 1) m \
+     UNION ALL SELECT NULL, NULL, MAX(signed_at) FROM tuf_metadata";
+
+/// [`Heads`] of `channel`.
 pub fn heads(c: &dyn Sql, channel: &str) -> Result<Heads, DbError> {
-    let rows = c.query(
-        // Each head by the primary key, newest first (one row read each), and the newest
-        // signing time by its index: the cost does not grow with the channel's history.
-        "SELECT 'targets', version, expires FROM (SELECT version, expires FROM tuf_metadata \
-           WHERE channel = ?1 AND role = 'targets' ORDER BY version DESC LIMIT 1) t \
-         UNION ALL SELECT 'snapshot', version, expires FROM (SELECT version, expires \
-           FROM tuf_metadata WHERE channel = ?1 AND role = 'snapshot' ORDER BY version DESC LIMIT 1) s \
-         UNION ALL SELECT 'timestamp', version, expires FROM (SELECT version, expires \
-           FROM tuf_metadata WHERE channel = ?1 AND role = 'timestamp' ORDER BY version DESC LIMIT 1) m \
-         UNION ALL SELECT NULL, NULL, MAX(signed_at) FROM tuf_metadata",
-        params![channel],
-    )?;
+    heads_from(&c.query(HEADS, params![channel])?)
+}
+
+/// [`Heads`] from the rows of [`HEADS`].
+pub fn heads_from(rows: &[super::sql::Row]) -> Result<Heads, DbError> {
     let mut heads = Heads::default();
-    for r in &rows {
+    for r in rows {
         let head =
             || -> Result<Option<(u64, String)>, DbError> { Ok(Some((r.get(1)?, r.get(2)?))) };
         match r.get::<Option<String>>(0)?.as_deref() {
@@ -154,7 +158,8 @@ pub fn insert_all(c: &dyn Sql, channel: &str, files: &[NewFile]) -> Result<(), D
             &f.expires,
         ]);
     }
-    c.execute(&sql, &params)?;
+    // Nobody reads its answer: on PostgreSQL it goes with the next statement.
+    c.defer(&sql, &params)?;
     GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(())
 }
@@ -208,12 +213,12 @@ pub fn set_entries(
     name: &str,
     entries: &[(String, Vec<u8>)],
 ) -> Result<(), DbError> {
-    c.execute(
+    c.defer(
         "DELETE FROM tuf_entries WHERE channel = ?1 AND name = ?2",
         params![channel, name],
     )?;
     for (path, body) in entries {
-        c.execute(
+        c.defer(
             "INSERT INTO tuf_entries (channel, path, name, entry) VALUES (?1, ?2, ?3, ?4)",
             params![channel, path, name, body],
         )?;
@@ -244,17 +249,25 @@ pub fn clear_entries(c: &dyn Sql, channel: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The stored entries of a channel (`?1`), in path order.
+pub const ENTRIES: &str = "SELECT path, entry FROM tuf_entries WHERE channel = ?1 ORDER BY path";
+
 /// Calls `f(path, entry)` for every stored entry of `channel`, in path order.
 pub fn for_each_entry(
     c: &dyn Sql,
     channel: &str,
+    f: impl FnMut(&str, &[u8]),
+) -> Result<usize, DbError> {
+    for_each_entry_in(&c.query(ENTRIES, params![channel])?, channel, f)
+}
+
+/// [`for_each_entry`] over the rows of [`ENTRIES`].
+pub fn for_each_entry_in(
+    rows: &[super::sql::Row],
+    channel: &str,
     mut f: impl FnMut(&str, &[u8]),
 ) -> Result<usize, DbError> {
-    let rows = c.query(
-        "SELECT path, entry FROM tuf_entries WHERE channel = ?1 ORDER BY path",
-        params![channel],
-    )?;
-    for r in &rows {
+    for r in rows {
         match r.values() {
             [
                 super::sql::Value::Text(path),

@@ -8,6 +8,7 @@ use crate::model::api::ErrorCode;
 use arca_keys::dsse::Envelope;
 use arca_keys::{SignedEnvelope, TrustDocument};
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 
 use super::Error;
 use crate::db::{self, artifacts::ArtifactRow};
@@ -16,8 +17,12 @@ use crate::policy::{self, Decision, Facts, Policy, StatementFacts};
 
 /// The trust document as the database holds it now.
 pub fn current_trust(c: &dyn Sql) -> Result<TrustDocument, Error> {
-    let (_, bytes) =
-        db::trust::latest(c)?.ok_or_else(|| Error::Internal("no trust document".into()))?;
+    trust_from(db::trust::latest(c)?)
+}
+
+/// The trust document of a row of `db::trust::LATEST`.
+pub fn trust_from(latest: Option<(u64, Vec<u8>)>) -> Result<TrustDocument, Error> {
+    let (_, bytes) = latest.ok_or_else(|| Error::Internal("no trust document".into()))?;
     SignedEnvelope::from_slice(&bytes)
         .and_then(|e| e.decode("trust document"))
         .map_err(|e| Error::Internal(e.to_string()))
@@ -56,9 +61,17 @@ fn statements(
     trust: &TrustDocument,
     a: &ArtifactRow,
 ) -> Result<(Vec<StatementFacts>, Vec<String>), Error> {
+    statements_in(db::artifacts::statements_of(c, a.id)?, trust, a)
+}
+
+fn statements_in(
+    stored: Vec<(String, Vec<u8>)>,
+    trust: &TrustDocument,
+    a: &ArtifactRow,
+) -> Result<(Vec<StatementFacts>, Vec<String>), Error> {
     let (name, version) = names(a)?;
     let (mut facts, mut digests) = (Vec::new(), Vec::new());
-    for (sha, bytes) in db::artifacts::statements_of(c, a.id)? {
+    for (sha, bytes) in stored {
         digests.push(sha.clone());
         let Ok(env) = Envelope::from_slice(&bytes) else {
             continue;
@@ -95,6 +108,44 @@ pub struct Evaluation {
     pub current: Option<i64>,
     /// The digests of every statement about `a`, as its target entry lists them.
     pub statements: Vec<String>,
+    /// The name's latest rollout in the channel (any state).
+    pub last_rollout: Option<db::rollouts::RolloutRow>,
+}
+
+/// What deciding a promotion of `a` into `to` reads besides the trust document and the
+/// policy: the statements about `a`, the current release of its name in `to` and in the
+/// policy's `from` channel, and the name's latest rollout in `to`. One round trip.
+pub struct Reads {
+    statements: Vec<(String, Vec<u8>)>,
+    current: HashMap<String, (ArtifactRow, String)>,
+    pub last_rollout: Option<db::rollouts::RolloutRow>,
+}
+
+pub fn reads(
+    c: &dyn Sql,
+    a: &ArtifactRow,
+    to: &ChannelName,
+    policy: &Policy,
+) -> Result<Reads, Error> {
+    let (to_s, from_s) = (to.as_str(), policy.from.as_ref().map(|f| f.as_str()));
+    let mut channels: Vec<&dyn db::ToParam> = vec![&a.name, &to_s];
+    if let Some(from) = &from_s {
+        channels.push(from);
+    }
+    let (current_sql, rollout_sql) = (
+        db::channels::current_in_sql(channels.len() - 1),
+        db::rollouts::latest_sql(),
+    );
+    let rows = c.query_all(&[
+        (db::artifacts::STATEMENTS_OF, crate::params![a.id]),
+        (&current_sql, &channels),
+        (&rollout_sql, crate::params![to.as_str(), &a.name]),
+    ])?;
+    Ok(Reads {
+        statements: db::artifacts::statements_from(&rows[0])?,
+        current: db::channels::current_in_from(&rows[1])?,
+        last_rollout: db::rollouts::latest_from(&rows[2])?,
+    })
 }
 
 /// Evaluates promoting `a` into `to` now under `policy` (the one `trust` pins for `to`).
@@ -106,11 +157,22 @@ pub fn evaluate(
     to: &ChannelName,
     now: DateTime<Utc>,
 ) -> Result<Evaluation, Error> {
+    let r = reads(c, a, to, policy)?;
+    evaluate_with(trust, policy, a, to, now, r)
+}
+
+/// [`evaluate`] on what [`reads`] read.
+pub fn evaluate_with(
+    trust: &TrustDocument,
+    policy: &Policy,
+    a: &ArtifactRow,
+    to: &ChannelName,
+    now: DateTime<Utc>,
+    reads: Reads,
+) -> Result<Evaluation, Error> {
     let (name, version) = names(a)?;
-    let (statements, digests) = statements(c, trust, a)?;
-    let mut channels = vec![to.as_str()];
-    channels.extend(policy.from.as_ref().map(|f| f.as_str()));
-    let mut current = db::channels::current_in(c, &channels, &a.name)?;
+    let (statements, digests) = statements_in(reads.statements, trust, a)?;
+    let mut current = reads.current;
     let here = current.get(to.as_str()).cloned();
     let already = here.as_ref().is_some_and(|(cur, _)| cur.id == a.id);
     let current_version: Option<Version> = match &here {
@@ -142,6 +204,7 @@ pub fn evaluate(
         already,
         current: here.map(|(cur, _)| cur.id),
         statements: digests,
+        last_rollout: reads.last_rollout,
     })
 }
 

@@ -10,9 +10,10 @@ use crate::db::Conn;
 use arca_keys::SigningKey;
 use chrono::Utc;
 
-use super::facts::{channel_policy, current_trust, evaluate, still_valid};
+use super::facts::{channel_policy, still_valid};
 use super::{App, Error};
 use crate::audit::AuditAction;
+use crate::db::Sql;
 use crate::db::{self, DbError};
 use crate::model::Version;
 use crate::model::api::{PromoteRequest, PromoteResponse, RollbackRequest, RollbackResponse};
@@ -21,6 +22,9 @@ use crate::tuf::repo;
 /// What one promotion attempt did, for the response and the audit log.
 struct Outcome {
     response: PromoteResponse,
+    /// Some `auto = true` channel takes its releases from the one promoted into, under the
+    /// trust document the promotion decided with: the auto-promotion task has work.
+    feeds_auto: bool,
 }
 
 /// Promotes inside one transaction: evaluate, then (if allowed and not a dry run) record the
@@ -38,27 +42,37 @@ fn promote_tx(
         // The concurrency contract (db::locks): trust, then the channel, before any read.
         db::locks::trust(&tx)?;
         db::locks::channel(&tx, req.to.as_str())?;
-        let a = db::artifacts::find(&tx, req.name.as_str(), req.version.as_str())?.ok_or_else(
-            || {
-                Error::not_found(
-                    ErrorCode::NoArtifact,
-                    format!("no artifact {}@{}", req.name, req.version),
-                )
-            },
-        )?;
-        let trust = current_trust(&tx)?;
+        // The artifact and the trust document in one round trip (with the locks, ahead).
+        let find = db::artifacts::find_sql();
+        let rows = tx.query_all(&[
+            (
+                find.as_str(),
+                crate::params![req.name.as_str(), req.version.as_str()],
+            ),
+            (db::trust::LATEST, crate::params![]),
+        ])?;
+        let a = db::artifacts::found(&rows[0])?.ok_or_else(|| {
+            Error::not_found(
+                ErrorCode::NoArtifact,
+                format!("no artifact {}@{}", req.name, req.version),
+            )
+        })?;
+        let trust = super::facts::trust_from(db::trust::latest_from(&rows[1])?)?;
         let now = Utc::now();
         let policy = channel_policy(&tx, &trust, &req.to)?;
+        let reads = super::facts::reads(&tx, &a, &req.to, &policy)?;
         let super::facts::Evaluation {
             decision,
             mut already,
             current,
             statements,
-        } = evaluate(&tx, &trust, &policy, &a, &req.to, now)?;
+            last_rollout,
+        } = super::facts::evaluate_with(&trust, &policy, &a, &req.to, now, reads)?;
         // A release whose rollout stopped at 0% (no previous release to return to) is current
         // in name only: promoting it again releases it.
         if already
-            && db::rollouts::latest(&tx, req.to.as_str(), &a.name)?
+            && last_rollout
+                .as_ref()
                 .is_some_and(|r| r.artifact_id == a.id && r.decides_entry() && !r.state.is_active())
         {
             already = false;
@@ -70,6 +84,7 @@ fn promote_tx(
         }
         if already || req.dry_run {
             return Ok(Outcome {
+                feeds_auto: false,
                 response: PromoteResponse {
                     decision,
                     promoted: false,
@@ -95,6 +110,7 @@ fn promote_tx(
                 },
             )?;
             return Ok(Outcome {
+                feeds_auto: false,
                 response: PromoteResponse {
                     decision,
                     promoted: false,
@@ -111,6 +127,7 @@ fn promote_tx(
             &a.name,
             a.id,
             current,
+            last_rollout,
             plan.as_ref(),
         )?;
         db::channels::record_release(
@@ -156,6 +173,8 @@ fn promote_tx(
             },
         )?;
         Ok(Outcome {
+            // Policy bodies are cached: this reads nothing in the steady state.
+            feeds_auto: feeds_auto(&tx, &trust, &req.to),
             response: PromoteResponse {
                 decision,
                 promoted: true,
@@ -182,11 +201,25 @@ pub async fn promote(
     action: AuditAction,
 ) -> Result<PromoteResponse, Error> {
     let name = req.name.clone();
-    let r = promote_once(app, actor, req, action).await?;
-    if r.promoted {
+    let (r, feeds_auto) = promote_counted(app, actor, req, action).await?;
+    if r.promoted && feeds_auto {
         app.auto.changed(app, &name).await;
     }
     Ok(r)
+}
+
+/// Whether an `auto = true` channel takes its releases from `channel` under `trust`.
+fn feeds_auto(
+    c: &dyn Sql,
+    trust: &arca_keys::TrustDocument,
+    channel: &crate::model::ChannelName,
+) -> bool {
+    trust.policies.keys().any(|ch| {
+        ch.parse::<crate::model::ChannelName>()
+            .ok()
+            .and_then(|ch| channel_policy(c, trust, &ch).ok())
+            .is_some_and(|p| p.auto && p.from.as_ref() == Some(channel))
+    })
 }
 
 /// One promotion, telling nobody (what the auto-promotion task itself runs).
@@ -196,13 +229,23 @@ pub async fn promote_once(
     req: PromoteRequest,
     action: AuditAction,
 ) -> Result<PromoteResponse, Error> {
+    Ok(promote_counted(app, actor, req, action).await?.0)
+}
+
+/// [`promote_once`], and whether an auto channel takes releases from the one promoted into.
+async fn promote_counted(
+    app: &App,
+    actor: &str,
+    req: PromoteRequest,
+    action: AuditAction,
+) -> Result<(PromoteResponse, bool), Error> {
     let (_, key) = app.channel_key(req.to.as_str())?;
     let (tuf, actor_s, req2) = (app.cfg.tuf.clone(), actor.to_owned(), req.clone());
     let outcome = app
         .db
         .call(move |c| promote_tx(c, &key, &tuf, &req2, &actor_s, action))
         .await??;
-    let r = outcome.response;
+    let (r, feeds_auto) = (outcome.response, outcome.feeds_auto);
     if r.promoted {
         super::metrics::Counters::add(&app.counters.promotions_ok, 1);
     } else if !r.decision.allowed && !req.dry_run && !r.already_current {
@@ -211,7 +254,7 @@ pub async fn promote_once(
     if r.promoted {
         tracing::info!(name = %req.name, version = %req.version, to = %req.to, break_glass = r.decision.break_glass, "promoted");
     }
-    Ok(r)
+    Ok((r, feeds_auto))
 }
 
 /// `POST /api/v1/rollbacks`: returns the channel to a release it held before, as a new

@@ -28,21 +28,23 @@ pub fn begin(
     plan: Option<&Plan>,
 ) -> Result<Option<i64>, DbError> {
     let current = db::channels::current(c, channel, name)?.map(|(a, _)| a.id);
-    begin_after(c, channel, name, artifact_id, current, plan)
+    let last = db::rollouts::latest(c, channel, name)?;
+    begin_after(c, channel, name, artifact_id, current, last, plan)
 }
 
 /// [`begin`] for a caller that has read `current`, the release of `name` current in `channel`
-/// until now.
+/// until now, and `last`, the name's latest rollout there.
 pub fn begin_after(
     c: &dyn Sql,
     channel: &str,
     name: &str,
     artifact_id: i64,
     current: Option<i64>,
+    last: Option<db::rollouts::RolloutRow>,
     plan: Option<&Plan>,
 ) -> Result<Option<i64>, DbError> {
     let mut previous = current;
-    if let Some(last) = db::rollouts::latest(c, channel, name)? {
+    if let Some(last) = last {
         if Some(last.artifact_id) == current && last.decides_entry() {
             previous = last.previous_id;
             // A running one is replaced; one stopped at 0% is released by promoting again.

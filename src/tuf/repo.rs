@@ -328,6 +328,8 @@ struct Chain<'a> {
     /// Every new version is at least this (after a restore, past what may have been served).
     floor: u64,
     heads: db::tuf::Heads,
+    /// The stored target entries, for a chain that signs targets (read with the heads).
+    entries: Vec<db::sql::Row>,
     signed: Vec<db::tuf::NewFile>,
 }
 
@@ -339,8 +341,24 @@ impl<'a> Chain<'a> {
         cfg: &'a TufConfig,
         now: DateTime<Utc>,
         floor: u64,
+        targets: bool,
     ) -> Result<Chain<'a>, DbError> {
-        let heads = db::tuf::heads(c, channel)?;
+        // A targets chain reads the entries it signs in the same round trip (after the heads:
+        // the version before the entries, see docs/architecture.md, "Concurrency").
+        let mut rows = if targets {
+            c.query_all(&[
+                (db::tuf::HEADS, crate::params![channel]),
+                (db::tuf::ENTRIES, crate::params![channel]),
+            ])?
+        } else {
+            vec![c.query(db::tuf::HEADS, crate::params![channel])?]
+        };
+        let entries = if targets {
+            rows.pop().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let heads = db::tuf::heads_from(&rows[0])?;
         let last = heads
             .last_signed_at
             .as_deref()
@@ -354,6 +372,7 @@ impl<'a> Chain<'a> {
             now,
             floor,
             heads,
+            entries,
             signed: Vec::with_capacity(3),
         })
     }
@@ -403,7 +422,7 @@ impl<'a> Chain<'a> {
         );
         msg.extend_from_slice(b",\"targets\":{");
         let mut first = true;
-        db::tuf::for_each_entry(self.c, self.channel, |path, entry| {
+        db::tuf::for_each_entry_in(&self.entries, self.channel, |path, entry| {
             if !first {
                 msg.push(b',');
             }
@@ -463,7 +482,7 @@ fn sign_targets_at(
     now: DateTime<Utc>,
     floor: u64,
 ) -> Result<u64, DbError> {
-    Chain::start(c, channel, key, cfg, now, floor)?.targets()
+    Chain::start(c, channel, key, cfg, now, floor, true)?.targets()
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> Result<T, DbError>
@@ -484,7 +503,8 @@ pub fn publish_snapshot(
 ) -> Result<u64, DbError> {
     let targets = db::tuf::latest(c, channel, TufRole::Targets)?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no targets metadata")))?;
-    Chain::start(c, channel, key, cfg, now, 0)?.snapshot(meta_file(targets.version, &targets.body))
+    Chain::start(c, channel, key, cfg, now, 0, false)?
+        .snapshot(meta_file(targets.version, &targets.body))
 }
 
 /// Publishes timestamp N+1 naming the latest snapshot.
@@ -497,7 +517,7 @@ pub fn publish_timestamp(
 ) -> Result<u64, DbError> {
     let snapshot = db::tuf::latest(c, channel, TufRole::Snapshot)?
         .ok_or_else(|| DbError::Corrupt(format!("channel {channel} has no snapshot metadata")))?;
-    Chain::start(c, channel, key, cfg, now, 0)?
+    Chain::start(c, channel, key, cfg, now, 0, false)?
         .timestamp(meta_file(snapshot.version, &snapshot.body))
 }
 
