@@ -196,7 +196,26 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO locks (name) VALUES ('trust'), ('audit');
     "#,
+    // 9: nothing on SQLite; on PostgreSQL, metadata bodies compressed with lz4 (see
+    // POSTGRES_ONLY).
+    "",
 ];
+
+/// What a migration does on PostgreSQL only, after its shared DDL.
+const POSTGRES_ONLY: &[(usize, &str)] = &[(
+    9,
+    // A targets file lists every release of its channel (~0.4 KB each) and a new version is
+    // stored per promotion: PostgreSQL's default compression (pglz) spent ~3.7 ms of CPU on
+    // a 188 KB body, lz4 0.4 ms for the same size on disk. Servers built without lz4 (or older
+    // than 14) keep pglz.
+    r#"
+    DO $$ BEGIN
+        ALTER TABLE tuf_metadata ALTER COLUMN body SET COMPRESSION lz4;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE NOTICE 'lz4 is not available: metadata bodies keep the default compression';
+    END $$;
+    "#,
+)];
 
 /// The key of the advisory lock PostgreSQL migrations hold ("arca" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6172_6361;
@@ -262,6 +281,9 @@ fn migrate_locked(conn: &mut Conn) -> Result<(i64, i64), DbError> {
             }
             Engine::Postgres => {
                 tx.batch(&postgres_ddl(sql))?;
+                for (_, extra) in POSTGRES_ONLY.iter().filter(|(n, _)| *n as i64 == next) {
+                    tx.batch(extra)?;
+                }
                 tx.execute("UPDATE arca_schema SET version = ?1", params![next])?;
             }
         }
