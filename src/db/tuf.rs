@@ -24,12 +24,12 @@ pub struct MetaRow {
 /// body. The bump after the commit makes such a pair stale at once.
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The metadata write generation (see [`GENERATION`]).
+/// The metadata write generation (see `GENERATION` in this module).
 pub fn generation() -> u64 {
     GENERATION.load(std::sync::atomic::Ordering::Acquire)
 }
 
-/// After a PostgreSQL commit (see [`GENERATION`]).
+/// After a PostgreSQL commit (see `GENERATION` in this module).
 pub(super) fn bump_generation() {
     GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
 }
