@@ -164,6 +164,27 @@ pub fn insert_all(c: &dyn Sql, channel: &str, files: &[NewFile]) -> Result<(), D
     Ok(())
 }
 
+/// The newest version of a role, and its body unless that is the version the caller knows.
+pub type Newest = (u64, Option<Vec<u8>>);
+
+/// The newest version of `role` in `channel` and its body, unless the version is `known` (then
+/// `None` instead of the body): one primary-key read, and the body only when it changed.
+pub fn latest_unless(
+    c: &dyn Sql,
+    channel: &str,
+    role: TufRole,
+    known: Option<u64>,
+) -> Result<Option<Newest>, DbError> {
+    let known = known.map_or(-1, |v| v as i64);
+    c.query_opt(
+        "SELECT version, CASE WHEN version = ?3 THEN NULL ELSE body END FROM tuf_metadata \
+         WHERE channel = ?1 AND role = ?2 ORDER BY version DESC LIMIT 1",
+        params![channel, role.as_str(), known],
+    )?
+    .map(|r| Ok((r.get(0)?, r.get(1)?)))
+    .transpose()
+}
+
 pub fn latest(c: &dyn Sql, channel: &str, role: TufRole) -> Result<Option<MetaRow>, DbError> {
     c.query_opt(
         "SELECT version, body, expires FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \

@@ -58,21 +58,22 @@ async fn metadata(
     let req_file = parse_meta_file(&file).ok_or_else(not_found)?;
     let ch = channel.to_string();
     match req_file {
-        // The newest file of a role is what agents poll: served from memory while nothing
-        // was written, with an ETag so that an unchanged poll costs a 304.
+        // The newest file of a role is what agents poll: served from memory while it is the
+        // newest (reads::latest_cached), with an ETag so that an unchanged poll costs a 304.
         MetaRequest::Latest(role) => {
-            let hit = app
-                .cfg
-                .tuf
-                .memory_cache
-                .then(|| app.meta_cache.get(&ch, role))
-                .flatten();
-            let cached = match hit {
-                Some(m) => m,
-                None => {
-                    let (generation, body) = reads::latest_metadata(&app, ch.clone(), role).await?;
-                    let body = body.ok_or_else(not_found)?;
-                    app.meta_cache.put(&ch, role, generation, body)
+            let cached = if app.cfg.tuf.memory_cache {
+                reads::latest_cached(&app, ch.clone(), role)
+                    .await?
+                    .ok_or_else(not_found)?
+            } else {
+                let body = reads::latest_metadata(&app, ch.clone(), role)
+                    .await?
+                    .ok_or_else(not_found)?;
+                crate::service::CachedMeta {
+                    generation: 0,
+                    version: 0,
+                    etag: format!("\"{}\"", crate::tuf::metadata::sha256_hex(&body)),
+                    body: body.into(),
                 }
             };
             let inm = req

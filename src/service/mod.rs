@@ -62,8 +62,10 @@ pub struct App {
     pub auto: auto::Queue,
 }
 
-/// The newest body of each (channel, role) with its ETag, valid while the database's metadata
-/// generation is unchanged (see `db::tuf::generation`).
+/// The newest body of each (channel, role) with its version and ETag, as this server last
+/// read it. Whether it is still the newest is for `reads::latest_cached` to say: on SQLite
+/// while the metadata generation (`db::tuf::generation`) has not moved, on PostgreSQL after
+/// one read of the newest version from the database.
 #[derive(Default)]
 pub struct MetaCache {
     entries: std::sync::RwLock<
@@ -75,19 +77,24 @@ pub struct MetaCache {
 #[derive(Clone)]
 pub struct CachedMeta {
     pub generation: u64,
+    pub version: u64,
     pub body: bytes::Bytes,
     /// A strong ETag: the quoted SHA-256 of the body.
     pub etag: String,
 }
 
 impl MetaCache {
-    /// The cached newest body, if nothing was written since it was read.
-    pub fn get(&self, channel: &str, role: crate::tuf::metadata::TufRole) -> Option<CachedMeta> {
+    /// The cached body, whether or not it is still the newest.
+    pub fn peek(&self, channel: &str, role: crate::tuf::metadata::TufRole) -> Option<CachedMeta> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(&(channel.to_owned(), role))
+        entries.get(&(channel.to_owned(), role)).cloned()
+    }
+
+    /// The cached body, if nothing was written by this process since it was read (all that
+    /// can write on SQLite; on PostgreSQL see `reads::latest_cached`).
+    pub fn get(&self, channel: &str, role: crate::tuf::metadata::TufRole) -> Option<CachedMeta> {
+        self.peek(channel, role)
             .filter(|m| m.generation == db::tuf::generation())
-            .cloned()
     }
 
     pub fn put(
@@ -95,12 +102,14 @@ impl MetaCache {
         channel: &str,
         role: crate::tuf::metadata::TufRole,
         generation: u64,
-        body: Vec<u8>,
+        version: u64,
+        body: bytes::Bytes,
     ) -> CachedMeta {
         let etag = format!("\"{}\"", crate::tuf::metadata::sha256_hex(&body));
         let m = CachedMeta {
             generation,
-            body: body.into(),
+            version,
+            body,
             etag,
         };
         self.entries

@@ -77,19 +77,67 @@ pub async fn built_by(app: &App, keyid: String) -> Result<Vec<ReliantRelease>, E
         .collect())
 }
 
-/// The newest metadata file of `role` in `channel`, with the metadata generation read in the
-/// same database call (so that the pair can be cached: see `MetaCache`).
+/// The newest metadata file of `role` in `channel`, from this server's memory while that is
+/// still the newest, else from the database (and then kept):
+///
+/// - On SQLite this server is the only one on its database (the home lock) and every metadata
+///   write bumps the generation, so a cached file whose generation has not moved is the newest
+///   with no read at all.
+/// - On PostgreSQL other servers write too: each call reads the newest version of the role by
+///   the primary key (channel, role, version) on the database the server writes to, and the
+///   body only when it is not the cached one. So no server answers a file older than one any
+///   server had committed when the request came: a client that alternates between servers never
+///   sees a version go back (docs/architecture.md, "Concurrency", item 5).
+pub async fn latest_cached(
+    app: &App,
+    channel: String,
+    role: crate::tuf::metadata::TufRole,
+) -> Result<Option<super::CachedMeta>, Error> {
+    let postgres = app.db.engine() == db::Engine::Postgres;
+    let cached = app.meta_cache.peek(&channel, role);
+    if !postgres
+        && let Some(m) = cached
+            .as_ref()
+            .filter(|m| m.generation == db::tuf::generation())
+    {
+        return Ok(Some(m.clone()));
+    }
+    let known = cached.as_ref().map(|m| m.version);
+    let ch = channel.clone();
+    let (generation, newest) = app
+        .db
+        .call(move |c| {
+            let g = db::tuf::generation();
+            Ok((g, db::tuf::latest_unless(c, &ch, role, known)?))
+        })
+        .await?;
+    Ok(match (newest, cached) {
+        (None, _) => None,
+        // Still the cached version: kept, under the generation just read.
+        (Some((version, None)), Some(m)) if m.version == version => Some(
+            app.meta_cache
+                .put(&channel, role, generation, version, m.body),
+        ),
+        (Some((version, Some(body))), _) => {
+            Some(
+                app.meta_cache
+                    .put(&channel, role, generation, version, body.into()),
+            )
+        }
+        (Some((_, None)), _) => return Err(Error::Internal(format!("{channel} {role}: no body"))),
+    })
+}
+
+/// The newest metadata file of `role` in `channel`, read from the database (what a server with
+/// `[tuf] memory_cache = false` serves).
 pub async fn latest_metadata(
     app: &App,
     channel: String,
     role: crate::tuf::metadata::TufRole,
-) -> Result<(u64, Option<Vec<u8>>), Error> {
+) -> Result<Option<Vec<u8>>, Error> {
     Ok(app
         .db
-        .call(move |c| {
-            let g = db::tuf::generation();
-            Ok((g, db::tuf::latest(c, &channel, role)?.map(|m| m.body)))
-        })
+        .call(move |c| Ok(db::tuf::latest(c, &channel, role)?.map(|m| m.body)))
         .await?)
 }
 

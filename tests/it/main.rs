@@ -37,6 +37,7 @@ mod refusals;
 mod reporter_tokens;
 mod rollout;
 mod s3;
+mod several_servers;
 mod slow_mirror;
 mod staged_uploads;
 mod store_health;

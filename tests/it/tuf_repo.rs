@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::Server;
 
-fn get(url: &str) -> (u16, Vec<u8>) {
+pub(crate) fn get(url: &str) -> (u16, Vec<u8>) {
     let out = std::process::Command::new("curl")
         .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
         .output()

@@ -269,6 +269,31 @@ impl Server {
         self.db_url = Some(url.to_owned());
     }
 
+    /// Another server on this server's PostgreSQL database and keys: its home a copy of this
+    /// one's (arca.toml, keys, root.json, admin.token) without the lock, the logs and the blobs.
+    /// Started, with its own address.
+    pub fn peer(&self) -> Server {
+        assert!(self.db_url.is_some(), "a peer shares a PostgreSQL database");
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        copy_home(&self.home, &home);
+        let mut s = Server {
+            dir,
+            home,
+            url: String::new(),
+            token: self.token.clone(),
+            child: None,
+            extra_env: self.extra_env.clone(),
+            serve_args: self.serve_args.clone(),
+            serve_dir: None,
+            client_env: self.client_env.clone(),
+            pg: None,
+            db_url: self.db_url.clone(),
+        };
+        s.launch();
+        s
+    }
+
     /// (Re)starts the process on the same home and waits for its address.
     pub fn launch(&mut self) {
         let mut cmd = Command::new(arca_bin());
@@ -741,4 +766,23 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     f()
+}
+
+/// Copies a home for [`Server::peer`]: everything but the lock, the blobs and logs.
+fn copy_home(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name == "serve.lock" || name == "blobs" || name.ends_with(".log") {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&*name));
+        if e.file_type().unwrap().is_dir() {
+            copy_home(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
 }
