@@ -1,5 +1,6 @@
 //! Concurrency of use cases that touch shared rows (src/db/locks.rs: trust, then channel, then
-//! the audit head), run through one server. They are written for PostgreSQL, where the server
+//! the audit head), run through one server (on PostgreSQL: through two on one database and
+//! one blob store, alternately). They are written for PostgreSQL, where the server
 //! runs a pool of connections under READ COMMITTED and only the row locks serialise writers,
 //! but they hold on SQLite too (one writer at a time), so they run on both engines:
 //!
@@ -25,15 +26,26 @@ use serde_json::Value;
 
 const STAGING: &str = "staging";
 
-/// Runs every `args` as its own `arca` process, all released at once by a barrier; returns
-/// their outputs in order.
-fn run_at_once(s: &Server, runs: &[Vec<String>]) -> Vec<Output> {
+/// The servers the runs of a test go through: `s`, and on PostgreSQL a second server on the
+/// same database and blobs (`Server::peer`), so that the row locks, not one process, decide.
+fn servers(s: &Server) -> Vec<Server> {
+    common::pg_admin_url()
+        .map(|_| s.peer())
+        .into_iter()
+        .collect()
+}
+
+/// Runs every `args` as its own `arca` process, all released at once by a barrier, the i-th
+/// through `s` or one of `others` in turn; returns their outputs in order.
+fn run_at_once(s: &Server, others: &[Server], runs: &[Vec<String>]) -> Vec<Output> {
+    let all: Vec<&Server> = std::iter::once(s).chain(others).collect();
     let barrier = Barrier::new(runs.len());
     std::thread::scope(|sc| {
         let handles: Vec<_> = runs
             .iter()
-            .map(|args| {
-                let barrier = &barrier;
+            .enumerate()
+            .map(|(i, args)| {
+                let (barrier, s) = (&barrier, all[i % all.len()]);
                 sc.spawn(move || {
                     let mut cmd = s.arca();
                     cmd.args(args);
@@ -134,6 +146,7 @@ fn assert_contiguous_targets(s: &Server, channel: &str) -> u64 {
 #[test]
 fn concurrent_promotions_and_rollbacks_of_many_names_into_one_channel() {
     let s = Server::start();
+    let others = servers(&s);
     let key = s.builder("builder", "app/*");
     let names: Vec<String> = (0..5).map(|i| format!("app/c{i}")).collect();
     for (i, name) in names.iter().enumerate() {
@@ -170,7 +183,7 @@ fn concurrent_promotions_and_rollbacks_of_many_names_into_one_channel() {
                 }
             })
             .collect();
-        let outs = run_at_once(&s, &runs);
+        let outs = run_at_once(&s, &others, &runs);
         for (args, out) in runs.iter().zip(&outs) {
             let t = text(out);
             if args[0] == "rollback" && out.status.success() {
@@ -366,6 +379,7 @@ fn promotion_racing_a_revocation_of_its_builder_key_commits_before_it_or_not_at_
 #[test]
 fn concurrent_pushes_of_one_version_with_different_bytes_one_wins() {
     let s = Server::start();
+    let others = servers(&s);
     let key = s.builder("builder", "app/*");
     for round in 0..4u8 {
         let version = format!("1.0.{round}");
@@ -381,7 +395,7 @@ fn concurrent_pushes_of_one_version_with_different_bytes_one_wins() {
             .iter()
             .map(|f| strings(&push_args(f, "app/p", &version, &key)))
             .collect();
-        let outs = run_at_once(&s, &runs);
+        let outs = run_at_once(&s, &others, &runs);
         let won: Vec<usize> = (0..2).filter(|&k| outs[k].status.success()).collect();
         assert_eq!(
             won.len(),

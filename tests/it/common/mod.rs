@@ -269,14 +269,35 @@ impl Server {
         self.db_url = Some(url.to_owned());
     }
 
-    /// Another server on this server's PostgreSQL database and keys: its home a copy of this
-    /// one's (arca.toml, keys, root.json, admin.token) without the lock, the logs and the blobs.
-    /// Started, with its own address.
+    /// Another server on this server's PostgreSQL database, keys and blobs: its home a copy of
+    /// this one's (arca.toml, keys, root.json, admin.token) without the lock, the logs and the
+    /// blobs, its store this server's blobs directory (unless arca.toml names a store of its
+    /// own, which both then share). Started, with its own address.
     pub fn peer(&self) -> Server {
         assert!(self.db_url.is_some(), "a peer shares a PostgreSQL database");
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         copy_home(&self.home, &home);
+        let config = home.join("arca.toml");
+        let mut table: toml::Table = std::fs::read_to_string(&config)
+            .unwrap_or_default()
+            .parse()
+            .unwrap();
+        let store = table
+            .entry("store")
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap();
+        if store
+            .get("url")
+            .and_then(|u| u.as_str())
+            .unwrap_or("")
+            .is_empty()
+        {
+            let blobs = format!("file://{}", self.home.join("blobs").display());
+            store.insert("url".into(), toml::Value::String(blobs));
+        }
+        std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
         let mut s = Server {
             dir,
             home,
