@@ -1,6 +1,7 @@
-//! Several servers on one PostgreSQL database (issue 12 builds the rest): what one server
-//! publishes, every other serves from its next poll on, so a client that alternates between
-//! them never sees a metadata version go back (`service::reads::latest_cached`).
+//! Several servers on one PostgreSQL database (the first piece of running several; the rest is
+//! still to build): what one server publishes, every other serves from its next poll on, so a
+//! client that alternates between them never sees a metadata version go back
+//! (`service::reads::latest_cached`).
 
 use crate::common;
 
