@@ -429,7 +429,7 @@ impl PgConn {
     /// Sends `steps` at once and waits for every answer: one round trip (plus one to prepare
     /// statements this connection has not seen). The first error, in order, is the answer
     /// (a later statement of a failed transaction only says that it was aborted).
-    fn exchange(&self, steps: &[Step<'_>]) -> Result<Vec<Answer>, DbError> {
+    fn send(&self, steps: &[Step<'_>]) -> Result<Vec<Answer>, DbError> {
         let sqls: Vec<&str> = steps
             .iter()
             .filter_map(|s| match s {
@@ -478,9 +478,48 @@ impl PgConn {
             .map(|a| pg_result(&self.lost_race, a))
             .collect()
     }
+}
+
+/// Where PostgreSQL statements go: a connection, at once, or a transaction, after what waits.
+trait PgSession {
+    /// Sends `steps` in one round trip; their answers.
+    fn exchange(&self, steps: Vec<Step<'_>>) -> Result<Vec<Answer>, DbError>;
+    /// A statement whose answer nobody reads (a lock, a write): a transaction keeps it for its
+    /// next round trip, a connection runs it now.
+    fn later(&self, d: Deferred) -> Result<(), DbError>;
 
     fn one(&self, step: Step<'_>) -> Result<Answer, DbError> {
-        Ok(self.exchange(&[step])?.pop().expect("one answer"))
+        Ok(self.exchange(vec![step])?.pop().expect("one answer"))
+    }
+}
+
+impl Deferred {
+    fn step(&self) -> Step<'_> {
+        let params = self.params.iter().map(ToParam::param).collect();
+        match self.required {
+            Some(_) => Step::Rows(&self.sql, params),
+            None => Step::Count(&self.sql, params),
+        }
+    }
+
+    /// A lock that locked no row is a corrupt database.
+    fn check(&self, answer: &Answer) -> Result<(), DbError> {
+        match (&self.required, answer) {
+            (Some(why), Answer::Rows(rows)) if rows.is_empty() => {
+                Err(DbError::Corrupt(why.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl PgSession for PgConn {
+    fn exchange(&self, steps: Vec<Step<'_>>) -> Result<Vec<Answer>, DbError> {
+        self.send(&steps)
+    }
+
+    fn later(&self, d: Deferred) -> Result<(), DbError> {
+        d.check(&self.one(d.step())?)
     }
 }
 
@@ -541,7 +580,7 @@ impl Tx<'_> {
     }
 }
 
-impl PgTx<'_> {
+impl PgSession for PgTx<'_> {
     /// Sends `BEGIN` (the first time), what is pending, and `steps`, in one round trip; the
     /// answers of `steps`.
     fn exchange(&self, steps: Vec<Step<'_>>) -> Result<Vec<Answer>, DbError> {
@@ -551,29 +590,20 @@ impl PgTx<'_> {
         if begin {
             all.push(Step::Simple("BEGIN"));
         }
-        for d in &pending {
-            let params = d.params.iter().map(ToParam::param).collect();
-            all.push(match d.required {
-                Some(_) => Step::Rows(&d.sql, params),
-                None => Step::Count(&d.sql, params),
-            });
-        }
+        all.extend(pending.iter().map(Deferred::step));
         let first = all.len();
         all.extend(steps);
         self.begun.set(true);
-        let mut answers = self.conn.exchange(&all)?;
+        let mut answers = self.conn.send(&all)?;
         for (d, a) in pending.iter().zip(&answers[usize::from(begin)..first]) {
-            if let (Some(why), Answer::Rows(rows)) = (&d.required, a)
-                && rows.is_empty()
-            {
-                return Err(DbError::Corrupt(why.clone()));
-            }
+            d.check(a)?;
         }
         Ok(answers.split_off(first))
     }
 
-    fn one(&self, step: Step<'_>) -> Result<Answer, DbError> {
-        Ok(self.exchange(vec![step])?.pop().expect("one answer"))
+    fn later(&self, d: Deferred) -> Result<(), DbError> {
+        self.pending.borrow_mut().push(d);
+        Ok(())
     }
 }
 
@@ -620,104 +650,57 @@ fn count_of(a: Answer) -> usize {
     }
 }
 
-impl Sql for Conn {
-    fn engine(&self) -> Engine {
-        match self.0 {
-            ConnKind::Sqlite(_) => Engine::Sqlite,
-            ConnKind::Postgres(_) => Engine::Postgres,
-        }
-    }
+/// What a [`Conn`] or a [`Tx`] runs its statements on: the one implementation of [`Sql`].
+enum Session<'a> {
+    /// A connection, or a transaction (which derefs to its connection).
+    Sqlite(&'a rusqlite::Connection),
+    Postgres(&'a dyn PgSession),
+}
 
-    fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize, DbError> {
+impl Conn {
+    fn session(&self) -> Session<'_> {
         match &self.0 {
-            ConnKind::Sqlite(c) => sqlite_execute(c, sql, params),
-            ConnKind::Postgres(pg) => Ok(count_of(pg.one(Step::Count(sql, params_of(params)))?)),
-        }
-    }
-
-    fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, DbError> {
-        match &self.0 {
-            ConnKind::Sqlite(c) => sqlite_query(c, sql, params),
-            ConnKind::Postgres(pg) => rows_of(pg.one(Step::Rows(sql, params_of(params)))?),
-        }
-    }
-
-    fn batch(&self, sql: &str) -> Result<(), DbError> {
-        match &self.0 {
-            ConnKind::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            ConnKind::Postgres(pg) => pg.one(Step::Simple(sql)).map(drop),
-        }
-    }
-
-    fn lock(
-        &self,
-        sql: &str,
-        params: &[&dyn ToParam],
-        required: Option<&str>,
-    ) -> Result<(), DbError> {
-        match &self.0 {
-            ConnKind::Sqlite(_) => Ok(()),
-            ConnKind::Postgres(_) => {
-                if self.query(sql, params)?.is_empty()
-                    && let Some(why) = required
-                {
-                    return Err(DbError::Corrupt(why.to_owned()));
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn defer(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), DbError> {
-        self.execute(sql, params).map(drop)
-    }
-
-    fn query_all(&self, queries: &[(&str, &[&dyn ToParam])]) -> Result<Vec<Vec<Row>>, DbError> {
-        match &self.0 {
-            ConnKind::Sqlite(c) => queries
-                .iter()
-                .map(|(sql, params)| sqlite_query(c, sql, params))
-                .collect(),
-            ConnKind::Postgres(pg) => pg
-                .exchange(
-                    &queries
-                        .iter()
-                        .map(|(sql, params)| Step::Rows(sql, params_of(params)))
-                        .collect::<Vec<_>>(),
-                )?
-                .into_iter()
-                .map(rows_of)
-                .collect(),
+            ConnKind::Sqlite(c) => Session::Sqlite(c),
+            ConnKind::Postgres(pg) => Session::Postgres(pg.as_ref()),
         }
     }
 }
 
-impl Sql for Tx<'_> {
+impl Tx<'_> {
+    fn session(&self) -> Session<'_> {
+        match &self.0 {
+            TxKind::Sqlite(t) => Session::Sqlite(t),
+            TxKind::Postgres(t) => Session::Postgres(t),
+        }
+    }
+}
+
+impl Session<'_> {
     fn engine(&self) -> Engine {
-        match self.0 {
-            TxKind::Sqlite(_) => Engine::Sqlite,
-            TxKind::Postgres { .. } => Engine::Postgres,
+        match self {
+            Session::Sqlite(_) => Engine::Sqlite,
+            Session::Postgres(_) => Engine::Postgres,
         }
     }
 
     fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize, DbError> {
-        match &self.0 {
-            TxKind::Sqlite(t) => sqlite_execute(t, sql, params),
-            TxKind::Postgres(t) => Ok(count_of(t.one(Step::Count(sql, params_of(params)))?)),
+        match self {
+            Session::Sqlite(c) => sqlite_execute(c, sql, params),
+            Session::Postgres(pg) => Ok(count_of(pg.one(Step::Count(sql, params_of(params)))?)),
         }
     }
 
     fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, DbError> {
-        match &self.0 {
-            TxKind::Sqlite(t) => sqlite_query(t, sql, params),
-            TxKind::Postgres(t) => rows_of(t.one(Step::Rows(sql, params_of(params)))?),
+        match self {
+            Session::Sqlite(c) => sqlite_query(c, sql, params),
+            Session::Postgres(pg) => rows_of(pg.one(Step::Rows(sql, params_of(params)))?),
         }
     }
 
     fn batch(&self, sql: &str) -> Result<(), DbError> {
-        match &self.0 {
-            TxKind::Sqlite(t) => Ok(t.execute_batch(sql)?),
-            TxKind::Postgres(t) => t.one(Step::Simple(sql)).map(drop),
+        match self {
+            Session::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Session::Postgres(pg) => pg.one(Step::Simple(sql)).map(drop),
         }
     }
 
@@ -727,40 +710,35 @@ impl Sql for Tx<'_> {
         params: &[&dyn ToParam],
         required: Option<&str>,
     ) -> Result<(), DbError> {
-        match &self.0 {
-            TxKind::Sqlite(_) => Ok(()),
-            TxKind::Postgres(t) => {
-                t.pending.borrow_mut().push(Deferred {
-                    sql: sql.to_owned(),
-                    params: owned(params),
-                    required: required.map(str::to_owned),
-                });
-                Ok(())
-            }
+        match self {
+            // Every SQLite transaction holds the database's one write lock.
+            Session::Sqlite(_) => Ok(()),
+            Session::Postgres(pg) => pg.later(Deferred {
+                sql: sql.to_owned(),
+                params: owned(params),
+                required: required.map(str::to_owned),
+            }),
         }
     }
 
     fn defer(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), DbError> {
-        match &self.0 {
-            TxKind::Sqlite(t) => sqlite_execute(t, sql, params).map(drop),
-            TxKind::Postgres(t) => {
-                t.pending.borrow_mut().push(Deferred {
-                    sql: sql.to_owned(),
-                    params: owned(params),
-                    required: None,
-                });
-                Ok(())
-            }
+        match self {
+            Session::Sqlite(c) => sqlite_execute(c, sql, params).map(drop),
+            Session::Postgres(pg) => pg.later(Deferred {
+                sql: sql.to_owned(),
+                params: owned(params),
+                required: None,
+            }),
         }
     }
 
     fn query_all(&self, queries: &[(&str, &[&dyn ToParam])]) -> Result<Vec<Vec<Row>>, DbError> {
-        match &self.0 {
-            TxKind::Sqlite(t) => queries
+        match self {
+            Session::Sqlite(c) => queries
                 .iter()
-                .map(|(sql, params)| sqlite_query(t, sql, params))
+                .map(|(sql, params)| sqlite_query(c, sql, params))
                 .collect(),
-            TxKind::Postgres(t) => t
+            Session::Postgres(pg) => pg
                 .exchange(
                     queries
                         .iter()
@@ -773,6 +751,46 @@ impl Sql for Tx<'_> {
         }
     }
 }
+
+/// [`Sql`] for a connection and for a transaction alike, through their [`Session`].
+macro_rules! sql_by_session {
+    ($t:ty) => {
+        impl Sql for $t {
+            fn engine(&self) -> Engine {
+                self.session().engine()
+            }
+            fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize, DbError> {
+                self.session().execute(sql, params)
+            }
+            fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, DbError> {
+                self.session().query(sql, params)
+            }
+            fn batch(&self, sql: &str) -> Result<(), DbError> {
+                self.session().batch(sql)
+            }
+            fn lock(
+                &self,
+                sql: &str,
+                params: &[&dyn ToParam],
+                required: Option<&str>,
+            ) -> Result<(), DbError> {
+                self.session().lock(sql, params, required)
+            }
+            fn defer(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), DbError> {
+                self.session().defer(sql, params)
+            }
+            fn query_all(
+                &self,
+                queries: &[(&str, &[&dyn ToParam])],
+            ) -> Result<Vec<Vec<Row>>, DbError> {
+                self.session().query_all(queries)
+            }
+        }
+    };
+}
+
+sql_by_session!(Conn);
+sql_by_session!(Tx<'_>);
 
 // --- SQLite ---------------------------------------------------------------------------------
 

@@ -83,6 +83,18 @@ pub struct CachedMeta {
     pub etag: String,
 }
 
+impl CachedMeta {
+    pub fn new(generation: u64, version: u64, body: bytes::Bytes) -> CachedMeta {
+        let etag = format!("\"{}\"", crate::tuf::metadata::sha256_hex(&body));
+        CachedMeta {
+            generation,
+            version,
+            body,
+            etag,
+        }
+    }
+}
+
 impl MetaCache {
     /// The cached body, whether or not it is still the newest.
     pub fn peek(&self, channel: &str, role: crate::tuf::metadata::TufRole) -> Option<CachedMeta> {
@@ -105,13 +117,7 @@ impl MetaCache {
         version: u64,
         body: bytes::Bytes,
     ) -> CachedMeta {
-        let etag = format!("\"{}\"", crate::tuf::metadata::sha256_hex(&body));
-        let m = CachedMeta {
-            generation,
-            version,
-            body,
-            etag,
-        };
+        let m = CachedMeta::new(generation, version, body);
         self.entries
             .write()
             .unwrap_or_else(|p| p.into_inner())

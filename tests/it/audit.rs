@@ -151,18 +151,7 @@ fn an_honest_log_verifies_and_records_every_action() {
     let s = Server::start();
     let alice = s.builder("alice", "app");
     // A second trust change: an approver key.
-    let approver = s.key("approver");
-    s.ok(&[
-        "trust",
-        "add-key",
-        &format!("{}.pub", approver.display()),
-        "--role",
-        "approver",
-        "--scope",
-        "prod",
-        "--sign",
-        path_str(&s.root_key()),
-    ]);
+    s.approver("approver", "prod");
     let f1 = s.file("app-1.bin", 4096, 1);
     s.push(&f1, "app", "1.0.0", &alice);
     let f2 = s.file("app-2.bin", 2048, 2);

@@ -44,23 +44,6 @@ fn has_schema(url: &str) -> bool {
     n > 0
 }
 
-/// Adds an approver key for prod (a trust change); returns it.
-fn approver(s: &Server) -> std::path::PathBuf {
-    let k = s.key("approver");
-    s.ok(&[
-        "trust",
-        "add-key",
-        &format!("{}.pub", k.display()),
-        "--role",
-        "approver",
-        "--scope",
-        "prod",
-        "--sign",
-        p(&s.root_key()),
-    ]);
-    k
-}
-
 /// `name@version` through staging to prod.
 fn to_prod(s: &Server, name: &str, version: &str, approver: &Path) {
     let r = format!("{name}@{version}");
@@ -75,7 +58,7 @@ fn a_sqlite_home_moves_to_postgres_and_serves_the_same_repository() {
     let mut s = Server::start_sqlite();
     assert!(s.home.join("arca.db").exists());
     let b = s.builder("builder", "app/*");
-    let a = approver(&s);
+    let a = s.approver("approver", "prod");
     let f1 = s.file("a.bin", 20_000, 1);
     s.push(&f1, "app/a", "1.0.0", &b);
     to_prod(&s, "app/a", "1.0.0", &a);

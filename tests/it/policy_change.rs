@@ -16,28 +16,12 @@ const TARGET: &str = "app/x/x-1.0.0.bin";
 
 use crate::common::p;
 
-fn approver(s: &Server, name: &str) -> PathBuf {
-    let k = s.key(name);
-    s.ok(&[
-        "trust",
-        "add-key",
-        &format!("{}.pub", k.display()),
-        "--role",
-        "approver",
-        "--scope",
-        "prod",
-        "--sign",
-        p(&s.root_key()),
-    ]);
-    k
-}
-
 /// A server with app/x@1.0.0 current in prod under the default policy (one approval).
 fn prod_release() -> (Server, PathBuf, PathBuf) {
     let s = Server::start();
     let b = s.builder("builder", "app/*");
-    let a1 = approver(&s, "approver1");
-    let a2 = approver(&s, "approver2");
+    let a1 = s.approver("approver1", "prod");
+    let a2 = s.approver("approver2", "prod");
     let file = s.file("x-1.0.0.bin", 30_000, 7);
     s.push(&file, NAME, "1.0.0", &b);
     s.ok(&["promote", "app/x@1.0.0", "--to", "staging"]);

@@ -142,22 +142,6 @@ pub(crate) fn key_id(key: &Path) -> String {
         .to_string()
 }
 
-fn add_approver(s: &Server, name: &str) -> PathBuf {
-    let k = s.key(name);
-    s.ok(&[
-        "trust",
-        "add-key",
-        &format!("{}.pub", k.display()),
-        "--role",
-        "approver",
-        "--scope",
-        "prod",
-        "--sign",
-        path_str(&s.root_key()),
-    ]);
-    k
-}
-
 // 1. Concurrent promotions and rollbacks of one name.
 
 #[test]
@@ -578,7 +562,7 @@ fn approval_by_a_key_revoked_since_no_longer_counts() {
     let file = push_version(&s, &key, "1.0.0", 1);
     let release = format!("{NAME}@1.0.0");
     s.ok(&["promote", &release, "--to", "staging"]);
-    let a = add_approver(&s, "approver-a");
+    let a = s.approver("approver-a", "prod");
     s.ok(&[
         "approve",
         &release,
@@ -610,7 +594,7 @@ fn approval_by_a_key_revoked_since_no_longer_counts() {
     assert_eq!(refused_after, refused_before + 1, "the refusal is audited");
 
     // A valid approver's approval is what counts: with it, the same promotion passes.
-    let b = add_approver(&s, "approver-b");
+    let b = s.approver("approver-b", "prod");
     s.ok(&[
         "approve",
         &release,

@@ -429,13 +429,22 @@ impl Server {
 
     /// A new builder key with `scope`, added to the trust document with the root key.
     pub fn builder(&self, name: &str, scope: &str) -> PathBuf {
+        self.trusted_key(name, "builder", scope)
+    }
+
+    /// A new approver key for channel `scope`, added to the trust document with the root key.
+    pub fn approver(&self, name: &str, scope: &str) -> PathBuf {
+        self.trusted_key(name, "approver", scope)
+    }
+
+    fn trusted_key(&self, name: &str, role: &str, scope: &str) -> PathBuf {
         let k = self.key(name);
         self.ok(&[
             "trust",
             "add-key",
             &format!("{}.pub", k.display()),
             "--role",
-            "builder",
+            role,
             "--scope",
             scope,
             "--sign",
