@@ -40,10 +40,32 @@ pub fn channel_policy(
             format!("trust v{} pins no policy for {channel}", trust.version),
         )
     })?;
+    let parsed = || PARSED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = parsed().get(sha) {
+        return Ok(p.clone());
+    }
     let body = db::policies::get(c, sha)?
         .ok_or_else(|| Error::Internal(format!("policy {sha} missing")))?;
-    Policy::from_toml(&body).map_err(|e| Error::Internal(e.to_string()))
+    let policy = Policy::from_toml(&body).map_err(|e| Error::Internal(e.to_string()))?;
+    if crate::tuf::metadata::sha256_hex(body.as_bytes()) == *sha {
+        let mut kept = parsed();
+        if kept.len() >= KEPT_POLICIES {
+            kept.clear();
+        }
+        kept.insert(sha.clone(), policy.clone());
+    }
+    Ok(policy)
 }
+
+/// Policies parsed so far, by digest. A policy is the content its digest names, so one read,
+/// checked against its digest and parsed is that digest's policy for good: a promotion reads
+/// the policy of its channel, and the auto-promotion check every auto channel's, with neither a
+/// round trip nor a parse each.
+static PARSED: std::sync::Mutex<std::collections::BTreeMap<String, Policy>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Policies kept at most (a trust document pins one per channel; older ones age out).
+const KEPT_POLICIES: usize = 256;
 
 /// The statements about `a` that are validly signed and about exactly these bytes.
 pub fn statement_facts(

@@ -173,7 +173,7 @@ fn promote_tx(
             },
         )?;
         Ok(Outcome {
-            // Policy bodies are cached: this reads nothing in the steady state.
+            // Parsed policies are cached: this reads and parses nothing in the steady state.
             feeds_auto: feeds_auto(&tx, &trust, &req.to),
             response: PromoteResponse {
                 decision,
