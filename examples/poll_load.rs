@@ -7,7 +7,7 @@
 //! run; with `--if-none-match` it measures conditional polling (answers 304).
 //!
 //! ```text
-//! poll_load URL [--connections 128] [--duration 10] [--warmup 2] [--if-none-match ETAG]
+//! poll_load URL [--also URL]... [--connections 128] [--duration 10] [--warmup 2] [--if-none-match ETAG]
 //!           [--client raw|reqwest] [--threads N] [--ca-cert PEM] [--json]
 //! ```
 //!
@@ -48,6 +48,10 @@ type Conn = BufReader<Box<dyn Io>>;
 struct Args {
     /// The URL to poll (`http://` or `https://`).
     url: url::Url,
+    /// More URLs to poll (other servers behind one name, say): the connections are spread over
+    /// `URL` and these in turn, and the figures are for all of them together (raw client only).
+    #[arg(long, value_name = "URL")]
+    also: Vec<url::Url>,
     /// PEM file of the CA certificates an `https://` URL's certificate must chain to.
     #[arg(long)]
     ca_cert: Option<std::path::PathBuf>,
@@ -138,8 +142,14 @@ struct Window {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        matches!(args.url.scheme(), "http" | "https"),
+        std::iter::once(&args.url)
+            .chain(&args.also)
+            .all(|u| matches!(u.scheme(), "http" | "https")),
         "only http:// and https:// URLs are supported"
+    );
+    anyhow::ensure!(
+        args.also.is_empty() || matches!(args.client, Client::Raw),
+        "--also needs --client raw"
     );
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(
@@ -166,16 +176,24 @@ async fn run(args: &Args) -> anyhow::Result<Tally> {
     let mut tasks = tokio::task::JoinSet::new();
     match args.client {
         Client::Raw => {
-            let host = args.url.host_str().unwrap_or("localhost").to_owned();
-            let port = args.url.port_or_known_default().unwrap_or(80);
-            let request = raw_request_bytes(&args.url, args.if_none_match.as_deref());
             let tls = match args.url.scheme() {
                 "https" => Some(tls_connector(args.ca_cert.as_deref())?),
                 _ => None,
             };
-            let target = Target { host, port, tls };
-            let target = Arc::new(target);
-            for _ in 0..args.connections {
+            let targets: Vec<(Arc<Target>, Vec<u8>)> = std::iter::once(&args.url)
+                .chain(&args.also)
+                .map(|url| {
+                    let target = Target {
+                        host: url.host_str().unwrap_or("localhost").to_owned(),
+                        port: url.port_or_known_default().unwrap_or(80),
+                        tls: tls.clone().filter(|_| url.scheme() == "https"),
+                    };
+                    let request = raw_request_bytes(url, args.if_none_match.as_deref());
+                    (Arc::new(target), request)
+                })
+                .collect();
+            for i in 0..args.connections {
+                let (target, request) = &targets[i % targets.len()];
                 tasks.spawn(raw_task(target.clone(), request.clone(), w));
             }
         }

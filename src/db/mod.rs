@@ -162,7 +162,17 @@ impl Db {
         let config = pg_config(url)?;
         let mut conn = pg_connect(&config)?;
         let (found, known) = schema::version(&mut conn)?;
-        if found != known {
+        // A newer schema that still admits this binary: a rolling upgrade is under way.
+        let admitted =
+            found > known && schema::compatible_from(&mut conn)?.is_some_and(|from| from <= known);
+        if admitted {
+            tracing::warn!(
+                found,
+                known,
+                "the database has a newer arca schema that this binary may still serve (a rolling upgrade); upgrade this server"
+            );
+        }
+        if found != known && !admitted {
             return Err(DbError::NotInitialised(if found == 0 {
                 format!(
                     "the PostgreSQL database {} has no arca schema: run `arca init --home DIR --database URL` to initialise it",

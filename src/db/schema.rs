@@ -217,6 +217,16 @@ const POSTGRES_ONLY: &[(usize, &str)] = &[(
     "#,
 )];
 
+/// Expand and contract: the oldest schema version whose binaries may keep serving a PostgreSQL
+/// database this binary has migrated. A migration that only adds (a table, a nullable column,
+/// an index) leaves it alone, so that during a rolling upgrade the servers still on the
+/// previous binary keep running, and restart, beside the upgraded ones. A migration that
+/// removes or changes something an older binary reads or writes (a contract step, shipped a
+/// release after the code stopped using it) raises it to its own version. The migrating
+/// binary records it in `arca_schema.compatible_from` (never lowering it), and a binary that
+/// finds a newer schema serves only if its own version is at least that.
+pub const COMPATIBLE_FROM: i64 = 9;
+
 /// The key of the advisory lock PostgreSQL migrations hold ("arca" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6172_6361;
 
@@ -245,13 +255,36 @@ pub fn version(conn: &mut Conn) -> Result<(i64, i64), DbError> {
     Ok((found, known))
 }
 
+/// On PostgreSQL, the oldest schema version whose binaries may serve this database (see
+/// [`COMPATIBLE_FROM`]); `None` where it is not recorded (SQLite, or a schema no binary that
+/// knows expand and contract has migrated).
+pub fn compatible_from(conn: &mut Conn) -> Result<Option<i64>, DbError> {
+    if conn.engine() != Engine::Postgres {
+        return Ok(None);
+    }
+    let c: &dyn Sql = conn;
+    let has: i64 = c.value(
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() \
+         AND table_name = 'arca_schema' AND column_name = 'compatible_from'",
+        params![],
+    )?;
+    if has == 0 {
+        return Ok(None);
+    }
+    Ok(Some(c.value(
+        "SELECT compatible_from FROM arca_schema",
+        params![],
+    )?))
+}
+
 /// Brings the schema up to date; the versions before and after.
 pub fn migrate(conn: &mut Conn) -> Result<(i64, i64), DbError> {
     if conn.engine() == Engine::Postgres {
         let c: &dyn Sql = conn;
         c.execute("SELECT pg_advisory_lock(?1)", params![MIGRATION_LOCK])?;
         c.batch("CREATE TABLE IF NOT EXISTS arca_schema (version BIGINT NOT NULL); \
-                 INSERT INTO arca_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM arca_schema)")?;
+                 INSERT INTO arca_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM arca_schema); \
+                 ALTER TABLE arca_schema ADD COLUMN IF NOT EXISTS compatible_from BIGINT NOT NULL DEFAULT 0")?;
         let result = migrate_locked(conn);
         let c: &dyn Sql = conn;
         let unlocked = c.execute("SELECT pg_advisory_unlock(?1)", params![MIGRATION_LOCK]);
@@ -288,6 +321,13 @@ fn migrate_locked(conn: &mut Conn) -> Result<(i64, i64), DbError> {
             }
         }
         tx.commit()?;
+    }
+    if conn.engine() == Engine::Postgres {
+        let c: &dyn Sql = conn;
+        c.execute(
+            "UPDATE arca_schema SET compatible_from = GREATEST(compatible_from, ?1)",
+            params![COMPATIBLE_FROM],
+        )?;
     }
     Ok((current, known))
 }

@@ -35,6 +35,7 @@ mod push_pull;
 mod readme;
 mod refusals;
 mod reporter_tokens;
+mod rolling_upgrade;
 mod rollout;
 mod s3;
 mod several_servers;
