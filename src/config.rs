@@ -402,4 +402,18 @@ mod tests {
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
         assert!(toml::from_str::<Config>("[tuf]\ntimestamp_expiry = \"soon\"").is_err());
     }
+
+    #[test]
+    fn upload_ttl_defaults_to_an_hour_and_must_be_positive() {
+        assert_eq!(
+            Config::default().store.upload_ttl,
+            Duration::from_secs(3600)
+        );
+        let cfg: Config = toml::from_str("[store]\nupload_ttl = \"2s\"").unwrap();
+        assert_eq!(cfg.store.upload_ttl, Duration::from_secs(2));
+        assert!(cfg.validate().is_ok());
+        let zero: Config = toml::from_str("[store]\nupload_ttl = \"0s\"").unwrap();
+        let e = zero.validate().unwrap_err();
+        assert!(e.contains("store.upload_ttl"), "{e}");
+    }
 }

@@ -675,7 +675,10 @@ fn a_claimed_upload_cannot_be_pushed_again_through_another_server() {
         (404, "no_upload"),
         "{second:?}"
     );
-    assert!(second.message.contains(&id), "{second:?}");
+    assert!(
+        second.message.contains(&id) && second.message.contains("already used"),
+        "{second:?}"
+    );
     assert_eq!(before, a.state(), "the refused push changed something");
     assert_eq!(a.audit_count("refused"), refused + 1);
     assert!(
