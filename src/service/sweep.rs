@@ -7,9 +7,10 @@ use super::App;
 /// process owns (in progress) and no staged upload in the database names (whichever server
 /// staged it) are removed.
 pub async fn once(app: &App) {
-    // The staged uploads are read before the store is listed. One staged after this read is
-    // not in `keep`, but its object was written just before its row, so after this read: it
-    // is younger than `store.temp_max_age` when the listing runs, and is not swept.
+    // The staged uploads are read before the store is listed. One whose row is written after
+    // this read is not in `keep`, but its object was finished moments before its row: it is
+    // far younger than `store.temp_max_age` when the listing runs, and is not swept (and the
+    // server staging it skips it anyway until the row is written: its `Staged` holds it).
     let keep = match app.db.call(|c| crate::db::uploads::temp_paths(c)).await {
         Ok(paths) => paths.into_iter().collect(),
         Err(e) => {
