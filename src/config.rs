@@ -182,11 +182,17 @@ pub struct StoreConfig {
     #[serde(with = "human")]
     pub sweep_interval: Duration,
     /// A temporary upload that no upload of this server owns (a crash's leftover) is removed
-    /// once it is this old. This server's own uploads are never swept, whatever their age; the
-    /// age protects those of another process sharing the store (during a rolling restart), so
-    /// it is the staged-upload lifetime, an hour.
+    /// once it is this old. This server's own uploads in flight, and every staged upload that
+    /// the database names (whichever server staged it), are never swept, whatever their age;
+    /// the age protects the uploads still streaming into another process sharing the store,
+    /// so it must be well above the longest upload: an hour.
     #[serde(with = "human")]
     pub temp_max_age: Duration,
+    /// How long a staged upload (`POST /api/v1/uploads`) waits for the push that names it
+    /// before its row and bytes are removed. Far above the gap between the two requests of
+    /// one `arca push`, short enough that abandoned uploads do not pile up: an hour.
+    #[serde(with = "human")]
+    pub upload_ttl: Duration,
 }
 
 /// Lifetimes of each channel's TUF metadata. Online roles are re-signed by the server when
@@ -243,6 +249,7 @@ impl Default for StoreConfig {
             options: BTreeMap::new(),
             sweep_interval: Duration::from_secs(600),
             temp_max_age: Duration::from_secs(3600),
+            upload_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -346,6 +353,12 @@ impl Config {
         if self.store.sweep_interval.is_zero() {
             return Err("store.sweep_interval must be positive".into());
         }
+        if self.store.upload_ttl.is_zero() {
+            return Err("store.upload_ttl must be positive".into());
+        }
+        if chrono::Duration::from_std(self.store.upload_ttl).is_err() {
+            return Err("store.upload_ttl is too long".into());
+        }
         Ok(())
     }
 
@@ -388,5 +401,19 @@ mod tests {
         assert_eq!(back.tuf.timestamp_expiry, Duration::from_secs(DAY));
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
         assert!(toml::from_str::<Config>("[tuf]\ntimestamp_expiry = \"soon\"").is_err());
+    }
+
+    #[test]
+    fn upload_ttl_defaults_to_an_hour_and_must_be_positive() {
+        assert_eq!(
+            Config::default().store.upload_ttl,
+            Duration::from_secs(3600)
+        );
+        let cfg: Config = toml::from_str("[store]\nupload_ttl = \"2s\"").unwrap();
+        assert_eq!(cfg.store.upload_ttl, Duration::from_secs(2));
+        assert!(cfg.validate().is_ok());
+        let zero: Config = toml::from_str("[store]\nupload_ttl = \"0s\"").unwrap();
+        let e = zero.validate().unwrap_err();
+        assert!(e.contains("store.upload_ttl"), "{e}");
     }
 }

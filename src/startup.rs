@@ -53,7 +53,6 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         cfg: Arc::new(cfg),
         online: Arc::new(std::sync::RwLock::new(online)),
         home: dir.to_path_buf(),
-        uploads: Default::default(),
         counters: Default::default(),
         meta_cache: Default::default(),
         report_limiter: Default::default(),

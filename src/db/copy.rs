@@ -42,6 +42,7 @@ pub const TABLES: &[&str] = &[
     "audit",
     "audit_checkpoints",
     "locks",
+    "uploads",
 ];
 
 /// Tables the migrations themselves fill (`locks`' rows): their rows already on the target

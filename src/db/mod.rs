@@ -16,6 +16,7 @@ pub mod rollouts;
 pub mod tokens;
 pub mod trust;
 pub mod tuf;
+pub mod uploads;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -199,6 +199,25 @@ const MIGRATIONS: &[&str] = &[
     // 9: nothing on SQLite; on PostgreSQL, metadata bodies compressed with lz4 (see
     // POSTGRES_ONLY).
     "",
+    // 10: staged uploads (the first request of a two-step push), so that any server sharing
+    // the database and the store can commit one, and a restart keeps them: the temporary
+    // object's path in the store, the digests the staging server computed, who may use it
+    // for which name@version, and when a push claimed it (a claimed row is used up).
+    r#"
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        actor TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        temp_path TEXT NOT NULL,
+        blake3 TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        claimed_at TEXT
+    );
+    CREATE INDEX uploads_by_created ON uploads(created_at);
+    "#,
 ];
 
 /// What a migration does on PostgreSQL only, after its shared DDL.

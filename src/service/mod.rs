@@ -44,7 +44,6 @@ pub struct App {
     /// Each channel's online key; replaced when it is rotated.
     pub online: Arc<std::sync::RwLock<BTreeMap<ChannelName, Arc<SigningKey>>>>,
     pub home: PathBuf,
-    pub uploads: upload::Uploads,
     /// Signs audit checkpoints.
     pub audit_key: Arc<SigningKey>,
     /// Request, transfer and promotion counters for `/metrics`.

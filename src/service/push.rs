@@ -73,9 +73,10 @@ where
     if let Some(a) = existing {
         // A staged upload for a version pushed meanwhile can never be used: drop its bytes.
         if let Some(id) = &q.upload
-            && let Ok(p) = app.uploads.take(id, actor, &q.name, &q.version)
+            && let Ok(staged) = super::upload::claim(app, id, actor, &q.name, &q.version).await
         {
-            app.store.discard(p.staged).await;
+            app.store.discard(staged).await;
+            super::upload::forget(app, id).await;
         }
         return existing_answer(app, a, &checked.blake3, &channel).await;
     }
@@ -91,8 +92,17 @@ where
     let pin = app.pins.pin(&checked.blake3).await;
     let digests = match &q.upload {
         Some(id) => {
-            let pending = app.uploads.take(id, actor, &q.name, &q.version)?;
-            app.store.commit(pending.staged, &expected).await?
+            // Claimed first, so that of two pushes naming it (through any servers) one
+            // commits the bytes and the other is answered 404. A failed commit has removed
+            // the bytes: the row goes too, and the push fails.
+            let staged = super::upload::claim(app, id, actor, &q.name, &q.version).await?;
+            match app.store.commit(staged, &expected).await {
+                Ok(digests) => digests,
+                Err(e) => {
+                    super::upload::forget(app, id).await;
+                    return Err(e.into());
+                }
+            }
         }
         None => {
             app.store
@@ -120,6 +130,7 @@ where
     );
     let predicate_type = checked.statement.predicate_type.clone();
     let channel_name = channel.clone();
+    let upload = q.upload.clone();
     let result = app
         .db
         .call(move |c| {
@@ -172,6 +183,10 @@ where
                     }),
                 },
             )?;
+            // The staged upload is used up with the push that used it.
+            if let Some(id) = &upload {
+                db::uploads::remove(&tx, id)?;
+            }
             let row = db::artifacts::find(&tx, &name, &version)?
                 .ok_or_else(|| DbError::Corrupt("artifact vanished".into()))?;
             let statements = db::artifacts::statement_digests(&tx, id)?;
@@ -187,6 +202,13 @@ where
     drop(pin);
     if !referenced {
         remove_unreferenced(app, digests.blake3).await;
+    }
+    // A transaction that did not commit did not delete the claimed upload's row either (its
+    // bytes were committed to the store, so nothing else is left of it).
+    if let Some(id) = &q.upload
+        && !matches!(result, Ok(Ok(_)))
+    {
+        super::upload::forget(app, id).await;
     }
     match result? {
         Ok((artifact, targets_version)) => {

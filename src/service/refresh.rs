@@ -50,9 +50,10 @@ pub async fn run(app: App) {
             tracing::error!(error = %e, "cannot sign an audit checkpoint");
         }
         app.auto.sweep(&app).await;
-        let expired = app.uploads.expire();
-        if expired > 0 {
-            tracing::info!(expired, "dropped staged uploads that no push claimed");
+        match super::upload::expire(&app).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "dropped staged uploads that no push claimed"),
+            Err(e) => tracing::warn!(error = %e, "cannot expire staged uploads"),
         }
         tokio::time::sleep(app.cfg.tuf.refresh_interval).await;
     }

@@ -3,10 +3,26 @@
 
 use super::App;
 
-/// One sweep: temporary objects that no upload of this process owns (in progress or staged)
-/// and older than `store.temp_max_age` are removed.
+/// One sweep: temporary objects older than `store.temp_max_age` that no upload of this
+/// process owns (in progress) and no staged upload in the database names (whichever server
+/// staged it) are removed.
 pub async fn once(app: &App) {
-    match app.store.sweep_temp(app.cfg.store.temp_max_age).await {
+    // The staged uploads are read before the store is listed. One whose row is written after
+    // this read is not in `keep`, but its object was finished moments before its row: it is
+    // far younger than `store.temp_max_age` when the listing runs, and is not swept (and the
+    // server staging it skips it anyway until the row is written: its `Staged` holds it).
+    let keep = match app.db.call(|c| crate::db::uploads::temp_paths(c)).await {
+        Ok(paths) => paths.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not sweeping abandoned uploads: cannot read the staged ones");
+            return;
+        }
+    };
+    match app
+        .store
+        .sweep_temp(app.cfg.store.temp_max_age, &keep)
+        .await
+    {
         Ok(n) if n > 0 => tracing::info!(removed = n, "removed abandoned uploads"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot sweep abandoned uploads"),

@@ -1,5 +1,6 @@
 //! The blob store: streaming upload with verification, dedup, download, sweep.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -224,6 +225,48 @@ impl BlobStore {
         staged.remove().await;
     }
 
+    /// A staged upload again, from what [`Staged::detach`] returned (possibly in another
+    /// process sharing the store): the temporary object at `path`, with the digests computed
+    /// when its bytes streamed in. Refused ([`StoreError::NotTemporary`]) unless `path` is a
+    /// temporary path of this store's making (`tmp/<32 hex>`), so that whoever hands in the
+    /// path cannot make [`BlobStore::commit`] publish, or [`BlobStore::discard`] delete, any
+    /// other object; [`StoreError::StagedMissing`] if the object is not there.
+    ///
+    /// The bytes are not hashed again: `digests` are trusted as the caller's own record of
+    /// what the store computed. A caller that keeps them where others can write (arca keeps
+    /// them in its database) trusts that place as it trusts the store itself.
+    pub async fn staged_at(&self, path: &str, digests: Digests) -> Result<Staged, StoreError> {
+        let path = temp::parse_path(path)?;
+        let live = self.live.hold(&path);
+        match self.store.head(&path).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::StagedMissing {
+                    path: path.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Staged {
+            path,
+            digests,
+            store: Arc::clone(&self.store),
+            settled: false,
+            _live: live,
+        })
+    }
+
+    /// Deletes the temporary object of a detached staged upload (one that expired). Refused
+    /// like [`BlobStore::staged_at`] unless `path` is a temporary path; a missing object is no
+    /// error.
+    pub async fn remove_temp(&self, path: &str) -> Result<(), StoreError> {
+        let path = temp::parse_path(path)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn upload<S, E>(
         &self,
         body: S,
@@ -396,16 +439,22 @@ impl BlobStore {
     }
 
     /// Deletes temporary objects older than `older_than` that no upload of this store owns
-    /// (in progress or staged): uploads abandoned by a crash, or by a process that shares the
-    /// store. Safe to run while uploads run; returns how many were removed. Pick an age well
-    /// above the longest upload of any *other* process sharing the store.
-    pub async fn sweep_temp(&self, older_than: Duration) -> Result<usize, StoreError> {
+    /// (in progress or staged) and that are not in `keep` (paths as [`Staged::detach`] gives
+    /// them: staged uploads detached from their process): uploads abandoned by a crash, or by
+    /// a process that shares the store. Safe to run while uploads run; returns how many were
+    /// removed. Pick an age well above the longest upload of any *other* process sharing the
+    /// store.
+    pub async fn sweep_temp(
+        &self,
+        older_than: Duration,
+        keep: &HashSet<String>,
+    ) -> Result<usize, StoreError> {
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut removed = temp::sweep_listed(self.store.as_ref(), cutoff, &self.live).await?;
+        let mut removed = temp::sweep_listed(self.store.as_ref(), cutoff, &self.live, keep).await?;
         if let Some(root) = &self.local_root {
-            removed += temp::sweep_local_staging(root, cutoff, &self.live).await?;
+            removed += temp::sweep_local_staging(root, cutoff, &self.live, keep).await?;
         }
         if removed > 0 {
             tracing::info!(removed, "swept abandoned temporary uploads");
@@ -479,6 +528,21 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// The temporary object's path (`tmp/<32 hex>`), e.g. to record it before detaching.
+    pub fn path(&self) -> &str {
+        self.path.as_ref()
+    }
+
+    /// Lets go of the staged upload without deleting it: its path and digests, from which
+    /// [`BlobStore::staged_at`] makes it a `Staged` again (in this process or another). From
+    /// here on nothing deletes the object on drop and this process's sweep no longer skips
+    /// it: whoever keeps the path must keep it from [`BlobStore::sweep_temp`] (its `keep`)
+    /// and remove it when it is no longer wanted ([`BlobStore::remove_temp`]).
+    pub fn detach(mut self) -> (String, Digests) {
+        self.settled = true;
+        (self.path.to_string(), self.digests)
+    }
+
     async fn remove(mut self) {
         self.settled = true;
         temp::delete_quietly(self.store.as_ref(), &self.path).await;

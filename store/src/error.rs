@@ -33,6 +33,13 @@ pub enum StoreError {
     /// The store URL or one of its options was not understood.
     #[error("invalid store url {url}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// A path given as a staged upload's temporary object is not one (`tmp/<32 hex>`): the
+    /// store refuses to commit or delete it, whatever it names.
+    #[error("{path:?} is not a temporary upload path")]
+    NotTemporary { path: String },
+    /// The temporary object of a staged upload is not in the store (removed, or never written).
+    #[error("the staged upload {path} is not in the store")]
+    StagedMissing { path: String },
     /// The upload body stream itself failed (client disconnected, bad chunking, ...).
     #[error("upload body failed: {0}")]
     Body(String),

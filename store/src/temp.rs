@@ -15,6 +15,9 @@ use crate::StoreError;
 /// Where uploads are written before their digests are checked.
 pub(crate) const TEMP_DIR: &str = "tmp";
 
+/// Hex characters in the name of a temporary object (16 random bytes).
+const TEMP_NAME_LEN: usize = 32;
+
 /// A fresh, unguessable temporary object path: `tmp/<32 hex chars>`.
 pub(crate) fn new_path() -> Result<Path, StoreError> {
     let mut id = [0u8; 16];
@@ -25,6 +28,30 @@ pub(crate) fn new_path() -> Result<Path, StoreError> {
         })
     })?;
     Ok(Path::from_iter([TEMP_DIR, &hex::encode(id)]))
+}
+
+/// `path` as a temporary object path if it is one this store makes: `tmp/` and 32 lowercase
+/// hex characters, nothing else (no other directory, no `..`, no staging suffix). A path read
+/// back from outside the process (a database row) goes through this before the store commits
+/// or deletes what it names, so a row can never make it publish or delete another object.
+pub(crate) fn parse_path(path: &str) -> Result<Path, StoreError> {
+    let name = path
+        .strip_prefix(TEMP_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|name| {
+            name.len() == TEMP_NAME_LEN
+                && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+        .ok_or_else(|| StoreError::NotTemporary {
+            path: path.to_owned(),
+        })?;
+    Ok(Path::from_iter([TEMP_DIR, name]))
+}
+
+/// Whether the temporary object `path` (or its staging file `path#n`) is in `keep`.
+fn kept(keep: &std::collections::HashSet<String>, path: &str) -> bool {
+    let base = path.split_once('#').map_or(path, |(b, _)| b);
+    keep.contains(base)
 }
 
 /// The temporary objects that uploads of this process own (in progress or staged): the
@@ -189,18 +216,20 @@ pub(crate) async fn delete_quietly(store: &dyn ObjectStore, path: &Path) {
 }
 
 /// Deletes the listed temporary objects last modified at or before `cutoff` that no upload
-/// of this process owns.
+/// of this process owns and that are not in `keep`.
 pub(crate) async fn sweep_listed(
     store: &dyn ObjectStore,
     cutoff: SystemTime,
     live: &Live,
+    keep: &std::collections::HashSet<String>,
 ) -> Result<usize, StoreError> {
     let prefix = Path::from(TEMP_DIR);
     let stale: Vec<Path> = store
         .list(Some(&prefix))
         .try_filter_map(|meta| async move {
             let modified = SystemTime::from(meta.last_modified);
-            let owned = live.owns(meta.location.as_ref());
+            let path = meta.location.as_ref();
+            let owned = live.owns(path) || kept(keep, path);
             Ok((modified <= cutoff && !owned).then_some(meta.location))
         })
         .try_collect()
@@ -223,9 +252,10 @@ pub(crate) async fn sweep_local_staging(
     root: &FsPath,
     cutoff: SystemTime,
     live: &Live,
+    keep: &std::collections::HashSet<String>,
 ) -> Result<usize, StoreError> {
     let dir = root.join(TEMP_DIR);
-    let live = live.clone();
+    let (live, keep) = (live.clone(), keep.clone());
     let scan = move || -> std::io::Result<usize> {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -237,7 +267,8 @@ pub(crate) async fn sweep_local_staging(
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let staged = name.contains('#');
-            let owned = live.owns(&format!("{TEMP_DIR}/{name}"));
+            let path = format!("{TEMP_DIR}/{name}");
+            let owned = live.owns(&path) || kept(&keep, &path);
             let meta = entry.metadata()?;
             if staged && !owned && meta.is_file() && meta.modified()? <= cutoff {
                 match std::fs::remove_file(entry.path()) {

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use arca_store::{BlobStore, Expected, StoreError};
@@ -147,13 +148,22 @@ async fn sweep_removes_abandoned_temp_objects_and_keeps_blobs() {
     .unwrap();
 
     assert_eq!(
-        store.sweep_temp(Duration::from_secs(3600)).await.unwrap(),
+        store
+            .sweep_temp(Duration::from_secs(3600), &HashSet::new())
+            .await
+            .unwrap(),
         0,
         "fresh uploads are kept"
     );
     assert_eq!(files_under(dir.path(), "tmp").len(), 2);
 
-    assert_eq!(store.sweep_temp(Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .sweep_temp(Duration::ZERO, &HashSet::new())
+            .await
+            .unwrap(),
+        2
+    );
     assert!(files_under(dir.path(), "tmp").is_empty());
     assert_eq!(
         files_under(dir.path(), "blobs"),
@@ -168,5 +178,11 @@ async fn sweep_removes_abandoned_temp_objects_and_keeps_blobs() {
 #[tokio::test]
 async fn sweep_on_a_fresh_store_finds_nothing() {
     let (_dir, store) = local_store();
-    assert_eq!(store.sweep_temp(Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .sweep_temp(Duration::ZERO, &HashSet::new())
+            .await
+            .unwrap(),
+        0
+    );
 }

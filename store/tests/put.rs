@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use arca_store::{BlobStore, Expected, StoreError};
@@ -272,7 +273,7 @@ fn put_stream_future_is_send() {
     let fut = store.put_stream(ok_stream(vec![]), 1, &nothing);
     assert_send(&fut);
     assert_send(&store.get_verified(&blake3_of(b""), 0));
-    assert_send(&store.sweep_temp(Duration::ZERO));
+    assert_send(&store.sweep_temp(Duration::ZERO, &HashSet::new()));
 }
 
 proptest! {

@@ -157,6 +157,10 @@ fn artifact_rows(s: &Server) -> i64 {
     s.db().one("SELECT COUNT(*) FROM artifacts", params![])
 }
 
+fn upload_rows(s: &Server) -> i64 {
+    s.db().one("SELECT COUNT(*) FROM uploads", params![])
+}
+
 #[test]
 fn staged_upload_with_a_statement_for_other_bytes_is_refused_and_dropped() {
     let s = Server::start();
@@ -474,14 +478,21 @@ fn staged_upload_that_is_never_committed_is_visible_nowhere() {
     assert!(err.contains("no release"), "{err}");
     assert!(err.contains("app/a"), "{err}");
 
-    // A restart forgets staged uploads: the id no longer commits anything.
+    // A restart keeps the staged upload (it is a row in the database), still visible
+    // nowhere; only its push makes it an artifact.
     let mut s = s;
     s.kill();
     s.launch();
+    assert_eq!(tmp_files(&s).len(), 1, "{:?}", tmp_files(&s));
+    assert_eq!(artifact_rows(&s), rows);
+    let a = get_artifact(&s, "app/a", "1.0.0");
+    assert_eq!((a.status, a.code.as_str()), (404, "no_artifact"), "{a:?}");
     let st = build_statement(&signing_key(&key), "app/a", "1.0.0", "a.bin", &bytes);
     let c = raw_commit(&s, &s.token, "app/a", "1.0.0", "a.bin", &id, &st);
-    assert_eq!((c.status, c.code.as_str()), (404, "no_upload"), "{c:?}");
-    assert_eq!(artifact_rows(&s), rows);
+    assert_eq!(c.status, 201, "{c:?}");
+    assert_eq!(artifact_rows(&s), rows + 1);
+    assert_no_tmp(&s);
+    assert_eq!(upload_rows(&s), 0);
 }
 
 #[test]
@@ -523,16 +534,356 @@ fn staged_upload_for_a_version_pushed_meanwhile_is_dropped() {
     assert_eq!(s.audit_count("refused"), refused + 1);
     // Its bytes can never be committed (versions are immutable): nothing of it may remain.
     assert_no_tmp(&s);
-    // `after` was taken while the loser's bytes were still staged under tmp/.
-    let without_tmp = |st: String| {
+    // `after` was taken while the loser's bytes were still staged: under tmp/, and its row
+    // in `uploads`. Both are gone now; everything else is as it was.
+    let without_staged = |st: String| {
+        let mut in_uploads = false;
         st.lines()
-            .filter(|l| !l.starts_with("tmp/"))
+            .filter(|l| {
+                if l.starts_with('[') {
+                    in_uploads = *l == "[uploads]";
+                    return true;
+                }
+                !in_uploads && !l.starts_with("tmp/")
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert_eq!(without_tmp(after), without_tmp(s.state()));
+    assert_eq!(without_staged(after), without_staged(s.state()));
+    assert_eq!(upload_rows(&s), 0);
     let b = raw_commit(
         &s, &s.token, "app/a", "1.0.0", "a.bin", &id_second, &st_second,
     );
     assert_eq!(b.code, "version_exists", "{b:?}");
+}
+
+/// The row of a staged upload: (temporary object path, claimed_at).
+fn upload_row(s: &Server, id: &str) -> Option<(String, Option<String>)> {
+    s.db().opt(
+        "SELECT temp_path, claimed_at FROM uploads WHERE id = ?1",
+        params![id],
+    )
+}
+
+/// The temporary object of staged upload `id`, on disk.
+fn staged_file(s: &Server, id: &str) -> std::path::PathBuf {
+    let (path, _) = upload_row(s, id).expect("the upload has a row");
+    s.home.join("blobs").join(path)
+}
+
+fn blob_file(s: &Server, bytes: &[u8]) -> std::path::PathBuf {
+    s.home.join("blobs/blobs").join(blake3_hex(bytes))
+}
+
+#[test]
+fn an_upload_staged_through_one_server_is_pushed_through_another() {
+    if common::pg_admin_url().is_none() {
+        eprintln!("ARCA_TEST_PG unset: several servers need PostgreSQL");
+        return;
+    }
+    let a = Server::start();
+    let b = a.peer();
+    let key_path = a.builder("builder", "app/*");
+    let key = signing_key(&key_path);
+    let bytes = common::pseudo_random(300_000, 20);
+
+    let id = stage_ok(&a, &a.token, "app/x", "1.0.0", &key_path, &bytes);
+    let st = build_statement(&key, "app/x", "1.0.0", "x.bin", &bytes);
+    let c = raw_commit(&b, &b.token, "app/x", "1.0.0", "x.bin", &id, &st);
+    assert_eq!(c.status, 201, "{c:?}");
+    assert_eq!(c.json()["artifact"]["blake3"], blake3_hex(&bytes), "{c:?}");
+    assert_no_tmp(&a);
+    assert_eq!(upload_rows(&a), 0);
+
+    // Both servers serve it, and the bytes are the staged ones.
+    for s in [&a, &b] {
+        let out = s.path("out");
+        s.pull_ok("app/x", "dev", &out, &s.path("state"));
+        let got = common::list_files(&out);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(std::fs::read(out.join(&got[0])).unwrap(), bytes);
+    }
+
+    // A second upload staged through B is pushed through A.
+    let more = common::pseudo_random(50_000, 21);
+    let id2 = stage_ok(&b, &b.token, "app/x", "2.0.0", &key_path, &more);
+    let st2 = build_statement(&key, "app/x", "2.0.0", "x.bin", &more);
+    let d = raw_commit(&a, &a.token, "app/x", "2.0.0", "x.bin", &id2, &st2);
+    assert_eq!(d.status, 201, "{d:?}");
+    assert_eq!(get_artifact(&b, "app/x", "2.0.0").status, 200);
+    assert_no_tmp(&a);
+}
+
+/// Two pushes naming one upload: the first has claimed it and waits for the trust lock (the
+/// test holds it, as a slow transaction would); the second, through the other server, finds
+/// it used and changes nothing. (On SQLite the claim itself waits for the one write lock, so
+/// the moment cannot be held there: the next test races the pushes on both engines.)
+#[test]
+fn a_claimed_upload_cannot_be_pushed_again_through_another_server() {
+    if common::pg_admin_url().is_none() {
+        eprintln!("ARCA_TEST_PG unset: several servers need PostgreSQL");
+        return;
+    }
+    let a = Server::start();
+    let b = a.peer();
+    let key_path = a.builder("builder", "app/*");
+    let key = signing_key(&key_path);
+    let bytes = common::pseudo_random(100_000, 22);
+    let id = stage_ok(&a, &a.token, "app/y", "1.0.0", &key_path, &bytes);
+    let st = build_statement(&key, "app/y", "1.0.0", "y.bin", &bytes);
+
+    let lock = a.db();
+    lock.begin();
+    lock.execute(
+        "SELECT name FROM locks WHERE name = 'trust' FOR UPDATE",
+        params![],
+    );
+    let first = {
+        let (url, token, id, st) = (a.url.clone(), a.token.clone(), id.clone(), st.clone());
+        std::thread::spawn(move || {
+            block(async {
+                let req = http()
+                    .post(format!("{url}/api/v1/artifacts"))
+                    .query(&[
+                        ("name", "app/y"),
+                        ("version", "1.0.0"),
+                        ("file", "y.bin"),
+                        ("upload", id.as_str()),
+                    ])
+                    .header(
+                        "arca-statement",
+                        base64::engine::general_purpose::STANDARD.encode(&st),
+                    )
+                    .bearer_auth(token)
+                    .body(Vec::new());
+                answer(req.send().await.unwrap()).await
+            })
+        })
+    };
+    // The first push has claimed the upload and published its bytes; it waits for the lock.
+    let claimed = common::wait_until(Duration::from_secs(20), || {
+        upload_row(&a, &id).is_some_and(|(_, claimed)| claimed.is_some())
+            && blob_file(&a, &bytes).exists()
+    });
+    assert!(claimed, "the first push did not claim the upload");
+    let before = a.state();
+    let refused = a.audit_count("refused");
+
+    let second = raw_commit(&b, &b.token, "app/y", "1.0.0", "y.bin", &id, &st);
+    assert_eq!(
+        (second.status, second.code.as_str()),
+        (404, "no_upload"),
+        "{second:?}"
+    );
+    assert!(
+        second.message.contains(&id) && second.message.contains("already used"),
+        "{second:?}"
+    );
+    assert_eq!(before, a.state(), "the refused push changed something");
+    assert_eq!(a.audit_count("refused"), refused + 1);
+    assert!(
+        !first.is_finished(),
+        "the first push did not wait for the lock"
+    );
+
+    lock.commit();
+    let first = first.join().unwrap();
+    assert_eq!(first.status, 201, "{first:?}");
+    assert_eq!(upload_rows(&a), 0);
+    assert_no_tmp(&a);
+    let rows: i64 = a.db().one(
+        "SELECT COUNT(*) FROM artifacts WHERE name = 'app/y'",
+        params![],
+    );
+    assert_eq!(rows, 1);
+}
+
+/// Pushes naming one upload at once (through two servers on PostgreSQL): one creates the
+/// artifact; each other one either finds the upload used (404) or, having come after that
+/// push committed, the same bytes already there (200). Never two uses, never a 5xx.
+#[test]
+fn pushes_naming_one_upload_at_once_use_it_once() {
+    let a = Server::start();
+    let b = common::pg_admin_url().map(|_| a.peer());
+    let key_path = a.builder("builder", "app/*");
+    let key = signing_key(&key_path);
+    for round in 0..4u8 {
+        let version = format!("1.0.{round}");
+        let bytes = common::pseudo_random(30_000, 30 + round);
+        let id = stage_ok(&a, &a.token, "app/z", &version, &key_path, &bytes);
+        let st = build_statement(&key, "app/z", &version, "z.bin", &bytes);
+        let urls = [a.url.clone(), b.as_ref().unwrap_or(&a).url.clone()];
+        let pushes: Vec<_> = urls
+            .into_iter()
+            .map(|url| {
+                let (token, id, st, version) =
+                    (a.token.clone(), id.clone(), st.clone(), version.clone());
+                std::thread::spawn(move || {
+                    block(async {
+                        let req = http()
+                            .post(format!("{url}/api/v1/artifacts"))
+                            .query(&[
+                                ("name", "app/z"),
+                                ("version", version.as_str()),
+                                ("file", "z.bin"),
+                                ("upload", id.as_str()),
+                            ])
+                            .header(
+                                "arca-statement",
+                                base64::engine::general_purpose::STANDARD.encode(&st),
+                            )
+                            .bearer_auth(token)
+                            .body(Vec::new());
+                        answer(req.send().await.unwrap()).await
+                    })
+                })
+            })
+            .collect();
+        let answers: Vec<Answer> = pushes.into_iter().map(|p| p.join().unwrap()).collect();
+        let created = answers.iter().filter(|x| x.status == 201).count();
+        assert_eq!(created, 1, "round {round}: {answers:?}");
+        for x in answers.iter().filter(|x| x.status != 201) {
+            assert!(
+                (x.status, x.code.as_str()) == (404, "no_upload") || x.status == 200,
+                "round {round}: {x:?}"
+            );
+        }
+        let rows: i64 = a.db().one(
+            "SELECT COUNT(*) FROM artifacts WHERE name = 'app/z' AND version = ?1",
+            params![&version],
+        );
+        assert_eq!(rows, 1, "round {round}");
+        assert_eq!(upload_rows(&a), 0, "round {round}");
+        assert_no_tmp(&a);
+    }
+}
+
+#[test]
+fn a_staged_upload_survives_a_restart_and_its_start_up_sweep() {
+    // Every temporary object older than a millisecond that nothing names is swept at start.
+    let mut s = Server::start_with(
+        Some("[store]\ntemp_max_age = \"1ms\"\nsweep_interval = \"1h\"\n"),
+        &[],
+    );
+    let key_path = s.builder("builder", "app/*");
+    let bytes = common::pseudo_random(200_000, 40);
+    let id = stage_ok(&s, &s.token, "app/r", "1.0.0", &key_path, &bytes);
+    let staged = staged_file(&s, &id);
+    assert!(staged.exists(), "{staged:?}");
+    // What a crash mid-upload leaves: a temporary object that no row names.
+    let leftover = s.home.join("blobs/tmp/0123456789abcdef0123456789abcdef");
+    std::fs::write(&leftover, b"half an upload").unwrap();
+
+    s.kill();
+    s.launch();
+    // `launch` returns once the server listens, after its start-up sweep.
+    assert!(
+        !leftover.exists(),
+        "the start-up sweep kept an unnamed leftover"
+    );
+    assert!(
+        staged.exists(),
+        "the start-up sweep removed a staged upload"
+    );
+    assert!(s.log().contains("removed abandoned uploads"), "{}", s.log());
+
+    let st = build_statement(&signing_key(&key_path), "app/r", "1.0.0", "r.bin", &bytes);
+    let c = raw_commit(&s, &s.token, "app/r", "1.0.0", "r.bin", &id, &st);
+    assert_eq!(c.status, 201, "{c:?}");
+    let out = s.path("out");
+    s.pull_ok("app/r", "dev", &out, &s.path("state"));
+    let got = common::list_files(&out);
+    assert_eq!(std::fs::read(out.join(&got[0])).unwrap(), bytes);
+    assert_no_tmp(&s);
+    assert_eq!(upload_rows(&s), 0);
+}
+
+#[test]
+fn a_staged_upload_older_than_its_ttl_is_removed() {
+    let s = Server::start_with(
+        Some("[store]\nupload_ttl = \"1s\"\n[tuf]\nrefresh_interval = \"200ms\"\n"),
+        &[],
+    );
+    let key_path = s.builder("builder", "app/*");
+    let bytes = common::pseudo_random(20_000, 41);
+    let id = stage_ok(&s, &s.token, "app/e", "1.0.0", &key_path, &bytes);
+    let staged = staged_file(&s, &id);
+    assert!(staged.exists());
+
+    let gone = common::wait_until(Duration::from_secs(20), || {
+        upload_row(&s, &id).is_none() && !staged.exists()
+    });
+    assert!(
+        gone,
+        "row {:?}, object there: {}; log:\n{}",
+        upload_row(&s, &id),
+        staged.exists(),
+        s.log()
+    );
+    assert!(
+        s.log()
+            .contains("dropped staged uploads that no push claimed"),
+        "{}",
+        s.log()
+    );
+    let st = build_statement(&signing_key(&key_path), "app/e", "1.0.0", "e.bin", &bytes);
+    let c = raw_commit(&s, &s.token, "app/e", "1.0.0", "e.bin", &id, &st);
+    assert_eq!((c.status, c.code.as_str()), (404, "no_upload"), "{c:?}");
+    assert_no_tmp(&s);
+    assert_eq!(artifact_rows(&s), 0);
+}
+
+#[test]
+fn an_upload_row_naming_anything_but_a_temporary_object_is_refused() {
+    let s = Server::start();
+    let key_path = s.builder("builder", "app/*");
+    let key = signing_key(&key_path);
+    // An artifact whose blob a tampered row points at.
+    let kept = s.file("kept.bin", 10_000, 42);
+    s.push(&kept, "app/kept", "1.0.0", &key_path);
+    let kept_bytes = std::fs::read(&kept).unwrap();
+    let kept_blob = blob_file(&s, &kept_bytes);
+    let kept_rel = format!("blobs/{}", blake3_hex(&kept_bytes));
+    let rows = artifact_rows(&s);
+
+    let bytes = common::pseudo_random(10_000, 43);
+    for (n, path) in [
+        kept_rel.clone(),
+        format!("tmp/../{kept_rel}"),
+        "arca.toml".to_owned(),
+        "tmp/0123456789ABCDEF0123456789ABCDEF".to_owned(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let version = format!("1.0.{n}");
+        let id = stage_ok(&s, &s.token, "app/t", &version, &key_path, &bytes);
+        let own = staged_file(&s, &id);
+        s.db().execute(
+            "UPDATE uploads SET temp_path = ?1 WHERE id = ?2",
+            params![path, &id],
+        );
+        let st = build_statement(&key, "app/t", &version, "t.bin", &bytes);
+        let a = raw_commit(&s, &s.token, "app/t", &version, "t.bin", &id, &st);
+        assert_eq!(
+            (a.status, a.code.as_str()),
+            (500, "internal"),
+            "{path}: {a:?}"
+        );
+        assert!(!a.message.contains(path.as_str()), "{path}: {a:?}");
+        assert!(s.log().contains("not a temporary upload"), "{}", s.log());
+        // Nothing was published or deleted: the artifact's blob is whole, the staged bytes
+        // were not published, no artifact row was added.
+        assert_eq!(std::fs::read(&kept_blob).unwrap(), kept_bytes, "{path}");
+        assert!(!blob_file(&s, &bytes).exists(), "{path}");
+        assert_eq!(artifact_rows(&s), rows, "{path}");
+        assert_eq!(get_artifact(&s, "app/t", &version).status, 404);
+        assert!(
+            own.exists(),
+            "{path}: the real temporary object was touched"
+        );
+        std::fs::remove_file(&own).unwrap();
+    }
+    assert!(s.home.join("arca.toml").exists());
+    s.pull_ok("app/kept", "dev", &s.path("out"), &s.path("state"));
 }

@@ -92,10 +92,40 @@ fn a_crash_leftover_is_swept_while_the_server_runs_and_a_staged_upload_is_not() 
     assert!(s.log().contains("removed abandoned uploads"), "{}", s.log());
 }
 
+/// A push in one request: the statement over `bytes` in its header, the bytes in the body.
+fn push_in_one_request(
+    url: &str,
+    token: &str,
+    key: &Path,
+    name: &str,
+    version: &str,
+    bytes: &[u8],
+) -> raw::Answer {
+    let key = arca_keys::SigningKey::read_file(key).unwrap();
+    let st = raw::build_statement(&key, name, version, "f.bin", bytes);
+    let header = base64::engine::general_purpose::STANDARD.encode(st);
+    block(async {
+        raw::answer(
+            raw::http()
+                .post(format!("{url}/api/v1/artifacts"))
+                .query(&[("name", name), ("version", version), ("file", "f.bin")])
+                .bearer_auth(token)
+                .header("arca-statement", header)
+                .header("content-type", "application/octet-stream")
+                .body(bytes.to_vec())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    })
+}
+
 /// The loser's side of the race, made deterministic: the push has published its blob and
 /// waits for the write lock, which the test holds while it records another artifact for the
 /// same `name@version` (what the winner's transaction does). The push then finds it, answers
-/// 409, and must remove the blob it published.
+/// 409, and must remove the blob it published. (A push in one request: a staged upload's
+/// push claims its row, a write, before it publishes, and would wait for the lock there.)
 #[test]
 fn the_loser_of_a_race_for_a_version_leaves_no_blob() {
     let s = Server::start();
@@ -104,13 +134,14 @@ fn the_loser_of_a_race_for_a_version_leaves_no_blob() {
         common::pseudo_random(20_000, 1),
         common::pseudo_random(20_000, 2),
     );
-    let id = stage(&s, &key, "app/r", "1.0.0", &loser);
 
     let db = s.db();
     db.begin_write();
     let push = {
         let (url, token, key, loser) = (s.url.clone(), s.token.clone(), key.clone(), loser.clone());
-        std::thread::spawn(move || commit(&url, &token, &key, "app/r", "1.0.0", &id, &loser))
+        std::thread::spawn(move || {
+            push_in_one_request(&url, &token, &key, "app/r", "1.0.0", &loser)
+        })
     };
     assert!(
         common::wait_until(Duration::from_secs(8), || blob_file(&s, &loser).exists()),
