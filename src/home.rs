@@ -5,8 +5,8 @@
 //! HOME/arca.db              SQLite (WAL)
 //! HOME/blobs/               the local blob store (when store.url is empty)
 //! HOME/keys/root.key        development root key (move it offline in production)
-//! HOME/keys/CHANNEL.online.key   each channel's online TUF key (targets, snapshot, timestamp)
-//! HOME/keys/audit.key       the online key that signs audit-log checkpoints
+//! HOME/master.key           the master key that seals the server's own keys in the database
+//!                           (each channel's online key, the audit key: `db::keys`)
 //! HOME/admin.token          the first admin token (the database keeps only its hash)
 //! HOME/root.json            the pinned root clients are given
 //! HOME/serve.lock           held by the one `arca serve` of this home; names its process id
@@ -27,7 +27,6 @@ use crate::tuf::repo;
 
 pub const DB_FILE: &str = "arca.db";
 pub const ROOT_KEY: &str = "keys/root.key";
-pub const AUDIT_KEY: &str = "keys/audit.key";
 pub const ADMIN_TOKEN: &str = "admin.token";
 pub const ROOT_JSON: &str = "root.json";
 pub const LOCK_FILE: &str = "serve.lock";
@@ -98,10 +97,6 @@ impl Home {
         self.dir.join(DB_FILE)
     }
 
-    pub fn online_key(&self, channel: &ChannelName) -> PathBuf {
-        self.dir.join("keys").join(format!("{channel}.online.key"))
-    }
-
     /// Whether `init` ran here: the SQLite file exists, or (on PostgreSQL, where the database
     /// is elsewhere) the pinned root that `init` writes last.
     pub fn is_initialised(&self) -> bool {
@@ -116,42 +111,6 @@ impl Home {
             Some(url) => Db::connect(url, cfg.database.pool),
             None => Db::open(&self.db()),
         }
-    }
-
-    /// Loads the online key of every channel of the pipeline.
-    /// The pending next online key of a channel (during a rotation).
-    pub fn next_online_key(&self, channel: &ChannelName) -> PathBuf {
-        self.dir
-            .join("keys")
-            .join(format!("{channel}.online.next.key"))
-    }
-
-    /// Loads the online key of every channel. `published(ch)` names the key id the channel's
-    /// newest root trusts: if a rotation was interrupted after its root was committed but
-    /// before the key files were swapped, the pending key is the right one, and is moved in.
-    pub fn online_keys(
-        &self,
-        cfg: &Config,
-        published: impl Fn(&ChannelName) -> Option<String>,
-    ) -> anyhow::Result<BTreeMap<ChannelName, SigningKey>> {
-        cfg.pipeline
-            .iter()
-            .map(|ch| {
-                let path = self.online_key(ch);
-                let key = SigningKey::read_file(&path)
-                    .with_context(|| format!("loading the online key of channel {ch}"))?;
-                let next = self.next_online_key(ch);
-                if let Some(want) = published(ch)
-                    && want != key.key_id().as_str()
-                    && let Ok(pending) = SigningKey::read_file(&next)
-                    && pending.key_id().as_str() == want
-                {
-                    std::fs::rename(&next, &path).context("finishing an online key rotation")?;
-                    return Ok((ch.clone(), pending));
-                }
-                Ok((ch.clone(), key))
-            })
-            .collect()
     }
 }
 
@@ -200,22 +159,24 @@ pub fn init(dir: &Path, database: Option<&str>) -> anyhow::Result<InitReport> {
         Db::migrate_postgres(url)?;
     }
 
-    // The server's own keys are unencrypted files (write_files), unlike `arca key gen`'s: the
-    // server signs with the online and audit keys unattended, and a passphrase kept beside them
-    // would protect nothing. The root key is a development key, to be encrypted (`arca key
-    // encrypt`) and moved offline, or rotated away (docs/key-management.md, "Key files").
+    // The server's own keys (each channel's online key, the audit key) are sealed in the
+    // database with the master key (`keyring`): the server signs with them unattended, and
+    // every server of the database signs with the same ones. The root key is a development
+    // key file, to be encrypted (`arca key encrypt`) and moved offline, or rotated away
+    // (docs/key-management.md, "Key files").
     let root = SigningKey::generate()?;
     root.write_files(&dir.join(ROOT_KEY))?;
-    for ch in &cfg.pipeline {
-        SigningKey::generate()?.write_files(&home.online_key(ch))?;
-    }
-    let online = home.online_keys(&cfg, |_| None)?;
+    let (_, master) = crate::keyring::master_for_init(dir, &cfg)?;
+    let online: BTreeMap<ChannelName, SigningKey> = cfg
+        .pipeline
+        .iter()
+        .map(|ch| Ok((ch.clone(), SigningKey::generate()?)))
+        .collect::<Result<_, arca_keys::KeyError>>()?;
 
     let (token, token_id, token_hash) = auth::new_token()?;
     write_private(&dir.join(ADMIN_TOKEN), format!("{token}\n").as_bytes())?;
 
     let audit = SigningKey::generate()?;
-    audit.write_files(&dir.join(AUDIT_KEY))?;
 
     // Trust v1: the root key, the audit key, and each channel's default policy.
     let now = Utc::now();
@@ -263,6 +224,7 @@ pub fn init(dir: &Path, database: Option<&str>) -> anyhow::Result<InitReport> {
             None,
         )?;
         db::trust::insert(&tx, 1, &trust.to_bytes())?;
+        crate::keyring::store_new(&tx, &master, &audit, &online)?;
         for (sha, body) in &policies {
             db::policies::insert(&tx, sha, body)?;
         }

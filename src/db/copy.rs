@@ -42,6 +42,7 @@ pub const TABLES: &[&str] = &[
     "audit",
     "audit_checkpoints",
     "locks",
+    "server_keys",
 ];
 
 /// Tables the migrations themselves fill (`locks`' rows): their rows already on the target

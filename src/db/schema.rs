@@ -199,6 +199,18 @@ const MIGRATIONS: &[&str] = &[
     // 9: nothing on SQLite; on PostgreSQL, metadata bodies compressed with lz4 (see
     // POSTGRES_ONLY).
     "",
+    // 11: the server's own keys (each channel's online key, a rotation's pending key, the
+    // audit key), sealed with the master key that every server of the database holds
+    // (`db::keys`, `arca_keys::sealed`), so that all of them sign with the same keys and a
+    // rotation through one is seen by all.
+    r#"
+    CREATE TABLE server_keys (
+        name TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        created TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// What a migration does on PostgreSQL only, after its shared DDL.

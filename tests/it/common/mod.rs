@@ -671,8 +671,7 @@ pub fn forge_targets_with_online_key(
     channel: &str,
     edit: impl FnOnce(&mut serde_json::Value),
 ) {
-    let key = arca_keys::SigningKey::read_file(&s.home.join(format!("keys/{channel}.online.key")))
-        .unwrap();
+    let key = online_key(s, channel);
     let (version, body) = latest_meta(s, channel, "targets");
     let env = arca::tuf::metadata::Envelope::from_slice("targets", &body).unwrap();
     let mut signed = env.signed.clone();
@@ -697,6 +696,23 @@ pub fn forge_targets_with_online_key(
         tx.commit()
     })
     .unwrap();
+}
+
+/// The online key of `channel` as the server signs with it: its row in the database, unsealed
+/// with the home's master key (what a thief of both would hold).
+pub fn online_key(s: &Server, channel: &str) -> arca_keys::SigningKey {
+    sealed_key(s, &format!("online/{channel}"))
+}
+
+/// The server key sealed in the row `name` (`audit`, `online/CH`, `online-next/CH`), unsealed
+/// with the home's master key.
+pub fn sealed_key(s: &Server, name: &str) -> arca_keys::SigningKey {
+    let (key_id, sealed): (String, Vec<u8>) = s.db().one(
+        "SELECT key_id, sealed FROM server_keys WHERE name = ?1",
+        params![name],
+    );
+    let master = arca_keys::sealed::MasterKey::read_file(&s.home.join("master.key")).unwrap();
+    master.unseal(name, &key_id, &sealed).unwrap()
 }
 
 /// The server's database opened with arca's own database layer (behind the server's back).
