@@ -37,6 +37,7 @@ mod refusals;
 mod reporter_tokens;
 mod rollout;
 mod s3;
+mod server_keys;
 mod several_servers;
 mod slow_mirror;
 mod staged_uploads;

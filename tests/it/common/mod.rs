@@ -354,6 +354,37 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// Runs `arca serve` on this server's home (stopped first) with `env` added, expecting it to
+    /// refuse to start: it exits non-zero (within a minute) with one error line, returned.
+    pub fn serve_fails(&mut self, env: &[(&str, &str)]) -> String {
+        self.kill();
+        let mut cmd = Command::new(arca_bin());
+        cmd.args(["serve", "--home"])
+            .arg(&self.home)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn arca serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("arca serve started (or hung) where it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        failure_line(&["serve"], &out)
+    }
+
     /// SIGKILLs the server (no clean shutdown).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
