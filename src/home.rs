@@ -353,6 +353,146 @@ pub(crate) fn with_database_url(cfg_path: &Path, url: &str) -> anyhow::Result<Op
     Ok(Some(updated))
 }
 
+/// Records `[store] url` (and `options`) in arca.toml, written from the defaults when absent
+/// (`arca init --store`). A different store URL already there is an error.
+pub fn record_store(dir: &Path, url: &str, options: &[(String, String)]) -> anyhow::Result<()> {
+    let path = dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default().initial_file(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut table: toml::Table = text
+        .parse()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let store = table
+        .entry("store")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .with_context(|| format!("{}: store is not a table", path.display()))?;
+    match store.get("url").and_then(|u| u.as_str()) {
+        Some(u) if !u.is_empty() && u != url => bail!(
+            "{} already names the store {u}; remove it or pass the same --store",
+            path.display()
+        ),
+        _ => {}
+    }
+    store.insert("url".into(), toml::Value::String(url.to_owned()));
+    if !options.is_empty() {
+        let opts = store
+            .entry("options")
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .with_context(|| format!("{}: store.options is not a table", path.display()))?;
+        for (k, v) in options {
+            opts.insert(k.clone(), toml::Value::String(v.clone()));
+        }
+    }
+    let updated = format!(
+        "# arca server configuration (see docs/operations.md for every field).\n{}",
+        toml::to_string_pretty(&table).context("encoding arca.toml")?
+    );
+    toml::from_str::<Config>(&updated).with_context(|| format!("updating {}", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Whether a store URL is one that several servers can share: an object store, not a
+/// directory of one machine.
+pub fn is_shared_store(url: &str) -> bool {
+    [
+        "s3://", "gs://", "az://", "azure://", "abfs://", "abfss://", "adl://",
+    ]
+    .iter()
+    .any(|p| url.starts_with(p))
+}
+
+/// What `init --join` made.
+pub struct JoinReport {
+    pub channels: Vec<ChannelName>,
+    pub master_key: PathBuf,
+}
+
+/// Creates the home of a further server on the existing PostgreSQL database `database`, whose
+/// blobs are in the shared object store `store`: arca.toml naming both (and the database's
+/// pipeline, read from its channels), a copy of the master key `master_key` (which must open
+/// the keys sealed in the database) as `HOME/master.key`, and the pinned root.json from the
+/// database. No key is made, no token, nothing changes in the database.
+pub fn join(
+    dir: &Path,
+    database: &str,
+    store: Option<&str>,
+    options: &[(String, String)],
+    master_key: &Path,
+) -> anyhow::Result<JoinReport> {
+    let home = Home::new(dir);
+    if home.is_initialised() || dir.join(CONFIG_FILE).exists() {
+        bail!(
+            "{} is already a home ({} exists): --join writes a new one",
+            dir.display(),
+            if dir.join(CONFIG_FILE).exists() {
+                CONFIG_FILE
+            } else {
+                ROOT_JSON
+            }
+        );
+    }
+    let store = store.unwrap_or("");
+    if !is_shared_store(store) {
+        bail!(
+            "blobs must be shared: --store must be an object store URL (s3://, gs://, az://) that every server reaches{}",
+            if store.is_empty() {
+                String::new()
+            } else {
+                format!(", not {store}")
+            }
+        );
+    }
+    let mut cfg = Config::default();
+    cfg.database.url = Some(database.to_owned());
+    if Db::postgres_holds_a_home(database)?.is_none() {
+        bail!(
+            "the PostgreSQL database {} holds no arca home: initialise it once with `arca init --database URL` on the first server",
+            crate::db::redact(database)
+        );
+    }
+    let master = crate::keyring::read_master_key(master_key)?;
+    let db = Db::connect(database, 1)?;
+    if let Some(row) = crate::keyring::opens_all(&db, &master)? {
+        bail!(
+            "the master key {} does not open the server key {row} sealed in the database {} (wrong master key?)",
+            master_key.display(),
+            crate::db::redact(database)
+        );
+    }
+    let (channels, root) = db.call_sync(|c| {
+        let channels = db::channels::list(c)?;
+        let first = channels
+            .first()
+            .ok_or_else(|| db::DbError::Corrupt("the database has no channels".into()))?;
+        let root = db::tuf::get(c, first, crate::tuf::metadata::TufRole::Root, 1)?
+            .ok_or_else(|| db::DbError::Corrupt(format!("channel {first} has no root v1")))?;
+        Ok((channels, root))
+    })?;
+    cfg.pipeline = channels
+        .iter()
+        .map(|c| c.parse().map_err(|e| anyhow::anyhow!("channel {c:?}: {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    cfg.store.url = store.to_owned();
+    cfg.store.options = options.iter().cloned().collect();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    restrict(dir, 0o700)?;
+    std::fs::write(dir.join(CONFIG_FILE), cfg.initial_file())
+        .with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))?;
+    let copy = dir.join(crate::keyring::MASTER_KEY);
+    master.write_file(&copy)?;
+    std::fs::write(dir.join(ROOT_JSON), root).context("writing root.json")?;
+    Ok(JoinReport {
+        channels: cfg.pipeline.clone(),
+        master_key: copy,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

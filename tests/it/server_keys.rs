@@ -235,3 +235,115 @@ fn a_home_with_key_files_is_imported_at_start_and_keeps_serving() {
     );
     s.pull_ok("b", "dev", &s.path("o3"), &state);
 }
+
+/// `arca init --join ARGS` (with `--home` in the test's directory); its output.
+fn join_cmd(s: &Server, home: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::arca_bin())
+        .args(["init", "--join", "--home", p(&s.path(home))])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("ARCA_MASTER_KEY_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn init_join_writes_a_home_that_serves_the_same_channels() {
+    let Some(admin) = common::pg_admin_url() else {
+        eprintln!("ARCA_TEST_PG unset: --join needs PostgreSQL");
+        return;
+    };
+    let moto = common::moto::Moto::start();
+    let a = Server::start_with(Some(&moto.config("")), &[]);
+    let url = a.database_url().unwrap().to_owned();
+    let master = p(&a.home.join("master.key")).to_owned();
+    let store = moto.store_url();
+
+    // A local store: refused.
+    let out = join_cmd(
+        &a,
+        "h1",
+        &[
+            "--database",
+            &url,
+            "--store",
+            "file:///tmp/blobs",
+            "--master-key",
+            &master,
+        ],
+    );
+    let err = common::failure_line(&["init", "--join"], &out);
+    assert!(
+        err.contains("blobs must be shared: --store must be an object store URL"),
+        "{err}"
+    );
+    let out = join_cmd(&a, "h1", &["--database", &url, "--master-key", &master]);
+    let err = common::failure_line(&["init", "--join"], &out);
+    assert!(err.contains("blobs must be shared"), "{err}");
+    // Another master key: refused at join.
+    let other = a.path("other.key");
+    arca_keys::sealed::MasterKey::generate()
+        .unwrap()
+        .write_file(&other)
+        .unwrap();
+    let out = join_cmd(
+        &a,
+        "h2",
+        &[
+            "--database",
+            &url,
+            "--store",
+            &store,
+            "--master-key",
+            p(&other),
+        ],
+    );
+    let err = common::failure_line(&["init", "--join"], &out);
+    assert!(
+        err.contains("does not open the server key") && err.contains("wrong master key"),
+        "{err}"
+    );
+    // A database without an arca home: refused.
+    let empty = common::PgDatabase::create(&admin);
+    let out = join_cmd(
+        &a,
+        "h3",
+        &[
+            "--database",
+            empty.url(),
+            "--store",
+            &store,
+            "--master-key",
+            &master,
+        ],
+    );
+    let err = common::failure_line(&["init", "--join"], &out);
+    assert!(err.contains("holds no arca home"), "{err}");
+    for h in ["h1", "h2", "h3"] {
+        assert!(!a.path(h).join("arca.toml").exists(), "{h} was written");
+    }
+
+    let ci = a.builder("ci", "**");
+    a.push(&a.file("a.bin", 3000, 1), "a", "1", &ci);
+    let b = a.join(&store, &moto.store_options());
+    assert_eq!(mode(&b.home.join("master.key")), 0o600);
+    assert_eq!(
+        std::fs::read(b.home.join("root.json")).unwrap(),
+        std::fs::read(a.home.join("root.json")).unwrap()
+    );
+    // B serves what A published, and publishes what A serves.
+    for ch in ["dev", "staging", "prod"] {
+        let get = |s: &Server| {
+            crate::tuf_repo::get(&format!("{}/tuf/{ch}/metadata/timestamp.json", s.url))
+        };
+        assert_eq!(get(&a), get(&b), "{ch}");
+    }
+    let state = b.path("state");
+    b.pull_ok("a", "dev", &b.path("o1"), &state);
+    b.push(&b.file("b.bin", 3000, 2), "b", "1", &ci);
+    a.pull_ok("b", "dev", &a.path("o2"), &a.path("state-a"));
+    b.pull_ok("b", "dev", &b.path("o3"), &state);
+    let (ok, log) = b.python_tuf("dev", "b/b.bin", &b.path("py"), &[]);
+    assert!(ok, "{log}");
+}

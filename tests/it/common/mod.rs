@@ -316,6 +316,52 @@ impl Server {
         s
     }
 
+    /// `arca init --join`: the home of a further server on this server's PostgreSQL database
+    /// (which must keep its blobs in the object store `store_url`, reached with `options`,
+    /// `K=V`), with a copy of this server's master key; started, with its own address.
+    pub fn join(&self, store_url: &str, options: &[String]) -> Server {
+        let url = self
+            .db_url
+            .clone()
+            .expect("a joined server shares a PostgreSQL database");
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let mut cmd = Command::new(arca_bin());
+        cmd.args(["init", "--join", "--home"])
+            .arg(&home)
+            .args(["--database", &url, "--store", store_url])
+            .arg("--master-key")
+            .arg(self.home.join("master.key"))
+            .env("RUST_LOG", "warn")
+            .env_remove("ARCA_MASTER_KEY_FILE")
+            .stdin(Stdio::null());
+        for o in options {
+            cmd.args(["--store-option", o]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "arca init --join failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let mut s = Server {
+            dir,
+            home,
+            url: String::new(),
+            token: self.token.clone(),
+            child: None,
+            extra_env: self.extra_env.clone(),
+            serve_args: Vec::new(),
+            serve_dir: None,
+            client_env: self.client_env.clone(),
+            pg: None,
+            db_url: self.db_url.clone(),
+        };
+        s.launch();
+        s
+    }
+
     /// (Re)starts the process on the same home and waits for its address.
     pub fn launch(&mut self) {
         let mut cmd = Command::new(arca_bin());
