@@ -522,4 +522,32 @@ mod tests {
         let cfg = Config::load(dir.path()).unwrap();
         assert_eq!(cfg.database.url.as_deref(), Some(url));
     }
+
+    #[test]
+    fn the_store_is_recorded_with_its_options_and_a_different_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = [("aws_region".to_owned(), "eu-west-1".to_owned())];
+        record_store(dir.path(), "s3://b/p", &opts).unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        assert_eq!(cfg.store.url, "s3://b/p");
+        assert_eq!(cfg.store.options["aws_region"], "eu-west-1");
+        assert_eq!(cfg.database.pool, 8);
+        record_store(dir.path(), "s3://b/p", &[]).unwrap();
+        assert!(record_store(dir.path(), "gs://other", &[]).is_err());
+        // The database URL is still recorded into the file afterwards.
+        record_database_url(&dir.path().join(CONFIG_FILE), "postgres://a@h/d").unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        assert_eq!(cfg.database.url.as_deref(), Some("postgres://a@h/d"));
+        assert_eq!(cfg.store.url, "s3://b/p");
+    }
+
+    #[test]
+    fn only_object_stores_are_shared() {
+        for url in ["s3://b/p", "gs://b", "az://c/p"] {
+            assert!(is_shared_store(url), "{url}");
+        }
+        for url in ["", "file:///srv/blobs", "/srv/blobs", "memory://"] {
+            assert!(!is_shared_store(url), "{url}");
+        }
+    }
 }
