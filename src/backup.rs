@@ -7,7 +7,9 @@
 //! DIR/backup.json     the manifest: time, arca and schema version, engine, per-channel newest
 //!                     metadata versions, sha256 and mode of every file
 //! DIR/arca.db         SQLite only: the online backup API's copy (PostgreSQL: pg_dump)
-//! DIR/arca.toml, DIR/root.json, DIR/admin.token, DIR/keys/..., DIR/tls/...   as in the home
+//! DIR/arca.toml, DIR/root.json, DIR/admin.token, DIR/master.key, DIR/keys/..., DIR/tls/...
+//!                     as in the home (master.key: the master key file wherever the home's
+//!                     config finds it; it opens the server keys sealed in the database)
 //! ```
 //! Blobs are not copied: they are content-addressed and immutable; the blob store is backed
 //! up on its own (or by the object store's versioning).
@@ -116,10 +118,10 @@ pub struct BackupReport {
 }
 
 /// Copies the home `home` into the new (or empty) directory `out`: the key files and
-/// directories first, then the database (SQLite: the online backup API; PostgreSQL: not
-/// copied, `pg_dump` does it), then the manifest. Keys before the database: an online-key
-/// rotation that commits in between leaves its pending key (`CH.online.next.key`) in the copy,
-/// which `serve` moves in when the copied root names it.
+/// directories and the master key first, then the database (SQLite: the online backup API;
+/// PostgreSQL: not copied, `pg_dump` does it), then the manifest. The server's own keys are
+/// rows of the database, sealed with the master key, so the copy of the database holds the
+/// keys its roots name.
 pub fn backup(home: &Path, out: &Path) -> anyhow::Result<BackupReport> {
     if !is_empty_dir(out)? {
         bail!(
@@ -184,6 +186,12 @@ fn backup_into(home: &Path, out: &Path, cfg: &Config) -> anyhow::Result<BackupRe
             copy_file(&from, &out.join(f), mode_of(&from)?)?;
             record(f, &mut files)?;
         }
+    }
+    // The master key, wherever it is (restored as HOME/master.key).
+    let master = crate::keyring::master_key_path(home, cfg);
+    if master.is_file() {
+        copy_file(&master, &out.join(crate::keyring::MASTER_KEY), 0o600)?;
+        record(crate::keyring::MASTER_KEY, &mut files)?;
     }
     let (engine, database, facts) = match &cfg.database.url {
         Some(url) => {
@@ -369,31 +377,14 @@ fn republish(m: &Manifest, home: &Path, now: DateTime<Utc>) -> anyhow::Result<Re
     let h = Home::new(home);
     let database = h.open_db(&cfg)?;
     let floor = u64::try_from(now.timestamp()).context("the clock is before 1970")?;
-    // The online key each channel's newest root trusts (a rotation in flight is finished by
-    // `online_keys` as `serve` would).
-    let channels: Vec<String> = cfg.pipeline.iter().map(ToString::to_string).collect();
-    let published: BTreeMap<String, String> = database.call_sync(|c| {
-        let mut out = BTreeMap::new();
-        for ch in &channels {
-            let root = repo::latest_root(c, ch)?;
-            if let Some(id) = root.roles.get("targets").and_then(|r| r.keyids.first()) {
-                out.insert(ch.clone(), id.clone());
-            }
-        }
-        Ok(out)
-    })?;
-    let keys = h.online_keys(&cfg, |ch| published.get(ch.as_str()).cloned())?;
+    // The master key must open the sealed keys, and each channel's online key must be the
+    // one its newest root names (`keyring::load` checks both, as `serve` would; the key files
+    // of a backup from before sealed keys are imported first).
+    let keys = crate::keyring::load(home, &cfg, &database)
+        .context("the backup's master key and database do not belong together")?;
     let mut done = Vec::new();
-    for (ch, key) in &keys {
-        let want = published.get(ch.as_str());
-        if want.map(String::as_str) != Some(key.key_id().as_str()) {
-            bail!(
-                "keys/{ch}.online.key ({}) is not the online key channel {ch}'s newest root names ({}): the keys and the database are from different times",
-                key.key_id(),
-                want.map_or("none", String::as_str)
-            );
-        }
-        let (ch_s, key, tuf) = (ch.to_string(), key, cfg.tuf.clone());
+    for (ch, key) in &keys.online {
+        let (ch_s, key, tuf) = (ch.to_string(), key.as_ref(), cfg.tuf.clone());
         let restored = m.channels.get(&ch_s).cloned().unwrap_or_default();
         let created = m.created.clone();
         let r = database.call_sync(move |c| {

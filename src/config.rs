@@ -41,6 +41,18 @@ pub struct Config {
     /// proxy that terminates TLS), since every request carries a bearer token.
     pub tls: Option<TlsConfig>,
     pub database: DatabaseConfig,
+    pub keys: KeysConfig,
+}
+
+/// The server's own keys (each channel's online key, the audit key) are sealed in the
+/// database with a master key that every server of the database holds a copy of.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// The master key file (relative paths from the home); none: `HOME/master.key`.
+    /// `ARCA_MASTER_KEY_FILE` overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<std::path::PathBuf>,
 }
 
 /// Where the metadata lives: the home's SQLite file by default, or a PostgreSQL database
@@ -237,6 +249,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             tls: None,
             database: DatabaseConfig::default(),
+            keys: KeysConfig::default(),
         }
     }
 }

@@ -5,8 +5,8 @@
 //! HOME/arca.db              SQLite (WAL)
 //! HOME/blobs/               the local blob store (when store.url is empty)
 //! HOME/keys/root.key        development root key (move it offline in production)
-//! HOME/keys/CHANNEL.online.key   each channel's online TUF key (targets, snapshot, timestamp)
-//! HOME/keys/audit.key       the online key that signs audit-log checkpoints
+//! HOME/master.key           the master key that seals the server's own keys in the database
+//!                           (each channel's online key, the audit key: `db::keys`)
 //! HOME/admin.token          the first admin token (the database keeps only its hash)
 //! HOME/root.json            the pinned root clients are given
 //! HOME/serve.lock           held by the one `arca serve` of this home; names its process id
@@ -27,7 +27,6 @@ use crate::tuf::repo;
 
 pub const DB_FILE: &str = "arca.db";
 pub const ROOT_KEY: &str = "keys/root.key";
-pub const AUDIT_KEY: &str = "keys/audit.key";
 pub const ADMIN_TOKEN: &str = "admin.token";
 pub const ROOT_JSON: &str = "root.json";
 pub const LOCK_FILE: &str = "serve.lock";
@@ -98,10 +97,6 @@ impl Home {
         self.dir.join(DB_FILE)
     }
 
-    pub fn online_key(&self, channel: &ChannelName) -> PathBuf {
-        self.dir.join("keys").join(format!("{channel}.online.key"))
-    }
-
     /// Whether `init` ran here: the SQLite file exists, or (on PostgreSQL, where the database
     /// is elsewhere) the pinned root that `init` writes last.
     pub fn is_initialised(&self) -> bool {
@@ -116,42 +111,6 @@ impl Home {
             Some(url) => Db::connect(url, cfg.database.pool),
             None => Db::open(&self.db()),
         }
-    }
-
-    /// Loads the online key of every channel of the pipeline.
-    /// The pending next online key of a channel (during a rotation).
-    pub fn next_online_key(&self, channel: &ChannelName) -> PathBuf {
-        self.dir
-            .join("keys")
-            .join(format!("{channel}.online.next.key"))
-    }
-
-    /// Loads the online key of every channel. `published(ch)` names the key id the channel's
-    /// newest root trusts: if a rotation was interrupted after its root was committed but
-    /// before the key files were swapped, the pending key is the right one, and is moved in.
-    pub fn online_keys(
-        &self,
-        cfg: &Config,
-        published: impl Fn(&ChannelName) -> Option<String>,
-    ) -> anyhow::Result<BTreeMap<ChannelName, SigningKey>> {
-        cfg.pipeline
-            .iter()
-            .map(|ch| {
-                let path = self.online_key(ch);
-                let key = SigningKey::read_file(&path)
-                    .with_context(|| format!("loading the online key of channel {ch}"))?;
-                let next = self.next_online_key(ch);
-                if let Some(want) = published(ch)
-                    && want != key.key_id().as_str()
-                    && let Ok(pending) = SigningKey::read_file(&next)
-                    && pending.key_id().as_str() == want
-                {
-                    std::fs::rename(&next, &path).context("finishing an online key rotation")?;
-                    return Ok((ch.clone(), pending));
-                }
-                Ok((ch.clone(), key))
-            })
-            .collect()
     }
 }
 
@@ -200,22 +159,24 @@ pub fn init(dir: &Path, database: Option<&str>) -> anyhow::Result<InitReport> {
         Db::migrate_postgres(url)?;
     }
 
-    // The server's own keys are unencrypted files (write_files), unlike `arca key gen`'s: the
-    // server signs with the online and audit keys unattended, and a passphrase kept beside them
-    // would protect nothing. The root key is a development key, to be encrypted (`arca key
-    // encrypt`) and moved offline, or rotated away (docs/key-management.md, "Key files").
+    // The server's own keys (each channel's online key, the audit key) are sealed in the
+    // database with the master key (`keyring`): the server signs with them unattended, and
+    // every server of the database signs with the same ones. The root key is a development
+    // key file, to be encrypted (`arca key encrypt`) and moved offline, or rotated away
+    // (docs/key-management.md, "Key files").
     let root = SigningKey::generate()?;
     root.write_files(&dir.join(ROOT_KEY))?;
-    for ch in &cfg.pipeline {
-        SigningKey::generate()?.write_files(&home.online_key(ch))?;
-    }
-    let online = home.online_keys(&cfg, |_| None)?;
+    let (_, master) = crate::keyring::master_for_init(dir, &cfg)?;
+    let online: BTreeMap<ChannelName, SigningKey> = cfg
+        .pipeline
+        .iter()
+        .map(|ch| Ok((ch.clone(), SigningKey::generate()?)))
+        .collect::<Result<_, arca_keys::KeyError>>()?;
 
     let (token, token_id, token_hash) = auth::new_token()?;
     write_private(&dir.join(ADMIN_TOKEN), format!("{token}\n").as_bytes())?;
 
     let audit = SigningKey::generate()?;
-    audit.write_files(&dir.join(AUDIT_KEY))?;
 
     // Trust v1: the root key, the audit key, and each channel's default policy.
     let now = Utc::now();
@@ -263,6 +224,7 @@ pub fn init(dir: &Path, database: Option<&str>) -> anyhow::Result<InitReport> {
             None,
         )?;
         db::trust::insert(&tx, 1, &trust.to_bytes())?;
+        crate::keyring::store_new(&tx, &master, &audit, &online)?;
         for (sha, body) in &policies {
             db::policies::insert(&tx, sha, body)?;
         }
@@ -391,6 +353,146 @@ pub(crate) fn with_database_url(cfg_path: &Path, url: &str) -> anyhow::Result<Op
     Ok(Some(updated))
 }
 
+/// Records `[store] url` (and `options`) in arca.toml, written from the defaults when absent
+/// (`arca init --store`). A different store URL already there is an error.
+pub fn record_store(dir: &Path, url: &str, options: &[(String, String)]) -> anyhow::Result<()> {
+    let path = dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default().initial_file(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut table: toml::Table = text
+        .parse()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let store = table
+        .entry("store")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .with_context(|| format!("{}: store is not a table", path.display()))?;
+    match store.get("url").and_then(|u| u.as_str()) {
+        Some(u) if !u.is_empty() && u != url => bail!(
+            "{} already names the store {u}; remove it or pass the same --store",
+            path.display()
+        ),
+        _ => {}
+    }
+    store.insert("url".into(), toml::Value::String(url.to_owned()));
+    if !options.is_empty() {
+        let opts = store
+            .entry("options")
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .with_context(|| format!("{}: store.options is not a table", path.display()))?;
+        for (k, v) in options {
+            opts.insert(k.clone(), toml::Value::String(v.clone()));
+        }
+    }
+    let updated = format!(
+        "# arca server configuration (see docs/operations.md for every field).\n{}",
+        toml::to_string_pretty(&table).context("encoding arca.toml")?
+    );
+    toml::from_str::<Config>(&updated).with_context(|| format!("updating {}", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Whether a store URL is one that several servers can share: an object store, not a
+/// directory of one machine.
+pub fn is_shared_store(url: &str) -> bool {
+    [
+        "s3://", "gs://", "az://", "azure://", "abfs://", "abfss://", "adl://",
+    ]
+    .iter()
+    .any(|p| url.starts_with(p))
+}
+
+/// What `init --join` made.
+pub struct JoinReport {
+    pub channels: Vec<ChannelName>,
+    pub master_key: PathBuf,
+}
+
+/// Creates the home of a further server on the existing PostgreSQL database `database`, whose
+/// blobs are in the shared object store `store`: arca.toml naming both (and the database's
+/// pipeline, read from its channels), a copy of the master key `master_key` (which must open
+/// the keys sealed in the database) as `HOME/master.key`, and the pinned root.json from the
+/// database. No key is made, no token, nothing changes in the database.
+pub fn join(
+    dir: &Path,
+    database: &str,
+    store: Option<&str>,
+    options: &[(String, String)],
+    master_key: &Path,
+) -> anyhow::Result<JoinReport> {
+    let home = Home::new(dir);
+    if home.is_initialised() || dir.join(CONFIG_FILE).exists() {
+        bail!(
+            "{} is already a home ({} exists): --join writes a new one",
+            dir.display(),
+            if dir.join(CONFIG_FILE).exists() {
+                CONFIG_FILE
+            } else {
+                ROOT_JSON
+            }
+        );
+    }
+    let store = store.unwrap_or("");
+    if !is_shared_store(store) {
+        bail!(
+            "blobs must be shared: --store must be an object store URL (s3://, gs://, az://) that every server reaches{}",
+            if store.is_empty() {
+                String::new()
+            } else {
+                format!(", not {store}")
+            }
+        );
+    }
+    let mut cfg = Config::default();
+    cfg.database.url = Some(database.to_owned());
+    if Db::postgres_holds_a_home(database)?.is_none() {
+        bail!(
+            "the PostgreSQL database {} holds no arca home: initialise it once with `arca init --database URL` on the first server",
+            crate::db::redact(database)
+        );
+    }
+    let master = crate::keyring::read_master_key(master_key)?;
+    let db = Db::connect(database, 1)?;
+    if let Some(row) = crate::keyring::opens_all(&db, &master)? {
+        bail!(
+            "the master key {} does not open the server key {row} sealed in the database {} (wrong master key?)",
+            master_key.display(),
+            crate::db::redact(database)
+        );
+    }
+    let (channels, root) = db.call_sync(|c| {
+        let channels = db::channels::list(c)?;
+        let first = channels
+            .first()
+            .ok_or_else(|| db::DbError::Corrupt("the database has no channels".into()))?;
+        let root = db::tuf::get(c, first, crate::tuf::metadata::TufRole::Root, 1)?
+            .ok_or_else(|| db::DbError::Corrupt(format!("channel {first} has no root v1")))?;
+        Ok((channels, root))
+    })?;
+    cfg.pipeline = channels
+        .iter()
+        .map(|c| c.parse().map_err(|e| anyhow::anyhow!("channel {c:?}: {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    cfg.store.url = store.to_owned();
+    cfg.store.options = options.iter().cloned().collect();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    restrict(dir, 0o700)?;
+    std::fs::write(dir.join(CONFIG_FILE), cfg.initial_file())
+        .with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))?;
+    let copy = dir.join(crate::keyring::MASTER_KEY);
+    master.write_file(&copy)?;
+    std::fs::write(dir.join(ROOT_JSON), root).context("writing root.json")?;
+    Ok(JoinReport {
+        channels: cfg.pipeline.clone(),
+        master_key: copy,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +521,33 @@ mod tests {
         record_database_url(&path, url).unwrap();
         let cfg = Config::load(dir.path()).unwrap();
         assert_eq!(cfg.database.url.as_deref(), Some(url));
+    }
+
+    #[test]
+    fn the_store_is_recorded_with_its_options_and_a_different_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = [("aws_region".to_owned(), "eu-west-1".to_owned())];
+        record_store(dir.path(), "s3://b/p", &opts).unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        assert_eq!(cfg.store.url, "s3://b/p");
+        assert_eq!(cfg.store.options["aws_region"], "eu-west-1");
+        assert_eq!(cfg.database.pool, 8);
+        record_store(dir.path(), "s3://b/p", &[]).unwrap();
+        assert!(record_store(dir.path(), "gs://other", &[]).is_err());
+        // The database URL is still recorded into the file afterwards.
+        record_database_url(&dir.path().join(CONFIG_FILE), "postgres://a@h/d").unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        assert_eq!(cfg.database.url.as_deref(), Some("postgres://a@h/d"));
+        assert_eq!(cfg.store.url, "s3://b/p");
+    }
+
+    #[test]
+    fn only_object_stores_are_shared() {
+        for url in ["s3://b/p", "gs://b", "az://c/p"] {
+            assert!(is_shared_store(url), "{url}");
+        }
+        for url in ["", "file:///srv/blobs", "/srv/blobs", "memory://"] {
+            assert!(!is_shared_store(url), "{url}");
+        }
     }
 }

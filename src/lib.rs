@@ -17,6 +17,7 @@ pub mod db;
 pub mod devcert;
 pub mod home;
 pub mod http;
+pub mod keyring;
 pub mod model;
 pub mod policy;
 pub mod rollout;

@@ -1,7 +1,6 @@
 //! The composition root: opens a home (database, blob store, keys) into the [`App`] the use
 //! cases share, starts the background tasks, and hands the app to `http` to serve.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,27 +30,16 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
     let options: Vec<(String, String)> = cfg.store.options.clone().into_iter().collect();
     let store = arca_store::BlobStore::open(&cfg.store.url, &dir.join("blobs"), &options)
         .context("opening the blob store")?;
-    let db_for_keys = db.clone();
-    let online: BTreeMap<_, _> = home
-        .online_keys(&cfg, |ch| {
-            db_for_keys
-                .call_sync(|c| crate::tuf::repo::latest_root(c, ch.as_str()))
-                .ok()
-                .and_then(|r| {
-                    r.roles
-                        .get(crate::tuf::metadata::TufRole::Timestamp.as_str())
-                        .and_then(|t| t.keyids.first().cloned())
-                })
-        })?
-        .into_iter()
-        .map(|(c, k)| (c, Arc::new(k)))
-        .collect();
+    let keys = crate::keyring::load(dir, &cfg, &db)?;
     let transfers = Arc::new(crate::service::transfers::Transfers::new(&cfg.limits));
     Ok(App {
         db,
         store,
         cfg: Arc::new(cfg),
-        online: Arc::new(std::sync::RwLock::new(online)),
+        keys: Arc::new(crate::service::sealed::ServerKeys::new(
+            keys.master,
+            keys.online,
+        )),
         home: dir.to_path_buf(),
         counters: Default::default(),
         meta_cache: Default::default(),
@@ -59,10 +47,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         transfers,
         pins: Default::default(),
         auto: Default::default(),
-        audit_key: Arc::new(
-            arca_keys::SigningKey::read_file(&dir.join(home::AUDIT_KEY))
-                .context("loading the audit key")?,
-        ),
+        audit_key: Arc::new(keys.audit),
     })
 }
 

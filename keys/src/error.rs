@@ -59,6 +59,10 @@ pub enum KeyError {
     PinIncorrect { token: String },
     #[error("PKCS#11 {key}: {reason}")]
     Pkcs11 { key: String, reason: String },
+    #[error(
+        "the sealed key {name} does not open with this master key (wrong master key, or a row moved or changed)"
+    )]
+    Unseal { name: String },
     #[error("key {key} failed to sign: {reason}")]
     SignFailed { key: String, reason: String },
 }

@@ -178,6 +178,11 @@ impl SigningKey {
         SigningKey(ed25519_dalek::SigningKey::from_bytes(seed))
     }
 
+    /// The 32-byte private seed, for sealing ([`crate::sealed::MasterKey::seal`]).
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key())
     }
@@ -458,7 +463,7 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_new(path: &Path, body: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_new(path: &Path, body: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;

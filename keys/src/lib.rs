@@ -9,6 +9,8 @@
 //!   count distinct trusted key ids (a key listed twice counts once).
 //! - [`dsse::Envelope`] and [`intoto::Statement`]: statements about artifacts (build
 //!   signatures, attestations, approvals), as other in-toto tooling writes them.
+//! - [`sealed::MasterKey`]: the key that seals the server's own keys where they are kept (the
+//!   database), so that every server holding it can sign and none without it can.
 //! - [`trust::TrustDocument`]: the root-signed list of keys, roles and scopes, and its
 //!   rotation chain.
 //!
@@ -28,6 +30,7 @@ mod error;
 pub mod intoto;
 mod key;
 pub mod pkcs11;
+pub mod sealed;
 mod signed;
 mod signer;
 pub mod trust;

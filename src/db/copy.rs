@@ -43,6 +43,7 @@ pub const TABLES: &[&str] = &[
     "audit_checkpoints",
     "locks",
     "uploads",
+    "server_keys",
 ];
 
 /// Tables the migrations themselves fill (`locks`' rows): their rows already on the target

@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod channels;
 pub mod copy;
+pub mod keys;
 pub mod locks;
 pub mod policies;
 pub mod rollouts;
@@ -53,6 +54,9 @@ pub enum DbError {
     Io(String),
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// A server key sealed in the database cannot be used (`db::keys`): refused to sign.
+    #[error("{0}")]
+    SealedKey(String),
 }
 
 impl DbError {

@@ -218,6 +218,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX uploads_by_created ON uploads(created_at);
     "#,
+    // 11: the server's own keys (each channel's online key, a rotation's pending key, the
+    // audit key), sealed with the master key that every server of the database holds
+    // (`db::keys`, `arca_keys::sealed`), so that all of them sign with the same keys and a
+    // rotation through one is seen by all.
+    r#"
+    CREATE TABLE server_keys (
+        name TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        created TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// What a migration does on PostgreSQL only, after its shared DDL.
@@ -244,7 +256,7 @@ const POSTGRES_ONLY: &[(usize, &str)] = &[(
 /// release after the code stopped using it) raises it to its own version. The migrating
 /// binary records it in `arca_schema.compatible_from` (never lowering it), and a binary that
 /// finds a newer schema serves only if its own version is at least that.
-pub const COMPATIBLE_FROM: i64 = 9;
+pub const COMPATIBLE_FROM: i64 = 11;
 
 /// The key of the advisory lock PostgreSQL migrations hold ("arca" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6172_6361;

@@ -67,13 +67,17 @@ pub fn last_signed_at(c: &dyn Sql) -> Result<Option<String>, DbError> {
 }
 
 /// What signing new versions of a channel's online roles starts from: the number and expiry
-/// of each role's newest version (not its body), and the newest signing time on record.
+/// of each role's newest version (not its body), the newest signing time on record, and the
+/// id of the online key the database names for the channel now.
 #[derive(Debug, Default)]
 pub struct Heads {
     pub targets: Option<(u64, String)>,
     pub snapshot: Option<(u64, String)>,
     pub timestamp: Option<(u64, String)>,
     pub last_signed_at: Option<String>,
+    /// The key id of the channel's `online/CHANNEL` row (`db::keys`): none in a database
+    /// without sealed keys.
+    pub online_key_id: Option<String>,
 }
 
 impl Heads {
@@ -88,15 +92,17 @@ impl Heads {
 }
 
 /// [`Heads`] of a channel (`?1`), in one statement: each head by the primary key, newest first
-/// (one row read each), and the newest signing time by its index, so that the cost does not
-/// grow with the channel's history.
+/// (one row read each), the newest signing time by its index, so that the cost does not grow
+/// with the channel's history, and the id of the channel's online key by its row's name (so
+/// that a server learns in the same round trip whether another one rotated the key).
 pub const HEADS: &str = "SELECT 'targets', version, expires FROM (SELECT version, expires \
        FROM tuf_metadata WHERE channel = ?1 AND role = 'targets' ORDER BY version DESC LIMIT 1) t \
      UNION ALL SELECT 'snapshot', version, expires FROM (SELECT version, expires \
        FROM tuf_metadata WHERE channel = ?1 AND role = 'snapshot' ORDER BY version DESC LIMIT 1) s \
      UNION ALL SELECT 'timestamp', version, expires FROM (SELECT version, expires \
        FROM tuf_metadata WHERE channel = ?1 AND role = 'timestamp' ORDER BY version DESC LIMIT 1) m \
-     UNION ALL SELECT NULL, NULL, MAX(signed_at) FROM tuf_metadata";
+     UNION ALL SELECT NULL, NULL, MAX(signed_at) FROM tuf_metadata \
+     UNION ALL SELECT 'key', NULL, key_id FROM server_keys WHERE name = 'online/' || ?1";
 
 /// [`Heads`] of `channel`.
 pub fn heads(c: &dyn Sql, channel: &str) -> Result<Heads, DbError> {
@@ -111,6 +117,7 @@ pub fn heads_from(rows: &[super::sql::Row]) -> Result<Heads, DbError> {
             || -> Result<Option<(u64, String)>, DbError> { Ok(Some((r.get(1)?, r.get(2)?))) };
         match r.get::<Option<String>>(0)?.as_deref() {
             None => heads.last_signed_at = r.get(2)?,
+            Some("key") => heads.online_key_id = r.get(2)?,
             Some("targets") => heads.targets = head()?,
             Some("snapshot") => heads.snapshot = head()?,
             Some("timestamp") => heads.timestamp = head()?,

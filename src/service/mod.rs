@@ -14,6 +14,7 @@ pub mod push;
 pub mod reads;
 pub mod refresh;
 pub mod rollout;
+pub mod sealed;
 pub mod statements;
 pub mod status;
 pub mod sweep;
@@ -24,7 +25,6 @@ pub mod upload;
 
 use crate::audit::AuditAction;
 use crate::model::api::ErrorCode;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -41,8 +41,9 @@ pub struct App {
     pub db: Db,
     pub store: BlobStore,
     pub cfg: Arc<Config>,
-    /// Each channel's online key; replaced when it is rotated.
-    pub online: Arc<std::sync::RwLock<BTreeMap<ChannelName, Arc<SigningKey>>>>,
+    /// The master key and each channel's online key as this server last read it from the
+    /// database (`sealed::ServerKeys`).
+    pub keys: Arc<sealed::ServerKeys>,
     pub home: PathBuf,
     /// Signs audit checkpoints.
     pub audit_key: Arc<SigningKey>,
@@ -311,20 +312,17 @@ impl App {
             .map_err(|e| Error::Internal(e.to_string()))
     }
 
-    /// The online key of a channel, or 404.
-    pub fn channel_key(&self, channel: &str) -> Result<(ChannelName, Arc<SigningKey>), Error> {
-        self.online
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|(c, _)| c.as_str() == channel)
-            .map(|(c, k)| (c.clone(), k.clone()))
-            .ok_or_else(|| {
-                Error::not_found(
-                    ErrorCode::UnknownChannel,
-                    format!("no channel named {channel:?}"),
-                )
-            })
+    /// The signer of a channel's online metadata, or 404.
+    pub fn channel_key(
+        &self,
+        channel: &str,
+    ) -> Result<(ChannelName, sealed::ChannelSigner), Error> {
+        self.keys.signer(channel).ok_or_else(|| {
+            Error::not_found(
+                ErrorCode::UnknownChannel,
+                format!("no channel named {channel:?}"),
+            )
+        })
     }
 
     /// Appends a refusal to the audit log (in its own transaction; the refused change wrote

@@ -12,22 +12,18 @@ use chrono::Utc;
 use super::{App, Error};
 use crate::audit::AuditAction;
 use crate::db;
-use crate::home::Home;
 use crate::model::ChannelName;
 use crate::tuf::metadata::{Envelope, Root, Signed as _};
 use crate::tuf::repo;
 
-/// Makes (or replaces) the pending next online key of `channel`; returns its public key.
+/// Makes (or replaces) the pending next online key of `channel`, sealed in the database (the
+/// `online-next/CHANNEL` row, so that any server of the database can install it); returns its
+/// public key.
 pub async fn propose(app: &App, actor: &str, channel: &ChannelName) -> Result<TufKey, Error> {
     app.channel_key(channel.as_str())?;
-    let path = Home::new(&app.home).next_online_key(channel);
-    for p in [path.clone(), arca_keys::pub_path(&path)] {
-        let _ = std::fs::remove_file(p);
-    }
     let key = SigningKey::generate().map_err(|e| Error::Internal(e.to_string()))?;
-    // Unencrypted, like every online key: the server signs with it unattended.
-    key.write_files(&path)
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let name = db::keys::online_next(channel.as_str());
+    let sealed = app.keys.seal(&name, &key)?;
     let (actor, ch, id) = (
         actor.to_owned(),
         channel.to_string(),
@@ -35,8 +31,10 @@ pub async fn propose(app: &App, actor: &str, channel: &ChannelName) -> Result<Tu
     );
     app.db
         .call(move |c| {
+            let tx = c.transaction()?;
+            db::keys::put(&tx, &name, &id, &sealed)?;
             db::audit::append(
-                c,
+                &tx,
                 &db::audit::Entry {
                     actor: &actor,
                     action: AuditAction::OnlinePropose,
@@ -44,7 +42,8 @@ pub async fn propose(app: &App, actor: &str, channel: &ChannelName) -> Result<Tu
                     outcome: "ok",
                     details: serde_json::json!({ "pending_key": id }),
                 },
-            )
+            )?;
+            tx.commit()
         })
         .await?;
     Ok(key.public().to_tuf())
@@ -107,33 +106,36 @@ async fn install_inner(
     env: Envelope,
 ) -> Result<u64, Error> {
     app.channel_key(channel.as_str())?;
-    let home = Home::new(&app.home);
-    let next_path = home.next_online_key(channel);
-    let pending = std::sync::Arc::new(SigningKey::read_file(&next_path).map_err(|_| {
-        Error::conflict(
-            ErrorCode::NoPendingKey,
-            format!("channel {channel} has no pending online key: ask for one first"),
-        )
-    })?);
-    let (ch, actor_s, key, tuf) = (
+    let (ch, actor_s, keys, tuf) = (
         channel.to_string(),
         actor.to_owned(),
-        pending.clone(),
+        app.keys.clone(),
         app.cfg.tuf.clone(),
     );
-    let version = app
+    let (version, pending) = app
         .db
         .call(move |c| {
             let tx = c.transaction()?;
             db::locks::trust(&tx)?;
             db::locks::channel(&tx, &ch)?;
+            let Some(row) = db::keys::get(&tx, &db::keys::online_next(&ch))? else {
+                return Ok(Err(Error::conflict(
+                    ErrorCode::NoPendingKey,
+                    format!("channel {ch} has no pending online key: ask for one first"),
+                )));
+            };
+            let pending = keys.unseal(&row)?;
             let current = repo::latest_root(&tx, &ch)?;
-            let next = match check(&current, &env, &key) {
+            let next = match check(&current, &env, &pending) {
                 Ok(r) => r,
                 Err(reason) => return Ok(Err(Error::forbidden(ErrorCode::RootRotation, format!("channel {ch}'s next root refused: {reason}")))),
             };
             db::tuf::insert(&tx, &ch, TufRole::Root, next.version, &env.to_bytes(), &next.expires)?;
-            let version = repo::sign_targets(&tx, &ch, &key, &tuf, Utc::now())?;
+            // The pending key becomes the channel's key in the transaction that stores the root
+            // naming it: every server signs with it from this commit on (`sealed::ChannelSigner`).
+            keys.store(&tx, &db::keys::online(&ch), &pending)?;
+            db::keys::delete(&tx, &db::keys::online_next(&ch))?;
+            let version = repo::sign_targets(&tx, &ch, &pending, &tuf, Utc::now())?;
             db::audit::append(
                 &tx,
                 &db::audit::Entry {
@@ -141,25 +143,14 @@ async fn install_inner(
                     action: AuditAction::OnlineRotate,
                     subject: &ch,
                     outcome: "ok",
-                    details: serde_json::json!({ "key": key.key_id().to_string(), "root_version": next.version }),
+                    details: serde_json::json!({ "key": pending.key_id().to_string(), "root_version": next.version }),
                 },
             )?;
             tx.commit()?;
-            Ok(Ok(version))
+            Ok(Ok((version, pending)))
         })
         .await??;
-    // The root now names the new key: it becomes the channel's key (a crash before this rename
-    // is finished at the next start, see Home::online_keys).
-    std::fs::rename(&next_path, home.online_key(channel))
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let _ = std::fs::rename(
-        arca_keys::pub_path(&next_path),
-        arca_keys::pub_path(&home.online_key(channel)),
-    );
-    app.online
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(channel.clone(), pending);
+    app.keys.cache(channel, std::sync::Arc::new(pending));
     tracing::info!(%channel, "online key rotated");
     Ok(version)
 }

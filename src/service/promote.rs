@@ -4,10 +4,8 @@
 //! leaves either the whole promotion (state, metadata, audit entry) or none of it.
 
 use crate::model::api::ErrorCode;
-use std::sync::Arc;
 
 use crate::db::Conn;
-use arca_keys::SigningKey;
 use chrono::Utc;
 
 use super::facts::{channel_policy, still_valid};
@@ -31,7 +29,7 @@ struct Outcome {
 /// release, publish the channel's metadata and append the audit entry.
 fn promote_tx(
     c: &mut Conn,
-    key: &SigningKey,
+    key: &dyn crate::tuf::repo::OnlineKey,
     tuf: &crate::config::TufConfig,
     req: &PromoteRequest,
     actor: &str,
@@ -287,7 +285,7 @@ pub async fn rollback(
 
 fn rollback_tx(
     c: &mut Conn,
-    key: &Arc<SigningKey>,
+    key: &dyn crate::tuf::repo::OnlineKey,
     tuf: &crate::config::TufConfig,
     req: &RollbackRequest,
     actor: &str,

@@ -19,15 +19,13 @@ pub async fn run(app: App) {
             tracing::error!(error = %e, "not re-signing metadata this round");
         }
         let keys: Vec<_> = app
-            .online
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(c, k)| (c.clone(), k.clone()))
+            .keys
+            .signers()
+            .into_iter()
             .filter(|_| clock.is_ok())
             .collect();
         for (channel, key) in keys {
-            let (ch, key, cfg) = (channel.to_string(), key.clone(), app.cfg.tuf.clone());
+            let (ch, cfg) = (channel.to_string(), app.cfg.tuf.clone());
             let r = app
                 .db
                 .call(move |c| {

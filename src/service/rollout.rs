@@ -133,7 +133,7 @@ fn halt_tx(
     (state, reason): (State, &str),
     actor: &str,
     figures: Figures,
-    key: &arca_keys::SigningKey,
+    key: &dyn crate::tuf::repo::OnlineKey,
     tuf: &crate::config::TufConfig,
 ) -> Result<u64, DbError> {
     db::rollouts::set_state(c, r.id, state, Some(reason))?;
@@ -229,7 +229,7 @@ fn advance_tx(
     figures: Figures,
     (forced, reason): (bool, Option<&str>),
     known: &[u32],
-    key: &arca_keys::SigningKey,
+    key: &dyn crate::tuf::repo::OnlineKey,
     tuf: &crate::config::TufConfig,
 ) -> Result<State, DbError> {
     let last = r.step + 1 >= r.plan.steps.len();
@@ -275,7 +275,7 @@ fn widen_tx(
     c: &dyn Sql,
     r: &RolloutRow,
     known: &[u32],
-    key: &arca_keys::SigningKey,
+    key: &dyn crate::tuf::repo::OnlineKey,
     tuf: &crate::config::TufConfig,
 ) -> Result<Option<u32>, DbError> {
     let interval =

@@ -220,12 +220,11 @@ async fn add_inner(
     );
     let break_glass = serde_json::from_value::<ApprovalPredicate>(st.predicate.clone())
         .is_ok_and(|p| p.break_glass);
-    let keys: Vec<(String, std::sync::Arc<arca_keys::SigningKey>)> = app
-        .online
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(c, k)| (c.to_string(), k.clone()))
+    let keys: Vec<(String, super::sealed::ChannelSigner)> = app
+        .keys
+        .signers()
+        .into_iter()
+        .map(|(c, k)| (c.to_string(), k))
         .collect();
     let (tuf, artifact_name) = (app.cfg.tuf.clone(), name.to_string());
     app.db

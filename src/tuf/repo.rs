@@ -218,7 +218,7 @@ fn entries_with(
 pub fn publish_targets(
     c: &dyn Sql,
     channel: &str,
-    key: &SigningKey,
+    key: &dyn OnlineKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
@@ -259,7 +259,7 @@ pub fn publish_release(
     c: &dyn Sql,
     channel: &str,
     name: &str,
-    key: &SigningKey,
+    key: &dyn OnlineKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
@@ -290,7 +290,7 @@ pub fn publish_promoted(
     statements: Vec<String>,
     trust_version: u64,
     rollout: Option<i64>,
-    key: &SigningKey,
+    key: &dyn OnlineKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
@@ -309,11 +309,67 @@ pub fn publish_promoted(
 pub(crate) fn sign_targets(
     c: &dyn Sql,
     channel: &str,
-    key: &SigningKey,
+    key: &dyn OnlineKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
     sign_targets_at(c, channel, key, cfg, now, 0)
+}
+
+/// What signs a channel's online metadata: a key, checked in the signing transaction against
+/// the key the database names for the channel (its `online/CHANNEL` row, read with the heads
+/// in the same statement). Every server of a database signs with the key named there at that
+/// moment, so that after a rotation through one server no other signs with the old key.
+pub trait OnlineKey {
+    /// The key held now (the one that signs when the database names it).
+    fn key(&self) -> &SigningKey;
+    /// The database names `key_id` (none: no row) for `channel`, not [`OnlineKey::key`]'s id:
+    /// the key to sign with instead, read inside `c`'s transaction, or `None` to sign with
+    /// [`OnlineKey::key`] after all, or an error that refuses to sign.
+    fn named(
+        &self,
+        c: &dyn Sql,
+        channel: &str,
+        key_id: Option<&str>,
+    ) -> Result<Option<std::sync::Arc<SigningKey>>, DbError>;
+}
+
+/// A key given as it is (`arca init`, restore, tests): it signs only where the database names
+/// it or names no key at all (a database without sealed keys).
+impl OnlineKey for SigningKey {
+    fn key(&self) -> &SigningKey {
+        self
+    }
+
+    fn named(
+        &self,
+        _: &dyn Sql,
+        channel: &str,
+        key_id: Option<&str>,
+    ) -> Result<Option<std::sync::Arc<SigningKey>>, DbError> {
+        match key_id {
+            None => Ok(None),
+            Some(want) => Err(DbError::SealedKey(format!(
+                "channel {channel}'s online key is {want} in the database, not {}: not signing",
+                self.key_id()
+            ))),
+        }
+    }
+}
+
+/// The key a [`Chain`] signs with.
+enum KeyRef<'a> {
+    Held(&'a SigningKey),
+    Loaded(std::sync::Arc<SigningKey>),
+}
+
+impl KeyRef<'_> {
+    fn get(&self) -> &SigningKey {
+        match self {
+            KeyRef::Held(k) => k,
+            KeyRef::Loaded(k) => k,
+        }
+    }
 }
 
 /// New versions of some of a channel's online roles, signed in one chain: each role's head
@@ -322,7 +378,7 @@ pub(crate) fn sign_targets(
 struct Chain<'a> {
     c: &'a dyn Sql,
     channel: &'a str,
-    key: &'a SigningKey,
+    key: KeyRef<'a>,
     cfg: &'a TufConfig,
     now: DateTime<Utc>,
     /// Every new version is at least this (after a restore, past what may have been served).
@@ -337,7 +393,7 @@ impl<'a> Chain<'a> {
     fn start(
         c: &'a dyn Sql,
         channel: &'a str,
-        key: &'a SigningKey,
+        key: &'a dyn OnlineKey,
         cfg: &'a TufConfig,
         now: DateTime<Utc>,
         floor: u64,
@@ -359,6 +415,15 @@ impl<'a> Chain<'a> {
             Vec::new()
         };
         let heads = db::tuf::heads_from(&rows[0])?;
+        let held = key.key();
+        let key = if heads.online_key_id.as_deref() == Some(held.key_id().as_str()) {
+            KeyRef::Held(held)
+        } else {
+            match key.named(c, channel, heads.online_key_id.as_deref())? {
+                Some(loaded) => KeyRef::Loaded(loaded),
+                None => KeyRef::Held(held),
+            }
+        };
         let last = heads
             .last_signed_at
             .as_deref()
@@ -432,7 +497,7 @@ impl<'a> Chain<'a> {
             msg.extend_from_slice(entry);
         })?;
         msg.extend_from_slice(format!("}},\"version\":{version}}}").as_bytes());
-        let body = Envelope::signed_bytes(&msg, &[self.key]);
+        let body = Envelope::signed_bytes(&msg, &[self.key.get()]);
         let snapshot = meta_file(version, &body);
         self.push(TufRole::Targets, version, body, expires);
         self.snapshot(snapshot)?;
@@ -449,7 +514,7 @@ impl<'a> Chain<'a> {
             expires,
             meta: [("targets.json".to_owned(), meta)].into(),
         };
-        let body = Envelope::sign_to_bytes(&s, &[self.key]);
+        let body = Envelope::sign_to_bytes(&s, &[self.key.get()]);
         let timestamp = meta_file(version, &body);
         self.push(TufRole::Snapshot, version, body, s.expires);
         self.timestamp(timestamp)?;
@@ -466,7 +531,7 @@ impl<'a> Chain<'a> {
             expires,
             meta: [("snapshot.json".to_owned(), meta)].into(),
         };
-        let body = Envelope::sign_to_bytes(&t, &[self.key]);
+        let body = Envelope::sign_to_bytes(&t, &[self.key.get()]);
         self.push(TufRole::Timestamp, version, body, t.expires);
         db::tuf::insert_all(self.c, self.channel, &self.signed)?;
         Ok(version)
@@ -477,7 +542,7 @@ impl<'a> Chain<'a> {
 fn sign_targets_at(
     c: &dyn Sql,
     channel: &str,
-    key: &SigningKey,
+    key: &dyn OnlineKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
     floor: u64,
@@ -497,7 +562,7 @@ where
 pub fn publish_snapshot(
     c: &dyn Sql,
     channel: &str,
-    key: &SigningKey,
+    key: &dyn OnlineKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
@@ -511,7 +576,7 @@ pub fn publish_snapshot(
 pub fn publish_timestamp(
     c: &dyn Sql,
     channel: &str,
-    key: &SigningKey,
+    key: &dyn OnlineKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
@@ -537,7 +602,7 @@ fn meta_file(version: u64, body: &[u8]) -> MetaFile {
 pub fn publish_all_from(
     c: &dyn Sql,
     channel: &str,
-    key: &SigningKey,
+    key: &dyn OnlineKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
     floor: u64,
@@ -559,7 +624,7 @@ pub fn publish_all_from(
 pub fn refresh_expiring(
     c: &dyn Sql,
     channel: &str,
-    key: &SigningKey,
+    key: &dyn OnlineKey,
     cfg: &TufConfig,
     now: DateTime<Utc>,
 ) -> Result<Vec<TufRole>, DbError> {

@@ -108,7 +108,7 @@ fn restored_home_signs_past_what_clients_saw_and_they_keep_updating() {
         "root.json",
         "admin.token",
         "keys/root.key",
-        "keys/dev.online.key",
+        "master.key",
     ] {
         assert!(files.contains(&f), "{f} not in {files:?}");
     }
@@ -118,7 +118,11 @@ fn restored_home_signs_past_what_clients_saw_and_they_keep_updating() {
         "{files:?}"
     );
     assert_eq!(mode(&dir.join("keys")), 0o700);
-    assert_eq!(mode(&dir.join("keys/dev.online.key")), 0o600);
+    assert_eq!(mode(&dir.join("master.key")), 0o600);
+    assert!(
+        !files.iter().any(|f| f.ends_with(".online.key")),
+        "the online keys are sealed in the database: {files:?}"
+    );
     assert_eq!(mode(&dir.join("admin.token")), 0o600);
 
     // After the backup: more releases, which both clients see (newer targets, snapshot,
@@ -171,7 +175,7 @@ fn restored_home_signs_past_what_clients_saw_and_they_keep_updating() {
         );
     }
     assert_eq!(mode(&s.home.join("keys")), 0o700);
-    assert_eq!(mode(&s.home.join("keys/dev.online.key")), 0o600);
+    assert_eq!(mode(&s.home.join("master.key")), 0o600);
     assert_eq!(mode(&s.home.join("admin.token")), 0o600);
     assert_eq!(
         std::fs::read(s.home.join("root.json")).unwrap(),

@@ -109,7 +109,7 @@ fn a_sqlite_home_moves_to_postgres_and_serves_the_same_repository() {
         String::from_utf8_lossy(&out.stdout)
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["tables"].as_array().unwrap().len(), 18, "{report}");
+    assert_eq!(report["tables"].as_array().unwrap().len(), 19, "{report}");
     assert!(report["rows"].as_i64().unwrap() > 50, "{report}");
     assert!(
         report["metadata_checked"].as_i64().unwrap() > 12,

@@ -419,8 +419,7 @@ fn online_keys_rotate_and_pinned_clients_keep_verifying() {
         &["--metadata-dir", p(&py_state)],
     );
     assert!(ok, "{log}");
-    let key_file = s.home.join("keys/dev.online.key");
-    let old = std::fs::read(&key_file).unwrap();
+    let old = common::online_key(&s, "dev").key_id();
 
     // Signed by a key that is not the root: refused, the old key stays.
     let stranger = s.key("stranger");
@@ -436,14 +435,14 @@ fn online_keys_rotate_and_pinned_clients_keep_verifying() {
         err.contains("root_rotation") && err.contains("current root keys"),
         "{err}"
     );
-    assert_eq!(std::fs::read(&key_file).unwrap(), old);
+    assert_eq!(common::online_key(&s, "dev").key_id(), old);
 
     let out = s.ok(&["trust", "rotate-online", "--sign", p(&s.root_key())]);
     for ch in ["dev", "staging", "prod"] {
         assert!(out.contains(&format!("{ch}: online key rotated")), "{out}");
         assert_eq!(roots(&s, ch), vec![1, 2, 3], "{ch}");
     }
-    assert_ne!(std::fs::read(&key_file).unwrap(), old);
+    assert_ne!(common::online_key(&s, "dev").key_id(), old);
 
     // Existing client state and fresh clients follow the new root to the new key.
     let f2 = s.file("b.bin", 6000, 12);

@@ -38,6 +38,7 @@ mod reporter_tokens;
 mod rolling_upgrade;
 mod rollout;
 mod s3;
+mod server_keys;
 mod several_servers;
 mod slow_mirror;
 mod staged_uploads;

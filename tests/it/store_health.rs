@@ -4,66 +4,15 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::moto::Moto;
 use common::raw::{self, block};
-
-/// moto's S3 server on a free port, with no bucket at all. Killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let mut child = Command::new(common::venv().join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn moto_server");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let port = line
-                    .split("Running on http://127.0.0.1:")
-                    .nth(1)
-                    .map(|r| {
-                        r.chars()
-                            .take_while(char::is_ascii_digit)
-                            .collect::<String>()
-                    })
-                    .and_then(|d| d.parse::<u16>().ok());
-                if let Some(p) = port
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(p);
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("moto_server did not print its address");
-        Moto { child, port }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn a_missing_bucket_makes_readyz_and_pushes_answer_503() {
-    let moto = Moto::start();
+    let moto = Moto::start_empty();
     let config = format!(
         "[store]\nurl = \"s3://no-such-bucket/p\"\n[store.options]\n\
          aws_endpoint = \"http://127.0.0.1:{}\"\naws_allow_http = \"true\"\n\

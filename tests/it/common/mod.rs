@@ -10,6 +10,7 @@
 
 #[macro_use]
 pub mod db;
+pub mod moto;
 pub mod prometheus;
 pub mod raw;
 
@@ -315,6 +316,52 @@ impl Server {
         s
     }
 
+    /// `arca init --join`: the home of a further server on this server's PostgreSQL database
+    /// (which must keep its blobs in the object store `store_url`, reached with `options`,
+    /// `K=V`), with a copy of this server's master key; started, with its own address.
+    pub fn join(&self, store_url: &str, options: &[String]) -> Server {
+        let url = self
+            .db_url
+            .clone()
+            .expect("a joined server shares a PostgreSQL database");
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let mut cmd = Command::new(arca_bin());
+        cmd.args(["init", "--join", "--home"])
+            .arg(&home)
+            .args(["--database", &url, "--store", store_url])
+            .arg("--master-key")
+            .arg(self.home.join("master.key"))
+            .env("RUST_LOG", "warn")
+            .env_remove("ARCA_MASTER_KEY_FILE")
+            .stdin(Stdio::null());
+        for o in options {
+            cmd.args(["--store-option", o]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "arca init --join failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let mut s = Server {
+            dir,
+            home,
+            url: String::new(),
+            token: self.token.clone(),
+            child: None,
+            extra_env: self.extra_env.clone(),
+            serve_args: Vec::new(),
+            serve_dir: None,
+            client_env: self.client_env.clone(),
+            pg: None,
+            db_url: self.db_url.clone(),
+        };
+        s.launch();
+        s
+    }
+
     /// (Re)starts the process on the same home and waits for its address.
     pub fn launch(&mut self) {
         let mut cmd = Command::new(arca_bin());
@@ -352,6 +399,37 @@ impl Server {
             .unwrap_or_else(|_| panic!("server did not start; log:\n{}", self.log()));
         self.url = url;
         self.child = Some(child);
+    }
+
+    /// Runs `arca serve` on this server's home (stopped first) with `env` added, expecting it to
+    /// refuse to start: it exits non-zero (within a minute) with one error line, returned.
+    pub fn serve_fails(&mut self, env: &[(&str, &str)]) -> String {
+        self.kill();
+        let mut cmd = Command::new(arca_bin());
+        cmd.args(["serve", "--home"])
+            .arg(&self.home)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn arca serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("arca serve started (or hung) where it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        failure_line(&["serve"], &out)
     }
 
     /// SIGKILLs the server (no clean shutdown).
@@ -671,8 +749,7 @@ pub fn forge_targets_with_online_key(
     channel: &str,
     edit: impl FnOnce(&mut serde_json::Value),
 ) {
-    let key = arca_keys::SigningKey::read_file(&s.home.join(format!("keys/{channel}.online.key")))
-        .unwrap();
+    let key = online_key(s, channel);
     let (version, body) = latest_meta(s, channel, "targets");
     let env = arca::tuf::metadata::Envelope::from_slice("targets", &body).unwrap();
     let mut signed = env.signed.clone();
@@ -697,6 +774,23 @@ pub fn forge_targets_with_online_key(
         tx.commit()
     })
     .unwrap();
+}
+
+/// The online key of `channel` as the server signs with it: its row in the database, unsealed
+/// with the home's master key (what a thief of both would hold).
+pub fn online_key(s: &Server, channel: &str) -> arca_keys::SigningKey {
+    sealed_key(s, &format!("online/{channel}"))
+}
+
+/// The server key sealed in the row `name` (`audit`, `online/CH`, `online-next/CH`), unsealed
+/// with the home's master key.
+pub fn sealed_key(s: &Server, name: &str) -> arca_keys::SigningKey {
+    let (key_id, sealed): (String, Vec<u8>) = s.db().one(
+        "SELECT key_id, sealed FROM server_keys WHERE name = ?1",
+        params![name],
+    );
+    let master = arca_keys::sealed::MasterKey::read_file(&s.home.join("master.key")).unwrap();
+    master.unseal(name, &key_id, &sealed).unwrap()
 }
 
 /// The server's database opened with arca's own database layer (behind the server's back).
