@@ -255,7 +255,9 @@ const POSTGRES_ONLY: &[(usize, &str)] = &[(
 /// removes or changes something an older binary reads or writes (a contract step, shipped a
 /// release after the code stopped using it) raises it to its own version. The migrating
 /// binary records it in `arca_schema.compatible_from` (never lowering it), and a binary that
-/// finds a newer schema serves only if its own version is at least that.
+/// finds a newer schema serves only if its own version is at least that. 11: binaries from
+/// before staged uploads and server keys lived in the database (10 and 11) cannot serve beside
+/// them: they would keep uploads and keys to themselves.
 pub const COMPATIBLE_FROM: i64 = 11;
 
 /// The key of the advisory lock PostgreSQL migrations hold ("arca" in ASCII).
