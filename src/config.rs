@@ -41,7 +41,38 @@ pub struct Config {
     /// proxy that terminates TLS), since every request carries a bearer token.
     pub tls: Option<TlsConfig>,
     pub database: DatabaseConfig,
+    pub leader: LeaderConfig,
 }
+
+/// Which server runs the background work (re-signing metadata, rollout ticks, the periodic
+/// sweep) when several serve one PostgreSQL database: the one holding the leader lock
+/// (`db::leader`). On SQLite the one server always leads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderConfig {
+    /// How often a follower tries to take the lock, and a leader checks that its session still
+    /// holds it. Two seconds: a survivor takes over within a few seconds of the leader dying,
+    /// for one cheap query per server and interval.
+    #[serde(with = "human")]
+    pub retry: Duration,
+    /// Lead without the lock, whatever other servers do. For tests (two leaders at once must
+    /// be harmless) and a single server only: with several, each does all background work.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub always: bool,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        LeaderConfig {
+            retry: Duration::from_secs(2),
+            always: false,
+        }
+    }
+}
+
+/// The longest `leader.retry`: a follower waits up to this long to take over from a leader
+/// that died, so more than a minute would leave metadata unrefreshed and rollouts still.
+pub const MAX_LEADER_RETRY: Duration = Duration::from_secs(60);
 
 /// Where the metadata lives: the home's SQLite file by default, or a PostgreSQL database
 /// (`url = "postgres://user@host:port/db"`, or `ARCA_DATABASE_URL`) for several servers.
@@ -231,6 +262,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             tls: None,
             database: DatabaseConfig::default(),
+            leader: LeaderConfig::default(),
         }
     }
 }
@@ -346,6 +378,13 @@ impl Config {
         if self.store.sweep_interval.is_zero() {
             return Err("store.sweep_interval must be positive".into());
         }
+        if self.leader.retry.is_zero() || self.leader.retry > MAX_LEADER_RETRY {
+            return Err(format!(
+                "leader.retry must be positive and at most {}, not {}",
+                humantime::format_duration(MAX_LEADER_RETRY),
+                humantime::format_duration(self.leader.retry)
+            ));
+        }
         Ok(())
     }
 
@@ -388,5 +427,25 @@ mod tests {
         assert_eq!(back.tuf.timestamp_expiry, Duration::from_secs(DAY));
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
         assert!(toml::from_str::<Config>("[tuf]\ntimestamp_expiry = \"soon\"").is_err());
+    }
+
+    #[test]
+    fn leader_retry_is_bounded_and_always_stays_out_of_new_files() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.leader.retry = Duration::ZERO;
+        assert!(c.validate().unwrap_err().contains("leader.retry"));
+        c.leader.retry = MAX_LEADER_RETRY + Duration::from_secs(1);
+        assert!(c.validate().unwrap_err().contains("leader.retry"));
+        let text = Config::default().initial_file();
+        assert!(
+            text.contains("[leader]") && !text.contains("always"),
+            "{text}"
+        );
+        let c: Config = toml::from_str("[leader]\nretry = \"500ms\"\nalways = true").unwrap();
+        assert_eq!(
+            (c.leader.retry, c.leader.always),
+            (Duration::from_millis(500), true)
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod channels;
 pub mod copy;
+pub mod leader;
 pub mod locks;
 pub mod policies;
 pub mod rollouts;
