@@ -25,9 +25,10 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// How long the kernel lets the leader's session go unanswered before it calls the connection
-/// dead (`TCP_USER_TIMEOUT`, keepalives): a leader cut off from the database stops being
-/// leader within about this, rather than at the operating system's default of minutes.
+/// How long the leader's session may go unanswered before either side calls it dead
+/// (`TCP_USER_TIMEOUT` and keepalives here, keepalives on PostgreSQL's side): a leader cut off
+/// from the database stops leading, and PostgreSQL frees the lock for another, within about
+/// this, rather than at the operating systems' defaults of minutes to hours.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One server's candidacy. Blocking (run it on the blocking pool); engine-neutral.
@@ -55,7 +56,20 @@ impl Db {
         let kind = match &*self.pool {
             Pool::Postgres { config, .. } if !always => {
                 let mut config = config.clone();
+                // PostgreSQL's side too: a leader cut off (not killed) leaves a session that
+                // would hold the lock until the server's keepalive, by default hours, gave up.
+                let secs = SESSION_TIMEOUT.as_secs();
+                let server_side = format!(
+                    "-c tcp_keepalives_idle={} -c tcp_keepalives_interval=1 -c tcp_keepalives_count={}",
+                    secs / 2,
+                    secs / 2
+                );
+                let options = match config.get_options() {
+                    Some(o) if !o.is_empty() => format!("{o} {server_side}"),
+                    _ => server_side,
+                };
                 config
+                    .options(options)
                     .keepalives(true)
                     .keepalives_idle(SESSION_TIMEOUT / 2)
                     .keepalives_interval(Duration::from_secs(1))

@@ -112,6 +112,14 @@ fn one_server_leads_and_when_it_is_killed_the_other_takes_over_and_re_signs() {
     // A took the lock at its start, before it served; B found it held.
     let (la, lb) = (leads(&a), leads(&b));
     assert!(la ^ lb, "exactly one of two servers leads: A {la}, B {lb}");
+    // The lock is held by one session, the leader's own (not a pooled connection).
+    let holders: i64 = a.db().one(
+        "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = 'arca leader' \
+         AND s.datname = current_database()",
+        &[],
+    );
+    assert_eq!(holders, 1);
     let (mut leader, survivor) = if la { (a, b) } else { (b, a) };
     // The follower stays a follower while the leader lives (it tries every 2 s).
     let watch = Instant::now();
