@@ -41,6 +41,7 @@ pub struct Config {
     /// proxy that terminates TLS), since every request carries a bearer token.
     pub tls: Option<TlsConfig>,
     pub database: DatabaseConfig,
+    pub leader: LeaderConfig,
     pub keys: KeysConfig,
 }
 
@@ -54,6 +55,36 @@ pub struct KeysConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub master_key: Option<std::path::PathBuf>,
 }
+
+/// Which server runs the background work (re-signing metadata, rollout ticks, the periodic
+/// sweep) when several serve one PostgreSQL database: the one holding the leader lock
+/// (`db::leader`). On SQLite the one server always leads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderConfig {
+    /// How often a follower tries to take the lock, and a leader checks that its session still
+    /// holds it. Two seconds: a survivor takes over within a few seconds of the leader dying,
+    /// for one cheap query per server and interval.
+    #[serde(with = "human")]
+    pub retry: Duration,
+    /// Lead without the lock, whatever other servers do. For tests (two leaders at once must
+    /// be harmless) and a single server only: with several, each does all background work.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub always: bool,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        LeaderConfig {
+            retry: Duration::from_secs(2),
+            always: false,
+        }
+    }
+}
+
+/// The longest `leader.retry`: a follower waits up to this long to take over from a leader
+/// that died, so more than a minute would leave metadata unrefreshed and rollouts still.
+pub const MAX_LEADER_RETRY: Duration = Duration::from_secs(60);
 
 /// Where the metadata lives: the home's SQLite file by default, or a PostgreSQL database
 /// (`url = "postgres://user@host:port/db"`, or `ARCA_DATABASE_URL`) for several servers.
@@ -250,6 +281,7 @@ impl Default for Config {
             tls: None,
             database: DatabaseConfig::default(),
             keys: KeysConfig::default(),
+            leader: LeaderConfig::default(),
         }
     }
 }
@@ -372,6 +404,13 @@ impl Config {
         if chrono::Duration::from_std(self.store.upload_ttl).is_err() {
             return Err("store.upload_ttl is too long".into());
         }
+        if self.leader.retry.is_zero() || self.leader.retry > MAX_LEADER_RETRY {
+            return Err(format!(
+                "leader.retry must be positive and at most {}, not {}",
+                humantime::format_duration(MAX_LEADER_RETRY),
+                humantime::format_duration(self.leader.retry)
+            ));
+        }
         Ok(())
     }
 
@@ -428,5 +467,25 @@ mod tests {
         let zero: Config = toml::from_str("[store]\nupload_ttl = \"0s\"").unwrap();
         let e = zero.validate().unwrap_err();
         assert!(e.contains("store.upload_ttl"), "{e}");
+    }
+
+    #[test]
+    fn leader_retry_is_bounded_and_always_stays_out_of_new_files() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.leader.retry = Duration::ZERO;
+        assert!(c.validate().unwrap_err().contains("leader.retry"));
+        c.leader.retry = MAX_LEADER_RETRY + Duration::from_secs(1);
+        assert!(c.validate().unwrap_err().contains("leader.retry"));
+        let text = Config::default().initial_file();
+        assert!(
+            text.contains("[leader]") && !text.contains("always"),
+            "{text}"
+        );
+        let c: Config = toml::from_str("[leader]\nretry = \"500ms\"\nalways = true").unwrap();
+        assert_eq!(
+            (c.leader.retry, c.leader.always),
+            (Duration::from_millis(500), true)
+        );
     }
 }

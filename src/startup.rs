@@ -47,6 +47,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         transfers,
         pins: Default::default(),
         auto: Default::default(),
+        leader: Default::default(),
         audit_key: Arc::new(keys.audit),
     })
 }
@@ -97,8 +98,15 @@ pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
         .context("opening the home")??;
     tracing::info!(home = %dir.display(), database = app.db.engine().as_str(), "home opened");
 
+    // Every server sweeps at its own start, leader or not: the leftovers these remove are a
+    // crash's, and the server that crashed is the one that starts again (a follower's would
+    // wait for the leader's next restart otherwise). Several servers sharing the store are
+    // safe: both sweeps remove only what is older than `store.temp_max_age` (the staged-upload
+    // lifetime), so never the blob or the staged upload another server's push is working on.
+    crate::service::leader::start(&app).await;
     crate::service::sweep::once(&app).await;
     crate::service::sweep::orphans(&app).await;
+    // The background work runs on the leader only (service::leader).
     actix_web::rt::spawn(crate::service::sweep::run(app.clone()));
     actix_web::rt::spawn(crate::service::refresh::run(app.clone()));
     actix_web::rt::spawn(crate::service::rollout::run(app.clone()));

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod channels;
 pub mod copy;
 pub mod keys;
+pub mod leader;
 pub mod locks;
 pub mod policies;
 pub mod rollouts;

@@ -35,14 +35,18 @@ async fn healthz() -> HttpResponse {
 }
 
 /// Ready when the database answers and the blob store can be reached (the process being up
-/// is `/healthz`). Not ready: 503 with the JSON error naming which (`database_unavailable`,
-/// `store_unavailable`); the cause goes to the log.
+/// is `/healthz`): 200 with each check by name and whether this server leads. Not ready: 503
+/// with the same checks and the JSON error naming the first failing one
+/// (`database_unavailable`, `store_unavailable`); the cause goes to the log.
 #[get("/readyz")]
-async fn readyz(app: web::Data<App>) -> Result<HttpResponse, crate::service::Error> {
-    crate::service::status::readiness(&app).await?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain")
-        .body("ready\n"))
+async fn readyz(app: web::Data<App>) -> HttpResponse {
+    let r = crate::service::status::readiness(&app).await;
+    let status = if r.ready {
+        actix_web::http::StatusCode::OK
+    } else {
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(r)
 }
 
 /// The span of each request: method, path, request id and status. Lighter than

@@ -54,6 +54,8 @@ async fn metrics(app: web::Data<App>) -> Result<HttpResponse, Error> {
         "# HELP arca_audit_entries Entries in the audit log.\n# TYPE arca_audit_entries gauge\n",
     );
     let _ = writeln!(out, "arca_audit_entries {}", s.audit_entries);
+    out.push_str("# HELP arca_leader Whether this server runs the background work (1) or another does (0).\n# TYPE arca_leader gauge\n");
+    let _ = writeln!(out, "arca_leader {}", u8::from(app.leader.is_leader()));
     rollout_metrics(&app, &mut out).await?;
     out.push_str(&crate::tuf::clock::render_metrics());
     out.push_str(&app.counters.render());

@@ -29,7 +29,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -781,6 +781,24 @@ pub struct Status {
     pub metadata: Vec<MetaStatus>,
     pub keys: Vec<KeyStatus>,
     pub audit_entries: i64,
+}
+
+/// `GET /readyz`: each check by name, and whether this server leads the background work.
+/// Ready (200) when the database and the store are `ok`; a follower is ready. Not ready (503)
+/// carries the first failing check's error too (`database_unavailable`, `store_unavailable`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// `ok`; `unavailable` (it does not answer) or `empty` (it holds no trust document).
+    pub database: String,
+    /// `ok` or `unavailable` (the directory is missing, the bucket cannot be listed).
+    pub store: String,
+    /// This server runs the background work (re-signing, rollout ticks, sweeps).
+    pub leader: bool,
+    /// `sqlite` or `postgres`.
+    pub engine: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
 }
 
 /// A policy decision as the server answers it (`policy::evaluate` makes it; the CLI prints it).

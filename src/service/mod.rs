@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auto;
 pub mod board;
 pub mod facts;
+pub mod leader;
 pub mod limit;
 pub mod metrics;
 pub mod online;
@@ -60,6 +61,8 @@ pub struct App {
     /// Where changes that may let an `auto = true` channel take a release are sent
     /// (`auto::queue`); the auto-promotion task answers each with the channels it entered.
     pub auto: auto::Queue,
+    /// Whether this server runs the background work now (`leader`).
+    pub leader: leader::Leadership,
 }
 
 /// The newest body of each (channel, role) with its version and ETag, as this server last

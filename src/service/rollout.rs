@@ -543,9 +543,13 @@ pub async fn tick(app: &App) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs [`tick`] every `rollout.tick`, forever.
+/// Runs [`tick`] every `rollout.tick` while this server leads, forever. (Two servers ticking
+/// at once would still move each step once: `tick` re-reads the rollout under its channel's
+/// lock.)
 pub async fn run(app: App) {
+    let mut leads = app.leader.subscribe();
     loop {
+        super::leader::Leadership::until_leader(&mut leads).await;
         if let Err(e) = tick(&app).await {
             tracing::error!(error = %e, "cannot move rollouts on");
         }

@@ -7,7 +7,7 @@ use chrono::Utc;
 
 use super::{App, Error};
 use crate::db;
-use crate::model::api::{KeyStatus, MetaStatus, Status};
+use crate::model::api::{ErrorDetail, KeyStatus, MetaStatus, Readiness, Status};
 use crate::tuf::metadata::parse_time;
 
 /// The expiry of every channel's newest metadata of each role and of every key of the
@@ -71,35 +71,57 @@ pub async fn agent_versions(app: &App) -> Result<Vec<(String, String, String, u6
 }
 
 /// Whether the server can take requests: the database answers (and holds a trust document)
-/// and the blob store can be reached. Not ready: 503 naming which (`database_unavailable`,
-/// `store_unavailable`); the cause goes to the log.
-pub async fn readiness(app: &App) -> Result<(), Error> {
-    match app.db.call(|c| db::trust::latest_version(c)).await {
-        Ok(Some(_)) => {}
+/// and the blob store can be reached, both checked at once. Not ready names the failing checks
+/// and carries the first one's error (`database_unavailable`, `store_unavailable`); the cause
+/// goes to the log. Whether this server leads does not make it ready or not.
+pub async fn readiness(app: &App) -> Readiness {
+    let (database, store) = tokio::join!(
+        app.db.call(|c| db::trust::latest_version(c)),
+        app.store.check()
+    );
+    let mut error = None;
+    let database = match database {
+        Ok(Some(_)) => "ok",
         Ok(None) => {
             tracing::error!("not ready: the database holds no trust document");
-            return Err(Error::unavailable(
+            error = Some((
                 ErrorCode::DatabaseUnavailable,
-                "not ready: the database holds no trust document",
+                "not ready: the database holds no trust document".to_owned(),
             ));
+            "empty"
         }
         Err(e) => {
             tracing::error!(error = %e, "not ready: the database does not answer");
-            return Err(Error::unavailable(
+            error = Some((
                 ErrorCode::DatabaseUnavailable,
-                "not ready: the database does not answer",
+                "not ready: the database does not answer".to_owned(),
             ));
+            "unavailable"
         }
+    };
+    let store = match store {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::error!(error = %e, store = %app.store_label(), "not ready: the blob store does not answer");
+            error.get_or_insert((
+                ErrorCode::StoreUnavailable,
+                format!(
+                    "not ready: the blob store {} cannot be reached",
+                    app.store_label()
+                ),
+            ));
+            "unavailable"
+        }
+    };
+    Readiness {
+        ready: error.is_none(),
+        database: database.to_owned(),
+        store: store.to_owned(),
+        leader: app.leader.is_leader(),
+        engine: app.db.engine().as_str().to_owned(),
+        error: error.map(|(code, message)| ErrorDetail {
+            code: code.as_str().to_owned(),
+            message,
+        }),
     }
-    if let Err(e) = app.store.check().await {
-        tracing::error!(error = %e, store = %app.store_label(), "not ready: the blob store does not answer");
-        return Err(Error::unavailable(
-            ErrorCode::StoreUnavailable,
-            format!(
-                "not ready: the blob store {} cannot be reached",
-                app.store_label()
-            ),
-        ));
-    }
-    Ok(())
 }

@@ -71,10 +71,13 @@ pub async fn orphans(app: &App) {
     }
 }
 
-/// Sweeps every `store.sweep_interval`, forever (the server sweeps once before it serves).
+/// Sweeps every `store.sweep_interval` while this server leads, forever (every server sweeps
+/// once before it serves).
 pub async fn run(app: App) {
     loop {
         tokio::time::sleep(app.cfg.store.sweep_interval).await;
-        once(&app).await;
+        if app.leader.is_leader() {
+            once(&app).await;
+        }
     }
 }

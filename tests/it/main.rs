@@ -38,6 +38,7 @@ mod reporter_tokens;
 mod rolling_upgrade;
 mod rollout;
 mod s3;
+mod scale_out;
 mod server_keys;
 mod several_servers;
 mod slow_mirror;

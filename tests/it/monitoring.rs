@@ -19,8 +19,22 @@ fn get(s: &Server, path: &str) -> (u16, String) {
 fn health_readiness_and_counters_move_with_traffic() {
     let s = Server::start();
     assert_eq!(get(&s, "/healthz"), (200, "ok\n".into()));
-    assert_eq!(get(&s, "/readyz"), (200, "ready\n".into()));
+    // Ready names each check; a single server (SQLite: always) leads the background work.
+    let (code, body) = get(&s, "/readyz");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (code, ready),
+        (
+            200,
+            serde_json::json!({
+                "ready": true, "database": "ok", "store": "ok", "leader": true,
+                "engine": common::engine(),
+            })
+        ),
+        "{body}"
+    );
     let before = metrics(&s);
+    assert_eq!(before["arca_leader"], 1.0, "{before:?}");
 
     let b = s.builder("builder", "app/*");
     let f = s.file("a.bin", 100_000, 1);

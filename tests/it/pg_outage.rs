@@ -372,7 +372,18 @@ fn postgres_stopped_under_a_running_server_answers_503_and_recovers() {
     std::thread::sleep(Duration::from_millis(200));
 
     cluster.stop();
-    assert_unavailable("GET /readyz", get(&s, "/readyz"), &s);
+    let (ready, took) = get(&s, "/readyz");
+    let checks: serde_json::Value = serde_json::from_str(&ready.body).unwrap();
+    assert_eq!(
+        (&checks["ready"], &checks["database"], &checks["store"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("unavailable"),
+            &serde_json::json!("ok")
+        ),
+        "{checks}"
+    );
+    assert_unavailable("GET /readyz", (ready, took), &s);
     assert_unavailable("GET /api/v1/status", get(&s, "/api/v1/status"), &s);
     assert_unavailable("a push", stage(&s, &key, "app/y", "1.0.0"), &s);
     // The CLI names it a server failure (exit 5), not a refusal.
@@ -400,6 +411,18 @@ fn postgres_stopped_under_a_running_server_answers_503_and_recovers() {
     );
     let (status, _) = get(&s, "/api/v1/status");
     assert_eq!(status.status, 200, "{status:?}");
+    // Its leader session broke with the database: its next check says so, and a later try
+    // connects again and leads.
+    let leads = common::wait_until(Duration::from_secs(20), || {
+        let (r, _) = get(&s, "/readyz");
+        s.log().contains("lost leadership")
+            && serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["leader"] == true
+    });
+    assert!(
+        leads,
+        "the server did not lose and take leadership again; log:\n{}",
+        tail(&s.log())
+    );
     stop_load.store(true, Ordering::Relaxed);
     let seen = load.join().expect("the load thread failed");
     let odd: Vec<_> = seen

@@ -29,6 +29,16 @@ fn a_missing_bucket_makes_readyz_and_pushes_answer_503() {
     assert_eq!(ready.status, 503, "{ready:?}");
     assert_eq!(ready.code, "store_unavailable", "{ready:?}");
     assert!(ready.message.contains("s3://no-such-bucket/p"), "{ready:?}");
+    let checks: serde_json::Value = serde_json::from_str(&ready.body).unwrap();
+    assert_eq!(
+        (&checks["ready"], &checks["database"], &checks["store"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("ok"),
+            &serde_json::json!("unavailable")
+        ),
+        "{checks}"
+    );
 
     let key = s.builder("builder", "app/*");
     let before = s.state();

@@ -320,6 +320,12 @@ impl Server {
     /// (which must keep its blobs in the object store `store_url`, reached with `options`,
     /// `K=V`), with a copy of this server's master key; started, with its own address.
     pub fn join(&self, store_url: &str, options: &[String]) -> Server {
+        self.join_with(store_url, options, "")
+    }
+
+    /// [`Server::join`] with `config` appended to the joined home's arca.toml before it starts
+    /// (settings that every server of the database should share, like `[tuf]`'s).
+    pub fn join_with(&self, store_url: &str, options: &[String], config: &str) -> Server {
         let url = self
             .db_url
             .clone()
@@ -358,6 +364,20 @@ impl Server {
             pg: None,
             db_url: self.db_url.clone(),
         };
+        if !config.is_empty() {
+            // Merged table by table: the joined home's arca.toml has tables of its own.
+            let path = s.home.join("arca.toml");
+            let mut table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+            for (k, v) in config.parse::<toml::Table>().unwrap() {
+                match (table.get_mut(&k), v) {
+                    (Some(toml::Value::Table(have)), toml::Value::Table(add)) => have.extend(add),
+                    (_, v) => {
+                        table.insert(k, v);
+                    }
+                }
+            }
+            std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+        }
         s.launch();
         s
     }

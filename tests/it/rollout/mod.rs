@@ -434,6 +434,7 @@ mod counting;
 mod first_release;
 mod halt_rechecks;
 mod halts;
+mod leaders;
 mod metrics;
 mod operators;
 mod plans;
