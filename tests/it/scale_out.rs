@@ -5,40 +5,10 @@
 
 use crate::common;
 
-use common::moto::Moto;
+use common::cluster::Cluster;
 use common::{Server, p};
 use serde_json::Value;
 use std::time::Duration;
-
-/// The servers and the bucket they share (servers first: they stop before the bucket).
-struct Cluster {
-    servers: Vec<Server>,
-    moto: Moto,
-}
-
-impl Cluster {
-    /// `n` servers on one database and one bucket, each with `config` in its arca.toml; `None`
-    /// when the tests run on SQLite (several servers need PostgreSQL).
-    fn start(n: usize, config: &str) -> Option<Cluster> {
-        if common::pg_admin_url().is_none() {
-            eprintln!("ARCA_TEST_PG unset: several servers need PostgreSQL");
-            return None;
-        }
-        let moto = Moto::start();
-        let first = Server::start_with(Some(&format!("{}\n{config}", moto.config(""))), &[]);
-        let mut servers = vec![first];
-        for _ in 1..n {
-            let s = servers[0].join_with(&moto.store_url(), &moto.store_options(), config);
-            servers.push(s);
-        }
-        Some(Cluster { servers, moto })
-    }
-
-    /// The server for the `i`th request of a round robin.
-    fn at(&self, i: usize) -> &Server {
-        &self.servers[i % self.servers.len()]
-    }
-}
 
 /// GET `url` over HTTP: (status, body).
 fn get(url: &str) -> (u16, Vec<u8>) {
@@ -107,15 +77,26 @@ fn promotions_of_many_names_through_three_servers_lose_nothing() {
         }
     });
     let targets = versions(a, "staging", "targets");
-    assert_eq!(targets.len(), before + n, "one targets version per promotion");
+    assert_eq!(
+        targets.len(),
+        before + n,
+        "one targets version per promotion"
+    );
     assert_contiguous(&targets, "staging targets");
     // Every server serves the newest targets, and it lists every name.
     let (_, newest) = common::latest_meta(a, "staging", "targets");
     let newest = String::from_utf8(newest).unwrap();
     for i in 0..n {
-        assert!(newest.contains(&format!("app/n{i}/")), "app/n{i} lost: {newest}");
+        assert!(
+            newest.contains(&format!("app/n{i}/")),
+            "app/n{i} lost: {newest}"
+        );
     }
-    let served: Vec<u64> = c.servers.iter().map(|s| timestamp(s, "staging").0).collect();
+    let served: Vec<u64> = c
+        .servers
+        .iter()
+        .map(|s| timestamp(s, "staging").0)
+        .collect();
     assert!(served.windows(2).all(|w| w[0] == w[1]), "{served:?}");
     for s in &c.servers {
         s.ok(&["audit", "verify"]);
@@ -151,7 +132,10 @@ fn two_pushes_of_one_version_with_other_bytes_through_two_servers_one_wins() {
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{outs:?}");
     let loser = outs.iter().find(|o| !o.status.success()).unwrap();
     let err = String::from_utf8_lossy(&loser.stderr);
-    assert!(err.contains("version_exists") || err.contains("already exists"), "{err}");
+    assert!(
+        err.contains("version_exists") || err.contains("already exists"),
+        "{err}"
+    );
     // One artifact, one blob in the bucket: the loser left nothing behind.
     let rows: i64 = c.servers[0].db().one(
         "SELECT COUNT(*) FROM artifacts WHERE name = 'app/race'",
@@ -188,8 +172,10 @@ fn clients_alternating_between_three_servers_while_they_publish_see_no_replay() 
         sc.spawn(|| {
             // Releases through every server in turn: each a new dev and staging version.
             for i in 1..=6 {
-                c.at(i).push(&release(i), "app/x", &format!("1.0.{i}"), &key);
-                c.at(i + 1).ok(&["promote", &format!("app/x@1.0.{i}"), "--to", "staging"]);
+                c.at(i)
+                    .push(&release(i), "app/x", &format!("1.0.{i}"), &key);
+                c.at(i + 1)
+                    .ok(&["promote", &format!("app/x@1.0.{i}"), "--to", "staging"]);
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);
         });
@@ -197,10 +183,23 @@ fn clients_alternating_between_three_servers_while_they_publish_see_no_replay() 
         while !done.load(std::sync::atomic::Ordering::SeqCst) || rounds < 6 {
             let s = c.at(rounds);
             let out = s.path(&format!("py{rounds}"));
-            let (ok, log) =
-                s.python_tuf("dev", "app/x/x.bin", &out, &["--metadata-dir", p(&py_state)]);
-            assert!(ok, "python-tuf through server {} failed:\n{log}", rounds % 3);
-            s.pull_ok("app/x", "staging", &s.path(&format!("o{rounds}")), &arca_state);
+            let (ok, log) = s.python_tuf(
+                "dev",
+                "app/x/x.bin",
+                &out,
+                &["--metadata-dir", p(&py_state)],
+            );
+            assert!(
+                ok,
+                "python-tuf through server {} failed:\n{log}",
+                rounds % 3
+            );
+            s.pull_ok(
+                "app/x",
+                "staging",
+                &s.path(&format!("o{rounds}")),
+                &arca_state,
+            );
             rounds += 1;
         }
         rounds
@@ -216,9 +215,19 @@ fn an_online_key_rotated_through_one_server_signs_on_every_server() {
     let (a, b, third) = (&c.servers[0], &c.servers[1], &c.servers[2]);
     let key = a.builder("ci", "app/*");
     let (_, before) = timestamp(third, "dev");
-    a.ok(&["trust", "rotate-online", "--channel", "dev", "--sign", p(&a.root_key())]);
+    a.ok(&[
+        "trust",
+        "rotate-online",
+        "--channel",
+        "dev",
+        "--sign",
+        p(&a.root_key()),
+    ]);
     let (_, after_rotation) = timestamp(third, "dev");
-    assert_ne!(after_rotation, before, "C serves the new key's timestamp at once");
+    assert_ne!(
+        after_rotation, before,
+        "C serves the new key's timestamp at once"
+    );
     // B publishes next: with the new key, which it never had in memory.
     let f = a.file("r.bin", 1000, 3);
     b.push(&f, "app/r", "1.0.0", &key);
@@ -242,7 +251,12 @@ fn the_leader_killed_another_server_takes_over_and_keeps_metadata_fresh() {
     };
     let deadline = Duration::from_secs(20);
     assert!(
-        common::wait_until(deadline, || c.servers.iter().filter(|s| is_leader(s)).count() == 1),
+        common::wait_until(deadline, || c
+            .servers
+            .iter()
+            .filter(|s| is_leader(s))
+            .count()
+            == 1),
         "one leader"
     );
     let leader = c.servers.iter().position(is_leader).unwrap();
@@ -265,8 +279,8 @@ fn the_leader_killed_another_server_takes_over_and_keeps_metadata_fresh() {
     let (code, body) = get(&format!("{}/tuf/dev/metadata/timestamp.json", s.url));
     assert_eq!(code, 200);
     let v: Value = serde_json::from_slice(&body).unwrap();
-    let expires = chrono::DateTime::parse_from_rfc3339(v["signed"]["expires"].as_str().unwrap())
-        .unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(v["signed"]["expires"].as_str().unwrap()).unwrap();
     assert!(expires > chrono::Utc::now(), "{v}");
     drop(killed);
 }
@@ -297,7 +311,10 @@ fn a_server_killed_mid_push_leaves_nothing_and_the_retry_through_another_succeed
     );
     c.servers[0].kill();
     let status = child.wait().unwrap();
-    assert!(!status.success(), "the push through the killed server cannot succeed");
+    assert!(
+        !status.success(),
+        "the push through the killed server cannot succeed"
+    );
     // Nothing of it is visible: no artifact, nothing in dev, no blob.
     let b = &c.servers[1];
     let rows: i64 = b.db().one(

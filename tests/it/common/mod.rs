@@ -10,6 +10,7 @@
 
 #[macro_use]
 pub mod db;
+pub mod cluster;
 pub mod moto;
 pub mod prometheus;
 pub mod raw;
