@@ -342,3 +342,35 @@ fn a_server_killed_mid_push_leaves_nothing_and_the_retry_through_another_succeed
     assert_eq!(rows, 1);
     c.servers.remove(0);
 }
+
+#[test]
+fn an_upload_staged_through_one_server_is_committed_through_another() {
+    let Some(c) = Cluster::start(3, "") else {
+        return;
+    };
+    use crate::staged_uploads::{raw_commit, signing_key, stage_ok};
+    let (a, third) = (&c.servers[0], &c.servers[2]);
+    let key_path = a.builder("ci", "app/*");
+    let bytes = common::pseudo_random(700_000, 30);
+    let id = stage_ok(a, &a.token, "app/s", "1.0.0", &key_path, &bytes);
+    // The staged bytes wait in the bucket's tmp/, for whichever server the push reaches.
+    let tmp: Vec<_> = c
+        .moto
+        .objects()
+        .into_iter()
+        .filter(|(k, _)| k.contains("/tmp/"))
+        .collect();
+    assert_eq!(tmp.len(), 1, "{tmp:?}");
+    let st =
+        common::raw::build_statement(&signing_key(&key_path), "app/s", "1.0.0", "s.bin", &bytes);
+    let answer = raw_commit(third, &third.token, "app/s", "1.0.0", "s.bin", &id, &st);
+    assert_eq!(answer.status, 201, "{answer:?}");
+    assert!(
+        !c.moto.objects().iter().any(|(k, _)| k.contains("/tmp/")),
+        "the committed upload's temporary object is gone: {:?}",
+        c.moto.objects()
+    );
+    let out = c.servers[1].path("out");
+    c.servers[1].pull_ok("app/s", "dev", &out, &c.servers[1].path("state"));
+    assert_eq!(std::fs::read(out.join("s.bin")).unwrap(), bytes);
+}

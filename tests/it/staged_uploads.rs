@@ -18,7 +18,7 @@ use futures::StreamExt as _;
 /// A few MiB: a body the server must refuse without reading.
 const BIG: usize = 4 << 20;
 
-fn signing_key(key: &Path) -> SigningKey {
+pub(crate) fn signing_key(key: &Path) -> SigningKey {
     SigningKey::read_file(key).unwrap()
 }
 
@@ -51,7 +51,7 @@ fn raw_stage(
 
 /// Stages `bytes` and expects success; returns the upload id, after checking that the server
 /// computed the bytes' digests.
-fn stage_ok(
+pub(crate) fn stage_ok(
     s: &Server,
     token: &str,
     name: &str,
@@ -94,7 +94,7 @@ fn stage_stalled(s: &Server, name: &str, version: &str, signer: &str) -> Answer 
 }
 
 /// `POST /api/v1/artifacts?...&upload=ID` with the statement header and an empty body.
-fn raw_commit(
+pub(crate) fn raw_commit(
     s: &Server,
     token: &str,
     name: &str,
