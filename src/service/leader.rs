@@ -58,7 +58,14 @@ impl Leadership {
 impl App {
     /// Records the outcome of an election; logs a change, naming this server.
     fn set_leader(&self, leads: bool, why: Option<&str>) {
-        let was = self.leader.state.send_replace(leads);
+        // Only a change is sent: every send wakes the loops waiting in `sleep`, and an
+        // unchanged outcome every `leader.retry` would run the refresh round that often.
+        let was = *self.leader.state.borrow();
+        self.leader.state.send_if_modified(|now| {
+            let changed = *now != leads;
+            *now = leads;
+            changed
+        });
         let (pid, listen) = (std::process::id(), &self.cfg.listen);
         match (was, leads) {
             (false, true) => {

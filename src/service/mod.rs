@@ -74,6 +74,98 @@ pub struct MetaCache {
     entries: std::sync::RwLock<
         std::collections::HashMap<(String, crate::tuf::metadata::TufRole), CachedMeta>,
     >,
+    /// On PostgreSQL, the shared check of each (channel, role) against the database.
+    checks: std::sync::Mutex<
+        std::collections::HashMap<(String, crate::tuf::metadata::TufRole), Arc<Revalidation>>,
+    >,
+}
+
+/// The least time between two reads of one file's newest version by one server: about a
+/// round trip to the database, so that under load each read answers the polls of a whole
+/// round trip (on 2 cores, ~30 polls a read instead of ~6), for at most that much latency.
+const READ_GAP: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Polls of one (channel, role) on PostgreSQL share their reads of the newest version: a poll
+/// is answered by the first read of the database that *started after the poll arrived*, its
+/// own or another poll's. That read saw everything committed before the poll came, which is
+/// all the guarantee needs (no server answers a version older than one any server had
+/// committed when the request came), and under load one read answers every poll that queued
+/// behind the read before it, instead of one read each.
+pub struct Revalidation {
+    /// How many reads have started (each takes the next number before it is sent).
+    started: std::sync::atomic::AtomicU64,
+    /// Held by the poll that reads (one at a time); when the last read was sent.
+    reader: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// The number of the last read that succeeded and what it found; every read that ends,
+    /// even in an error, wakes the polls waiting here.
+    done: tokio::sync::watch::Sender<(u64, Option<CachedMeta>)>,
+}
+
+impl Default for Revalidation {
+    fn default() -> Self {
+        Revalidation {
+            started: Default::default(),
+            reader: Default::default(),
+            done: tokio::sync::watch::Sender::new((0, None)),
+        }
+    }
+}
+
+impl Revalidation {
+    /// The newest file, from a read that started after this call did: `read` is run only when
+    /// no such read has finished, or is running, when this poll looks.
+    pub async fn fresh<F, Fut>(&self, read: F) -> Result<Option<CachedMeta>, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<CachedMeta>, Error>>,
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Any read numbered `need` or later took its number, and so was sent, after this.
+        let need = self.started.load(SeqCst) + 1;
+        let mut done = self.done.subscribe();
+        let mut read = Some(read);
+        loop {
+            {
+                let last = done.borrow_and_update();
+                if last.0 >= need {
+                    return Ok(last.1.clone());
+                }
+            }
+            let Ok(mut last_sent) = self.reader.try_lock() else {
+                // Another poll is reading: its answer, or the next read's, is for this one
+                // too. (Subscribed before looking, so its end cannot be missed.)
+                if done.changed().await.is_err() {
+                    return Err(Error::Internal("metadata check ended".into()));
+                }
+                continue;
+            };
+            if self.done.borrow().0 >= need {
+                continue;
+            }
+            // Reads of one file go at most every READ_GAP: the polls that arrive meanwhile
+            // wait for the next read instead of each sending one (a lone poll after a quiet
+            // spell is read at once).
+            if let Some(at) = *last_sent {
+                let next = at + READ_GAP;
+                if next > std::time::Instant::now() {
+                    tokio::time::sleep_until(next.into()).await;
+                }
+            }
+            *last_sent = Some(std::time::Instant::now());
+            let number = self.started.fetch_add(1, SeqCst) + 1;
+            let read = read.take().expect("read once: the reader returns");
+            let found = read().await;
+            match &found {
+                Ok(f) => self.done.send_replace((number, f.clone())),
+                // The waiting polls look again, and one of them reads.
+                Err(_) => {
+                    self.done.send_modify(|_| {});
+                    return found;
+                }
+            };
+            return found;
+        }
+    }
 }
 
 /// One cached metadata file.
@@ -99,6 +191,16 @@ impl CachedMeta {
 }
 
 impl MetaCache {
+    /// The shared check of (channel, role); see [`Revalidation`].
+    pub fn revalidation(
+        &self,
+        channel: &str,
+        role: crate::tuf::metadata::TufRole,
+    ) -> Arc<Revalidation> {
+        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(checks.entry((channel.to_owned(), role)).or_default())
+    }
+
     /// The cached body, whether or not it is still the newest.
     pub fn peek(&self, channel: &str, role: crate::tuf::metadata::TufRole) -> Option<CachedMeta> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
@@ -426,5 +528,81 @@ mod tests {
                 "{want}"
             );
         }
+    }
+
+    fn meta(version: u64) -> Option<CachedMeta> {
+        Some(CachedMeta::new(
+            0,
+            version,
+            bytes::Bytes::from(vec![version as u8]),
+        ))
+    }
+
+    /// A poll that arrives while a read is under way is not answered by that read (it may have
+    /// been sent before a commit the poll must see), but by the next one; polls that arrive
+    /// together while nothing is read share one read.
+    #[tokio::test]
+    async fn a_poll_is_answered_only_by_a_read_sent_after_it_arrived() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let check = std::sync::Arc::new(Revalidation::default());
+        let reads = std::sync::Arc::new(AtomicUsize::new(0));
+        let (release_first, first_may_end) = tokio::sync::oneshot::channel::<()>();
+        let (first_sent, first_is_sent) = tokio::sync::oneshot::channel::<()>();
+        // The first poll's read is sent (the database has version 1) and held.
+        let first = {
+            let (check, reads) = (check.clone(), reads.clone());
+            tokio::spawn(async move {
+                check
+                    .fresh(|| async move {
+                        reads.fetch_add(1, SeqCst);
+                        first_sent.send(()).unwrap();
+                        first_may_end.await.unwrap();
+                        Ok(meta(1))
+                    })
+                    .await
+            })
+        };
+        first_is_sent.await.unwrap();
+        // Version 2 commits; then a second poll arrives, while the first read is out.
+        let second = {
+            let (check, reads) = (check.clone(), reads.clone());
+            tokio::spawn(async move {
+                check
+                    .fresh(|| async move {
+                        reads.fetch_add(1, SeqCst);
+                        Ok(meta(2))
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        release_first.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap().unwrap().version, 1);
+        assert_eq!(
+            second.await.unwrap().unwrap().unwrap().version,
+            2,
+            "the second poll got the answer of a read sent before it arrived"
+        );
+        assert_eq!(reads.load(SeqCst), 2);
+        // Ten polls at once after that: one read answers them all, or a few (never one each).
+        let polls: Vec<_> = (0..10)
+            .map(|_| {
+                let (check, reads) = (check.clone(), reads.clone());
+                tokio::spawn(async move {
+                    check
+                        .fresh(|| async move {
+                            reads.fetch_add(1, SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            Ok(meta(3))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for p in polls {
+            assert_eq!(p.await.unwrap().unwrap().unwrap().version, 3);
+        }
+        let shared = reads.load(SeqCst) - 2;
+        assert!((1..=2).contains(&shared), "{shared} reads for ten polls");
     }
 }

@@ -83,11 +83,13 @@ pub async fn built_by(app: &App, keyid: String) -> Result<Vec<ReliantRelease>, E
 /// - On SQLite this server is the only one on its database (the home lock) and every metadata
 ///   write bumps the generation, so a cached file whose generation has not moved is the newest
 ///   with no read at all.
-/// - On PostgreSQL other servers write too: each call reads the newest version of the role by
-///   the primary key (channel, role, version) on the database the server writes to, and the
-///   body only when it is not the cached one. So no server answers a file older than one any
-///   server had committed when the request came: a client that alternates between servers never
-///   sees a version go back (docs/architecture.md, "Concurrency", item 5).
+/// - On PostgreSQL other servers write too: each call is answered by a read of the newest
+///   version of the role by the primary key (channel, role, version) on the database the server
+///   writes to (and of the body only when it is not the cached one) that started after the
+///   call did, its own or one it shares with the polls queued beside it
+///   ([`super::Revalidation`]). So no server answers a file older than one any server had
+///   committed when the request came: a client that alternates between servers never sees a
+///   version go back (docs/architecture.md, "Concurrency", item 5).
 pub async fn latest_cached(
     app: &App,
     channel: String,
@@ -102,6 +104,29 @@ pub async fn latest_cached(
     {
         return Ok(Some(m.clone()));
     }
+    // On PostgreSQL polls of a channel of the pipeline share their reads (an unknown
+    // channel's name would grow the map: it is read alone, and found in no row).
+    if postgres && app.cfg.pipeline.iter().any(|c| c.as_str() == channel) {
+        let check = app.meta_cache.revalidation(&channel, role);
+        return check
+            .fresh(|| {
+                // What the cache holds now: the read before this one may have replaced it.
+                let cached = app.meta_cache.peek(&channel, role);
+                read_newest(app, channel, role, cached)
+            })
+            .await;
+    }
+    read_newest(app, channel, role, cached).await
+}
+
+/// Reads the newest version of (channel, role), and its body unless it is `cached`'s; keeps
+/// it in the cache.
+async fn read_newest(
+    app: &App,
+    channel: String,
+    role: crate::tuf::metadata::TufRole,
+    cached: Option<super::CachedMeta>,
+) -> Result<Option<super::CachedMeta>, Error> {
     let known = cached.as_ref().map(|m| m.version);
     let ch = channel.clone();
     let (generation, newest) = app
