@@ -82,8 +82,9 @@ curl -fs -X PUT "http://127.0.0.1:$MOTO_PORT/$BUCKET" >/dev/null || die "cannot 
 export AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 
-PG_DIR="$TMP/pg"
-mkdir -p "$PG_DIR"
+# Beside the scratch directory, not in it: PostgreSQL runs as its own user, which cannot enter
+# a private mktemp directory.
+PG_DIR="$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/arca-scale-pg.XXXXXX")"
 PG_ADMIN="$(PG_DURABLE=1 "$REPO/scripts/pg.sh" start "$PG_DIR")"
 log "PostgreSQL at $PG_ADMIN (durable), moto S3 at $AWS_ENDPOINT"
 
@@ -121,11 +122,12 @@ serve() {
     die "arca serve --home $home is not ready after 60 s (see $home.log)"
 }
 
-# checker OUT URL...: until killed, fetches dev's and staging's timestamp.json from each URL in
-# turn; at exit writes {"requests", "errors", "replays"} to OUT.
+# checker OUT URL...: starts, in the background (its pid in CHECK_PID), a loop that fetches
+# dev's and staging's timestamp.json from each URL in turn until SIGTERM, then writes
+# {"requests", "errors", "replays"} to OUT.
 checker() {
-    python3 - "$@" <<'PY'
-import json, signal, sys, urllib.request
+    python3 - "$@" <<'PY' &
+import json, signal, sys, time, urllib.request
 out, urls = sys.argv[1], sys.argv[2:]
 seen, n, errors, replays = {}, 0, 0, 0
 def done(*_):
@@ -145,7 +147,9 @@ while True:
             if v < seen.get(ch, 0):
                 replays += 1
             seen[ch] = max(seen.get(ch, 0), v)
+    time.sleep(0.02)  # ~100 checks a second: a witness, not a load
 PY
+    CHECK_PID=$!
 }
 
 # run_config LABEL ENGINE COUNT: sets up ENGINE (sqlite|postgres) with COUNT servers, measures,
@@ -197,13 +201,13 @@ run_config() {
     local poll_cpu=$((c1 - c0))
 
     # Pushes and promotions, with the replay checker running.
-    checker "$dir/checker.json" "${urls[@]}" &
-    local check=$!
+    checker "$dir/checker.json" "${urls[@]}"
+    local check=$CHECK_PID
     for ((i = 0; i < PUSHES; i++)); do
         head -c 1048576 /dev/urandom >"$dir/a$i.bin"
     done
     work() { # work KIND WORKERS: runs every item's command, worker k through server k mod N
-        local kind="$1" workers="$2" w
+        local kind="$1" workers="$2" w wpids=()
         for ((w = 0; w < workers; w++)); do
             (
                 local s="${urls[$((w % ${#urls[@]}))]}" j fails=0
@@ -218,8 +222,9 @@ run_config() {
                 done
                 echo "$fails" >"$dir/$kind.$w.fails"
             ) &
+            wpids+=($!)
         done
-        wait
+        wait "${wpids[@]}" # not a bare wait: the checker runs in the background too
     }
     local t0 t1 t2 c2 c3
     c0="$(cpu_ticks "${pids[@]}")"
@@ -230,7 +235,8 @@ run_config() {
     work promote "$PROMOTE_WORKERS"
     t2="$(date +%s.%N)"
     c3="$(cpu_ticks "${pids[@]}")"
-    kill -TERM "$check" && wait "$check" || true
+    kill -TERM "$check"
+    wait "$check" || true
     local fails=0 f
     for f in "$dir"/*.fails; do fails=$((fails + $(cat "$f"))); done
 
