@@ -66,7 +66,7 @@ fn published(c: &dyn db::Sql, channel: &str) -> Result<Option<String>, db::DbErr
 
 /// Loads the audit key and every channel's online key from the database, each unsealed with
 /// the master key and each online key checked against the key its channel's newest root names.
-/// A database without rows is given the home's key files first ([`import`]). Key files left
+/// A database without rows is given the home's key files first (`import`). Key files left
 /// in the home beside rows (an import interrupted after its commit, or a copy of an old home)
 /// are removed: the rows win.
 pub fn load(home: &Path, cfg: &Config, db: &Db) -> anyhow::Result<Loaded> {
