@@ -35,6 +35,34 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- helpers
+# bench_args SCRIPT ARGS...: sets JSON=1 for --json; -h/--help prints SCRIPT's header comment
+# (from its second line to the first line that is not a comment) and exits.
+JSON=0
+bench_args() {
+    local script="$1" arg
+    shift
+    for arg in "$@"; do
+        case "$arg" in
+            --json) JSON=1 ;;
+            -h|--help) sed -n '2,/^[^#]/{/^#/!d;s/^# \{0,1\}//;p}' "$script"; exit 0 ;;
+            *) echo "$(basename "$script"): unknown argument: $arg" >&2; exit 2 ;;
+        esac
+    done
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_ticks PID...: user + system clock ticks used so far by these processes (all threads; 0
+# for one that is gone)
+cpu_ticks() {
+    local pid sum=0 t
+    for pid in "$@"; do
+        # Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
+        t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
+        sum=$((sum + ${t:-0}))
+    done
+    echo "$sum"
+}
+
 free_port() {
     python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
 }

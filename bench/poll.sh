@@ -35,14 +35,9 @@ set -euo pipefail
 export LC_ALL=C
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-JSON=0
-for arg in "$@"; do
-    case "$arg" in
-        --json) JSON=1 ;;
-        -h|--help) sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "poll.sh: unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
+bench_args "${BASH_SOURCE[0]}" "$@"
 
 CONNECTIONS="${CONNECTIONS:-128}"
 DURATION="${DURATION:-10}"
@@ -59,21 +54,6 @@ ARCA_LOG="${RUST_LOG:-info}"
 [[ "$CHANNEL" =~ ^[a-z0-9][a-z0-9-]*$ ]] || { echo "poll.sh: CHANNEL is not a channel name" >&2; exit 2; }
 [[ "$NGINX_WORKERS" =~ ^(auto|[1-9][0-9]*)$ ]] || { echo "poll.sh: NGINX_WORKERS must be auto or a positive integer" >&2; exit 2; }
 RUN_TIMEOUT=60 # seconds a load-generator run (or wrk) may take past its warm-up and duration
-
-# shellcheck source=bench/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-CLK_TCK=$(getconf CLK_TCK)
-# cpu_ticks PID...: user + system clock ticks used so far by these processes (all threads)
-cpu_ticks() {
-    local pid sum=0 t
-    for pid in "$@"; do
-        # Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
-        t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
-        sum=$((sum + ${t:-0}))
-    done
-    echo "$sum"
-}
 
 # busy_ticks: clock ticks all CPUs of the machine spent busy so far (anything but idle/iowait)
 busy_ticks() {

@@ -31,14 +31,9 @@ set -euo pipefail
 export LC_ALL=C
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-JSON=0
-for arg in "$@"; do
-    case "$arg" in
-        --json) JSON=1 ;;
-        -h|--help) sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "push_pull.sh: unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
+bench_args "${BASH_SOURCE[0]}" "$@"
 
 SIZE_MB="${SIZE_MB:-1024}"
 [[ "$SIZE_MB" =~ ^[1-9][0-9]*$ ]] || { echo "push_pull.sh: SIZE_MB must be a positive integer" >&2; exit 2; }
@@ -49,9 +44,6 @@ SKIP_TLS="${SKIP_TLS:-0}"
 XFER_TIMEOUT=900 # seconds, bound for any single transfer / hashing step
 REPEAT="${REPEAT:-3}" # runs per timed step; the fastest counts
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "push_pull.sh: REPEAT must be a positive integer" >&2; exit 2; }
-
-# shellcheck source=bench/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- helpers
 now() { echo "$EPOCHREALTIME"; }
@@ -74,7 +66,6 @@ timed() {
     T[$name]=${best:-0}
     return "$rc"
 }
-
 
 # ---------------------------------------------------------------- setup
 BASE="${BENCH_TMP:-${TMPDIR:-/tmp}}"

@@ -35,14 +35,9 @@ set -euo pipefail
 export LC_ALL=C
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-JSON=0
-for arg in "$@"; do
-    case "$arg" in
-        --json) JSON=1 ;;
-        -h|--help) sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "scale.sh: unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
+bench_args "${BASH_SOURCE[0]}" "$@"
 
 SERVERS="${SERVERS:-1 2 3}"
 CONNECTIONS="${CONNECTIONS:-64}"
@@ -54,8 +49,6 @@ PROMOTE_WORKERS="${PROMOTE_WORKERS:-4}"
 export RUST_LOG="${RUST_LOG:-info}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
-# shellcheck source=bench/lib.sh
-source "$REPO/bench/lib.sh"
 TMP="$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/arca-scale.XXXXXX")"
 PG_DIR=""
 stop_pg() { [[ -n "$PG_DIR" ]] && "$REPO/scripts/pg.sh" stop "$PG_DIR" >/dev/null 2>&1 || true; }
@@ -92,18 +85,6 @@ export ARCA_KEY_PASSPHRASE="bench only"
 "$ARCA" key gen --unencrypted --out "$TMP/builder.key" >/dev/null
 
 # ---------------------------------------------------------------- helpers
-# cpu_ticks PID...: utime + stime of these processes, in clock ticks.
-cpu_ticks() {
-    local total=0 pid f
-    for pid in "$@"; do
-        # Fields after the ")" of the command name: state is field 3, utime 14, stime 15.
-        f="$(sed 's/^.*) //' "/proc/$pid/stat")"
-        set -- $f
-        total=$((total + ${12} + ${13}))
-    done
-    echo "$total"
-}
-HZ="$(getconf CLK_TCK)"
 
 # serve HOME: starts `arca serve` on a free port; sets SERVED_URL and SERVED_PID.
 serve() {
@@ -241,7 +222,7 @@ run_config() {
     for f in "$dir"/*.fails; do fails=$((fails + $(cat "$f"))); done
 
     python3 - "$label" "$engine" "${#urls[@]}" "$dir/poll.json" "$dir/checker.json" \
-        "$poll_cpu" "$((c2 - c0))" "$((c3 - c2))" "$t0" "$t1" "$t2" "$PUSHES" "$HZ" "$fails" \
+        "$poll_cpu" "$((c2 - c0))" "$((c3 - c2))" "$t0" "$t1" "$t2" "$PUSHES" "$CLK_TCK" "$fails" \
         >>"$TMP/results.jsonl" <<'PY'
 import json, sys
 (label, engine, n, poll, check, poll_cpu, push_cpu, prom_cpu, t0, t1, t2, pushes, hz, fails) = sys.argv[1:]

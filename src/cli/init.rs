@@ -75,15 +75,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         "  pinned root  {}/root.json (give this file to clients)",
         a.home.display()
     );
-    println!(
-        "  channels     {}",
-        report
-            .channels
-            .iter()
-            .map(|c| c.as_str())
-            .collect::<Vec<_>>()
-            .join(" -> ")
-    );
+    println!("  channels     {}", pipeline(&report.channels));
     if a.tls {
         write_dev_cert(&a.home)?;
         let cert = a.home.join("tls/cert.pem");
@@ -129,17 +121,18 @@ fn join(a: Args) -> anyhow::Result<i32> {
         master.display()
     );
     println!("  pinned root  {}/root.json", a.home.display());
-    println!(
-        "  channels     {}",
-        report
-            .channels
-            .iter()
-            .map(|c| c.as_str())
-            .collect::<Vec<_>>()
-            .join(" -> ")
-    );
+    println!("  channels     {}", pipeline(&report.channels));
     println!("  serve it with: arca serve --home {}", a.home.display());
     Ok(0)
+}
+
+/// The channels in promotion order, as `dev -> staging -> prod`.
+fn pipeline(channels: &[crate::model::ChannelName]) -> String {
+    channels
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(" -> ")
 }
 
 /// Writes `HOME/tls/cert.pem` and `HOME/tls/key.pem` (0600) and sets `[tls]` in arca.toml.

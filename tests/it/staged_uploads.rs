@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arca_keys::SigningKey;
@@ -575,20 +575,43 @@ fn blob_file(s: &Server, bytes: &[u8]) -> std::path::PathBuf {
     s.home.join("blobs/blobs").join(blake3_hex(bytes))
 }
 
-#[test]
-fn an_upload_staged_through_one_server_is_pushed_through_another() {
+/// Two servers on one PostgreSQL database and a builder key for app/*: (a, b, the key's path,
+/// the key); `None` without PostgreSQL.
+fn two_servers() -> Option<(Server, Server, PathBuf, SigningKey)> {
     if common::pg_admin_url().is_none() {
         eprintln!("ARCA_TEST_PG unset: several servers need PostgreSQL");
-        return;
+        return None;
     }
     let a = Server::start();
     let b = a.peer();
     let key_path = a.builder("builder", "app/*");
     let key = signing_key(&key_path);
+    Some((a, b, key_path, key))
+}
+
+/// Stages `bytes` as `name@version` through `s`: the upload's id and the build statement that
+/// pushes it as `file`.
+fn staged(
+    s: &Server,
+    key_path: &Path,
+    key: &SigningKey,
+    name: &str,
+    version: &str,
+    file: &str,
+    bytes: &[u8],
+) -> (String, Vec<u8>) {
+    let id = stage_ok(s, &s.token, name, version, key_path, bytes);
+    (id, build_statement(key, name, version, file, bytes))
+}
+
+#[test]
+fn an_upload_staged_through_one_server_is_pushed_through_another() {
+    let Some((a, b, key_path, key)) = two_servers() else {
+        return;
+    };
     let bytes = common::pseudo_random(300_000, 20);
 
-    let id = stage_ok(&a, &a.token, "app/x", "1.0.0", &key_path, &bytes);
-    let st = build_statement(&key, "app/x", "1.0.0", "x.bin", &bytes);
+    let (id, st) = staged(&a, &key_path, &key, "app/x", "1.0.0", "x.bin", &bytes);
     let c = raw_commit(&b, &b.token, "app/x", "1.0.0", "x.bin", &id, &st);
     assert_eq!(c.status, 201, "{c:?}");
     assert_eq!(c.json()["artifact"]["blake3"], blake3_hex(&bytes), "{c:?}");
@@ -606,8 +629,7 @@ fn an_upload_staged_through_one_server_is_pushed_through_another() {
 
     // A second upload staged through B is pushed through A.
     let more = common::pseudo_random(50_000, 21);
-    let id2 = stage_ok(&b, &b.token, "app/x", "2.0.0", &key_path, &more);
-    let st2 = build_statement(&key, "app/x", "2.0.0", "x.bin", &more);
+    let (id2, st2) = staged(&b, &key_path, &key, "app/x", "2.0.0", "x.bin", &more);
     let d = raw_commit(&a, &a.token, "app/x", "2.0.0", "x.bin", &id2, &st2);
     assert_eq!(d.status, 201, "{d:?}");
     assert_eq!(get_artifact(&b, "app/x", "2.0.0").status, 200);
@@ -620,17 +642,11 @@ fn an_upload_staged_through_one_server_is_pushed_through_another() {
 /// the moment cannot be held there: the next test races the pushes on both engines.)
 #[test]
 fn a_claimed_upload_cannot_be_pushed_again_through_another_server() {
-    if common::pg_admin_url().is_none() {
-        eprintln!("ARCA_TEST_PG unset: several servers need PostgreSQL");
+    let Some((a, b, key_path, key)) = two_servers() else {
         return;
-    }
-    let a = Server::start();
-    let b = a.peer();
-    let key_path = a.builder("builder", "app/*");
-    let key = signing_key(&key_path);
+    };
     let bytes = common::pseudo_random(100_000, 22);
-    let id = stage_ok(&a, &a.token, "app/y", "1.0.0", &key_path, &bytes);
-    let st = build_statement(&key, "app/y", "1.0.0", "y.bin", &bytes);
+    let (id, st) = staged(&a, &key_path, &key, "app/y", "1.0.0", "y.bin", &bytes);
 
     let lock = a.db();
     lock.begin();

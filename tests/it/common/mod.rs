@@ -280,41 +280,42 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         copy_home(&self.home, &home);
-        let config = home.join("arca.toml");
-        let mut table: toml::Table = std::fs::read_to_string(&config)
-            .unwrap_or_default()
-            .parse()
-            .unwrap();
-        let store = table
-            .entry("store")
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .unwrap();
-        if store
-            .get("url")
-            .and_then(|u| u.as_str())
-            .unwrap_or("")
-            .is_empty()
-        {
-            let blobs = format!("file://{}", self.home.join("blobs").display());
-            store.insert("url".into(), toml::Value::String(blobs));
-        }
-        std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
-        let mut s = Server {
+        let blobs = format!("file://{}", self.home.join("blobs").display());
+        edit_config(&home, |table| {
+            let store = table
+                .entry("store")
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap();
+            if store
+                .get("url")
+                .and_then(|u| u.as_str())
+                .unwrap_or("")
+                .is_empty()
+            {
+                store.insert("url".into(), toml::Value::String(blobs));
+            }
+        });
+        let mut s = self.sibling(dir, home, self.serve_args.clone());
+        s.launch();
+        s
+    }
+
+    /// A server on this one's database and token with the home `home` (in `dir`), not started.
+    fn sibling(&self, dir: tempfile::TempDir, home: PathBuf, serve_args: Vec<String>) -> Server {
+        Server {
             dir,
             home,
             url: String::new(),
             token: self.token.clone(),
             child: None,
             extra_env: self.extra_env.clone(),
-            serve_args: self.serve_args.clone(),
+            serve_args,
             serve_dir: None,
             client_env: self.client_env.clone(),
             pg: None,
             db_url: self.db_url.clone(),
-        };
-        s.launch();
-        s
+        }
     }
 
     /// `arca init --join`: the home of a further server on this server's PostgreSQL database
@@ -352,33 +353,22 @@ impl Server {
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout)
         );
-        let mut s = Server {
-            dir,
-            home,
-            url: String::new(),
-            token: self.token.clone(),
-            child: None,
-            extra_env: self.extra_env.clone(),
-            serve_args: Vec::new(),
-            serve_dir: None,
-            client_env: self.client_env.clone(),
-            pg: None,
-            db_url: self.db_url.clone(),
-        };
         if !config.is_empty() {
             // Merged table by table: the joined home's arca.toml has tables of its own.
-            let path = s.home.join("arca.toml");
-            let mut table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-            for (k, v) in config.parse::<toml::Table>().unwrap() {
-                match (table.get_mut(&k), v) {
-                    (Some(toml::Value::Table(have)), toml::Value::Table(add)) => have.extend(add),
-                    (_, v) => {
-                        table.insert(k, v);
+            edit_config(&home, |table| {
+                for (k, v) in config.parse::<toml::Table>().unwrap() {
+                    match (table.get_mut(&k), v) {
+                        (Some(toml::Value::Table(have)), toml::Value::Table(add)) => {
+                            have.extend(add)
+                        }
+                        (_, v) => {
+                            table.insert(k, v);
+                        }
                     }
                 }
-            }
-            std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+            });
         }
+        let mut s = self.sibling(dir, home, Vec::new());
         s.launch();
         s
     }
@@ -744,6 +734,17 @@ impl Drop for Server {
 }
 
 /// The newest metadata row of `role` in `channel`: (version, body).
+/// Rewrites the arca.toml of `home` (an empty table if it has none) through `f`.
+fn edit_config(home: &Path, f: impl FnOnce(&mut toml::Table)) {
+    let path = home.join("arca.toml");
+    let mut table: toml::Table = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .parse()
+        .unwrap();
+    f(&mut table);
+    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+}
+
 pub fn latest_meta(s: &Server, channel: &str, role: &str) -> (u64, Vec<u8>) {
     s.db().one(
         "SELECT version, body FROM tuf_metadata WHERE channel = ?1 AND role = ?2 \
