@@ -48,6 +48,7 @@ pub fn open(dir: &Path, cfg: Config) -> anyhow::Result<App> {
         pins: Default::default(),
         auto: Default::default(),
         leader: Default::default(),
+        lease: Default::default(),
         audit_key: Arc::new(keys.audit),
     })
 }
@@ -104,6 +105,12 @@ pub async fn serve(dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
     // safe: both sweeps remove only what is older than `store.temp_max_age` (the staged-upload
     // lifetime), so never the blob or the staged upload another server's push is working on.
     crate::service::leader::start(&app).await;
+    // On PostgreSQL polls are answered from memory while this server holds a metadata lease.
+    if app.cfg.tuf.memory_cache
+        && let Some(session) = app.db.lease_session()
+    {
+        tokio::spawn(crate::service::lease::run(app.lease.clone(), session));
+    }
     crate::service::sweep::once(&app).await;
     crate::service::sweep::orphans(&app).await;
     // The background work runs on the leader only (service::leader).

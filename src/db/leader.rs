@@ -14,7 +14,7 @@ use crate::params;
 /// another key, `schema::MIGRATION_LOCK`).
 pub const LEADER_LOCK: i64 = fnv1a(b"arca leader") as i64;
 
-const fn fnv1a(bytes: &[u8]) -> u64 {
+pub(super) const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
     while i < bytes.len() {
@@ -29,7 +29,7 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 /// (`TCP_USER_TIMEOUT` and keepalives here, keepalives on PostgreSQL's side): a leader cut off
 /// from the database stops leading, and PostgreSQL frees the lock for another, within about
 /// this, rather than at the operating systems' defaults of minutes to hours.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One server's candidacy. Blocking (run it on the blocking pool); engine-neutral.
 pub struct Elector {
@@ -55,26 +55,7 @@ impl Db {
     pub fn elector(&self, always: bool) -> Elector {
         let kind = match &*self.pool {
             Pool::Postgres { config, .. } if !always => {
-                let mut config = config.clone();
-                // PostgreSQL's side too: a leader cut off (not killed) leaves a session that
-                // would hold the lock until the server's keepalive, by default hours, gave up.
-                let secs = SESSION_TIMEOUT.as_secs();
-                let server_side = format!(
-                    "-c tcp_keepalives_idle={} -c tcp_keepalives_interval=1 -c tcp_keepalives_count={}",
-                    secs / 2,
-                    secs / 2
-                );
-                let options = match config.get_options() {
-                    Some(o) if !o.is_empty() => format!("{o} {server_side}"),
-                    _ => server_side,
-                };
-                config
-                    .options(options)
-                    .keepalives(true)
-                    .keepalives_idle(SESSION_TIMEOUT / 2)
-                    .keepalives_interval(Duration::from_secs(1))
-                    .tcp_user_timeout(SESSION_TIMEOUT)
-                    .application_name("arca leader");
+                let config = dedicated(config, "arca leader");
                 Kind::Postgres {
                     config: Box::new(config),
                     conn: None,
@@ -85,6 +66,32 @@ impl Db {
         };
         Elector { kind }
     }
+}
+
+/// The configuration of a session that holds a lock for this server (the leader's, a metadata
+/// lease): keepalives on both sides and `TCP_USER_TIMEOUT`, so that a server cut off (not
+/// killed) loses the session, and PostgreSQL frees its locks, within about
+/// [`SESSION_TIMEOUT`], rather than at the operating systems' defaults of minutes to hours.
+pub(super) fn dedicated(config: &tokio_postgres::Config, name: &str) -> tokio_postgres::Config {
+    let mut config = config.clone();
+    let secs = SESSION_TIMEOUT.as_secs();
+    let server_side = format!(
+        "-c tcp_keepalives_idle={} -c tcp_keepalives_interval=1 -c tcp_keepalives_count={}",
+        secs / 2,
+        secs / 2
+    );
+    let options = match config.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {server_side}"),
+        _ => server_side,
+    };
+    config
+        .options(options)
+        .keepalives(true)
+        .keepalives_idle(SESSION_TIMEOUT / 2)
+        .keepalives_interval(Duration::from_secs(1))
+        .tcp_user_timeout(SESSION_TIMEOUT)
+        .application_name(name);
+    config
 }
 
 impl Elector {

@@ -12,6 +12,7 @@ pub mod channels;
 pub mod copy;
 pub mod keys;
 pub mod leader;
+pub mod lease;
 pub mod locks;
 pub mod policies;
 pub mod rollouts;
@@ -126,6 +127,8 @@ enum Pool {
     Postgres {
         config: tokio_postgres::Config,
         idle: Mutex<Vec<Conn>>,
+        /// Where its connections' publishing transactions ask for leases back.
+        notifier: Arc<lease::Notifier>,
     },
 }
 
@@ -166,7 +169,8 @@ impl Db {
     /// (`arca init --database` or `arca db migrate` made it so; serving never does).
     pub fn connect(url: &str, pool: usize) -> Result<Self, DbError> {
         let config = pg_config(url)?;
-        let mut conn = pg_connect(&config)?;
+        let notifier = Arc::new(lease::Notifier::new(config.clone()));
+        let mut conn = pg_connect_with(&config, Some(notifier.clone()))?;
         let (found, known) = schema::version(&mut conn)?;
         // A newer schema that still admits this binary: a rolling upgrade is under way.
         let admitted =
@@ -195,6 +199,7 @@ impl Db {
         }
         Ok(Db {
             pool: Arc::new(Pool::Postgres {
+                notifier,
                 config,
                 idle: Mutex::new(vec![conn]),
             }),
@@ -283,11 +288,15 @@ impl Pool {
                 let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
                 f(&mut guard)
             }
-            Pool::Postgres { config, idle } => {
+            Pool::Postgres {
+                config,
+                idle,
+                notifier,
+            } => {
                 let taken = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
                 let mut conn = match taken {
                     Some(c) if !c.is_broken() => c,
-                    _ => pg_connect(config)?,
+                    _ => pg_connect_with(config, Some(notifier.clone()))?,
                 };
                 let mut attempt = 0;
                 let result = loop {
@@ -335,7 +344,16 @@ fn pg_config(url: &str) -> Result<tokio_postgres::Config, DbError> {
 }
 
 fn pg_connect(config: &tokio_postgres::Config) -> Result<Conn, DbError> {
-    Conn::postgres(config).map_err(|e| {
+    pg_connect_with(config, None)
+}
+
+/// A connection whose publishing transactions ask for leases back through `notifier` (one of
+/// their own, connected when first needed, if `None`).
+fn pg_connect_with(
+    config: &tokio_postgres::Config,
+    notifier: Option<Arc<lease::Notifier>>,
+) -> Result<Conn, DbError> {
+    Conn::postgres(config, notifier).map_err(|e| {
         let hosts: Vec<String> = config
             .get_hosts()
             .iter()

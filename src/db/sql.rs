@@ -292,6 +292,10 @@ pub trait Sql {
     /// The rows of several queries that do not depend on each other, in order: on PostgreSQL
     /// sent together, in one round trip.
     fn query_all(&self, queries: &[(&str, &[&dyn ToParam])]) -> Result<Vec<Vec<Row>>, DbError>;
+    /// Marks a transaction that writes metadata servers answer polls with: on PostgreSQL it
+    /// commits only once no server holds a metadata lease (`db::lease`); outside a
+    /// transaction such a write is refused. Nothing on SQLite, where one server is alone.
+    fn publishes_metadata(&self) -> Result<(), DbError>;
 
     /// The first row, if any.
     fn query_opt(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Option<Row>, DbError> {
@@ -330,6 +334,8 @@ struct PgConn {
     /// Set when a statement lost a race with a concurrent transaction; `Db::call` then rolls
     /// back and runs the use case again (whatever the use case made of the error).
     lost_race: Cell<Option<String>>,
+    /// Where a transaction that publishes metadata asks for leases back (`db::lease`).
+    notifier: std::sync::Arc<super::lease::Notifier>,
 }
 
 /// A transaction; dropped without [`Tx::commit`], it rolls back.
@@ -352,6 +358,9 @@ struct PgTx<'c> {
     /// `BEGIN` reached the server: a transaction dropped without commit is rolled back.
     begun: Cell<bool>,
     finished: Cell<bool>,
+    /// It writes metadata that servers answer polls with: it commits only under the lease
+    /// lock, exclusively (`db::lease`).
+    publishes: Cell<bool>,
 }
 
 /// A statement waiting for the next round trip.
@@ -381,7 +390,10 @@ enum Answer {
 }
 
 impl PgConn {
-    fn connect(config: &tokio_postgres::Config) -> Result<PgConn, tokio_postgres::Error> {
+    fn connect(
+        config: &tokio_postgres::Config,
+        notifier: Option<std::sync::Arc<super::lease::Notifier>>,
+    ) -> Result<PgConn, tokio_postgres::Error> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -396,6 +408,9 @@ impl PgConn {
             client,
             statements: RefCell::new(HashMap::new()),
             lost_race: Cell::new(None),
+            notifier: notifier.unwrap_or_else(|| {
+                std::sync::Arc::new(super::lease::Notifier::new(config.clone()))
+            }),
         })
     }
 
@@ -487,6 +502,8 @@ trait PgSession {
     /// A statement whose answer nobody reads (a lock, a write): a transaction keeps it for its
     /// next round trip, a connection runs it now.
     fn later(&self, d: Deferred) -> Result<(), DbError>;
+    /// See [`Sql::publishes_metadata`].
+    fn publishes(&self) -> Result<(), DbError>;
 
     fn one(&self, step: Step<'_>) -> Result<Answer, DbError> {
         Ok(self.exchange(vec![step])?.pop().expect("one answer"))
@@ -521,6 +538,13 @@ impl PgSession for PgConn {
     fn later(&self, d: Deferred) -> Result<(), DbError> {
         d.check(&self.one(d.step())?)
     }
+
+    fn publishes(&self) -> Result<(), DbError> {
+        Err(DbError::Postgres(
+            "metadata is published only in a transaction (it must wait for the servers' leases)"
+                .into(),
+        ))
+    }
 }
 
 impl Conn {
@@ -528,8 +552,13 @@ impl Conn {
         Conn(ConnKind::Sqlite(c))
     }
 
-    pub(super) fn postgres(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres::Error> {
-        Ok(Conn(ConnKind::Postgres(Box::new(PgConn::connect(config)?))))
+    pub(super) fn postgres(
+        config: &tokio_postgres::Config,
+        notifier: Option<std::sync::Arc<super::lease::Notifier>>,
+    ) -> Result<Conn, tokio_postgres::Error> {
+        Ok(Conn(ConnKind::Postgres(Box::new(PgConn::connect(
+            config, notifier,
+        )?))))
     }
 
     /// Begins a transaction: on SQLite `IMMEDIATE` (it takes the write lock at once), on
@@ -543,6 +572,7 @@ impl Conn {
                 pending: RefCell::new(Vec::new()),
                 begun: Cell::new(false),
                 finished: Cell::new(false),
+                publishes: Cell::new(false),
             }),
         }))
     }
@@ -569,6 +599,9 @@ impl Tx<'_> {
         match self.0 {
             TxKind::Sqlite(t) => t.commit()?,
             TxKind::Postgres(t) => {
+                if t.publishes.get() {
+                    t.take_lease_lock()?;
+                }
                 if t.begun.get() || !t.pending.borrow().is_empty() {
                     t.exchange(vec![Step::Simple("COMMIT")])?;
                 }
@@ -577,6 +610,54 @@ impl Tx<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl PgTx<'_> {
+    /// Takes the lease lock exclusively, for the rest of the transaction: at once if no server
+    /// holds a lease, else after asking the holders to give theirs back (`db::lease`), again
+    /// every `lease::ASK_EVERY`, for at most `lease::GIVE_UP_AFTER`. Publishers queue for the
+    /// lock in turn, and a holder that asks for its lease again queues behind them.
+    fn take_lease_lock(&self) -> Result<(), DbError> {
+        use super::lease::{ASK_EVERY, GIVE_UP_AFTER, LEASE_LOCK};
+        let free = self.one(Step::Rows(
+            "SELECT pg_try_advisory_xact_lock(?1)",
+            vec![Param::Int(LEASE_LOCK)],
+        ))?;
+        if let Answer::Rows(rows) = &free
+            && rows.first().is_some_and(|r| r.get::<_, bool>(0))
+        {
+            return Ok(());
+        }
+        let wait = format!(
+            "SAVEPOINT arca_lease; SET LOCAL lock_timeout = {}; \
+             SELECT pg_advisory_xact_lock({LEASE_LOCK}); RELEASE SAVEPOINT arca_lease",
+            ASK_EVERY.as_millis()
+        );
+        let started = std::time::Instant::now();
+        loop {
+            self.conn.notifier.ask()?;
+            let waited = self.conn.rt.block_on(self.conn.client.batch_execute(&wait));
+            match waited {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+                {
+                    self.conn.rt.block_on(
+                        self.conn
+                            .client
+                            .batch_execute("ROLLBACK TO SAVEPOINT arca_lease"),
+                    )?;
+                    if started.elapsed() >= GIVE_UP_AFTER {
+                        return Err(DbError::Unavailable(format!(
+                            "other arca servers kept their metadata leases for {} s; nothing was published",
+                            GIVE_UP_AFTER.as_secs()
+                        )));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
@@ -603,6 +684,11 @@ impl PgSession for PgTx<'_> {
 
     fn later(&self, d: Deferred) -> Result<(), DbError> {
         self.pending.borrow_mut().push(d);
+        Ok(())
+    }
+
+    fn publishes(&self) -> Result<(), DbError> {
+        self.publishes.set(true);
         Ok(())
     }
 }
@@ -732,6 +818,13 @@ impl Session<'_> {
         }
     }
 
+    fn publishes_metadata(&self) -> Result<(), DbError> {
+        match self {
+            Session::Sqlite(_) => Ok(()),
+            Session::Postgres(pg) => pg.publishes(),
+        }
+    }
+
     fn query_all(&self, queries: &[(&str, &[&dyn ToParam])]) -> Result<Vec<Vec<Row>>, DbError> {
         match self {
             Session::Sqlite(c) => queries
@@ -784,6 +877,9 @@ macro_rules! sql_by_session {
                 queries: &[(&str, &[&dyn ToParam])],
             ) -> Result<Vec<Vec<Row>>, DbError> {
                 self.session().query_all(queries)
+            }
+            fn publishes_metadata(&self) -> Result<(), DbError> {
+                self.session().publishes_metadata()
             }
         }
     };

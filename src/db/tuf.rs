@@ -43,6 +43,7 @@ pub fn insert(
     body: &[u8],
     expires: &str,
 ) -> Result<(), DbError> {
+    c.publishes_metadata()?;
     let signed_at = arca_keys::format_time(chrono::Utc::now());
     c.execute(
         "INSERT INTO tuf_metadata (channel, role, version, body, expires, signed_at) \
@@ -140,6 +141,7 @@ pub fn insert_all(c: &dyn Sql, channel: &str, files: &[NewFile]) -> Result<(), D
     if files.is_empty() {
         return Ok(());
     }
+    c.publishes_metadata()?;
     let signed_at = arca_keys::format_time(chrono::Utc::now());
     let mut sql = String::from(
         "INSERT INTO tuf_metadata (channel, role, version, body, expires, signed_at) VALUES ",

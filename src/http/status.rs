@@ -56,6 +56,20 @@ async fn metrics(app: web::Data<App>) -> Result<HttpResponse, Error> {
     let _ = writeln!(out, "arca_audit_entries {}", s.audit_entries);
     out.push_str("# HELP arca_leader Whether this server runs the background work (1) or another does (0).\n# TYPE arca_leader gauge\n");
     let _ = writeln!(out, "arca_leader {}", u8::from(app.leader.is_leader()));
+    if app.db.engine() == crate::db::Engine::Postgres {
+        out.push_str("# HELP arca_meta_lease Whether this server holds a metadata lease, answering polls from memory (1), or reads the database per poll (0).\n# TYPE arca_meta_lease gauge\n");
+        let _ = writeln!(
+            out,
+            "arca_meta_lease {}",
+            u8::from(app.lease.current().is_some())
+        );
+        out.push_str("# HELP arca_meta_lease_revocations_total Metadata leases this server gave back because a server was publishing.\n# TYPE arca_meta_lease_revocations_total counter\n");
+        let _ = writeln!(
+            out,
+            "arca_meta_lease_revocations_total {}",
+            app.lease.revoked.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     rollout_metrics(&app, &mut out).await?;
     out.push_str(&crate::tuf::clock::render_metrics());
     out.push_str(&app.counters.render());

@@ -6,6 +6,7 @@ pub mod auto;
 pub mod board;
 pub mod facts;
 pub mod leader;
+pub mod lease;
 pub mod limit;
 pub mod metrics;
 pub mod online;
@@ -63,6 +64,8 @@ pub struct App {
     pub auto: auto::Queue,
     /// Whether this server runs the background work now (`leader`).
     pub leader: leader::Leadership,
+    /// On PostgreSQL, whether this server holds a metadata lease now (`lease`).
+    pub lease: Arc<lease::MetaLease>,
 }
 
 /// The newest body of each (channel, role) with its version and ETag, as this server last
@@ -172,6 +175,9 @@ impl Revalidation {
 #[derive(Clone)]
 pub struct CachedMeta {
     pub generation: u64,
+    /// On PostgreSQL, the metadata lease under which it was read (`lease::MetaLease`), if any:
+    /// while that lease is held, it is the newest.
+    pub lease: Option<u64>,
     pub version: u64,
     pub body: bytes::Bytes,
     /// A strong ETag: the quoted SHA-256 of the body.
@@ -183,6 +189,7 @@ impl CachedMeta {
         let etag = format!("\"{}\"", crate::tuf::metadata::sha256_hex(&body));
         CachedMeta {
             generation,
+            lease: None,
             version,
             body,
             etag,
@@ -207,22 +214,19 @@ impl MetaCache {
         entries.get(&(channel.to_owned(), role)).cloned()
     }
 
-    /// The cached body, if nothing was written by this process since it was read (all that
-    /// can write on SQLite; on PostgreSQL see `reads::latest_cached`).
-    pub fn get(&self, channel: &str, role: crate::tuf::metadata::TufRole) -> Option<CachedMeta> {
-        self.peek(channel, role)
-            .filter(|m| m.generation == db::tuf::generation())
-    }
-
+    /// Keeps a file read under `generation` (SQLite) or while this server held `lease`
+    /// (PostgreSQL); returns it.
     pub fn put(
         &self,
         channel: &str,
         role: crate::tuf::metadata::TufRole,
         generation: u64,
+        lease: Option<u64>,
         version: u64,
         body: bytes::Bytes,
     ) -> CachedMeta {
-        let m = CachedMeta::new(generation, version, body);
+        let mut m = CachedMeta::new(generation, version, body);
+        m.lease = lease;
         self.entries
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -107,6 +107,13 @@ pub async fn latest_cached(
     // On PostgreSQL polls of a channel of the pipeline share their reads (an unknown
     // channel's name would grow the map: it is read alone, and found in no row).
     if postgres && app.cfg.pipeline.iter().any(|c| c.as_str() == channel) {
+        // Read under the lease this server holds now: nothing newer can have committed.
+        if let Some(m) = cached
+            .as_ref()
+            .filter(|m| m.lease.is_some() && m.lease == app.lease.current())
+        {
+            return Ok(Some(m.clone()));
+        }
         let check = app.meta_cache.revalidation(&channel, role);
         return check
             .fresh(|| {
@@ -128,6 +135,9 @@ async fn read_newest(
     cached: Option<super::CachedMeta>,
 ) -> Result<Option<super::CachedMeta>, Error> {
     let known = cached.as_ref().map(|m| m.version);
+    // Taken before the read is sent: if this lease is still held when a poll looks, nothing
+    // has committed since the read.
+    let lease = app.lease.current();
     let ch = channel.clone();
     let (generation, newest) = app
         .db
@@ -141,12 +151,12 @@ async fn read_newest(
         // Still the cached version: kept, under the generation just read.
         (Some((version, None)), Some(m)) if m.version == version => Some(
             app.meta_cache
-                .put(&channel, role, generation, version, m.body),
+                .put(&channel, role, generation, lease, version, m.body),
         ),
         (Some((version, Some(body))), _) => {
             Some(
                 app.meta_cache
-                    .put(&channel, role, generation, version, body.into()),
+                    .put(&channel, role, generation, lease, version, body.into()),
             )
         }
         (Some((_, None)), _) => return Err(Error::Internal(format!("{channel} {role}: no body"))),

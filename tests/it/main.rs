@@ -23,6 +23,7 @@ mod fleet;
 mod intoto_interop;
 mod key_rotation;
 mod limits;
+mod meta_lease;
 mod metadata_cache;
 mod monitoring;
 mod pg_concurrency;
