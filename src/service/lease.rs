@@ -86,11 +86,22 @@ impl MetaLease {
 /// Holds a lease whenever it can, forever (on PostgreSQL, with the memory cache on).
 pub async fn run(lease: Arc<MetaLease>, config: tokio_postgres::Config) {
     let mut numbers = 0u64;
+    // Warned once per outage, not at every try.
+    let mut warned = false;
     loop {
+        let before = numbers;
         let ended = session(&lease, &config, &mut numbers).await;
         lease.end();
         if let Err(e) = ended {
-            tracing::debug!(error = %e, "the metadata lease's session ended; polls read the database meanwhile");
+            if numbers > before {
+                warned = false;
+            }
+            if warned {
+                tracing::debug!(error = %e, "the metadata lease's session failed again");
+            } else {
+                tracing::warn!(error = %e, "the metadata lease's session ended; polls read the database until it is back");
+                warned = true;
+            }
         }
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
