@@ -116,7 +116,8 @@ pub enum TufError {
     Other(String),
 }
 
-/// A key as TUF metadata lists it (other key types parse, but only ed25519 verifies).
+/// A key as TUF metadata lists it; `tuf::keys` verifies the types python-tuf verifies. Other
+/// fields (`keyid_hash_algorithms`) are accepted and ignored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaKey {
     pub keytype: String,
@@ -395,19 +396,28 @@ impl Envelope {
             role: role.into(),
             reason: e.to_string(),
         })?;
+        // A file whose signatures repeat a key id is refused outright, as python-tuf does.
+        let mut ids = std::collections::BTreeSet::new();
+        if let Some(again) = self.signatures.iter().find(|s| !ids.insert(&s.keyid)) {
+            return Err(TufError::Malformed {
+                role: role.into(),
+                reason: format!("two signatures name key {}", again.keyid),
+            });
+        }
+        // Each key counts once, whatever ids it is listed under; keys of a type arca cannot
+        // verify count for nothing (and are no error).
         let mut valid = std::collections::BTreeSet::new();
+        let mut counted = std::collections::BTreeSet::new();
         for s in &self.signatures {
-            if valid.contains(&s.keyid) || !keys.keyids.contains(&s.keyid) {
+            if !keys.keyids.contains(&s.keyid) {
                 continue;
             }
-            let Some(key) = root.keys.get(&s.keyid).and_then(MetaKey::ed25519) else {
+            let Some(key) = root.keys.get(&s.keyid).and_then(super::keys::Verifier::of) else {
                 continue;
             };
-            // A key id must be the key's own id: otherwise one key could count twice.
-            if key.key_id().as_str() != s.keyid {
-                continue;
-            }
-            if hex::decode(&s.sig).is_ok_and(|sig| key.verify(&msg, &sig)) {
+            if hex::decode(&s.sig).is_ok_and(|sig| key.verify(&msg, &sig))
+                && counted.insert(key.material())
+            {
                 valid.insert(s.keyid.clone());
             }
         }
@@ -454,5 +464,95 @@ mod tests {
             Envelope::sign_to_bytes(&doc, &[&key]),
             Envelope::sign(&doc, &[&key]).to_bytes()
         );
+    }
+
+    /// A root whose targets role lists `ids` (each naming `keys[i]`) with `threshold`, and a
+    /// targets file signed by `signers` under the ids given.
+    fn signed_by(
+        keys: &[(&str, MetaKey)],
+        threshold: u32,
+        signers: &[(&str, &SigningKey)],
+    ) -> (Root, Envelope) {
+        let root = Root {
+            kind: "root".into(),
+            spec_version: SPEC_VERSION.into(),
+            version: 1,
+            expires: "2100-01-01T00:00:00Z".into(),
+            consistent_snapshot: true,
+            keys: keys
+                .iter()
+                .map(|(id, k)| (id.to_string(), k.clone()))
+                .collect(),
+            roles: [(
+                "targets".to_owned(),
+                RoleKeys {
+                    keyids: keys.iter().map(|(id, _)| id.to_string()).collect(),
+                    threshold,
+                },
+            )]
+            .into(),
+            channel: None,
+        };
+        let signed = serde_json::json!({"_type": "targets", "version": 1});
+        let msg = to_canonical_json(&signed).unwrap();
+        let signatures = signers
+            .iter()
+            .map(|(id, k)| MetaSignature {
+                keyid: id.to_string(),
+                sig: hex::encode(k.sign(&msg)),
+            })
+            .collect();
+        (root, Envelope { signed, signatures })
+    }
+
+    #[test]
+    fn a_threshold_counts_each_key_once_and_skips_unknown_key_types() {
+        let (a, b) = (
+            SigningKey::generate().unwrap(),
+            SigningKey::generate().unwrap(),
+        );
+        let (ka, kb) = (
+            MetaKey::from_public(&a.public()),
+            MetaKey::from_public(&b.public()),
+        );
+        let unknown = MetaKey {
+            keytype: "ed448".into(),
+            scheme: "ed448".into(),
+            keyval: [("public".to_owned(), "00".repeat(57))].into(),
+        };
+        // One key listed under two ids, signing under both: one key, below a threshold of 2.
+        let (root, env) = signed_by(
+            &[("a1", ka.clone()), ("a2", ka.clone())],
+            2,
+            &[("a1", &a), ("a2", &a)],
+        );
+        assert!(matches!(
+            env.verify_role(&root, TufRole::Targets),
+            Err(TufError::Threshold { valid: 1, .. })
+        ));
+        // Two keys: met.
+        let (root, env) = signed_by(
+            &[("a", ka.clone()), ("b", kb.clone())],
+            2,
+            &[("a", &a), ("b", &b)],
+        );
+        env.verify_role(&root, TufRole::Targets).unwrap();
+        // A key of an unknown type is listed and "signs": skipped, not an error.
+        let (root, env) = signed_by(
+            &[("a", ka.clone()), ("x", unknown)],
+            1,
+            &[("x", &b), ("a", &a)],
+        );
+        env.verify_role(&root, TufRole::Targets).unwrap();
+        // Two signatures naming one key id: the file is refused, even above the threshold.
+        let (root, env) = signed_by(
+            &[("a", ka), ("b", kb)],
+            1,
+            &[("a", &a), ("b", &b), ("a", &a)],
+        );
+        assert!(matches!(
+            env.verify_role(&root, TufRole::Targets),
+            Err(TufError::Malformed { .. })
+        ));
     }
 }

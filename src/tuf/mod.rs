@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod clock;
+pub mod keys;
 pub mod metadata;
 pub mod repo;
