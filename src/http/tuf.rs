@@ -1,5 +1,6 @@
 //! Each channel's TUF repository: `/tuf/{channel}/metadata/{file}` and
-//! `/tuf/{channel}/targets/{name}/{sha256}.{file}` (consistent snapshots, streamed from the store).
+//! `/tuf/{channel}/targets/{name}/{sha256}.{file}` (consistent snapshots, streamed from the store;
+//! also as `{sha256}.{name}/{file}`, the form awslabs' `tough` asks for).
 
 use crate::model::api::ErrorCode;
 use crate::tuf::metadata::TufRole;
@@ -101,19 +102,42 @@ async fn metadata(
     }
 }
 
-/// Splits `{name}/{sha256}.{file}` (or a rollout's `{name}/-/previous/{sha256}.{file}`) into
-/// its parts.
-fn parse_target_path(path: &str) -> Option<(ArtifactName, String, FileName)> {
-    let (dir, last) = path.rsplit_once('/')?;
-    let dir = dir
-        .strip_suffix(crate::tuf::repo::PREVIOUS_SEGMENT)
-        .and_then(|d| d.strip_suffix('/'))
-        .unwrap_or(dir);
-    let (sha, file) = last.split_once('.')?;
-    if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
+/// The readings of a consistent-snapshot target path, each as (name, sha256, file), in the
+/// order they are looked up:
+///
+/// - `{name}/{sha256}.{file}`, the hash before the file name (the specification's form, and
+///   python-tuf's);
+/// - `{sha256}.{name}/{file}`, the hash before the whole target path (awslabs' `tough`).
+///
+/// A rollout's previous release has `-/previous/` before the file in both. A path that reads
+/// both ways names at most one target: the hash must be the target's.
+fn parse_target_path(path: &str) -> Vec<(ArtifactName, String, FileName)> {
+    fn is_sha256(s: &str) -> bool {
+        s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
-    Some((dir.parse().ok()?, sha.to_owned(), file.parse().ok()?))
+    /// `{name}/{file}` or `{name}/-/previous/{file}`.
+    fn split(path: &str) -> Option<(ArtifactName, &str)> {
+        let (dir, last) = path.rsplit_once('/')?;
+        let dir = dir
+            .strip_suffix(crate::tuf::repo::PREVIOUS_SEGMENT)
+            .and_then(|d| d.strip_suffix('/'))
+            .unwrap_or(dir);
+        Some((dir.parse().ok()?, last))
+    }
+    let hash_before_file = split(path).and_then(|(name, last)| {
+        let (sha, file) = last.split_once('.')?;
+        is_sha256(sha).then_some(())?;
+        Some((name, sha.to_owned(), file.parse().ok()?))
+    });
+    let hash_before_path = path.split_once('.').and_then(|(sha, rest)| {
+        is_sha256(sha).then_some(())?;
+        let (name, file) = split(rest)?;
+        Some((name, sha.to_owned(), file.parse().ok()?))
+    });
+    hash_before_file
+        .into_iter()
+        .chain(hash_before_path)
+        .collect()
 }
 
 /// What a `Range` header asks of a target of `size` bytes (RFC 9110 §14).
@@ -181,9 +205,14 @@ async fn target(
             format!("no target {target} in channel {channel}"),
         )
     };
-    let (name, sha, file) = parse_target_path(&target).ok_or_else(not_found)?;
-    let ch = channel.to_string();
-    let found = reads::target_blob(&app, ch, name.to_string(), sha, file.to_string()).await?;
+    let mut found = None;
+    for (name, sha, file) in parse_target_path(&target) {
+        let ch = channel.to_string();
+        found = reads::target_blob(&app, ch, name.to_string(), sha, file.to_string()).await?;
+        if found.is_some() {
+            break;
+        }
+    }
     let (blake3, size) = found.ok_or_else(not_found)?;
     let digest: arca_store::Blake3Digest = blake3
         .parse()
@@ -263,16 +292,40 @@ mod tests {
     #[test]
     fn target_paths_and_ranges() {
         let sha = "a".repeat(64);
-        let (n, s, f) = parse_target_path(&format!("app/web/{sha}.web-1.0.tgz")).unwrap();
+        let one = |p: &str| {
+            let found = parse_target_path(p);
+            assert_eq!(found.len(), 1, "{p}");
+            let (n, s, f) = found.into_iter().next().unwrap();
+            (n.as_str().to_owned(), s, f.as_str().to_owned())
+        };
+        let want = ("app/web".to_owned(), sha.clone(), "web-1.0.tgz".to_owned());
+        assert_eq!(one(&format!("app/web/{sha}.web-1.0.tgz")), want);
         assert_eq!(
-            (n.as_str(), s.as_str(), f.as_str()),
-            ("app/web", sha.as_str(), "web-1.0.tgz")
+            one(&format!("{sha}.app/web/web-1.0.tgz")),
+            want,
+            "tough's form"
         );
-        let (n, ..) = parse_target_path(&format!("app/web/-/previous/{sha}.web.tgz")).unwrap();
-        assert_eq!(n.as_str(), "app/web");
-        assert!(parse_target_path(&format!("-/previous/{sha}.x")).is_none());
-        assert!(parse_target_path(&format!("../{sha}.x")).is_none());
-        assert!(parse_target_path("app/short.x").is_none());
+        assert_eq!(
+            one(&format!("app/web/-/previous/{sha}.web.tgz")).0,
+            "app/web"
+        );
+        assert_eq!(
+            one(&format!("{sha}.app/web/-/previous/web.tgz")).0,
+            "app/web"
+        );
+        // A path both forms read: both are looked up (only the target's own hash will match).
+        let both = format!("{sha}.x/{sha}.y");
+        assert_eq!(parse_target_path(&both).len(), 2, "{both}");
+        for bad in [
+            format!("-/previous/{sha}.x"),
+            format!("../{sha}.x"),
+            format!("{sha}.../x"),
+            format!("{sha}.x"),
+            "app/short.x".to_owned(),
+            format!("{}.app/x", "A".repeat(64)),
+        ] {
+            assert!(parse_target_path(&bad).is_empty(), "{bad}");
+        }
         let r = |h: &str| parse_range(Some(h), 100);
         assert_eq!(r("bytes=0-9"), RangeAsk::Part(0..10));
         assert_eq!(r("bytes=90-"), RangeAsk::Part(90..100));

@@ -116,3 +116,34 @@ fn tuf_client_protocol_init_refresh_download() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A target is served at both consistent-snapshot paths: the hash before the file name
+/// (python-tuf's, `name/HASH.file`) and before the whole target path (tough's,
+/// `HASH.name/file`); a hash that is not the target's finds nothing either way.
+#[test]
+fn a_target_is_served_with_the_hash_before_its_file_name_or_before_its_path() {
+    let s = Server::start();
+    let key = s.builder("builder", "app/*");
+    let file = s.file("t.bin", 3000, 5);
+    s.push(&file, "app/t", "1.0.0", &key);
+    let bytes = std::fs::read(&file).unwrap();
+    let sha = arca::tuf::metadata::sha256_hex(&bytes);
+    let base = format!("{}/tuf/dev/targets", s.url);
+    for path in [format!("app/t/{sha}.t.bin"), format!("{sha}.app/t/t.bin")] {
+        let (code, body) = crate::tuf_repo::get(&format!("{base}/{path}"));
+        assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(body, bytes, "{path}");
+    }
+    let other = "0".repeat(64);
+    for path in [
+        format!("app/t/{other}.t.bin"),
+        format!("{other}.app/t/t.bin"),
+    ] {
+        let (code, body) = crate::tuf_repo::get(&format!("{base}/{path}"));
+        assert_eq!(code, 404, "{path}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("no_target"),
+            "{path}"
+        );
+    }
+}
