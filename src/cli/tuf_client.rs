@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
-use crate::tuf::client::{Fetcher, Updater, download_target, target_url};
+use crate::tuf::client::{Fetcher, Updater, download_target, is_already, target_url};
 
 /// A generic TUF client.
 #[derive(clap::Args)]
@@ -79,12 +79,16 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
                     _ => format!("%{b:02X}"),
                 })
                 .collect();
+            // A file already there that verifies is not fetched again (as ngclient does).
+            if is_already(&dir.join(&file_name), target) {
+                return Ok(0);
+            }
             let fetcher = Fetcher::new(crate::client::http_client()?);
             let tmp = tempfile_in(dir)?;
             let url = target_url(base, &trusted.root, name, target);
             let out = std::fs::File::create(&tmp)?;
             match download_target(&fetcher, &url, target, out, None).await {
-                Ok(_) => std::fs::rename(&tmp, dir.join(file_name))?,
+                Ok(_) => std::fs::rename(&tmp, dir.join(&file_name))?,
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
                     return Err(e.into());

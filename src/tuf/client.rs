@@ -210,6 +210,28 @@ impl HashSet {
     }
 }
 
+/// Whether the file at `path` is `target` already: its length and every hash the target
+/// lists match (a download that would change nothing is not made).
+pub fn is_already(path: &Path, target: &TargetFile) -> bool {
+    use std::io::Read as _;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    if file.metadata().map(|m| m.len()).ok() != Some(target.length) {
+        return false;
+    }
+    let mut set = HashSet::new(&target.hashes);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => set.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    check_hashes("target", &target.hashes, &mut set, &[]).is_ok()
+}
+
 /// Verifies `expected` against hashes computed by `set` (after feeding `tail`). Every listed
 /// algorithm must be known and match.
 fn check_hashes(

@@ -93,6 +93,34 @@ fn tuf_client_protocol_init_refresh_download() {
         std::fs::read(td.join("x%2Fx.bin")).unwrap(),
         std::fs::read(&file).unwrap()
     );
+    // The target is there and verifies: downloading it again fetches nothing, so it succeeds
+    // with a target URL where nothing listens; once its bytes changed it must be fetched.
+    let nowhere = "http://127.0.0.1:1/";
+    let again = |base: &str| {
+        s.arca()
+            .args([
+                "tuf-client",
+                "--metadata-url",
+                &meta_url,
+                "--metadata-dir",
+                md_s,
+            ])
+            .args(["--target-name", "x/x.bin", "--target-base-url", base])
+            .args(["--target-dir", td.to_str().unwrap(), "download"])
+            .output()
+            .unwrap()
+    };
+    let out = again(nowhere);
+    assert!(out.status.success(), "{out:?}");
+    let mut changed = std::fs::read(&file).unwrap();
+    changed[0] ^= 1;
+    std::fs::write(td.join("x%2Fx.bin"), &changed).unwrap();
+    assert_eq!(again(nowhere).status.code(), Some(1));
+    assert!(again(&targets_url).status.success());
+    assert_eq!(
+        std::fs::read(td.join("x%2Fx.bin")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
     // A target that is not listed fails with exit 1.
     let out = s
         .arca()
