@@ -16,12 +16,13 @@ use super::metadata::{
 
 /// Most root versions followed in one refresh (TUF's bound against an endless chain).
 pub const MAX_ROOT_ROTATIONS: u64 = 256;
-/// Size limits of metadata whose length is not signed anywhere (TUF's endless-data defence).
-pub const MAX_ROOT_BYTES: u64 = 512 * 1024;
-pub const MAX_TIMESTAMP_BYTES: u64 = 16 * 1024;
-/// Defaults when snapshot or timestamp do not sign a length.
-pub const MAX_SNAPSHOT_BYTES: u64 = 2 << 20;
-pub const MAX_TARGETS_BYTES: u64 = 64 << 20;
+/// Size limits of metadata whose length is not signed anywhere (TUF's endless-data defence),
+/// python-tuf's `UpdaterConfig` defaults.
+pub const MAX_ROOT_BYTES: u64 = 512_000;
+pub const MAX_TIMESTAMP_BYTES: u64 = 16_384;
+/// Defaults when snapshot or timestamp do not sign a length (arca's own always do).
+pub const MAX_SNAPSHOT_BYTES: u64 = 2_000_000;
+pub const MAX_TARGETS_BYTES: u64 = 5_000_000;
 
 /// Default minimum average transfer rate of every file, in bytes per second. Far below any
 /// working link (a 1 GiB artifact at this rate takes 18 hours), far above a mirror that drips
@@ -371,6 +372,12 @@ impl Updater {
                     got: new.version,
                 });
             }
+            // The same version again: the trusted one is kept, whatever the new one says
+            // (TUF 5.4.3.2; python-tuf discards the new file).
+            if new.version == old.version {
+                old.check_not_expired(self.now)?;
+                return Ok(old);
+            }
             if snap(&new) < snap(&old) {
                 return Err(TufError::Rollback {
                     role: TufRole::Snapshot.into(),
@@ -394,6 +401,14 @@ impl Updater {
 
     async fn update_snapshot(&self, root: &Root, ts: &Timestamp) -> Result<Snapshot, TufError> {
         let meta = &ts.meta["snapshot.json"];
+        // The trusted snapshot is the version the timestamp names, and still valid: kept, not
+        // fetched again (as python-tuf does).
+        if let Some(local) = self.trusted_local::<Snapshot>(root, "snapshot.json")
+            && local.version == meta.version
+            && local.check_not_expired(self.now).is_ok()
+        {
+            return Ok(local);
+        }
         let url = self.versioned_url(root, TufRole::Snapshot, meta.version);
         let bytes = self
             .fetcher
@@ -445,6 +460,12 @@ impl Updater {
                 role: TufRole::Snapshot.into(),
                 reason: "no targets.json entry".into(),
             })?;
+        if let Some(local) = self.trusted_local::<Targets>(root, "targets.json")
+            && local.version == meta.version
+            && local.check_not_expired(self.now).is_ok()
+        {
+            return Ok(local);
+        }
         let url = self.versioned_url(root, TufRole::Targets, meta.version);
         let bytes = self
             .fetcher

@@ -175,3 +175,76 @@ fn a_target_is_served_with_the_hash_before_its_file_name_or_before_its_path() {
         );
     }
 }
+
+/// What a refresh does when the repository answers a version the client already trusts, as
+/// python-tuf's ngclient does (TUF 5.4.3.2, 5.5.3): a timestamp of the same version with other
+/// content is discarded, the trusted one kept; a snapshot (or targets) of the version the
+/// timestamp names is not fetched again, so what the mirror now holds under that name is
+/// never read.
+#[test]
+fn a_refresh_keeps_the_versions_it_already_trusts() {
+    let s = Server::start_tamperable();
+    let key = s.builder("builder", "app/*");
+    s.push(&s.file("k.bin", 1000, 6), "app/k", "1.0.0", &key);
+    let md = s.path("md");
+    let md_s = md.to_str().unwrap();
+    let meta_url = format!("{}/tuf/dev/metadata/", s.url);
+    s.ok(&[
+        "tuf-client",
+        "--metadata-dir",
+        md_s,
+        "init",
+        s.root_json().to_str().unwrap(),
+    ]);
+    let refresh = || {
+        s.arca()
+            .args([
+                "tuf-client",
+                "--metadata-url",
+                &meta_url,
+                "--metadata-dir",
+                md_s,
+                "refresh",
+            ])
+            .output()
+            .unwrap()
+    };
+    assert!(refresh().status.success());
+    let trusted = |role: &str| std::fs::read(md.join(format!("{role}.json"))).unwrap();
+    let (timestamp, snapshot) = (trusted("timestamp"), trusted("snapshot"));
+
+    // The same timestamp version, re-signed by the online key with another expiry.
+    let (version, body) = common::latest_meta(&s, "dev", "timestamp");
+    let env = arca::tuf::metadata::Envelope::from_slice("timestamp", &body).unwrap();
+    let mut signed = env.signed.clone();
+    signed["expires"] = serde_json::Value::from("2099-01-01T00:00:00Z");
+    let online = common::online_key(&s, "dev");
+    let other = arca::tuf::metadata::Envelope::sign(&signed, &[&online]).to_bytes();
+    common::set_meta_body(&s, "dev", "timestamp", version, &other);
+    // The snapshot it names, replaced by bytes that verify nothing.
+    let (snap_version, _) = common::latest_meta(&s, "dev", "snapshot");
+    common::set_meta_body(
+        &s,
+        "dev",
+        "snapshot",
+        snap_version,
+        b"{\"signed\": {}, \"signatures\": []}",
+    );
+
+    let out = refresh();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        trusted("timestamp"),
+        timestamp,
+        "the trusted timestamp was replaced"
+    );
+    assert_eq!(
+        trusted("snapshot"),
+        snapshot,
+        "the trusted snapshot was replaced"
+    );
+}
