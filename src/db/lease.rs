@@ -65,17 +65,27 @@ impl Notifier {
     }
 
     /// Asks every holder to give its lease back (one round trip on the notifier's session).
+    /// A session that broke while idle (the database restarted) is found broken only when
+    /// used: then the question is asked once more on a new one.
     pub(super) fn ask(&self) -> Result<(), DbError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if conn.as_ref().is_none_or(Conn::is_broken) {
-            *conn = Some(super::pg_connect(&self.config)?);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if conn.as_ref().is_none_or(Conn::is_broken) {
+                *conn = Some(super::pg_connect(&self.config)?);
+            }
+            let c: &dyn Sql = conn.as_ref().expect("connected above");
+            match c.batch(&format!("NOTIFY {CHANNEL}")) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    *conn = None;
+                    if tries == 2 || !e.is_unavailable() {
+                        return Err(e);
+                    }
+                }
+            }
         }
-        let c: &dyn Sql = conn.as_ref().expect("connected above");
-        let sent = c.batch(&format!("NOTIFY {CHANNEL}"));
-        if sent.is_err() {
-            *conn = None;
-        }
-        sent
     }
 }
 
