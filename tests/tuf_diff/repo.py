@@ -19,7 +19,6 @@ last written.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from datetime import datetime, timedelta, timezone
@@ -63,10 +62,6 @@ def now() -> datetime:
 
 def in_days(days: float) -> datetime:
     return now() + timedelta(days=days)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Repo:

@@ -14,7 +14,7 @@ then compares the differing ones with known_gaps.txt. Exit status 0 only if exac
 scenarios differ: an unlisted one is a regression, a listed one that agrees must be deleted
 from the list (it only shrinks).
 
-    run.py --arca target/debug/arca [--only NAME] [--json]
+    run.py --arca target/debug/arca [--only NAME]... [--steps] [--json] [--known-gaps FILE]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import traceback
+from urllib import parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -177,8 +178,6 @@ class Clients:
 
     def put_local_target(self, path: str, data: bytes) -> None:
         """Both clients already hold `data` as target `path` in their target directory."""
-        from urllib import parse
-
         for _, tgt in self.dirs.values():
             with open(os.path.join(tgt, parse.quote(path, "")), "wb") as f:
                 f.write(data)
@@ -266,9 +265,9 @@ def run_one(name: str, fn, arca: str) -> dict:
             server.server_close()
 
 
-def read_known_gaps() -> dict[str, str]:
+def read_known_gaps(path: str) -> dict[str, str]:
     gaps = {}
-    with open(KNOWN_GAPS) as f:
+    with open(path) as f:
         for line in f:
             line = line.strip()
             if not line or line.startswith("#"):
@@ -284,10 +283,11 @@ def main() -> int:
     ap.add_argument("--only", action="append", help="run just this scenario (repeatable)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--steps", action="store_true", help="print every step's outcome")
+    ap.add_argument("--known-gaps", default=KNOWN_GAPS, help="the list (default known_gaps.txt)")
     a = ap.parse_args()
 
     every = scenarios.SCENARIOS
-    gaps = read_known_gaps()
+    gaps = read_known_gaps(a.known_gaps)
     problems = [f"known_gaps.txt: {n} is not a scenario" for n in gaps if n not in every]
     names = a.only or list(every)
     for n in names:

@@ -82,20 +82,21 @@ def new_versions_of_every_role_are_followed(r, c):
         c.refresh()
 
 
-def all_roles_of_kind(r, c):
-    start(r, c)
-    c.download("file.txt")
+def every_role_signed_with(kind: str, name: str) -> None:
+    """Registers `name`: all four roles' keys are of `kind`; refresh and download."""
+
+    def fn(r, c):
+        start(r, c)
+        c.download("file.txt")
+
+    fn.__name__ = name
+    scenario(fn, kind=kind)
 
 
-for _kind, _name in [
-    ("ecdsa-p256", "ecdsa_nistp256_keys_verify_every_role"),
-    ("ecdsa-p384", "ecdsa_nistp384_keys_verify_every_role"),
-    ("rsa-pss", "rsassa_pss_sha256_keys_verify_every_role"),
-    ("rsa-pkcs1", "rsa_pkcs1v15_sha256_keys_verify_every_role"),
-]:
-    _f = lambda r, c: all_roles_of_kind(r, c)  # noqa: E731
-    _f.__name__ = _name
-    scenario(_f, kind=_kind)
+every_role_signed_with("ecdsa-p256", "ecdsa_nistp256_keys_verify_every_role")
+every_role_signed_with("ecdsa-p384", "ecdsa_nistp384_keys_verify_every_role")
+every_role_signed_with("rsa-pss", "rsassa_pss_sha256_keys_verify_every_role")
+every_role_signed_with("rsa-pkcs1", "rsa_pkcs1v15_sha256_keys_verify_every_role")
 
 
 @scenario
@@ -112,7 +113,7 @@ def rsa_targets_key_under_an_ed25519_root(r, c):
 
 
 @scenario
-def unknown_key_type_in_root_is_refused_by_ngclient(r, c):
+def root_listing_an_unknown_key_type_is_refused(r, c):
     # python-tuf refuses to load a root listing a key type it does not know.
     r.add_target("file.txt", b"x")
     r.publish_all()
@@ -130,7 +131,7 @@ def unknown_key_type_in_root_is_refused_by_ngclient(r, c):
 
 
 @scenario
-def unknown_scheme_of_a_known_key_type_is_refused_by_ngclient(r, c):
+def root_listing_an_unknown_scheme_is_refused(r, c):
     r.publish_all()
 
     def odd_scheme(signed):
@@ -1046,8 +1047,9 @@ def target_download_with_expired_timestamp_is_refused(r, c):
 # --- delegations ----------------------------------------------------------------------------
 
 
-def delegated_start(r, c, *roles, data=b"delegated\n", path="deleg/file.txt"):
-    r.add_target(path, data, role=roles[-1])
+def delegated_start(r, c, role: str, path: str = "deleg/file.txt"):
+    """Target `path` listed by delegated `role`, everything published, then a download."""
+    r.add_target(path, b"delegated\n", role=role)
     r.publish_all()
     c.download(path)
 
