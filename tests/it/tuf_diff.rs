@@ -47,7 +47,10 @@ fn the_known_gaps_list_fails_the_run_both_when_too_short_and_when_too_long() {
     let empty = gaps("empty.txt", "");
     let differing = "delegated_target_is_found";
     let (ok, out) = run_harness(&["--only", differing, "--known-gaps", &arg(&empty)]);
-    assert!(!ok && out.contains(&format!("REGRESSION {differing}")), "{out}");
+    assert!(
+        !ok && out.contains(&format!("REGRESSION {differing}")),
+        "{out}"
+    );
     // A scenario that agrees, listed: the line must go.
     let agreeing = "timestamp_rollback_is_refused";
     let listed = gaps("listed.txt", &format!("{agreeing}  # not a gap\n"));
