@@ -572,6 +572,42 @@ def unrecognised_fields_in_signed_metadata_are_kept_and_ignored(r, c):
 
 
 @scenario
+def root_larger_than_512000_bytes_is_refused(r, c):
+    start(r, c)
+    r.new_root()
+    with open(f"{r.metadata_dir}/2.root.json", "ab") as f:
+        f.write(b" " * 515_000)
+    c.refresh()
+
+
+@scenario
+def root_with_a_threshold_of_zero_is_refused(r, c):
+    r.publish_all()
+
+    def zero(signed):
+        signed["roles"]["targets"]["threshold"] = 0
+
+    c.init(r.tampered("root", zero))
+
+
+@scenario
+def root_without_a_snapshot_role_is_refused(r, c):
+    r.add_target("file.txt", b"x")
+    r.publish_all()
+    c.init(r.tampered("root", lambda s: s["roles"].pop("snapshot")))
+    c.refresh()
+
+
+@scenario
+def expiry_not_written_as_utc_with_z_is_refused(r, c):
+    start(r, c)
+    r.timestamp.version += 1
+    stamp = in_days(1).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    r.write_raw("timestamp", r.tampered("timestamp", lambda s: s.update(expires=stamp)))
+    c.refresh()
+
+
+@scenario
 def initial_root_with_the_wrong_type_is_refused(r, c):
     r.publish_all()
     c.init(r.tampered("root", lambda s: s.update(_type="timestamp")))
@@ -825,6 +861,27 @@ def snapshot_file_missing_is_refused(r, c):
     r.timestamp.snapshot_meta.version = 5
     r.publish("timestamp")
     c.refresh()
+
+
+@scenario
+def snapshot_equal_version_with_other_content_keeps_the_trusted_one(r, c):
+    # N.snapshot.json rewritten under the trusted version, listing a newer targets.
+    start(r, c)
+    r.publish("targets")
+    r.write("snapshot")
+    r.publish("timestamp")
+    c.refresh()
+
+
+@scenario
+def targets_equal_version_with_other_content_keeps_the_trusted_one(r, c):
+    # N.targets.json rewritten under the trusted version with another target; snapshot
+    # and timestamp move on but list the same targets version.
+    start(r, c)
+    r.add_target("second.txt", b"two")
+    r.write("targets")
+    r.publish("snapshot", "timestamp")
+    c.download("second.txt")
 
 
 @scenario(consistent=False)
