@@ -143,6 +143,15 @@ def root_listing_an_unknown_scheme_is_refused(r, c):
 
 
 @scenario
+def ecdsa_key_with_the_legacy_keytype_string_verifies(r, c):
+    # Old repositories write keytype "ecdsa-sha2-nistp256" (keytype == scheme).
+    r.rotate_keys("timestamp", "ecdsa-p256")
+    for s in r.signers["timestamp"]:
+        r.root.keys[s.public_key.keyid].keytype = "ecdsa-sha2-nistp256"
+    start(r, c)
+
+
+@scenario
 def keyid_hash_algorithms_field_is_ignored(r, c):
     for role in ("root", "timestamp", "snapshot", "targets"):
         for s in r.signers[role]:
@@ -273,6 +282,16 @@ def new_root_lowers_snapshot_threshold(r, c):
     r.snapshot.version += 1
     r.write("snapshot", signers=r.signers["snapshot"][1:])
     r.publish("timestamp")
+    c.refresh()
+
+
+@scenario
+def new_root_must_meet_its_own_threshold(r, c):
+    start(r, c)
+    old = r.signers["root"][0]
+    new = r.rotate_keys("root", count=2)
+    r.set_threshold("root", 2)
+    r.new_root(signers=[old, new[0]])
     c.refresh()
 
 
@@ -1074,6 +1093,14 @@ def target_url_uses_the_sha256_hash_listed_first(r, c):
     r.remove_target_files("file.txt")
     with open(os.path.join(r.targets_dir, f"{info.hashes['sha256']}.file.txt"), "wb") as f:
         f.write(b"two hashes")
+    c.download("file.txt")
+
+
+@scenario
+def target_custom_metadata_is_ignored(r, c):
+    info = r.add_target("file.txt", b"custom")
+    info.unrecognized_fields["custom"] = {"release": "1.2.3", "tags": ["a", "b"]}
+    r.publish_all()
     c.download("file.txt")
 
 
