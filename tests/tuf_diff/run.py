@@ -214,13 +214,17 @@ class Clients:
             fn()
             return True, ""
         except Exception as e:  # every refusal is an outcome to compare
-            return False, f"{type(e).__name__}: {e}"
+            cause = f" ({e.__cause__})" if e.__cause__ else ""
+            return False, f"{type(e).__name__}: {e}{cause}"
 
     def step(self, label: str, ngclient, arca_args: list[str]) -> bool:
         self.steps += 1
         ng_ok, ng_why = self.run_ngclient(ngclient)
         ar_ok, ar_why = self.run_arca(arca_args)
-        outcome = lambda ok, why: "ok" if ok else f"fail ({why[:160]})"  # noqa: E731
+
+        def outcome(ok: bool, why: str) -> str:
+            return "ok" if ok else f"fail ({why[:200]})"
+
         self.log.append(f"step {self.steps} ({label}): ngclient={outcome(ng_ok, ng_why)}")
         where = f"step {self.steps} ({label})"
         if ng_ok != ar_ok:
