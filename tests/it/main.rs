@@ -48,4 +48,5 @@ mod store_health;
 mod sweeps;
 mod tls;
 mod token_scopes;
+mod tuf_diff;
 mod tuf_repo;
