@@ -172,6 +172,23 @@ pub struct Root {
     pub channel: Option<String>,
 }
 
+impl Root {
+    /// A root must delegate exactly the four top-level roles, each with a threshold of at
+    /// least one (TUF 4.3; python-tuf refuses any other root as it reads it).
+    fn malformed_roles(&self) -> Option<String> {
+        let names: Vec<&str> = self.roles.keys().map(String::as_str).collect();
+        let mut top: Vec<&str> = TufRole::ALL.iter().map(|r| r.as_str()).collect();
+        top.sort_unstable();
+        if names != top {
+            return Some(format!("roles {names:?}: a root names exactly {top:?}"));
+        }
+        self.roles
+            .iter()
+            .find(|(_, r)| r.threshold == 0)
+            .map(|(name, _)| format!("role {name} has a threshold of 0"))
+    }
+}
+
 /// Version (and optionally length and hashes) of a metadata file, as snapshot and timestamp list it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaFile {
@@ -236,6 +253,12 @@ pub trait Signed: Serialize + DeserializeOwned {
         })
     }
 
+    /// What the specification requires of a well-formed file of this role beyond its
+    /// fields' types (the reason, if it is not): nothing in general; see `Root`.
+    fn malformed(&self) -> Option<String> {
+        None
+    }
+
     fn check_not_expired(&self, now: DateTime<Utc>) -> Result<(), TufError> {
         if self.expires_at()? <= now {
             return Err(TufError::Expired {
@@ -249,6 +272,9 @@ pub trait Signed: Serialize + DeserializeOwned {
 
 macro_rules! signed_role {
     ($ty:ty, $role:expr) => {
+        signed_role!($ty, $role, |_: &$ty| None);
+    };
+    ($ty:ty, $role:expr, $malformed:expr) => {
         impl Signed for $ty {
             const ROLE: TufRole = $role;
             fn version(&self) -> u64 {
@@ -257,10 +283,13 @@ macro_rules! signed_role {
             fn expires(&self) -> &str {
                 &self.expires
             }
+            fn malformed(&self) -> Option<String> {
+                $malformed(self)
+            }
         }
     };
 }
-signed_role!(Root, TufRole::Root);
+signed_role!(Root, TufRole::Root, Root::malformed_roles);
 signed_role!(Targets, TufRole::Targets);
 signed_role!(Snapshot, TufRole::Snapshot);
 signed_role!(Timestamp, TufRole::Timestamp);
@@ -377,10 +406,27 @@ impl Envelope {
                 reason: format!("_type is {kind:?}, expected {:?}", T::ROLE.as_str()),
             });
         }
-        serde_json::from_value(self.signed.clone()).map_err(|e| TufError::Malformed {
-            role: T::ROLE.into(),
-            reason: e.to_string(),
-        })
+        // A major version other than the specification's 1 is another format (python-tuf
+        // refuses it too).
+        let spec = self.signed.get("spec_version").and_then(|v| v.as_str());
+        if spec.and_then(|v| v.split('.').next()) != Some("1") {
+            return Err(TufError::Malformed {
+                role: T::ROLE.into(),
+                reason: format!("unsupported spec_version {spec:?}"),
+            });
+        }
+        let decoded: T =
+            serde_json::from_value(self.signed.clone()).map_err(|e| TufError::Malformed {
+                role: T::ROLE.into(),
+                reason: e.to_string(),
+            })?;
+        match decoded.malformed() {
+            Some(reason) => Err(TufError::Malformed {
+                role: T::ROLE.into(),
+                reason,
+            }),
+            None => Ok(decoded),
+        }
     }
 
     /// Verifies that the threshold of `role`'s keys in `root` signed this file.
