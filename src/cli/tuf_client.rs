@@ -63,11 +63,12 @@ pub async fn run(a: Args) -> anyhow::Result<i32> {
                 .target_dir
                 .as_deref()
                 .context("download needs --target-dir")?;
-            let target = trusted
-                .targets
-                .targets
-                .get(name)
+            let updater = updater(&a)?;
+            let target = updater
+                .find_target(&trusted, name)
+                .await?
                 .with_context(|| format!("target {name} is not in the repository"))?;
+            let target = &target;
             std::fs::create_dir_all(dir)?;
             // The conformance protocol stores a target under its URL-encoded path.
             let file_name: String = name

@@ -14,6 +14,8 @@ use super::metadata::{
     Envelope, MetaFile, Root, Signed, Snapshot, TargetFile, Targets, Timestamp, TufError,
 };
 
+/// Most targets roles visited in one search for a target (python-tuf's `max_delegations`).
+pub const MAX_DELEGATIONS: usize = 32;
 /// Most root versions followed in one refresh (TUF's bound against an endless chain).
 pub const MAX_ROOT_ROTATIONS: u64 = 256;
 /// Size limits of metadata whose length is not signed anywhere (TUF's endless-data defence),
@@ -162,14 +164,27 @@ pub fn persist(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TufError> {
 }
 
 /// Checks `bytes` against the length and hashes a snapshot or timestamp signed for them.
-fn check_meta_file(what: TufRole, bytes: &[u8], meta: &MetaFile) -> Result<(), TufError> {
+fn check_meta_file(what: &str, bytes: &[u8], meta: &MetaFile) -> Result<(), TufError> {
     if meta.length.is_some_and(|n| n != bytes.len() as u64) {
         return Err(TufError::HashMismatch { what: what.into() });
     }
     if let Some(hashes) = &meta.hashes {
-        check_hashes(what.as_str(), hashes, &mut HashSet::new(hashes), bytes)?;
+        check_hashes(what, hashes, &mut HashSet::new(hashes), bytes)?;
     }
     Ok(())
+}
+
+/// A role's name as it appears in file names and URLs: every byte but `A-Z a-z 0-9 _ . - ~`
+/// percent-encoded (what python-tuf does, so that `a/b`, `..` or `?` stay one file name).
+pub fn role_file_name(role: &str) -> String {
+    role.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Incremental hashes of every algorithm a target lists that this client knows.
@@ -415,7 +430,7 @@ impl Updater {
             .fetch(&url, meta.length.unwrap_or(MAX_SNAPSHOT_BYTES))
             .await?
             .ok_or_else(|| TufError::Other(format!("{url}: not found")))?;
-        check_meta_file(TufRole::Snapshot, &bytes, meta)?;
+        check_meta_file(TufRole::Snapshot.as_str(), &bytes, meta)?;
         let env = Envelope::from_slice(TufRole::Snapshot, &bytes)?;
         env.verify_role(root, TufRole::Snapshot)?;
         let new: Snapshot = env.decode()?;
@@ -472,7 +487,7 @@ impl Updater {
             .fetch(&url, meta.length.unwrap_or(MAX_TARGETS_BYTES))
             .await?
             .ok_or_else(|| TufError::Other(format!("{url}: not found")))?;
-        check_meta_file(TufRole::Targets, &bytes, meta)?;
+        check_meta_file(TufRole::Targets.as_str(), &bytes, meta)?;
         let env = Envelope::from_slice(TufRole::Targets, &bytes)?;
         env.verify_role(root, TufRole::Targets)?;
         let new: Targets = env.decode()?;
@@ -486,6 +501,114 @@ impl Updater {
         new.check_not_expired(self.now)?;
         persist(&self.dir, "targets.json", &bytes)?;
         Ok(new)
+    }
+
+    /// The target at `path`, as the repository's delegations assign it: a pre-order
+    /// depth-first search from the top-level targets (TUF 5.6.7), each role trusted for the
+    /// path in the order its delegator lists it, a terminating role ending the search, at
+    /// most `MAX_DELEGATIONS` roles, each visited once (so a cycle ends). Every delegated role
+    /// is verified against the delegator that led here, also when it was kept from before.
+    pub async fn find_target(
+        &self,
+        trusted: &Trusted,
+        path: &str,
+    ) -> Result<Option<TargetFile>, TufError> {
+        let mut loaded: BTreeMap<String, Targets> = BTreeMap::new();
+        loaded.insert(TufRole::Targets.as_str().into(), trusted.targets.clone());
+        let mut to_visit = vec![(TufRole::Targets.as_str().to_owned(), String::new())];
+        let mut visited = std::collections::BTreeSet::new();
+        while visited.len() < MAX_DELEGATIONS {
+            let Some((role, parent)) = to_visit.pop() else {
+                break;
+            };
+            if visited.contains(&role) {
+                continue;
+            }
+            let targets = match loaded.get(&role) {
+                Some(t) => t.clone(),
+                None => {
+                    let delegations = loaded[&parent]
+                        .delegations
+                        .clone()
+                        .expect("a role is visited only from a delegator");
+                    let t = self.load_delegated(trusted, &role, &delegations).await?;
+                    loaded.insert(role.clone(), t.clone());
+                    t
+                }
+            };
+            if let Some(t) = targets.targets.get(path) {
+                return Ok(Some(t.clone()));
+            }
+            visited.insert(role.clone());
+            if let Some(d) = &targets.delegations {
+                let mut children = Vec::new();
+                for (child, terminating) in d.roles_for(path) {
+                    children.push((child, role.clone()));
+                    if terminating {
+                        to_visit.clear();
+                        break;
+                    }
+                }
+                to_visit.extend(children.into_iter().rev());
+            }
+        }
+        Ok(None)
+    }
+
+    /// Delegated targets role `role`, verified with `delegations` (its delegator's) and against
+    /// the snapshot: the trusted copy if it is still the version the snapshot names and valid,
+    /// else fetched and kept.
+    async fn load_delegated(
+        &self,
+        trusted: &Trusted,
+        role: &str,
+        delegations: &crate::tuf::metadata::Delegations,
+    ) -> Result<Targets, TufError> {
+        let keys = delegations
+            .keys_of(role)
+            .ok_or_else(|| TufError::Malformed {
+                role: role.into(),
+                reason: "not delegated by its delegator".into(),
+            })?;
+        let meta = trusted
+            .snapshot
+            .meta
+            .get(&format!("{role}.json"))
+            .ok_or_else(|| TufError::Malformed {
+                role: TufRole::Snapshot.into(),
+                reason: format!("no {role}.json entry"),
+            })?;
+        let file = format!("{}.json", role_file_name(role));
+        let verified = |env: &Envelope| -> Result<Targets, TufError> {
+            env.verify_keys(&delegations.keys, &keys, role)?;
+            let t: Targets = env.decode()?;
+            if t.version != meta.version {
+                return Err(TufError::BadVersion {
+                    role: role.into(),
+                    expected: meta.version.to_string(),
+                    got: t.version,
+                });
+            }
+            t.check_not_expired(self.now)?;
+            Ok(t)
+        };
+        if let Some(t) = load_local(&self.dir, &file).and_then(|env| verified(&env).ok()) {
+            return Ok(t);
+        }
+        let url = if trusted.root.consistent_snapshot {
+            format!("{}{}.{file}", self.metadata_url, meta.version)
+        } else {
+            format!("{}{file}", self.metadata_url)
+        };
+        let bytes = self
+            .fetcher
+            .fetch(&url, meta.length.unwrap_or(MAX_TARGETS_BYTES))
+            .await?
+            .ok_or_else(|| TufError::Other(format!("{url}: not found")))?;
+        check_meta_file(role, &bytes, meta)?;
+        let t = verified(&Envelope::from_slice(role, &bytes)?)?;
+        persist(&self.dir, &file, &bytes)?;
+        Ok(t)
     }
 }
 

@@ -215,6 +215,219 @@ pub struct Targets {
     pub version: u64,
     pub expires: String,
     pub targets: BTreeMap<String, TargetFile>,
+    /// The roles this one delegates to (TUF 4.5), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegations: Option<Delegations>,
+}
+
+/// A targets role's delegations: the keys, and either roles by name or hashed bins (TAP 15).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delegations {
+    pub keys: BTreeMap<String, MetaKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<DelegatedRole>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succinct_roles: Option<SuccinctRoles>,
+}
+
+/// One delegated role: who signs it, and which target paths it is trusted for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DelegatedRole {
+    pub name: String,
+    pub keyids: Vec<String>,
+    pub threshold: u32,
+    #[serde(default)]
+    pub terminating: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hash_prefixes: Option<Vec<String>>,
+}
+
+/// `2^bit_length` bins named `{name_prefix}-{hex}`, one key set for all (TAP 15): a target
+/// belongs to the bin of the first `bit_length` bits of its path's SHA-256.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SuccinctRoles {
+    pub keyids: Vec<String>,
+    pub threshold: u32,
+    pub bit_length: u32,
+    pub name_prefix: String,
+}
+
+impl Delegations {
+    /// The roles trusted for `path`, in order, each with whether it is terminating (bins are).
+    pub fn roles_for(&self, path: &str) -> Vec<(String, bool)> {
+        if let Some(roles) = &self.roles {
+            return roles
+                .iter()
+                .filter(|r| r.is_delegated_path(path))
+                .map(|r| (r.name.clone(), r.terminating))
+                .collect();
+        }
+        match &self.succinct_roles {
+            Some(bins) => vec![(bins.role_for(path), true)],
+            None => Vec::new(),
+        }
+    }
+
+    /// The keys and threshold of the delegated role `name`, if this delegates it.
+    pub fn keys_of(&self, name: &str) -> Option<RoleKeys> {
+        if let Some(roles) = &self.roles {
+            return roles.iter().find(|r| r.name == name).map(|r| RoleKeys {
+                keyids: r.keyids.clone(),
+                threshold: r.threshold,
+            });
+        }
+        let bins = self.succinct_roles.as_ref()?;
+        bins.is_bin(name).then(|| RoleKeys {
+            keyids: bins.keyids.clone(),
+            threshold: bins.threshold,
+        })
+    }
+
+    /// What python-tuf refuses in delegations as it reads them (the reason).
+    fn malformed(&self) -> Option<String> {
+        match (&self.roles, &self.succinct_roles) {
+            (Some(_), Some(_)) => {
+                return Some("delegations with both roles and succinct_roles".into());
+            }
+            (None, None) => {
+                return Some("delegations with neither roles nor succinct_roles".into());
+            }
+            _ => {}
+        }
+        if let Some(bins) = &self.succinct_roles
+            && (bins.threshold == 0 || !(1..=32).contains(&bins.bit_length))
+        {
+            return Some(
+                "succinct_roles with a threshold of 0 or a bit_length outside 1..=32".into(),
+            );
+        }
+        let roles = self.roles.as_deref().unwrap_or_default();
+        let mut names = std::collections::BTreeSet::new();
+        for r in roles {
+            if !names.insert(r.name.as_str()) {
+                return Some(format!("delegated role {} appears twice", r.name));
+            }
+            if TufRole::parse(&r.name).is_some() {
+                return Some(format!("a delegated role cannot be named {}", r.name));
+            }
+            if r.threshold == 0 {
+                return Some(format!("delegated role {} has a threshold of 0", r.name));
+            }
+            if r.paths.is_some() == r.path_hash_prefixes.is_some() {
+                return Some(format!(
+                    "delegated role {} needs exactly one of paths and path_hash_prefixes",
+                    r.name
+                ));
+            }
+        }
+        None
+    }
+}
+
+impl DelegatedRole {
+    /// Whether this role is trusted for `path`: a pattern of `paths` matches it segment by
+    /// segment (`*`, `?` and `[...]` never cross a `/`), or its SHA-256 starts with one of
+    /// `path_hash_prefixes`.
+    pub fn is_delegated_path(&self, path: &str) -> bool {
+        if let Some(patterns) = &self.paths {
+            return patterns.iter().any(|p| path_matches(p, path));
+        }
+        let hash = sha256_hex(path.as_bytes());
+        self.path_hash_prefixes
+            .iter()
+            .flatten()
+            .any(|prefix| hash.starts_with(prefix.as_str()))
+    }
+}
+
+impl SuccinctRoles {
+    fn suffix_len(&self) -> usize {
+        format!("{:x}", (1u64 << self.bit_length) - 1).len()
+    }
+
+    /// The bin `path` belongs to.
+    pub fn role_for(&self, path: &str) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, path.as_bytes());
+        let first = u32::from_be_bytes(digest.as_ref()[..4].try_into().expect("4 bytes"));
+        let bin = u64::from(first) >> (32 - self.bit_length);
+        format!(
+            "{}-{bin:0width$x}",
+            self.name_prefix,
+            width = self.suffix_len()
+        )
+    }
+
+    /// Whether `name` is one of these bins.
+    pub fn is_bin(&self, name: &str) -> bool {
+        let Some(suffix) = name
+            .strip_prefix(self.name_prefix.as_str())
+            .and_then(|s| s.strip_prefix('-'))
+        else {
+            return false;
+        };
+        suffix.len() == self.suffix_len()
+            && suffix
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            && u64::from_str_radix(suffix, 16).is_ok_and(|n| n < 1u64 << self.bit_length)
+    }
+}
+
+/// Whether `path` matches `pattern` as python-tuf matches delegated paths: the same number of
+/// `/`-separated segments, each matched by `fnmatch` (`*`, `?`, `[seq]`, `[!seq]`).
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let (p, t): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == t.len()
+        && p.iter()
+            .zip(&t)
+            .all(|(p, t)| fnmatch(p.as_bytes(), t.as_bytes()))
+}
+
+/// Shell-style matching of one segment (Python's `fnmatch.fnmatchcase`).
+fn fnmatch(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.first() {
+        None => text.is_empty(),
+        Some(b'*') => (0..=text.len()).any(|i| fnmatch(&pattern[1..], &text[i..])),
+        Some(b'?') => !text.is_empty() && fnmatch(&pattern[1..], &text[1..]),
+        Some(b'[') => match class(&pattern[1..]) {
+            Some((matches, rest)) => {
+                !text.is_empty() && matches(text[0]) && fnmatch(rest, &text[1..])
+            }
+            // No closing bracket: a literal '['.
+            None => text.first() == Some(&b'[') && fnmatch(&pattern[1..], &text[1..]),
+        },
+        Some(c) => text.first() == Some(c) && fnmatch(&pattern[1..], &text[1..]),
+    }
+}
+
+/// A `[...]` class after its `[`: a test of one byte, and the pattern after the `]`.
+#[allow(clippy::type_complexity)]
+fn class(after: &[u8]) -> Option<(Box<dyn Fn(u8) -> bool + '_>, &[u8])> {
+    let (negate, body) = match after.first() {
+        Some(b'!') => (true, &after[1..]),
+        _ => (false, after),
+    };
+    // A ']' first is part of the class.
+    let end = 1 + body.get(1..)?.iter().position(|&b| b == b']')?;
+    let (set, rest) = (&body[..end], &body[end + 1..]);
+    let set = if set.is_empty() { return None } else { set };
+    let test = move |c: u8| {
+        let mut i = 0;
+        let mut found = false;
+        while i < set.len() {
+            if i + 2 < set.len() && set[i + 1] == b'-' {
+                found |= (set[i]..=set[i + 2]).contains(&c);
+                i += 3;
+            } else {
+                found |= set[i] == c;
+                i += 1;
+            }
+        }
+        found != negate
+    };
+    Some((Box::new(test), rest))
 }
 
 macro_rules! meta_list {
@@ -290,7 +503,10 @@ macro_rules! signed_role {
     };
 }
 signed_role!(Root, TufRole::Root, Root::malformed_roles);
-signed_role!(Targets, TufRole::Targets);
+signed_role!(Targets, TufRole::Targets, |t: &Targets| t
+    .delegations
+    .as_ref()
+    .and_then(Delegations::malformed));
 signed_role!(Snapshot, TufRole::Snapshot);
 signed_role!(Timestamp, TufRole::Timestamp);
 
@@ -438,6 +654,17 @@ impl Envelope {
                 role: TufRole::Root.into(),
                 reason: format!("no {role} role"),
             })?;
+        self.verify_keys(&root.keys, keys, role.as_str())
+    }
+
+    /// Verifies that the threshold of `keys` (named in `known`) signed this file of `role`: a
+    /// top-level role under its root, or a delegated one under its delegator's delegations.
+    pub fn verify_keys(
+        &self,
+        known: &BTreeMap<String, MetaKey>,
+        keys: &RoleKeys,
+        role: &str,
+    ) -> Result<(), TufError> {
         let msg = to_canonical_json(&self.signed).map_err(|e| TufError::Malformed {
             role: role.into(),
             reason: e.to_string(),
@@ -458,7 +685,7 @@ impl Envelope {
             if !keys.keyids.contains(&s.keyid) {
                 continue;
             }
-            let Some(key) = root.keys.get(&s.keyid).and_then(super::keys::Verifier::of) else {
+            let Some(key) = known.get(&s.keyid).and_then(super::keys::Verifier::of) else {
                 continue;
             };
             if hex::decode(&s.sig).is_ok_and(|sig| key.verify(&msg, &sig))
@@ -600,5 +827,55 @@ mod tests {
             env.verify_role(&root, TufRole::Targets),
             Err(TufError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn delegated_paths_match_segment_by_segment_as_python_tuf_does() {
+        for (pattern, path, expected) in [
+            ("deleg/*.txt", "deleg/file.txt", true),
+            ("deleg/*", "deleg/a/b.txt", false),
+            ("*", "a/b", false),
+            ("*.txt", "dir/x.txt", false),
+            ("a/?.txt", "a/b.txt", true),
+            ("a/?.txt", "a/bb.txt", false),
+            ("a/?", "a//", false),
+            ("a/[ab].txt", "a/b.txt", true),
+            ("a/[!ab].txt", "a/b.txt", false),
+            ("a/[a-c]x", "a/bx", true),
+            ("a/[]x", "a/[]x", true),
+            ("a/b", "a/b", true),
+            ("", "", true),
+        ] {
+            assert_eq!(path_matches(pattern, path), expected, "{pattern} ~ {path}");
+        }
+    }
+
+    #[test]
+    fn succinct_bins_take_the_leading_bits_of_the_paths_sha256() {
+        let bins = |bit_length| SuccinctRoles {
+            keyids: vec![],
+            threshold: 1,
+            bit_length,
+            name_prefix: "bin".into(),
+        };
+        let hash = sha256_hex(b"app/x/x.bin");
+        assert_eq!(
+            bins(4).role_for("app/x/x.bin"),
+            format!("bin-{}", &hash[..1])
+        );
+        assert_eq!(
+            bins(8).role_for("app/x/x.bin"),
+            format!("bin-{}", &hash[..2])
+        );
+        let first = u8::from_str_radix(&hash[..2], 16).unwrap();
+        assert_eq!(
+            bins(1).role_for("app/x/x.bin"),
+            format!("bin-{}", first >> 7)
+        );
+        assert!(bins(4).is_bin("bin-f"));
+        assert!(!bins(4).is_bin("bin-10"), "one hex digit for 16 bins");
+        assert!(!bins(4).is_bin("bin-F"));
+        assert!(!bins(3).is_bin("bin-8"), "8 bins: 0 to 7");
+        assert!(!bins(4).is_bin("other-1"));
     }
 }

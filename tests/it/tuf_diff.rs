@@ -50,7 +50,7 @@ fn the_known_gaps_list_fails_the_run_both_when_too_short_and_when_too_long() {
     let arg = |p: &Path| p.to_str().unwrap().to_owned();
     // A scenario that differs today, not listed: a regression.
     let empty = gaps("empty.txt", "");
-    let differing = "delegated_target_is_found";
+    let differing = "root_listing_an_unknown_key_type_is_refused";
     let (ok, out) = run_harness(&["--only", differing, "--known-gaps", &arg(&empty)]);
     assert!(
         !ok && out.contains(&format!("REGRESSION {differing}")),
@@ -62,7 +62,10 @@ fn the_known_gaps_list_fails_the_run_both_when_too_short_and_when_too_long() {
     let (ok, out) = run_harness(&["--only", agreeing, "--known-gaps", &arg(&listed)]);
     assert!(!ok && out.contains(&format!("FIXED {agreeing}")), "{out}");
     // And both as the list expects: passes.
-    let right = gaps("right.txt", &format!("{differing}  # no delegations\n"));
+    let right = gaps(
+        "right.txt",
+        &format!("{differing}  # python-tuf refuses the root\n"),
+    );
     let (ok, out) = run_harness(&[
         "--only",
         differing,
