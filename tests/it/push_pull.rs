@@ -49,46 +49,71 @@ fn pushing_the_same_bytes_again_is_a_no_op() {
     assert_eq!(before, s.state());
 }
 
+/// `arca tuf-client` on `s`'s dev channel with a metadata directory of its own.
+struct TufClient<'a> {
+    s: &'a Server,
+    md: std::path::PathBuf,
+    meta_url: String,
+}
+
+impl<'a> TufClient<'a> {
+    /// Initialised from the server's pinned root.
+    fn init(s: &'a Server) -> TufClient<'a> {
+        let md = s.path("md");
+        s.ok(&[
+            "tuf-client",
+            "--metadata-dir",
+            md.to_str().unwrap(),
+            "init",
+            s.root_json().to_str().unwrap(),
+        ]);
+        let meta_url = format!("{}/tuf/dev/metadata/", s.url);
+        TufClient { s, md, meta_url }
+    }
+
+    /// `arca tuf-client --metadata-url .. --metadata-dir .. ARGS`.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.s
+            .arca()
+            .args([
+                "tuf-client",
+                "--metadata-url",
+                &self.meta_url,
+                "--metadata-dir",
+            ])
+            .arg(&self.md)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `download` of target `name` from `base` into `dir`.
+    fn download(&self, name: &str, base: &str, dir: &std::path::Path) -> std::process::Output {
+        let dir = dir.to_str().unwrap();
+        self.run(&[
+            "--target-name",
+            name,
+            "--target-base-url",
+            base,
+            "--target-dir",
+            dir,
+            "download",
+        ])
+    }
+}
+
 #[test]
 fn tuf_client_protocol_init_refresh_download() {
     let s = Server::start();
     let key = s.builder("builder", "**");
     let file = s.file("x.bin", 5000, 4);
     s.push(&file, "x", "1", &key);
-    let md = s.path("md");
     let td = s.path("td");
-    let md_s = md.to_str().unwrap();
-    let meta_url = format!("{}/tuf/dev/metadata/", s.url);
     let targets_url = format!("{}/tuf/dev/targets/", s.url);
-    s.ok(&[
-        "tuf-client",
-        "--metadata-dir",
-        md_s,
-        "init",
-        s.root_json().to_str().unwrap(),
-    ]);
-    s.ok(&[
-        "tuf-client",
-        "--metadata-url",
-        &meta_url,
-        "--metadata-dir",
-        md_s,
-        "refresh",
-    ]);
-    s.ok(&[
-        "tuf-client",
-        "--metadata-url",
-        &meta_url,
-        "--metadata-dir",
-        md_s,
-        "--target-name",
-        "x/x.bin",
-        "--target-base-url",
-        &targets_url,
-        "--target-dir",
-        td.to_str().unwrap(),
-        "download",
-    ]);
+    let client = TufClient::init(&s);
+    assert!(client.run(&["refresh"]).status.success());
+    let out = client.download("x/x.bin", &targets_url, &td);
+    assert!(out.status.success(), "{out:?}");
     assert_eq!(
         std::fs::read(td.join("x%2Fx.bin")).unwrap(),
         std::fs::read(&file).unwrap()
@@ -96,53 +121,30 @@ fn tuf_client_protocol_init_refresh_download() {
     // The target is there and verifies: downloading it again fetches nothing, so it succeeds
     // with a target URL where nothing listens; once its bytes changed it must be fetched.
     let nowhere = "http://127.0.0.1:1/";
-    let again = |base: &str| {
-        s.arca()
-            .args([
-                "tuf-client",
-                "--metadata-url",
-                &meta_url,
-                "--metadata-dir",
-                md_s,
-            ])
-            .args(["--target-name", "x/x.bin", "--target-base-url", base])
-            .args(["--target-dir", td.to_str().unwrap(), "download"])
-            .output()
-            .unwrap()
-    };
-    let out = again(nowhere);
+    let out = client.download("x/x.bin", nowhere, &td);
     assert!(out.status.success(), "{out:?}");
     let mut changed = std::fs::read(&file).unwrap();
     changed[0] ^= 1;
     std::fs::write(td.join("x%2Fx.bin"), &changed).unwrap();
-    assert_eq!(again(nowhere).status.code(), Some(1));
-    assert!(again(&targets_url).status.success());
+    assert_eq!(
+        client.download("x/x.bin", nowhere, &td).status.code(),
+        Some(1)
+    );
+    assert!(
+        client
+            .download("x/x.bin", &targets_url, &td)
+            .status
+            .success()
+    );
     assert_eq!(
         std::fs::read(td.join("x%2Fx.bin")).unwrap(),
         std::fs::read(&file).unwrap()
     );
     // A target that is not listed fails with exit 1.
-    let out = s
-        .arca()
-        .args([
-            "tuf-client",
-            "--metadata-url",
-            &meta_url,
-            "--metadata-dir",
-            md_s,
-            "--target-name",
-            "nope",
-        ])
-        .args([
-            "--target-base-url",
-            &targets_url,
-            "--target-dir",
-            td.to_str().unwrap(),
-            "download",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        client.download("nope", &targets_url, &td).status.code(),
+        Some(1)
+    );
 }
 
 /// A target is served at both consistent-snapshot paths: the hash before the file name
@@ -186,31 +188,10 @@ fn a_refresh_keeps_the_versions_it_already_trusts() {
     let s = Server::start_tamperable();
     let key = s.builder("builder", "app/*");
     s.push(&s.file("k.bin", 1000, 6), "app/k", "1.0.0", &key);
-    let md = s.path("md");
-    let md_s = md.to_str().unwrap();
-    let meta_url = format!("{}/tuf/dev/metadata/", s.url);
-    s.ok(&[
-        "tuf-client",
-        "--metadata-dir",
-        md_s,
-        "init",
-        s.root_json().to_str().unwrap(),
-    ]);
-    let refresh = || {
-        s.arca()
-            .args([
-                "tuf-client",
-                "--metadata-url",
-                &meta_url,
-                "--metadata-dir",
-                md_s,
-                "refresh",
-            ])
-            .output()
-            .unwrap()
-    };
+    let client = TufClient::init(&s);
+    let refresh = || client.run(&["refresh"]);
     assert!(refresh().status.success());
-    let trusted = |role: &str| std::fs::read(md.join(format!("{role}.json"))).unwrap();
+    let trusted = |role: &str| std::fs::read(client.md.join(format!("{role}.json"))).unwrap();
     let (timestamp, snapshot) = (trusted("timestamp"), trusted("snapshot"));
 
     // The same timestamp version, re-signed by the online key with another expiry.
