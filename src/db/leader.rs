@@ -152,9 +152,7 @@ impl Drop for Elector {
         if let Kind::Postgres { conn, .. } = &mut self.kind
             && let Some(c) = conn.take()
         {
-            std::thread::scope(|s| {
-                s.spawn(move || drop(c));
-            });
+            super::close_off_executor(c);
         }
     }
 }

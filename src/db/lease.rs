@@ -98,9 +98,7 @@ impl Drop for Notifier {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            std::thread::scope(|s| {
-                s.spawn(move || drop(c));
-            });
+            super::close_off_executor(c);
         }
     }
 }

@@ -273,12 +273,18 @@ impl Drop for Pool {
         if let Pool::Postgres { idle, .. } = self {
             let conns = std::mem::take(idle.get_mut().unwrap_or_else(|p| p.into_inner()));
             if !conns.is_empty() {
-                std::thread::scope(|s| {
-                    s.spawn(move || drop(conns));
-                });
+                close_off_executor(conns);
             }
         }
     }
+}
+
+/// Drops `sessions` (PostgreSQL connections, or what holds them) on a thread of their own:
+/// closing one blocks on its own runtime, which panics on an executor thread.
+fn close_off_executor<T: Send>(sessions: T) {
+    std::thread::scope(|s| {
+        s.spawn(move || drop(sessions));
+    });
 }
 
 impl Pool {
